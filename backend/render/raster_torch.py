@@ -1,0 +1,352 @@
+"""A pure-PyTorch differentiable rasterizer with nvdiffrast's contract (CPU or GPU).
+
+Conventions, as nvdiffrast (OpenGL):
+- `pos` is clip space; pixel (x, y) has its centre at NDC ((x + 0.5) / W * 2 - 1, (y + 0.5) / H * 2 - 1),
+  so image row 0 is the *bottom* row (NDC y = -1). Flip vertically to get a top-down picture.
+- `rast[..., 0:2]` = perspective-correct barycentrics (u, v) of the triangle's vertices 0 and 1
+  (vertex 2 has 1 - u - v); `rast[..., 2]` = z / w (NDC depth); `rast[..., 3]` = triangle id + 1,
+  0 where no triangle covers the pixel centre.
+- Both windings are drawn; triangles with a vertex at w <= 0 (behind the eye) are skipped rather than
+  clipped, and pixels whose depth falls outside [-1, 1] are not covered.
+
+How: visibility is found without gradients by enumerating (triangle, pixel) pairs inside each
+triangle's pixel bounding box, in chunks of at most `max_pairs` (never pixels x triangles), and a
+depth test done as one `scatter_reduce(amin)` over keys packing (depth, triangle id). The
+barycentrics of the winning triangle are then recomputed with autograd from `pos`. Silhouette
+gradients come from `antialias`, which blends colours across silhouette edges by how far along the
+pixel-to-pixel segment the edge crosses (nvdiffrast's analytic antialiasing).
+"""
+
+from __future__ import annotations
+
+import torch
+
+_NO_HIT = torch.iinfo(torch.int64).max
+
+
+def _as_batched(pos: torch.Tensor) -> torch.Tensor:
+    if pos.dim() == 2:
+        pos = pos.unsqueeze(0)
+    if pos.dim() != 3 or pos.shape[-1] != 4:
+        raise ValueError(f"pos must be [B, V, 4] or [V, 4] clip-space, got {tuple(pos.shape)}")
+    return pos
+
+
+def _check_tri(tri: torch.Tensor, num_vertices: int) -> torch.Tensor:
+    if tri.dim() != 2 or tri.shape[1] != 3:
+        raise ValueError(f"tri must be [F, 3] int32, got {tuple(tri.shape)}")
+    return tri.long()
+
+
+def _screen(pos: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clip [B, V, 4] -> pixel x, pixel y, ndc depth, each [B, V] (pixel units, origin bottom-left)."""
+    w = pos[..., 3]
+    x = (pos[..., 0] / w + 1.0) * (0.5 * width)
+    y = (pos[..., 1] / w + 1.0) * (0.5 * height)
+    return x, y, pos[..., 2] / w
+
+
+@torch.no_grad()
+def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, max_pairs: int) -> torch.Tensor:
+    """Per-pixel winning triangle id + 1 (0 = empty), [B * H * W] int64."""
+    batch = pos.shape[0]
+    device = pos.device
+    sx, sy, sz = _screen(pos.float(), height, width)
+    num_faces = tri.shape[0]
+    fx = sx[:, tri]  # [B, F, 3]
+    fy = sy[:, tri]
+    fz = sz[:, tri]
+    fw = pos[..., 3][:, tri]
+    area = (fx[..., 1] - fx[..., 0]) * (fy[..., 2] - fy[..., 0]) - (fx[..., 2] - fx[..., 0]) * (fy[..., 1] - fy[..., 0])
+    x0 = torch.ceil(fx.min(-1).values - 0.5).clamp(min=0)
+    x1 = torch.floor(fx.max(-1).values - 0.5).clamp(max=width - 1)
+    y0 = torch.ceil(fy.min(-1).values - 0.5).clamp(min=0)
+    y1 = torch.floor(fy.max(-1).values - 0.5).clamp(max=height - 1)
+    cols = (x1 - x0 + 1).clamp(min=0)
+    rows = (y1 - y0 + 1).clamp(min=0)
+    ok = (fw > 0).all(-1) & (area.abs() > 1e-12) & (fz > -1).any(-1) & (fz < 1).any(-1)
+    ok &= torch.isfinite(area)
+    counts = torch.where(ok, cols * rows, torch.zeros_like(cols)).long().flatten()  # [B * F]
+    live = torch.nonzero(counts > 0).squeeze(1)
+    depth_keys = torch.full((batch * height * width,), _NO_HIT, dtype=torch.int64, device=device)
+    if live.numel() == 0:
+        return torch.zeros_like(depth_keys)
+
+    counts = counts[live]
+    flat = lambda t: t.reshape(batch * num_faces, *t.shape[2:])[live]  # noqa: E731
+    fx, fy, fz, area = flat(fx), flat(fy), flat(fz), flat(area)
+    x0, y0, cols = flat(x0).long(), flat(y0).long(), flat(cols).long()
+    b_of = torch.div(live, num_faces, rounding_mode="floor")
+    f_of = live - b_of * num_faces
+
+    # Chunk the instances so that no chunk enumerates more than max_pairs candidate pixels.
+    ends = torch.cumsum(counts, 0)
+    start = 0
+    while start < live.numel():
+        base = ends[start - 1] if start > 0 else ends.new_zeros(())
+        stop = int(torch.searchsorted(ends, base + max_pairs, right=True))
+        stop = max(stop, start + 1)
+        c = counts[start:stop]
+        inst = torch.repeat_interleave(torch.arange(start, stop, device=device), c)
+        offsets = torch.cumsum(c, 0) - c
+        local = torch.arange(int(c.sum()), device=device) - torch.repeat_interleave(offsets, c)
+        px = x0[inst] + local % cols[inst]
+        py = y0[inst] + torch.div(local, cols[inst], rounding_mode="floor")
+        cx = px.float() + 0.5
+        cy = py.float() + 0.5
+        vx, vy = fx[inst], fy[inst]
+        inv_area = 1.0 / area[inst]
+        # Screen-space barycentrics of the pixel centre; inside when all are >= 0.
+        b0 = ((vx[:, 1] - cx) * (vy[:, 2] - cy) - (vx[:, 2] - cx) * (vy[:, 1] - cy)) * inv_area
+        b1 = ((vx[:, 2] - cx) * (vy[:, 0] - cy) - (vx[:, 0] - cx) * (vy[:, 2] - cy)) * inv_area
+        b2 = 1.0 - b0 - b1
+        z = b0 * fz[inst, 0] + b1 * fz[inst, 1] + b2 * fz[inst, 2]  # z/w is affine in screen space
+        inside = (b0 >= 0) & (b1 >= 0) & (b2 >= 0) & (z >= -1) & (z <= 1)
+        inst, px, py, z = inst[inside], px[inside], py[inside], z[inside]
+        # Pack (depth, id) into one int64 so a single amin does the depth test; float bits of a
+        # non-negative float32 are ordered like the floats themselves.
+        zbits = (z + 1.0).clamp(min=0).float().view(torch.int32).long()
+        key = (zbits << 32) | f_of[inst]
+        pixel = (b_of[inst] * height + py) * width + px
+        depth_keys.scatter_reduce_(0, pixel, key, reduce="amin", include_self=True)
+        start = stop
+
+    hit = depth_keys != _NO_HIT
+    return torch.where(hit, (depth_keys & 0xFFFFFFFF) + 1, torch.zeros_like(depth_keys))
+
+
+def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int], max_pairs: int = 1 << 22) -> torch.Tensor:
+    """Rasterizes triangles.
+
+    pos: [B, V, 4] (or [V, 4]) float32 clip-space positions; differentiable.
+    tri: [F, 3] int32 vertex indices.
+    resolution: (height, width) in pixels.
+    Returns rast: [B, H, W, 4] float32 (u, v, z/w, triangle_id + 1), row 0 at the bottom.
+    """
+    pos = _as_batched(pos)
+    tri = _check_tri(tri, pos.shape[1])
+    height, width = int(resolution[0]), int(resolution[1])
+    batch = pos.shape[0]
+    ids = _visibility(pos.detach(), tri, height, width, max_pairs)
+    covered = torch.nonzero(ids).squeeze(1)
+    out = pos.new_zeros(batch * height * width, 4)
+    if covered.numel() == 0:
+        return out.reshape(batch, height, width, 4)
+    face = ids[covered] - 1
+    b = torch.div(covered, height * width, rounding_mode="floor")
+    rem = covered - b * height * width
+    py = torch.div(rem, width, rounding_mode="floor")
+    px = rem - py * width
+    # Differentiable recomputation of the barycentrics for the visible triangle only.
+    verts = pos[b.unsqueeze(1), tri[face]]  # [P, 3, 4]
+    w = verts[..., 3]
+    nx = verts[..., 0] / w
+    ny = verts[..., 1] / w
+    cx = (px.to(pos.dtype) + 0.5) / width * 2.0 - 1.0
+    cy = (py.to(pos.dtype) + 0.5) / height * 2.0 - 1.0
+    area = (nx[:, 1] - nx[:, 0]) * (ny[:, 2] - ny[:, 0]) - (nx[:, 2] - nx[:, 0]) * (ny[:, 1] - ny[:, 0])
+    s0 = ((nx[:, 1] - cx) * (ny[:, 2] - cy) - (nx[:, 2] - cx) * (ny[:, 1] - cy)) / area
+    s1 = ((nx[:, 2] - cx) * (ny[:, 0] - cy) - (nx[:, 0] - cx) * (ny[:, 2] - cy)) / area
+    s2 = 1.0 - s0 - s1
+    zw = s0 * verts[:, 0, 2] / w[:, 0] + s1 * verts[:, 1, 2] / w[:, 1] + s2 * verts[:, 2, 2] / w[:, 2]
+    # Perspective correction: weights proportional to screen barycentric / w.
+    p0, p1, p2 = s0 / w[:, 0], s1 / w[:, 1], s2 / w[:, 2]
+    norm = p0 + p1 + p2
+    values = torch.stack([p0 / norm, p1 / norm, zw, face.to(pos.dtype) + 1.0], dim=1)
+    out = out.index_put((covered,), values)
+    return out.reshape(batch, height, width, 4)
+
+
+def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+    """Interpolates vertex attributes over the pixels.
+
+    attr: [V, C] or [B, V, C] float32 per-vertex attributes.
+    rast: [B, H, W, 4] output of `rasterize`.
+    tri: [F, 3] int32.
+    Returns [B, H, W, C]; zero where no triangle covers the pixel.
+    """
+    batch, height, width, _ = rast.shape
+    tri = tri.long()
+    face_id = rast[..., 3].long() - 1
+    covered = face_id >= 0
+    face = face_id.clamp(min=0)
+    idx = tri[face]  # [B, H, W, 3]
+    if attr.dim() == 2:
+        corners = attr[idx]  # [B, H, W, 3, C]
+    else:
+        bi = torch.arange(batch, device=attr.device).view(batch, 1, 1, 1)
+        corners = attr[bi, idx]
+    u = rast[..., 0:1]
+    v = rast[..., 1:2]
+    out = u * corners[..., 0, :] + v * corners[..., 1, :] + (1.0 - u - v) * corners[..., 2, :]
+    return out * covered.unsqueeze(-1).to(out.dtype)
+
+
+def texture(tex: torch.Tensor, uv: torch.Tensor, boundary_mode: str = "wrap") -> torch.Tensor:
+    """Bilinear texture lookup.
+
+    tex: [B or 1, Ht, Wt, C] float32 texture, row 0 addressed by v = 0 (as nvdiffrast).
+    uv: [B, H, W, 2] float32 texture coordinates; texel centres at ((i + 0.5) / Wt, (j + 0.5) / Ht).
+    boundary_mode: "wrap" (repeat) or "clamp".
+    Returns [B, H, W, C]; differentiable w.r.t. tex and uv.
+    """
+    if boundary_mode not in ("wrap", "clamp"):
+        raise ValueError(f"boundary_mode must be 'wrap' or 'clamp', got {boundary_mode!r}")
+    batch, height, width, _ = uv.shape
+    tb, th, tw, channels = tex.shape
+    x = uv[..., 0] * tw - 0.5
+    y = uv[..., 1] * th - 0.5
+    x0 = torch.floor(x)
+    y0 = torch.floor(y)
+    fx = (x - x0).unsqueeze(-1)
+    fy = (y - y0).unsqueeze(-1)
+    x0 = x0.long()
+    y0 = y0.long()
+
+    def wrap(i: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.remainder(i, n) if boundary_mode == "wrap" else i.clamp(0, n - 1)
+
+    flat = tex.reshape(tb, th * tw, channels)
+    if tb == 1 and batch > 1:
+        flat = flat.expand(batch, -1, -1)
+
+    def fetch(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        index = (wrap(yi, th) * tw + wrap(xi, tw)).reshape(batch, -1, 1).expand(-1, -1, channels)
+        return torch.gather(flat, 1, index).reshape(batch, height, width, channels)
+
+    top = fetch(y0, x0) * (1 - fx) + fetch(y0, x0 + 1) * fx
+    bottom = fetch(y0 + 1, x0) * (1 - fx) + fetch(y0 + 1, x0 + 1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def edge_topology(tri: torch.Tensor) -> torch.Tensor:
+    """For each triangle edge k = (tri[f, k], tri[f, (k + 1) % 3]), the other triangle sharing it.
+
+    tri: [F, 3] int32. Returns [F, 3] int64, -1 for boundary and non-manifold edges.
+    Depends only on `tri`: compute once per mesh and pass to `antialias` (nvdiffrast's topology hash).
+    """
+    tri = tri.long()
+    num_faces = tri.shape[0]
+    a = tri
+    b = tri.roll(-1, dims=1)
+    lo = torch.minimum(a, b).flatten()
+    hi = torch.maximum(a, b).flatten()
+    key = lo * (int(tri.max()) + 1 if num_faces else 1) + hi
+    order = torch.argsort(key)
+    sorted_key = key[order]
+    opposite = torch.full((num_faces * 3,), -1, dtype=torch.long, device=tri.device)
+    if num_faces == 0:
+        return opposite.reshape(0, 3)
+    same_next = torch.zeros_like(sorted_key, dtype=torch.bool)
+    same_next[:-1] = sorted_key[1:] == sorted_key[:-1]
+    same_prev = torch.zeros_like(same_next)
+    same_prev[1:] = same_next[:-1]
+    # An edge is manifold when exactly two entries share its key.
+    run_start = ~same_prev
+    run_id = torch.cumsum(run_start.long(), 0) - 1
+    run_len = torch.bincount(run_id)
+    pair = run_len[run_id] == 2
+    first = pair & same_next
+    i = order[first]
+    j = order[torch.nonzero(first).squeeze(1) + 1]
+    opposite[i] = torch.div(j, 3, rounding_mode="floor")
+    opposite[j] = torch.div(i, 3, rounding_mode="floor")
+    return opposite.reshape(num_faces, 3)
+
+
+def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
+              topology: torch.Tensor | None = None) -> torch.Tensor:
+    """Analytic antialiasing of silhouette edges; gives gradients w.r.t. vertex positions.
+
+    color: [B, H, W, C] float32 shaded image (same orientation as rast).
+    rast: [B, H, W, 4] from `rasterize(pos, tri, ...)`.
+    pos: [B, V, 4] or [V, 4] clip-space positions used for `rast`.
+    tri: [F, 3] int32.
+    topology: `edge_topology(tri)`, computed here if not given.
+    Returns [B, H, W, C]: for each pair of neighbouring pixels covered by different triangles (or
+    one by none), the silhouette edge between them moves colour across the pair in proportion to
+    where it crosses the segment joining the pixel centres.
+    """
+    pos = _as_batched(pos)
+    tri = tri.long()
+    if topology is None:
+        topology = edge_topology(tri)
+    batch, height, width, channels = color.shape
+    if pos.shape[0] == 1 and batch > 1:
+        pos = pos.expand(batch, -1, -1)
+    sx, sy, _ = _screen(pos, height, width)
+    with torch.no_grad():
+        fx, fy = sx[:, tri], sy[:, tri]
+        facing = torch.sign((fx[..., 1] - fx[..., 0]) * (fy[..., 2] - fy[..., 0])
+                            - (fx[..., 2] - fx[..., 0]) * (fy[..., 1] - fy[..., 0]))  # [B, F]
+    ids = rast[..., 3].long().reshape(-1)  # triangle id + 1
+    depth = rast[..., 2].reshape(-1)
+    flat_color = color.reshape(-1, channels)
+    delta = torch.zeros_like(flat_color)
+    pixel = torch.arange(batch * height * width, device=color.device).reshape(batch, height, width)
+    for horizontal in (True, False):
+        if horizontal:
+            p, q = pixel[:, :, :-1].reshape(-1), pixel[:, :, 1:].reshape(-1)
+        else:
+            p, q = pixel[:, :-1, :].reshape(-1), pixel[:, 1:, :].reshape(-1)
+        differ = ids[p] != ids[q]
+        p, q = p[differ], q[differ]
+        if p.numel() == 0:
+            continue
+        # Try the nearer side's triangle first; fall back to the other side's.
+        p_front = (ids[q] == 0) | ((ids[p] != 0) & (depth[p] <= depth[q]))
+        t_a, ok_a = _crossing(p, q, ids, sx, sy, tri, topology, facing, height, width, horizontal)
+        t_b, ok_b = _crossing(q, p, ids, sx, sy, tri, topology, facing, height, width, horizontal)
+        use_a = ok_a & (p_front | ~ok_b)
+        use_b = ok_b & ~use_a
+        for use, own, other, t in ((use_a, p, q, t_a), (use_b, q, p, t_b)):
+            own, other, t = own[use], other[use], t[use]
+            # Edge beyond the midpoint: the other pixel is partly covered by this triangle.
+            spill = (t - 0.5).clamp(min=0).unsqueeze(1)
+            # Edge before the midpoint: this pixel is partly uncovered.
+            recede = (0.5 - t).clamp(min=0).unsqueeze(1)
+            diff = flat_color[own] - flat_color[other]
+            delta = delta.index_add(0, other, spill * diff)
+            delta = delta.index_add(0, own, -recede * diff)
+    return (flat_color + delta).reshape(batch, height, width, channels)
+
+
+def _crossing(own: torch.Tensor, other: torch.Tensor, ids: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor,
+              tri: torch.Tensor, topology: torch.Tensor, facing: torch.Tensor, height: int, width: int,
+              horizontal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a silhouette edge of the triangle at `own` crosses the segment own -> other.
+
+    Returns t in [0, 1] (0 at own's centre; differentiable w.r.t. positions) and a validity mask.
+    """
+    face = ids[own] - 1
+    valid = face >= 0
+    face = face.clamp(min=0)
+    hw = height * width
+    b = torch.div(own, hw, rounding_mode="floor")
+    rem_own = own - b * hw
+    rem_other = other - b * hw
+    ox = (rem_own % width).to(sx.dtype) + 0.5
+    oy = torch.div(rem_own, width, rounding_mode="floor").to(sx.dtype) + 0.5
+    qx = (rem_other % width).to(sx.dtype) + 0.5
+    qy = torch.div(rem_other, width, rounding_mode="floor").to(sx.dtype) + 0.5
+    corner = tri[face]  # [P, 3]
+    vx = sx[b.unsqueeze(1), corner]  # [P, 3]
+    vy = sy[b.unsqueeze(1), corner]
+    ax, ay = vx, vy
+    bx, by = vx.roll(-1, dims=1), vy.roll(-1, dims=1)
+    orient = facing[b, face].unsqueeze(1)
+    # Edge functions, positive inside the triangle whatever its winding.
+    e_own = ((bx - ax) * (oy.unsqueeze(1) - ay) - (by - ay) * (ox.unsqueeze(1) - ax)) * orient
+    e_other = ((bx - ax) * (qy.unsqueeze(1) - ay) - (by - ay) * (qx.unsqueeze(1) - ax)) * orient
+    opp = topology[face]  # [P, 3]
+    opp_facing = facing[b.unsqueeze(1), opp.clamp(min=0)]
+    silhouette = (opp < 0) | (opp_facing != orient)
+    dx, dy = (bx - ax).detach().abs(), (by - ay).detach().abs()
+    # Each edge is handled by one pair direction only, so its length is counted once.
+    steep = dy >= dx if horizontal else dx > dy
+    crosses = (e_other < 0) & (e_own.detach() >= 0) & silhouette & steep
+    t = e_own / (e_own - e_other).where(crosses, torch.ones_like(e_own))
+    t = torch.where(crosses, t, torch.full_like(t, 2.0))
+    t_min, _ = t.min(dim=1)
+    valid = valid & (t_min <= 1.0)
+    return t_min.clamp(0.0, 1.0), valid

@@ -1,0 +1,120 @@
+"""One rasterizer contract, two implementations: nvdiffrast (CUDA) and pure PyTorch (anywhere).
+
+Both follow nvdiffrast's conventions (see `raster_torch`), so callers never branch on which is in use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from backend import external
+from backend.errors import DependencyMissingError
+from backend.render import raster_torch
+
+IMPLEMENTATIONS = ("auto", "nvdiffrast", "torch")
+
+
+@dataclass
+class RasterizerConfig:
+    """Which rasterizer runs and how."""
+
+    implementation: Literal["auto", "nvdiffrast", "torch"] = "auto"
+    """`auto` uses nvdiffrast when it is installed and the device is CUDA, else the PyTorch one."""
+    max_pairs: int = 1 << 22
+    """PyTorch path: the most (triangle, pixel) candidates enumerated at once (bounds memory)."""
+
+
+class TorchRasterizer:
+    """The pure-PyTorch implementation."""
+
+    name = "torch"
+
+    def __init__(self, config: RasterizerConfig, device: torch.device):
+        self.config = config
+        self.device = device
+        self._topology: dict[tuple, torch.Tensor] = {}
+
+    def rasterize(self, pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
+        """pos: [B, V, 4] clip; tri: [F, 3] int32 -> rast [B, H, W, 4] (u, v, z/w, id + 1)."""
+        return raster_torch.rasterize(pos, tri, resolution, max_pairs=self.config.max_pairs)
+
+    def interpolate(self, attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+        """attr: [V, C] or [B, V, C] -> [B, H, W, C]."""
+        return raster_torch.interpolate(attr, rast, tri)
+
+    def texture(self, tex: torch.Tensor, uv: torch.Tensor, boundary_mode: str = "wrap") -> torch.Tensor:
+        """tex: [B|1, Ht, Wt, C]; uv: [B, H, W, 2] -> [B, H, W, C] bilinear."""
+        return raster_torch.texture(tex, uv, boundary_mode)
+
+    def antialias(self, color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+        """Silhouette antialiasing with position gradients; color [B, H, W, C]."""
+        key = (tri.data_ptr(), tuple(tri.shape), tri._version)
+        topology = self._topology.get(key)
+        if topology is None:
+            topology = raster_torch.edge_topology(tri)
+            self._topology = {key: topology}  # one mesh at a time is the common case
+        return raster_torch.antialias(color, rast, pos, tri, topology)
+
+
+class NvdiffrastRasterizer:
+    """nvdiffrast's CUDA rasterizer behind the same contract."""
+
+    name = "nvdiffrast"
+
+    def __init__(self, config: RasterizerConfig, device: torch.device):
+        self.dr = external.require_nvdiffrast()
+        if device.type != "cuda":
+            raise DependencyMissingError("the nvdiffrast rasterizer needs a CUDA device",
+                                         hint="use --device cuda, or implementation='torch' on this device")
+        self.config = config
+        self.device = device
+        self.context = self.dr.RasterizeCudaContext(device=device)
+        self._topology: dict[tuple, object] = {}
+
+    def rasterize(self, pos, tri, resolution):
+        pos = pos if pos.dim() == 3 else pos.unsqueeze(0)
+        rast, _ = self.dr.rasterize(self.context, pos.contiguous(), tri.int().contiguous(), tuple(resolution))
+        return rast
+
+    def interpolate(self, attr, rast, tri):
+        out, _ = self.dr.interpolate(attr.contiguous(), rast, tri.int().contiguous())
+        return out
+
+    def texture(self, tex, uv, boundary_mode="wrap"):
+        return self.dr.texture(tex.contiguous(), uv.contiguous(), filter_mode="linear", boundary_mode=boundary_mode)
+
+    def antialias(self, color, rast, pos, tri):
+        pos = pos if pos.dim() == 3 else pos.unsqueeze(0)
+        key = (tri.data_ptr(), tuple(tri.shape), tri._version)
+        topology = self._topology.get(key)
+        if topology is None:
+            topology = self.dr.antialias_construct_topology_hash(tri.int().contiguous())
+            self._topology = {key: topology}
+        return self.dr.antialias(color.contiguous(), rast, pos.contiguous(), tri.int().contiguous(), topology_hash=topology)
+
+
+Rasterizer = TorchRasterizer | NvdiffrastRasterizer
+
+
+def make_rasterizer(config: RasterizerConfig | None = None, device: torch.device | str = "cpu") -> Rasterizer:
+    """Builds the configured rasterizer; errors name the fix when the choice cannot run here."""
+    config = config or RasterizerConfig()
+    device = torch.device(device)
+    if config.implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {config.implementation!r}")
+    if config.implementation == "nvdiffrast":
+        return NvdiffrastRasterizer(config, device)
+    if config.implementation == "auto" and external.HAS_NVDIFFRAST and device.type == "cuda":
+        return NvdiffrastRasterizer(config, device)
+    return TorchRasterizer(config, device)
+
+
+def renderer_name(device: torch.device | str, implementation: str = "auto") -> str:
+    """Which implementation `make_rasterizer` would pick, without building it."""
+    device = torch.device(device)
+    if implementation == "nvdiffrast" or (implementation == "auto" and external.HAS_NVDIFFRAST and device.type == "cuda"):
+        return "nvdiffrast"
+    return "torch"
