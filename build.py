@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Atelier's one task runner. Standard library only, so it runs on a fresh machine.
+
+    python build.py setup     create .venv (backend, torch) and .venv-blender (bpy + pyzmq, no torch)
+    python build.py test      setup, then run the whole test suite
+    python build.py demo      setup, then run the main job end to end through a real backend
+    python build.py bench     setup, then run the benchmarks in benchmarks/
+
+Environments are re-installed only when what they are built from changes (a stamp file keeps the hash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BLENDER_VENV = ROOT / ".venv-blender"
+
+# torch / torchvision pins per machine architecture (the code runs on any torch >= 2.4).
+TORCH_PINS = {
+    "x86_64": ("torch==2.14.1", "torchvision==0.29.1"),
+    "amd64": ("torch==2.14.1", "torchvision==0.29.1"),
+    "aarch64": ("torch==2.9.1", "torchvision==0.24.1"),
+    "arm64": ("torch==2.9.1", "torchvision==0.24.1"),
+}
+# The add-on's world: Blender 5.0's Python module and the one package the add-on bundles. No torch.
+BLENDER_PACKAGES = ("bpy==5.0.1", "pyzmq>=26", "pytest>=8", "pytest-timeout>=2.3")
+BLENDER_PYTHON = (3, 11)  # bpy 5.0.1 is built for Python 3.11 only
+
+
+def log(message: str) -> None:
+    print(f"[build] {message}", flush=True)
+
+
+def run(cmd: list[str], **kwargs) -> None:
+    log(" ".join(str(c) for c in cmd))
+    subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def find_python(version: tuple[int, int]) -> str:
+    """An interpreter of exactly `version`: this one, or pythonX.Y on PATH."""
+    if sys.version_info[:2] == version:
+        return sys.executable
+    name = f"python{version[0]}.{version[1]}"
+    found = shutil.which(name) or (shutil.which("py") and name)
+    if not found:
+        sys.exit(f"[build] error: the Blender environment needs Python {version[0]}.{version[1]} (bpy 5.0.1); "
+                 f"install it or run build.py with it")
+    return found
+
+
+def stamp_matches(venv: Path, fingerprint: str) -> bool:
+    stamp = venv / ".atelier-stamp"
+    return venv_python(venv).exists() and stamp.exists() and stamp.read_text() == fingerprint
+
+
+def write_stamp(venv: Path, fingerprint: str) -> None:
+    (venv / ".atelier-stamp").write_text(fingerprint)
+
+
+def make_venv(venv: Path, python: str) -> Path:
+    if not venv_python(venv).exists():
+        run([python, "-m", "venv", str(venv)])
+        run([venv_python(venv), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
+    return venv_python(venv)
+
+
+def setup_backend() -> Path:
+    machine = platform.machine().lower()
+    pins = TORCH_PINS.get(machine)
+    if pins is None:
+        sys.exit(f"[build] error: no torch pin for machine {machine!r}; add one to TORCH_PINS in build.py")
+    fingerprint = hashlib.sha256(((ROOT / "pyproject.toml").read_bytes() + repr(pins).encode())).hexdigest()
+    if stamp_matches(VENV, fingerprint):
+        return venv_python(VENV)
+    if sys.version_info[:2] < (3, 11):
+        sys.exit("[build] error: the backend needs Python >= 3.11; run build.py with python3.11 or newer")
+    python = make_venv(VENV, sys.executable)
+    run([python, "-m", "pip", "install", *pins])
+    run([python, "-m", "pip", "install", "-e", f"{ROOT}[test]"])
+    write_stamp(VENV, fingerprint)
+    return python
+
+
+def setup_blender() -> Path:
+    fingerprint = hashlib.sha256(repr(BLENDER_PACKAGES).encode()).hexdigest()
+    if stamp_matches(BLENDER_VENV, fingerprint):
+        return venv_python(BLENDER_VENV)
+    python = make_venv(BLENDER_VENV, find_python(BLENDER_PYTHON))
+    run([python, "-m", "pip", "install", *BLENDER_PACKAGES])
+    write_stamp(BLENDER_VENV, fingerprint)
+    return python
+
+
+def cmd_setup(_args) -> tuple[Path, Path]:
+    return setup_backend(), setup_blender()
+
+
+def cmd_test(args) -> None:
+    python, blender_python = cmd_setup(args)
+    env = {**os.environ, "ATELIER_BLENDER_PYTHON": str(blender_python)}
+    failed = False
+    backend_tests = [str(p) for p in sorted((ROOT / "tests").iterdir()) if p.is_dir() and p.name != "addon"
+                     and any(p.glob("test_*.py"))]
+    result = subprocess.run([str(python), "-m", "pytest", "-q", "-ra", *backend_tests, *args.pytest_args], cwd=ROOT, env=env)
+    failed |= result.returncode != 0
+    addon_tests = ROOT / "tests" / "addon"
+    if addon_tests.is_dir() and any(addon_tests.glob("test_*.py")):
+        # The add-on's tests run where Blender's Python runs: bpy and pyzmq, no torch.
+        env["ATELIER_BACKEND_PYTHON"] = str(python)
+        result = subprocess.run([str(blender_python), "-m", "pytest", "-q", "-ra", str(addon_tests), *args.pytest_args],
+                                cwd=ROOT, env=env)
+        failed |= result.returncode != 0
+    if failed:
+        sys.exit(1)
+
+
+def cmd_demo(args) -> None:
+    python, _ = cmd_setup(args)
+    run([python, "-m", "backend.demo", "--out", str(ROOT / "demo_out")], cwd=ROOT)
+
+
+def cmd_bench(args) -> None:
+    python, _ = cmd_setup(args)
+    run([python, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test,bench]"])
+    for script in sorted((ROOT / "benchmarks").glob("*_bench.py")):
+        run([python, str(script), "--report", str(ROOT / "benchmarks" / "results" / f"{script.stem}.json")], cwd=ROOT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("setup", help="create both environments").set_defaults(fn=cmd_setup)
+    sub.add_parser("test", help="setup, then run the tests (extra arguments go to pytest)").set_defaults(fn=cmd_test)
+    sub.add_parser("demo", help="setup, then run the demo into demo_out/").set_defaults(fn=cmd_demo)
+    sub.add_parser("bench", help="setup, then run every benchmark").set_defaults(fn=cmd_bench)
+    args, extra = parser.parse_known_args()
+    if extra and args.command != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pytest_args = extra
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
