@@ -53,9 +53,7 @@ def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, m
     device = pos.device
     sx, sy, sz = _screen(pos.float(), height, width)
     num_faces = tri.shape[0]
-    fx = sx[:, tri]  # [B, F, 3]
-    fy = sy[:, tri]
-    fz = sz[:, tri]
+    fx, fy, fz = sx[:, tri], sy[:, tri], sz[:, tri]  # [B, F, 3]
     fw = pos[..., 3][:, tri]
     area = (fx[..., 1] - fx[..., 0]) * (fy[..., 2] - fy[..., 0]) - (fx[..., 2] - fx[..., 0]) * (fy[..., 1] - fy[..., 0])
     x0 = torch.ceil(fx.min(-1).values - 0.5).clamp(min=0)
@@ -64,51 +62,60 @@ def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, m
     y1 = torch.floor(fy.max(-1).values - 0.5).clamp(max=height - 1)
     cols = (x1 - x0 + 1).clamp(min=0)
     rows = (y1 - y0 + 1).clamp(min=0)
-    ok = (fw > 0).all(-1) & (area.abs() > 1e-12) & (fz > -1).any(-1) & (fz < 1).any(-1)
-    ok &= torch.isfinite(area)
+    ok = (fw > 0).all(-1) & (area.abs() > 1e-12) & (fz > -1).any(-1) & (fz < 1).any(-1) & torch.isfinite(area)
     counts = torch.where(ok, cols * rows, torch.zeros_like(cols)).long().flatten()  # [B * F]
-    live = torch.nonzero(counts > 0).squeeze(1)
     depth_keys = torch.full((batch * height * width,), _NO_HIT, dtype=torch.int64, device=device)
+    live = torch.nonzero(counts > 0).squeeze(1)
     if live.numel() == 0:
         return torch.zeros_like(depth_keys)
-
     counts = counts[live]
-    flat = lambda t: t.reshape(batch * num_faces, *t.shape[2:])[live]  # noqa: E731
-    fx, fy, fz, area = flat(fx), flat(fy), flat(fz), flat(area)
-    x0, y0, cols = flat(x0).long(), flat(y0).long(), flat(cols).long()
-    b_of = torch.div(live, num_faces, rounding_mode="floor")
-    f_of = live - b_of * num_faces
 
-    # Chunk the instances so that no chunk enumerates more than max_pairs candidate pixels.
+    # Each live triangle becomes planes in pixel coordinates: barycentrics b0, b1 and depth z/w are
+    # affine in screen space, so a candidate pixel costs three multiply-adds each.
+    inv = 1.0 / area
+    def plane(values):  # values [B, F, 3] at the vertices -> coefficients (a, b, c) of a*x + b*y + c
+        dx1, dx2 = fx[..., 1] - fx[..., 0], fx[..., 2] - fx[..., 0]
+        dy1, dy2 = fy[..., 1] - fy[..., 0], fy[..., 2] - fy[..., 0]
+        dv1, dv2 = values[..., 1] - values[..., 0], values[..., 2] - values[..., 0]
+        a = (dv1 * dy2 - dv2 * dy1) * inv
+        b = (dv2 * dx1 - dv1 * dx2) * inv
+        return a, b, values[..., 0] - a * fx[..., 0] - b * fy[..., 0]
+
+    eye = torch.eye(3, device=device)
+    b0 = plane(eye[0].expand_as(fx))
+    b1 = plane(eye[1].expand_as(fx))
+    zp = plane(fz)
+    face_index = torch.arange(num_faces, device=device, dtype=torch.float32).expand(batch, -1)
+    pixel_base = (torch.arange(batch, device=device, dtype=torch.float32) * (height * width)).unsqueeze(1).expand(-1, num_faces)
+    # One row per live triangle; float32 holds the integers exactly (all < 2^24).
+    # Stored as [fields, triangles] so every field of the expanded candidates is a contiguous row.
+    table = torch.stack([*b0, *b1, *zp, x0, y0, cols, face_index, pixel_base]).reshape(14, -1)[:, live]
+
     ends = torch.cumsum(counts, 0)
     start = 0
     while start < live.numel():
         base = ends[start - 1] if start > 0 else ends.new_zeros(())
-        stop = int(torch.searchsorted(ends, base + max_pairs, right=True))
-        stop = max(stop, start + 1)
+        stop = max(int(torch.searchsorted(ends, base + max_pairs, right=True)), start + 1)
         c = counts[start:stop]
-        inst = torch.repeat_interleave(torch.arange(start, stop, device=device), c)
-        offsets = torch.cumsum(c, 0) - c
-        local = torch.arange(int(c.sum()), device=device) - torch.repeat_interleave(offsets, c)
-        px = x0[inst] + local % cols[inst]
-        py = y0[inst] + torch.div(local, cols[inst], rounding_mode="floor")
-        cx = px.float() + 0.5
-        cy = py.float() + 0.5
-        vx, vy = fx[inst], fy[inst]
-        inv_area = 1.0 / area[inst]
-        # Screen-space barycentrics of the pixel centre; inside when all are >= 0.
-        b0 = ((vx[:, 1] - cx) * (vy[:, 2] - cy) - (vx[:, 2] - cx) * (vy[:, 1] - cy)) * inv_area
-        b1 = ((vx[:, 2] - cx) * (vy[:, 0] - cy) - (vx[:, 0] - cx) * (vy[:, 2] - cy)) * inv_area
-        b2 = 1.0 - b0 - b1
-        z = b0 * fz[inst, 0] + b1 * fz[inst, 1] + b2 * fz[inst, 2]  # z/w is affine in screen space
-        inside = (b0 >= 0) & (b1 >= 0) & (b2 >= 0) & (z >= -1) & (z <= 1)
-        inst, px, py, z = inst[inside], px[inside], py[inside], z[inside]
-        # Pack (depth, id) into one int64 so a single amin does the depth test; float bits of a
+        offsets = (torch.cumsum(c, 0) - c).float()
+        rows_ = torch.repeat_interleave(torch.cat([table[:, start:stop], offsets.unsqueeze(0)]), c, dim=1)
+        local = torch.arange(rows_.shape[1], device=device, dtype=torch.float32) - rows_[14]
+        ry = torch.floor(local / rows_[11])
+        px = rows_[9] + local - ry * rows_[11]
+        py = rows_[10] + ry
+        cx, cy = px + 0.5, py + 0.5
+        w0 = rows_[0] * cx + rows_[1] * cy + rows_[2]
+        w1 = rows_[3] * cx + rows_[4] * cy + rows_[5]
+        z = rows_[6] * cx + rows_[7] * cy + rows_[8]
+        inside = (w0 >= 0) & (w1 >= 0) & (w0 + w1 <= 1) & (z >= -1) & (z <= 1)
+        hit = torch.nonzero(inside).squeeze(1)
+        z, px, py = z[hit], px[hit].long(), py[hit].long()
+        face = rows_[12, hit].long()
+        pixel = rows_[13, hit].long() + py * width + px
+        # Pack (depth, id) into one int64 so a single amin does the depth test; the bits of a
         # non-negative float32 are ordered like the floats themselves.
-        zbits = (z + 1.0).clamp(min=0).float().view(torch.int32).long()
-        key = (zbits << 32) | f_of[inst]
-        pixel = (b_of[inst] * height + py) * width + px
-        depth_keys.scatter_reduce_(0, pixel, key, reduce="amin", include_self=True)
+        zbits = (z + 1.0).clamp(min=0).view(torch.int32).long()
+        depth_keys.scatter_reduce_(0, pixel, (zbits << 32) | face, reduce="amin", include_self=True)
         start = stop
 
     hit = depth_keys != _NO_HIT
@@ -166,20 +173,22 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> to
     Returns [B, H, W, C]; zero where no triangle covers the pixel.
     """
     batch, height, width, _ = rast.shape
-    tri = tri.long()
-    face_id = rast[..., 3].long() - 1
-    covered = face_id >= 0
-    face = face_id.clamp(min=0)
-    idx = tri[face]  # [B, H, W, 3]
-    if attr.dim() == 2:
-        corners = attr[idx]  # [B, H, W, 3, C]
-    else:
-        bi = torch.arange(batch, device=attr.device).view(batch, 1, 1, 1)
-        corners = attr[bi, idx]
-    u = rast[..., 0:1]
-    v = rast[..., 1:2]
-    out = u * corners[..., 0, :] + v * corners[..., 1, :] + (1.0 - u - v) * corners[..., 2, :]
-    return out * covered.unsqueeze(-1).to(out.dtype)
+    channels = attr.shape[-1]
+    flat = rast.reshape(-1, 4)
+    covered = torch.nonzero(flat[:, 3] > 0).squeeze(1)  # work on covered pixels only
+    face = flat[covered, 3].long() - 1
+    corner = tri.long().index_select(0, face)  # [P, 3]
+    if attr.dim() == 3:
+        num_vertices = attr.shape[1]
+        b = torch.div(covered, height * width, rounding_mode="floor")
+        corner = corner + (b * num_vertices).unsqueeze(1)
+        attr = attr.reshape(-1, channels)
+    corners = attr.index_select(0, corner.reshape(-1)).reshape(-1, 3, channels)
+    uv = flat.index_select(0, covered)
+    u, v = uv[:, 0:1], uv[:, 1:2]
+    values = corners[:, 2] + u * (corners[:, 0] - corners[:, 2]) + v * (corners[:, 1] - corners[:, 2])
+    out = attr.new_zeros(batch * height * width, channels).index_copy(0, covered, values.to(attr.dtype))
+    return out.reshape(batch, height, width, channels)
 
 
 def texture(tex: torch.Tensor, uv: torch.Tensor, boundary_mode: str = "wrap") -> torch.Tensor:
@@ -279,6 +288,11 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
         fx, fy = sx[:, tri], sy[:, tri]
         facing = torch.sign((fx[..., 1] - fx[..., 0]) * (fy[..., 2] - fy[..., 0])
                             - (fx[..., 2] - fx[..., 0]) * (fy[..., 1] - fy[..., 0]))  # [B, F]
+        # Only triangles with a silhouette edge in this view can move colour: skip the rest early.
+        opp = topology.unsqueeze(0).expand(batch, -1, -1)
+        opp_facing = torch.gather(facing, 1, opp.clamp(min=0).reshape(batch, -1)).reshape(opp.shape)
+        has_silhouette = ((opp < 0) | (opp_facing != facing.unsqueeze(-1))).any(-1)  # [B, F]
+        has_silhouette = torch.nn.functional.pad(has_silhouette, (1, 0)).reshape(-1)  # index (b, id + 1)
     ids = rast[..., 3].long().reshape(-1)  # triangle id + 1
     depth = rast[..., 2].reshape(-1)
     flat_color = color.reshape(-1, channels)
@@ -291,6 +305,9 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
             p, q = pixel[:, :-1, :].reshape(-1), pixel[:, 1:, :].reshape(-1)
         differ = ids[p] != ids[q]
         p, q = p[differ], q[differ]
+        b_of = torch.div(p, height * width, rounding_mode="floor") * (tri.shape[0] + 1)
+        keep = has_silhouette[b_of + ids[p]] | has_silhouette[b_of + ids[q]]
+        p, q = p[keep], q[keep]
         if p.numel() == 0:
             continue
         # Try the nearer side's triangle first; fall back to the other side's.
