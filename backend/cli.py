@@ -1,0 +1,274 @@
+"""The `atelier` command (DESIGN §4).
+
+Every subcommand takes --device, --clip, --seed, --report and --debug. Errors exit non-zero with one
+readable line (a traceback only with --debug). Heavy modules are imported inside the subcommand that
+needs them, so `atelier --help` and `atelier doctor` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from backend.errors import AtelierError, JobCancelled
+
+EXIT_ERROR = 2
+
+# name -> (help, add_arguments(parser), run(args, report) -> None)
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {}
+
+
+def command(name: str, help: str):
+    """Registers a subcommand: the decorated function adds its arguments; its `.run` does the work."""
+
+    def register(add_arguments: Callable) -> Callable:
+        if name in COMMANDS:
+            raise ValueError(f"duplicate atelier subcommand {name!r}")
+
+        def bind(run: Callable) -> Callable:
+            COMMANDS[name] = (help, add_arguments, run)
+            return run
+
+        add_arguments.run = bind
+        return add_arguments
+
+    return register
+
+
+class Report(dict):
+    """The JSON report every subcommand writes with --report: command, seconds, device, renderer, figures."""
+
+    def write(self, path: str | None) -> None:
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(json.dumps(self, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def progress_bar(total: int, desc: str):
+    """A tqdm-backed `progress(step, total, **metrics)` callback and the bar to close."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr)
+
+    def progress(step: int, total_: int, **metrics: float) -> None:
+        bar.total = total_
+        bar.n = step
+        if metrics:
+            bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in metrics.items()}, refresh=False)
+        bar.refresh()
+
+    return progress, bar
+
+
+def resolve(args, report: Report):
+    """The torch device for this run, recorded in the report."""
+    from backend.devices import resolve_device
+
+    device = resolve_device(args.device)
+    report["device"] = str(device)
+    return device
+
+
+# ----------------------------------------------------------------------------------------- doctor
+@command("doctor", "what is installed, which device and renderer would run, which weights are present")
+def _doctor_args(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+@_doctor_args.run
+def _doctor(args, report: Report) -> None:
+    import torch
+
+    from backend import external
+    from backend.models.store import list_models
+    from backend.render.rasterizer import renderer_name
+
+    device = resolve(args, report)
+    facts = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "mps_available": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+        "nvdiffrast": external.HAS_NVDIFFRAST,
+    }
+    for package in ("open_clip", "trimesh", "zmq"):
+        try:
+            module = __import__(package)
+            facts[package] = getattr(module, "__version__", "installed")
+        except ImportError:
+            facts[package] = None
+    report["renderer"] = renderer_name(device)
+    models = list_models()
+    report.update(facts)
+    report["models"] = models
+    width = max(len(k) for k in facts)
+    for key, value in {**facts, "device": str(device), "renderer": report["renderer"]}.items():
+        print(f"{key:<{width}}  {value}")
+    print("weights:")
+    for m in models:
+        print(f"  {'present' if m['present'] else 'missing':<8} {m['name']:<22} {m.get('size_human', '')}")
+
+
+# ------------------------------------------------------------------------------------------ serve
+@command("serve", "run the backend server")
+def _serve_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bind", default="tcp://127.0.0.1:5557", help="ZeroMQ address to bind")
+    parser.add_argument("--curve-dir", default=None, help="folder made by `atelier keys`: serve encrypted, authorised clients only")
+    parser.add_argument("--log", default=None, help="log file (default: a file under the user's cache)")
+
+
+@_serve_args.run
+def _serve(args, report: Report) -> None:
+    from backend.server.app import serve
+    from backend.server.config import ServerConfig
+
+    config = ServerConfig(bind=args.bind, device=args.device, curve_dir=args.curve_dir, log_path=args.log)
+    report["exit_code"] = serve(config)
+
+
+# ----------------------------------------------------------------------------------------- render
+@command("render", "shaded views of a mesh as PNGs (the renderer, end to end)")
+def _render_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mesh", help="obj, ply, stl, off, glb or gltf file")
+    parser.add_argument("--views", type=int, default=8, help="number of views around the mesh")
+    parser.add_argument("--size", type=int, default=256, help="image size in pixels")
+    parser.add_argument("--out", required=True, help="output folder for view_NNN.png")
+    parser.add_argument("--renderer", choices=("auto", "nvdiffrast", "torch"), default="auto")
+
+
+@_render_args.run
+def _render(args, report: Report) -> None:
+    from PIL import Image
+
+    from backend.errors import InvalidInputError
+    from backend.geometry.load import load_mesh
+    from backend.geometry.validate import validate_mesh
+    from backend.render.rasterizer import RasterizerConfig
+    from backend.render.renderer import RenderConfig
+    from backend.render.turntable import render_turntable
+
+    if not 1 <= args.views <= 360:
+        raise InvalidInputError(f"--views must be between 1 and 360, got {args.views}")
+    if not 16 <= args.size <= 4096:
+        raise InvalidInputError(f"--size must be between 16 and 4096 pixels, got {args.size}")
+    device = resolve(args, report)
+    mesh = validate_mesh(load_mesh(args.mesh))
+    config = RenderConfig(rasterizer=RasterizerConfig(implementation=args.renderer))
+    progress, bar = progress_bar(args.views, "render")
+    start = time.perf_counter()
+    images = render_turntable(mesh, views=args.views, size=args.size, device=device, progress=progress, config=config)
+    bar.close()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        path = out / f"view_{i:03d}.png"
+        Image.fromarray(image).save(path)
+        paths.append(str(path))
+    from backend.render.rasterizer import renderer_name
+
+    report.update(renderer=renderer_name(device, args.renderer), views=args.views, size=args.size,
+                  faces=mesh.num_faces, vertices=mesh.num_vertices, images=paths,
+                  seconds_per_view=(time.perf_counter() - start) / args.views)
+    print(f"wrote {len(paths)} views to {out}")
+
+
+# ----------------------------------------------------------------------------------------- models
+@command("models", "the weights manager: list what is present, pull (download) or import a local file")
+def _models_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("list", "pull", "import"))
+    parser.add_argument("name", nargs="?", help="a weights name from `atelier models list` (pull, import)")
+    parser.add_argument("path", nargs="?", help="the local file to import (import)")
+
+
+@_models_args.run
+def _models(args, report: Report) -> None:
+    from backend.errors import InvalidInputError
+    from backend.models import store
+
+    if args.action == "list":
+        models = store.list_models()
+        report["models"] = models
+        for m in models:
+            print(f"{'present' if m['present'] else 'missing':<8} {m['name']:<22} {m.get('size_human', ''):>9}  "
+                  f"{m.get('licence', '')}  {m.get('path') or ''}")
+        return
+    if not args.name:
+        raise InvalidInputError(f"`atelier models {args.action}` needs a weights name", hint="see `atelier models list`")
+    if args.action == "pull":
+        report["path"] = str(store.pull(args.name))
+    else:
+        if not args.path:
+            raise InvalidInputError("`atelier models import NAME PATH` needs the path of the local file")
+        report["path"] = str(store.import_file(args.name, args.path))
+    print(report["path"])
+
+
+# ------------------------------------------------------------------------------------------- keys
+@command("keys", "make CurveZMQ server and client key pairs for a remote backend")
+def _keys_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="folder to write the keys into")
+
+
+@_keys_args.run
+def _keys(args, report: Report) -> None:
+    from backend.server.curve import make_keys
+
+    paths = make_keys(Path(args.dir))
+    report["keys"] = {k: str(v) for k, v in paths.items()}
+    for key, path in paths.items():
+        print(f"{key:<16} {path}")
+
+
+# ------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    common.add_argument("--clip", default=None,
+                        help="CLIP spec: MODEL:TAG (e.g. ViT-B-32:openai), a local checkpoint path, tiny, tiny-rn or domain")
+    common.add_argument("--seed", type=int, default=0, help="random seed")
+    common.add_argument("--report", default=None, help="write a JSON report to this file")
+    common.add_argument("--allow-download", action="store_true", help="let model weights download when missing")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = argparse.ArgumentParser(prog="atelier", description="Atelier backend and tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, parents=[common], description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    report = Report(command=args.command)
+    start = time.perf_counter()
+    try:
+        import torch
+
+        torch.manual_seed(args.seed)
+        report.setdefault("renderer", None)
+        COMMANDS[args.command][2](args, report)
+    except (AtelierError, ValueError, FileNotFoundError) as exc:
+        if args.debug:
+            raise
+        message = str(exc) if not isinstance(exc, AtelierError) else exc.message + (f" — {exc.hint}" if exc.hint else "")
+        print(f"atelier {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except (KeyboardInterrupt, JobCancelled):
+        print(f"atelier {args.command}: cancelled", file=sys.stderr)
+        return 130
+    report["seconds"] = round(time.perf_counter() - start, 4)
+    report.setdefault("device", args.device)
+    report.write(args.report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
