@@ -119,9 +119,18 @@ def _doctor(args, report: Report) -> None:
 # ------------------------------------------------------------------------------------------ serve
 @command("serve", "run the backend server")
 def _serve_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bind", default="tcp://127.0.0.1:5557", help="ZeroMQ address to bind")
-    parser.add_argument("--curve-dir", default=None, help="folder made by `atelier keys`: serve encrypted, authorised clients only")
-    parser.add_argument("--log", default=None, help="log file (default: a file under the user's cache)")
+    from backend.server.config import ServerConfig
+
+    defaults = ServerConfig()
+    parser.add_argument("--bind", default=defaults.bind,
+                        help="ZeroMQ endpoint; tcp://127.0.0.1:* picks a free port (announced on the ready line)")
+    parser.add_argument("--curve-dir", default=None,
+                        help="folder made by `atelier keys`: encrypt, and serve only its authorised client keys")
+    parser.add_argument("--log", default=None, help="log file (default: a file under the temp dir)")
+    parser.add_argument("--log-level", default=defaults.log_level, help="DEBUG | INFO | WARNING | ERROR")
+    parser.add_argument("--max-blob-bytes", type=int, default=defaults.max_blob_bytes, help="largest blob frame accepted")
+    parser.add_argument("--max-queue", type=int, default=defaults.max_queue, help="jobs waiting before submit is refused")
+    parser.add_argument("--test-jobs", action="store_true", help="also offer the echo, sleep and fail job kinds")
 
 
 @_serve_args.run
@@ -129,7 +138,9 @@ def _serve(args, report: Report) -> None:
     from backend.server.app import serve
     from backend.server.config import ServerConfig
 
-    config = ServerConfig(bind=args.bind, device=args.device, curve_dir=args.curve_dir, log_path=args.log)
+    config = ServerConfig(bind=args.bind, device=args.device, curve_dir=args.curve_dir, log_path=args.log,
+                          log_level=args.log_level, max_blob_bytes=args.max_blob_bytes, max_queue=args.max_queue,
+                          test_jobs=args.test_jobs)
     report["exit_code"] = serve(config)
 
 

@@ -18,15 +18,14 @@ The mesh must already be in glTF's frame (Y up, metres): nothing is converted he
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from backend.errors import InvalidInputError
+from backend.geometry.png import encode_png
 from backend.geometry.mesh import Mesh
 from backend.geometry.normals import vertex_normals
 from backend.geometry.validate import check_mesh_arrays
@@ -145,7 +144,7 @@ def export_glb(
         "materials": [_material(mesh, name)],
     }
     if mesh.texture is not None:
-        image_view = builder.add_view(_encode_png(mesh.texture), target=None)
+        image_view = builder.add_view(encode_png(mesh.texture), target=None)
         gltf["images"] = [{"bufferView": image_view, "mimeType": "image/png"}]
         gltf["samplers"] = [{"magFilter": LINEAR, "minFilter": LINEAR_MIPMAP_LINEAR, "wrapS": REPEAT, "wrapT": REPEAT}]
         gltf["textures"] = [{"sampler": 0, "source": 0}]
@@ -199,12 +198,6 @@ def _check_morph_targets(morph_targets: dict[str, np.ndarray] | None, num_vertic
             )
         out[key] = array
     return out
-
-
-def _encode_png(texture: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(texture)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _pack_glb(gltf: dict, binary: bytes) -> bytes:

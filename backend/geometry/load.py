@@ -123,6 +123,7 @@ def mesh_from_arrays(
     texture_png: bytes | None = None,
     *,
     name: str = "",
+    uv_domain: str = "auto",
 ) -> Mesh:
     """Build a `Mesh` from protocol arrays.
 
@@ -133,8 +134,8 @@ def mesh_from_arrays(
     Per-corner UVs are made per-vertex by splitting each vertex into one copy per distinct UV it
     carries (corners with equal UVs share a copy), so the output may have more vertices than the
     input. metadata["source_vertex"] ([N'] int32) always maps each output vertex to its input vertex
-    (identity when nothing was split) so results can be mapped back. When N == 3F, a [N, 2] uv is
-    read as per-vertex.
+    (identity when nothing was split) so results can be mapped back. uv_domain "vertex" or "corner"
+    says which the uv rows are; "auto" reads [N, 2] as per vertex (also when N == 3F).
     Raises InvalidInputError for wrong shapes/dtypes, non-finite values, bad indices, an undecodable
     or oversized texture, or a texture without UVs. Does not apply size limits or drop degenerate
     faces: run `validate_mesh` on the result.
@@ -146,7 +147,10 @@ def mesh_from_arrays(
     source = np.arange(n, dtype=np.int32)
     if uv is not None:
         uv_array = np.asarray(uv)
-        if uv_array.ndim == 2 and uv_array.shape[0] == 3 * faces.shape[0] and uv_array.shape[0] != n:
+        if uv_domain not in ("auto", "vertex", "corner"):
+            raise InvalidInputError(f"uv_domain must be 'auto', 'vertex' or 'corner', got {uv_domain!r}")
+        corner = uv_domain == "corner" or (uv_domain == "auto" and uv_array.ndim == 2 and uv_array.shape[0] != n)
+        if corner and uv_array.ndim == 2 and uv_array.shape[0] == 3 * faces.shape[0]:
             vertices, faces, uv_array, source = split_corner_uv(vertices, faces, uv_array)
             if colors is not None:
                 colors = colors[source]

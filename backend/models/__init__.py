@@ -15,19 +15,12 @@ from backend.models.clip import (
     save_clip_checkpoint,
 )
 from backend.models.store import find_weights, import_file, list_models, present_weights, pull
+from backend.server.hooks import register_models_lister, register_release_hook
 
 
-def _register_server_hooks() -> None:
-    """The server's `release` drops cached CLIPs; its `welcome` names the weights present."""
-    try:
-        from backend.server.hooks import register_models_lister, register_release_hook
-    except ImportError:  # a checkout without the server package still loads models
-        return
-    register_release_hook("models.clip", release_all)
-    register_models_lister("models.weights", present_weights)
-
-
-_register_server_hooks()
+# The server's `release` drops cached CLIPs; its `welcome` names the weights present.
+register_release_hook("models.clip", release_all)
+register_models_lister("models.weights", present_weights)
 
 __all__ = [
     "CATALOGUE", "CLIP_RESOLVERS", "ClipModel", "TinyClipConfig", "WeightsInfo", "WeightsSource",

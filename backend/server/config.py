@@ -1,0 +1,58 @@
+"""`ServerConfig`: everything `serve()` needs, one documented field each."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared_protocol.limits import MAX_BLOB_BYTES
+
+
+def default_log_path() -> Path:
+    """<temp>/atelier/server-<pid>.log: one file per backend process, so two Blender instances do not mix logs."""
+    return Path(tempfile.gettempdir()) / "atelier" / f"server-{os.getpid()}.log"
+
+
+@dataclass
+class ServerConfig:
+    """Configures `backend.server.app.Server` (built and run by `serve(config)`)."""
+
+    bind: str = "tcp://127.0.0.1:5557"
+    """ZeroMQ endpoint to listen on. `tcp://127.0.0.1:*` picks a free port, announced on the ready line."""
+    device: str = "auto"
+    """Where jobs compute: auto | cpu | cuda | cuda:N | mps (checked at start-up)."""
+    curve_dir: Path | None = None
+    """Folder made by `make_keys` (`atelier keys`): serve CurveZMQ-encrypted, and only to client keys in
+    its `authorized_clients/`. Needed whenever the bind address is reachable from another machine."""
+    max_blob_bytes: int = MAX_BLOB_BYTES
+    """Largest blob frame accepted; a bigger one gets a `too_large` error. At most the protocol limit."""
+    max_queue: int = 16
+    """Jobs waiting (not counting the running one) before `submit` is refused with `queue_full`."""
+    log_path: Path | None = None
+    """Log file; None means `default_log_path()`. Its path is sent in `welcome` and in internal errors."""
+    log_level: str = "INFO"
+    """Logging level for the log file: DEBUG | INFO | WARNING | ERROR."""
+    progress_rate: float = 20.0
+    """Most progress messages per second per job; the first, stage changes and the last step always go out."""
+    test_jobs: bool = False
+    """Also offer the diagnostic job kinds `echo`, `sleep` and `fail` (used by tests and `doctor`)."""
+    poll_ms: int = 100
+    """How often the main loop wakes when idle, to notice a stop request (SIGINT/SIGTERM, `stop()`)."""
+    linger_ms: int = 250
+    """How long closing the socket may wait to flush the last replies (shutdown ack, cancellations);
+    bounded so shutdown never hangs on a vanished client."""
+    join_timeout_s: float = 10.0
+    """How long shutdown waits for a cancelled job to reach its next step before leaving it behind."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_blob_bytes <= MAX_BLOB_BYTES:
+            raise ValueError(f"max_blob_bytes must be in (0, {MAX_BLOB_BYTES}], got {self.max_blob_bytes}")
+        if self.max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
+        if self.progress_rate <= 0:
+            raise ValueError(f"progress_rate must be > 0, got {self.progress_rate}")
+        if self.curve_dir is not None:
+            self.curve_dir = Path(self.curve_dir)
+        self.log_path = Path(self.log_path) if self.log_path is not None else default_log_path()

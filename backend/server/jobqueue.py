@@ -1,0 +1,123 @@
+"""The job queue between the main loop (submit, cancel, status) and the one compute worker.
+
+Jobs are keyed by (client identity, job id): two clients may use the same job id.
+All methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from backend.errors import AtelierError
+from backend.progress import CancelToken
+from shared_protocol import Submit
+
+
+@dataclass
+class Job:
+    """One submitted job."""
+
+    client: bytes
+    """The ROUTER identity of the client that submitted it: every reply goes there."""
+    submit: Submit
+    """The decoded submit message (params, mesh, arrays, blobs)."""
+    token: CancelToken = field(default_factory=CancelToken)
+    """Set by `cancel` (or shutdown); the handler checks it each step."""
+    submitted_at: float = field(default_factory=time.monotonic)
+    """When the job was queued (monotonic seconds)."""
+
+    @property
+    def id(self) -> str:
+        return self.submit.job
+
+    @property
+    def kind(self) -> str:
+        return self.submit.kind
+
+
+class JobQueue:
+    """FIFO of waiting jobs plus the one running job."""
+
+    def __init__(self, max_queued: int):
+        self.max_queued = max_queued
+        self._cond = threading.Condition()
+        self._queued: deque[Job] = deque()
+        self._running: Job | None = None
+        self._closed = False
+
+    def put(self, job: Job) -> int:
+        """Queues a job; returns how many jobs are ahead of it (0: it starts now).
+
+        Raises AtelierError `duplicate_job` when the client already has an active job with this id,
+        `queue_full` when `max_queued` jobs are waiting, `shutdown` after `close()`.
+        """
+        with self._cond:
+            if self._closed:
+                raise AtelierError("the backend is shutting down", hint="start it again", code="shutdown")
+            if self._find(job.client, job.id) is not None:
+                raise AtelierError(f"job {job.id!r} is already queued or running",
+                                   hint="use a new job id for each submit", code="duplicate_job")
+            idle = self._running is None and not self._queued
+            if not idle and len(self._queued) >= self.max_queued:
+                raise AtelierError(f"the job queue is full ({len(self._queued)} waiting)",
+                                   hint="wait for a job to finish or cancel one", code="queue_full")
+            position = len(self._queued) + (self._running is not None)
+            self._queued.append(job)
+            self._cond.notify()
+            return position
+
+    def take(self) -> Job | None:
+        """Blocks until a job is waiting and marks it running; None once the queue is closed."""
+        with self._cond:
+            while not self._queued and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            self._running = self._queued.popleft()
+            return self._running
+
+    def finish(self, job: Job) -> None:
+        """Marks the running job done (call before sending its last message, so status is already right)."""
+        with self._cond:
+            if self._running is job:
+                self._running = None
+
+    def cancel(self, client: bytes, job_id: str) -> str | None:
+        """Cancels a job: "queued" (removed), "running" (its token is set), or None (no such active job)."""
+        with self._cond:
+            job = self._find(client, job_id)
+            if job is None:
+                return None
+            job.token.cancel()
+            if job is self._running:
+                return "running"
+            self._queued.remove(job)
+            return "queued"
+
+    def snapshot(self, client: bytes) -> tuple[list[str], str | None, bool, int]:
+        """(this client's queued ids, its running id or None, whether any job runs, jobs queued in all)."""
+        with self._cond:
+            mine = [j.id for j in self._queued if j.client == client]
+            running = self._running.id if self._running is not None and self._running.client == client else None
+            return mine, running, self._running is not None, len(self._queued)
+
+    def close(self) -> list[Job]:
+        """Stops taking jobs: cancels the running one and returns the queued ones, removed."""
+        with self._cond:
+            self._closed = True
+            dropped = list(self._queued)
+            self._queued.clear()
+            for job in dropped:
+                job.token.cancel()
+            if self._running is not None:
+                self._running.token.cancel()
+            self._cond.notify_all()
+            return dropped
+
+    def _find(self, client: bytes, job_id: str) -> Job | None:
+        if self._running is not None and self._running.client == client and self._running.id == job_id:
+            return self._running
+        return next((j for j in self._queued if j.client == client and j.id == job_id), None)

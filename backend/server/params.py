@@ -1,0 +1,57 @@
+"""Checking a job's JSON params; every failure is an `InvalidInputError` that names the param and the range."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from backend.errors import InvalidInputError
+
+_MISSING = object()
+
+
+def check_known(params: dict, allowed: Iterable[str], kind: str) -> None:
+    """Rejects params the job kind does not take (a typo would otherwise be silently ignored)."""
+    allowed = tuple(allowed)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise InvalidInputError(f"the {kind} job has no param {unknown[0]!r}",
+                                hint=f"its params are: {', '.join(allowed)}")
+
+
+def int_param(params: dict, name: str, lo: int, hi: int, default: int | None = None) -> int:
+    """An integer in [lo, hi]; `default` when absent (None: required)."""
+    value = params.get(name, _MISSING)
+    if value is _MISSING:
+        if default is None:
+            raise InvalidInputError(f"param {name!r} is missing", hint=f"send an integer in [{lo}, {hi}]")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidInputError(f"param {name!r} must be an integer in [{lo}, {hi}], got {value!r:.40}",
+                                hint=f"send {name} between {lo} and {hi}")
+    return value
+
+
+def float_param(params: dict, name: str, lo: float, hi: float, default: float | None = None) -> float:
+    """A finite number in [lo, hi]; `default` when absent (None: required)."""
+    value = params.get(name, _MISSING)
+    if value is _MISSING:
+        if default is None:
+            raise InvalidInputError(f"param {name!r} is missing", hint=f"send a number in [{lo}, {hi}]")
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and lo <= value <= hi):
+        raise InvalidInputError(f"param {name!r} must be a number in [{lo}, {hi}], got {value!r:.40}",
+                                hint=f"send {name} between {lo} and {hi}")
+    return float(value)
+
+
+def color_param(params: dict, name: str, default: tuple[float, float, float]) -> tuple[float, float, float]:
+    """An [r, g, b] colour with components in [0, 1]."""
+    value = params.get(name, _MISSING)
+    if value is _MISSING:
+        return default
+    if (not isinstance(value, list) or len(value) != 3
+            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0.0 <= c <= 1.0 for c in value)):
+        raise InvalidInputError(f"param {name!r} must be [r, g, b] with components in [0, 1], got {value!r:.60}",
+                                hint="send e.g. [1.0, 1.0, 1.0] for white")
+    return (float(value[0]), float(value[1]), float(value[2]))
