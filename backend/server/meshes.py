@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.geometry.load import mesh_from_arrays
-from backend.geometry.mesh import Mesh, blender_to_gltf
-from backend.server.arrays import to_numpy
+from backend.geometry.mesh import Mesh, blender_to_gltf, gltf_to_blender
+from backend.geometry.png import encode_png
+from backend.server.arrays import from_numpy, to_numpy
 from shared_protocol import MeshPayload
 
 
@@ -62,3 +63,19 @@ def to_backend_mesh(arrays: MeshArrays, name: str = "") -> Mesh:
         uv = np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1).astype(np.float32)
     return mesh_from_arrays(blender_to_gltf(arrays.vertices), arrays.faces, uv=uv, vertex_colors=arrays.vertex_colors,
                             texture_png=arrays.texture_png, name=name, uv_domain=arrays.uv_domain)
+
+
+def payload_from_mesh(mesh: Mesh, corner_uv: bool = False) -> MeshPayload:
+    """A backend (glTF-frame) mesh -> the payload Blender would send (Z up, UV origin bottom-left).
+
+    The inverse of `to_backend_mesh`; the demo, benchmarks and tests use it to act as the add-on.
+    """
+    uv = None
+    if mesh.uv is not None:
+        blender_uv = np.stack([mesh.uv[:, 0], 1.0 - mesh.uv[:, 1]], axis=1).astype(np.float32)
+        uv = blender_uv[mesh.faces.reshape(-1)] if corner_uv else blender_uv
+    return MeshPayload(
+        vertices=from_numpy(gltf_to_blender(mesh.vertices)), faces=from_numpy(mesh.faces.astype(np.int32)),
+        uv=None if uv is None else from_numpy(uv), uv_domain="corner" if corner_uv else "vertex",
+        vertex_colors=None if mesh.vertex_colors is None else from_numpy(mesh.vertex_colors.astype(np.float32)),
+        texture=None if mesh.texture is None else encode_png(mesh.texture))

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import queue
-import subprocess
-import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from backend.geometry.mesh import gltf_to_blender
 from backend.geometry.primitives import cube, textured_cube
-from backend.server.arrays import from_numpy
 from backend.server.client import Client
-from backend.geometry.png import encode_png
-from shared_protocol import MeshPayload, Message, Shutdown, Status
+from backend.server.launch import BackendProcess, start_backend, stop_backend
+from backend.server.meshes import payload_from_mesh
+from shared_protocol import MeshPayload, Message, Status
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_BLOB_BYTES = 1 << 20
@@ -27,49 +18,15 @@ MAX_QUEUE = 2
 """...and at most 2 waiting jobs, so the full-queue test is short."""
 
 
-@dataclass
-class RunningServer:
-    endpoint: str
-    process: subprocess.Popen
-    log_path: Path
-    stderr_path: Path
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
+RunningServer = BackendProcess
 
 
-def start_server(tmp_dir: Path, *args: str, timeout: float = 60.0) -> RunningServer:
-    """Runs `python -m backend.server --bind tcp://127.0.0.1:* ...` and waits for its ready line."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    log_path, stderr_path = tmp_dir / "server.log", tmp_dir / "stderr.txt"
-    with open(stderr_path, "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "backend.server", "--bind", "tcp://127.0.0.1:*", "--device", "cpu",
-             "--log", str(log_path), *args],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
-    try:
-        info = json.loads(lines.get(timeout=timeout))
-    except (queue.Empty, json.JSONDecodeError) as exc:
-        process.kill()
-        raise RuntimeError(f"the backend did not start: {stderr_path.read_text()}") from exc
-    assert info["event"] == "ready" and info["protocol"] == 1
-    return RunningServer(info["endpoint"], process, log_path, stderr_path)
+def start_server(tmp_dir: Path, *args: str, timeout: float = 60.0) -> BackendProcess:
+    """A real backend process on loopback (a free port), CPU, logging into tmp_dir."""
+    return start_backend(tmp_dir, *args, timeout=timeout)
 
 
-def stop_server(server: RunningServer, timeout: float = 15.0) -> int:
-    """Asks for a clean shutdown; kills the process if it does not exit. Returns the exit code."""
-    if server.process.poll() is None:
-        with Client(server.endpoint) as client:
-            client.send(Shutdown())
-            client.recv(5.0)
-        try:
-            server.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-    return server.process.returncode
+stop_server = stop_backend
 
 
 def next_about(client: Client, job: str | None, timeout: float = 5.0) -> Message:
@@ -91,19 +48,6 @@ def status(client: Client, timeout: float = 5.0) -> Status:
         if isinstance(msg, Status):
             return msg
     raise AssertionError(f"no status reply within {timeout}s: the server stopped serving")
-
-
-def payload_from_mesh(mesh, corner_uv: bool = False) -> MeshPayload:
-    """A backend (glTF-frame) mesh -> the payload Blender would send (Z up, UV origin bottom-left)."""
-    uv = None
-    if mesh.uv is not None:
-        blender_uv = np.stack([mesh.uv[:, 0], 1.0 - mesh.uv[:, 1]], axis=1).astype(np.float32)
-        uv = blender_uv[mesh.faces.reshape(-1)] if corner_uv else blender_uv
-    return MeshPayload(
-        vertices=from_numpy(gltf_to_blender(mesh.vertices)), faces=from_numpy(mesh.faces.astype(np.int32)),
-        uv=None if uv is None else from_numpy(uv), uv_domain="corner" if corner_uv else "vertex",
-        vertex_colors=None if mesh.vertex_colors is None else from_numpy(mesh.vertex_colors.astype(np.float32)),
-        texture=None if mesh.texture is None else encode_png(mesh.texture))
 
 
 def cube_payload() -> MeshPayload:
