@@ -66,11 +66,13 @@ def progress_bar(total: int, desc: str):
 
 
 def resolve(args, report: Report):
-    """The torch device for this run, recorded in the report."""
+    """The torch device for this run, recorded in the report with the renderer it gets by default."""
     from backend.devices import resolve_device
+    from backend.render.rasterizer import renderer_name
 
     device = resolve_device(args.device)
     report["device"] = str(device)
+    report["renderer"] = renderer_name(device)
     return device
 
 
@@ -86,7 +88,6 @@ def _doctor(args, report: Report) -> None:
 
     from backend import external
     from backend.models.store import list_models
-    from backend.render.rasterizer import renderer_name
 
     device = resolve(args, report)
     facts = {
@@ -104,7 +105,6 @@ def _doctor(args, report: Report) -> None:
             facts[package] = getattr(module, "__version__", "installed")
         except ImportError:
             facts[package] = None
-    report["renderer"] = renderer_name(device)
     models = list_models()
     report.update(facts)
     report["models"] = models
@@ -189,6 +189,29 @@ def _render(args, report: Report) -> None:
                   faces=mesh.num_faces, vertices=mesh.num_vertices, images=paths,
                   seconds_per_view=(time.perf_counter() - start) / args.views)
     print(f"wrote {len(paths)} views to {out}")
+
+
+# ------------------------------------------------------------------------------------------ world
+@command("world", "write a procedural library and dataset (meshes, categories, captions, views, sketches, photos)")
+def _world_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="output folder")
+    parser.add_argument("--shapes", type=int, default=48, help="number of shapes")
+    parser.add_argument("--size", type=int, default=128, help="image size in pixels")
+    parser.add_argument("--views", type=int, default=4, help="views (and sketches) per shape")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in DIR")
+
+
+@_world_args.run
+def _world(args, report: Report) -> None:
+    from backend.world.dataset import world_command
+
+    device = resolve(args, report)
+    progress, bar = progress_bar(args.shapes, "world")
+    figures = world_command(args.dir, args.shapes, seed=args.seed, size=args.size, views=args.views,
+                            progress=progress, device=device, overwrite=args.overwrite)
+    bar.close()
+    report.update(figures)
+    print(f"wrote {figures['shapes']} shapes to {args.dir} (library: {figures['library']})")
 
 
 # ----------------------------------------------------------------------------------------- models
