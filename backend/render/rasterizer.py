@@ -35,7 +35,7 @@ class TorchRasterizer:
     def __init__(self, config: RasterizerConfig, device: torch.device):
         self.config = config
         self.device = device
-        self._topology: dict[tuple, torch.Tensor] = {}
+        self._topology: tuple[torch.Tensor, object] | None = None
 
     def rasterize(self, pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
         """pos: [B, V, 4] clip; tri: [F, 3] int32 -> rast [B, H, W, 4] (u, v, z/w, id + 1)."""
@@ -51,12 +51,7 @@ class TorchRasterizer:
 
     def antialias(self, color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
         """Silhouette antialiasing with position gradients; color [B, H, W, C]."""
-        key = (tri.data_ptr(), tuple(tri.shape), tri._version)
-        topology = self._topology.get(key)
-        if topology is None:
-            topology = raster_torch.edge_topology(tri)
-            self._topology = {key: topology}  # one mesh at a time is the common case
-        return raster_torch.antialias(color, rast, pos, tri, topology)
+        return raster_torch.antialias(color, rast, pos, tri, _cached_topology(self, tri, raster_torch.edge_topology))
 
 
 class NvdiffrastRasterizer:
@@ -72,7 +67,7 @@ class NvdiffrastRasterizer:
         self.config = config
         self.device = device
         self.context = self.dr.RasterizeCudaContext(device=device)
-        self._topology: dict[tuple, object] = {}
+        self._topology: tuple[torch.Tensor, object] | None = None
 
     def rasterize(self, pos, tri, resolution):
         pos = pos if pos.dim() == 3 else pos.unsqueeze(0)
@@ -88,15 +83,23 @@ class NvdiffrastRasterizer:
 
     def antialias(self, color, rast, pos, tri):
         pos = pos if pos.dim() == 3 else pos.unsqueeze(0)
-        key = (tri.data_ptr(), tuple(tri.shape), tri._version)
-        topology = self._topology.get(key)
-        if topology is None:
-            topology = self.dr.antialias_construct_topology_hash(tri.int().contiguous())
-            self._topology = {key: topology}
+        topology = _cached_topology(self, tri, lambda t: self.dr.antialias_construct_topology_hash(t.int().contiguous()))
         return self.dr.antialias(color.contiguous(), rast, pos.contiguous(), tri.int().contiguous(), topology_hash=topology)
 
 
 Rasterizer = TorchRasterizer | NvdiffrastRasterizer
+
+
+def _cached_topology(rasterizer: Rasterizer, tri: torch.Tensor, build):
+    """The edge topology of `tri`, rebuilt only when the faces change (compared by content, O(F)).
+
+    Keyed by content, not by address: a freed faces tensor's memory can hold the next mesh's faces.
+    """
+    cached = rasterizer._topology
+    if cached is None or cached[0].shape != tri.shape or cached[0].device != tri.device or not torch.equal(cached[0], tri):
+        cached = (tri.detach().clone(), build(tri))
+        rasterizer._topology = cached  # one mesh at a time is the common case
+    return cached[1]
 
 
 def make_rasterizer(config: RasterizerConfig | None = None, device: torch.device | str = "cpu") -> Rasterizer:

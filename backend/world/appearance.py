@@ -112,7 +112,7 @@ def pattern_texture(appearance: Appearance, tile: int = 64) -> np.ndarray:
     """One period of the pattern: [tile, tile, 3] uint8, row 0 at the top (v = 0); plain gives an 8x8 flat tile.
 
     stripes: horizontal bands (v varies, so bands run around upright parts); checks: 2x2 cells;
-    dots: one round dot per tile. Edges are antialiased over about one texel.
+    dots: one round dot per tile. Edges are antialiased (4x4 supersampling).
     """
     base = np.array(appearance.base_rgb, dtype=np.float64)
     accent = np.array(appearance.accent_rgb, dtype=np.float64)

@@ -43,7 +43,7 @@ def _with(features: list[str], lead: str = " with ") -> str:
 # words are skipped, so every template works with any subset of labels mentioned.
 _TEMPLATES = (
     lambda adj, c, p, n, f: _article(adj, c, p, n) + _with(f),
-    lambda adj, c, p, n, f: _article(adj, n) + (" in " + _words(p, c) if c or p else "") + _with(f, ", with " if c or p else " with "),
+    lambda adj, c, p, n, f: _article(adj, p if not c else "", n) + (" in " + _words(p, c) if c else "") + _with(f, ", with " if c else " with "),
     lambda adj, c, p, n, f: _words(adj, c, p, n) + _with(f),
     lambda adj, c, p, n, f: _article(p, c, adj, n) + _with(f),
     lambda adj, c, p, n, f: "this " + _words(adj, n) + (" is " + _join([c, p]) if c or p else "") + _with(f, "; it has "),
@@ -138,8 +138,6 @@ def wrong_words(category: str, colour: str, pattern: str, attributes: dict) -> s
     for name, value in attributes.items():
         if value == "yes":
             wrong.add(f"no {name}")
-    if category == "bed" and attributes.get("footboard") == "yes":
-        wrong.add("no footboard")
     return wrong
 
 

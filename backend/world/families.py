@@ -283,7 +283,7 @@ def build_mug(rng: np.random.Generator, a: dict) -> list[Part]:
         parts.append(torus((centre_x, mid_y, 0), major, grip_t / 2, 24, 10, "handle",
                            matrix=rotation("x", 90.0), arc_degrees=180.0 - 2 * phi0, start_degrees=phi0))
     else:
-        out = side + span * _u(rng, 0.35, 0.5)
+        out = side + span * _u(rng, 0.45, 0.6)
         low, high = mid_y - span / 2, mid_y + span / 2
         inner = side - wall / 2
         parts.append(beam((inner, high, 0), (out, high, 0), grip_t, "handle"))

@@ -90,6 +90,10 @@ def make_shape(seed: int, category: str | None = None, *, colour: str | None = N
     appearance = sample_appearance(appearance_rng, colour, pattern)
     parts = FAMILIES[category].build(geometry_rng, dict(attributes))
     points = np.concatenate([p.vertices for p in parts])
+    # Leaning legs dip a corner below the floor: stand the shape on y = 0 exactly.
+    lift = np.array([0.0, -points[:, 1].min(), 0.0])
+    parts = [p.transformed(None, lift) for p in parts]
+    points = points + lift
     low, high = points.min(axis=0), points.max(axis=0)
     radius = float(np.linalg.norm(points - 0.5 * (low + high), axis=1).max())
     joined = assemble(parts, radius / appearance.periods, appearance.offset)

@@ -8,7 +8,6 @@ float32 in [0, 1].
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.geometry.mesh import Mesh
+from backend.geometry.normals import vertex_normals
 from backend.render.camera import Cameras, fit_distance, orbit_cameras
 from backend.render.lines import LineConfig, render_lines
 from backend.render.renderer import MeshRenderer, RenderConfig
@@ -142,7 +142,6 @@ def _drawable(mesh: Mesh, device: torch.device | str) -> _Drawable:
     radius = float(np.linalg.norm(vertices - centre, axis=1).max())
     normals = mesh.metadata.get("normals")
     if normals is None:
-        from backend.geometry.normals import vertex_normals
         normals = vertex_normals(mesh.vertices, mesh.faces)
     return _Drawable(
         vertices=torch.as_tensor(((vertices - centre) / radius).astype(np.float32), device=device),
@@ -160,8 +159,9 @@ def _check_shape(shape: WorldShape) -> None:
         raise ValueError("the shape's mesh has no UVs or texture; build it with make_shape(...)")
 
 
-@functools.lru_cache(maxsize=16)
 def _renderer(size: int, device: str, ambient: float, background: tuple[float, float, float]) -> MeshRenderer:
+    # A fresh renderer per call, never a cached one: the rasterizer caches edge topology keyed by the
+    # faces tensor's address, and a freed faces tensor's memory is reused by the next shape's.
     shading = ShadingConfig(ambient=ambient, diffuse=1.0 - ambient, specular=0.12)
     return MeshRenderer(RenderConfig(size=size, background=background, shading=shading), device)
 
@@ -217,22 +217,26 @@ def _connected_pieces(ink: torch.Tensor, cell: torch.Tensor, max_iterations: int
     piece, found by propagating maxima between neighbouring ink pixels of the same cell.
     """
     b, h, w = ink.shape
-    index = torch.arange(1, h * w + 1, device=ink.device).view(1, h, w).expand(b, h, w)
+    index = torch.arange(1, h * w + 1, device=ink.device, dtype=torch.int32).view(1, h, w).expand(b, h, w)
     label = torch.where(ink, index, torch.zeros_like(index))
-    pad_label = F.pad(label, (1, 1, 1, 1))
-    pad_cell = F.pad(cell, (1, 1, 1, 1), value=-1)
-    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-    neighbour_cells = [pad_cell[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] == cell for dy, dx in shifts]
+    # For each neighbour offset: the destination and source windows, and where a step may pass
+    # (both pixels inked, same cell).
+    steps = []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy == 0 and dx == 0:
+                continue
+            dst = (slice(None), slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx)))
+            src = (slice(None), slice(max(0, dy), h - max(0, -dy)), slice(max(0, dx), w - max(0, -dx)))
+            steps.append((dst, src, (cell[dst] == cell[src]) & ink[dst] & ink[src]))
     for _ in range(max_iterations):
-        pad_label = F.pad(label, (1, 1, 1, 1))
-        best = label
-        for (dy, dx), same in zip(shifts, neighbour_cells):
-            best = torch.maximum(best, torch.where(same, pad_label[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w], 0))
-        best = torch.where(ink, best, torch.zeros_like(best))
+        best = label.clone()
+        for dst, src, passable in steps:
+            best[dst] = torch.maximum(best[dst], torch.where(passable, label[src], 0))
         if torch.equal(best, label):
             break
         label = best
-    return label
+    return label.long()
 
 
 @torch.no_grad()

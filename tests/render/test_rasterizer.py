@@ -205,3 +205,22 @@ def test_torch_and_nvdiffrast_agree():
     assert same >= 0.99, f"triangle ids agree on {same:.4f} of pixels"
     both = (rt[..., 3] > 0) & (rt[..., 3] == rn[..., 3])
     torch.testing.assert_close(it[both], inv[both], atol=1e-3, rtol=1e-3)
+
+
+def test_antialias_topology_cache_follows_the_faces_not_their_address():
+    # A renderer reused across meshes must not apply one mesh's edge adjacency to another.
+    from backend.geometry.primitives import icosphere
+    from backend.render.rasterizer import TorchRasterizer
+
+    mesh = icosphere(2)
+    cams = orbit_cameras(torch.tensor([30.0]), torch.tensor([20.0]), 3.0)
+    clip = to_clip(torch.tensor(mesh.vertices), cams)
+    reused = TorchRasterizer(RasterizerConfig(), torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        faces = torch.tensor(mesh.faces)[torch.randperm(mesh.num_faces, generator=gen)]
+        rast = reused.rasterize(clip, faces, (48, 48))
+        color = torch.rand(1, 48, 48, 3, generator=gen)
+        fresh = raster_torch.antialias(color, rast, clip, faces)
+        torch.testing.assert_close(reused.antialias(color, rast, clip, faces), fresh)
+        del faces
