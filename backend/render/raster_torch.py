@@ -88,38 +88,83 @@ def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, m
     face_index = torch.arange(num_faces, device=device, dtype=torch.float32).expand(batch, -1)
     pixel_base = (torch.arange(batch, device=device, dtype=torch.float32) * (height * width)).unsqueeze(1).expand(-1, num_faces)
     # One row per live triangle; float32 holds the integers exactly (all < 2^24).
-    # Stored as [fields, triangles] so every field of the expanded candidates is a contiguous row.
-    table = torch.stack([*b0, *b1, *zp, x0, y0, cols, face_index, pixel_base]).reshape(14, -1)[:, live]
+    # Rows are triangles, so gathering a triangle's fields copies one contiguous row (index_select).
+    table = torch.stack([*b0, *b1, *zp, x0, y0, cols, face_index, pixel_base], dim=-1).reshape(-1, 14).index_select(0, live)
 
+    # Small triangles (most of them in a dense mesh) test a fixed grid of pixels around their bounding
+    # box's corner, with no per-candidate gathers; the rest enumerate their exact boxes in chunks.
+    cols_l = table[:, 11]
+    rows_l = counts.float() / cols_l  # box heights
+    rest = torch.ones_like(counts, dtype=torch.bool)
+    for side in _GRID_SIDES:
+        fits = rest & (cols_l <= side) & (rows_l <= side)
+        rest &= ~fits
+        chosen = torch.nonzero(fits).squeeze(1)
+        for chunk in chosen.split(max(1, max_pairs // (side * side))):
+            _grid_candidates(table.index_select(0, chunk), side, rows_l[chunk], width, depth_keys)
+    rest = torch.nonzero(rest).squeeze(1)
+    table, counts = table.index_select(0, rest), counts[rest]
     ends = torch.cumsum(counts, 0)
     start = 0
-    while start < live.numel():
+    while start < rest.numel():  # chunks of at most max_pairs candidates (or one big triangle)
         base = ends[start - 1] if start > 0 else ends.new_zeros(())
         stop = max(int(torch.searchsorted(ends, base + max_pairs, right=True)), start + 1)
-        c = counts[start:stop]
-        offsets = (torch.cumsum(c, 0) - c).float()
-        rows_ = torch.repeat_interleave(torch.cat([table[:, start:stop], offsets.unsqueeze(0)]), c, dim=1)
-        local = torch.arange(rows_.shape[1], device=device, dtype=torch.float32) - rows_[14]
-        ry = torch.floor(local / rows_[11])
-        px = rows_[9] + local - ry * rows_[11]
-        py = rows_[10] + ry
-        cx, cy = px + 0.5, py + 0.5
-        w0 = rows_[0] * cx + rows_[1] * cy + rows_[2]
-        w1 = rows_[3] * cx + rows_[4] * cy + rows_[5]
-        z = rows_[6] * cx + rows_[7] * cy + rows_[8]
-        inside = (w0 >= 0) & (w1 >= 0) & (w0 + w1 <= 1) & (z >= -1) & (z <= 1)
-        hit = torch.nonzero(inside).squeeze(1)
-        z, px, py = z[hit], px[hit].long(), py[hit].long()
-        face = rows_[12, hit].long()
-        pixel = rows_[13, hit].long() + py * width + px
-        # Pack (depth, id) into one int64 so a single amin does the depth test; the bits of a
-        # non-negative float32 are ordered like the floats themselves.
-        zbits = (z + 1.0).clamp(min=0).view(torch.int32).long()
-        depth_keys.scatter_reduce_(0, pixel, (zbits << 32) | face, reduce="amin", include_self=True)
+        _box_candidates(table[start:stop], counts[start:stop], width, depth_keys)
         start = stop
 
     hit = depth_keys != _NO_HIT
     return torch.where(hit, (depth_keys & 0xFFFFFFFF) + 1, torch.zeros_like(depth_keys))
+
+
+_GRID_SIDES = (2, 3, 4, 6, 8, 12)
+"""Pixel grids (side x side) for triangles whose bounding box fits them."""
+
+
+def _grid_candidates(table: torch.Tensor, side: int, rows: torch.Tensor, width: int, depth_keys: torch.Tensor) -> None:
+    """Tests a side x side pixel grid at each triangle's box corner. table: [T, 14] (see `_visibility`)."""
+    offset = torch.arange(side, device=table.device, dtype=torch.float32)
+    ox = offset.repeat(side)  # [S = side * side]
+    oy = offset.repeat_interleave(side)
+    f = table.T.unsqueeze(-1)  # [14, T, 1] broadcasts against the grid
+    cx = f[9] + (ox + 0.5)
+    cy = f[10] + (oy + 0.5)
+    w0 = f[0] * cx + f[1] * cy + f[2]
+    w1 = f[3] * cx + f[4] * cy + f[5]
+    inside = (w0 >= 0) & (w1 >= 0) & (w0 + w1 <= 1) & (ox < f[11]) & (oy < rows.unsqueeze(-1))
+    hit = torch.nonzero(inside.reshape(-1)).squeeze(1)
+    t = torch.div(hit, side * side, rounding_mode="floor")
+    cell = hit - t * (side * side)
+    hit_fields = table.index_select(0, t)
+    _depth_test(hit_fields, hit_fields[:, 9] + ox[cell], hit_fields[:, 10] + oy[cell], width, depth_keys)
+
+
+def _box_candidates(table: torch.Tensor, counts: torch.Tensor, width: int, depth_keys: torch.Tensor) -> None:
+    """Tests every pixel of each triangle's exact bounding box. table: [T, 14]; counts: [T] box areas."""
+    table = table.T.contiguous()  # per-candidate gathers read one field at a time
+    inst = torch.repeat_interleave(torch.arange(counts.numel(), device=table.device), counts)
+    offsets = (torch.cumsum(counts, 0) - counts).float()
+    local = torch.arange(inst.numel(), device=table.device, dtype=torch.float32) - offsets[inst]
+    cols = table[11][inst]
+    ry = torch.floor(local / cols)
+    cx = table[9][inst] + (local - ry * cols) + 0.5
+    cy = table[10][inst] + ry + 0.5
+    w0 = table[0][inst] * cx + table[1][inst] * cy + table[2][inst]
+    w1 = table[3][inst] * cx + table[4][inst] * cy + table[5][inst]
+    hit = torch.nonzero((w0 >= 0) & (w1 >= 0) & (w0 + w1 <= 1)).squeeze(1)
+    hit_fields = table.T.index_select(0, inst[hit])
+    _depth_test(hit_fields, cx[hit] - 0.5, cy[hit] - 0.5, width, depth_keys)
+
+
+def _depth_test(fields: torch.Tensor, px: torch.Tensor, py: torch.Tensor, width: int, depth_keys: torch.Tensor) -> None:
+    """Covered pixels (px, py) of triangles `fields` [P, 14]: outside the depth range they are dropped
+    (their key stays empty), then one scatter_reduce(amin) over keys packing (depth, triangle id) does
+    the depth test for all of them."""
+    z = fields[:, 6] * (px + 0.5) + fields[:, 7] * (py + 0.5) + fields[:, 8]
+    # Bits of a non-negative float32 are ordered like the floats: pack (depth, id) into one int64.
+    zbits = (z + 1.0).clamp(min=0).view(torch.int32).long()
+    key = torch.where((z >= -1) & (z <= 1), (zbits << 32) | fields[:, 12].long(), _NO_HIT)
+    pixel = fields[:, 13].long() + py.long() * width + px.long()
+    depth_keys.scatter_reduce_(0, pixel, key, reduce="amin", include_self=True)
 
 
 def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int], max_pairs: int = 1 << 22) -> torch.Tensor:
@@ -296,7 +341,8 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     ids = rast[..., 3].long().reshape(-1)  # triangle id + 1
     depth = rast[..., 2].reshape(-1)
     flat_color = color.reshape(-1, channels)
-    delta = torch.zeros_like(flat_color)
+    targets: list[torch.Tensor] = []
+    changes: list[torch.Tensor] = []
     pixel = torch.arange(batch * height * width, device=color.device).reshape(batch, height, width)
     for horizontal in (True, False):
         if horizontal:
@@ -323,9 +369,13 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
             # Edge before the midpoint: this pixel is partly uncovered.
             recede = (0.5 - t).clamp(min=0).unsqueeze(1)
             diff = flat_color[own] - flat_color[other]
-            delta = delta.index_add(0, other, spill * diff)
-            delta = delta.index_add(0, own, -recede * diff)
-    return (flat_color + delta).reshape(batch, height, width, channels)
+            targets += [other, own]
+            changes += [spill * diff, -recede * diff]
+    if not targets:
+        return color
+    # One scatter for every pair (an out-of-place index_add per pair direction would copy the image each time).
+    out = flat_color.index_add(0, torch.cat(targets), torch.cat(changes))
+    return out.reshape(batch, height, width, channels)
 
 
 def _crossing(own: torch.Tensor, other: torch.Tensor, ids: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor,

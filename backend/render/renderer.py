@@ -99,29 +99,38 @@ class MeshRenderer:
             attrs.append(uv.expand(batch, -1, -1))
         attr = torch.cat([a.to(clip.dtype) for a in attrs], dim=-1).contiguous()
         interp = self.rasterizer.interpolate(attr, rast, faces)
-        position, normal = interp[..., 0:3], interp[..., 3:6]
+        # Shade covered pixels only: a sparse list is cheaper than full images, forward and backward.
+        pixels = torch.nonzero(rast[..., 3].reshape(-1) > 0).squeeze(1)
+        values = interp.reshape(-1, attr.shape[-1]).index_select(0, pixels)
+        view_of = torch.div(pixels, cfg.size * cfg.size, rounding_mode="floor")
+        position, normal = values[:, 0:3], values[:, 3:6]
         if texture is None:
-            albedo = interp[..., 6:9]
+            albedo = values[:, 6:9]
         else:
-            albedo = self.rasterizer.texture(texture[None].to(clip.dtype).contiguous(), interp[..., 6:8].contiguous())[..., :3]
+            tex = texture[None].to(clip.dtype).contiguous()
+            albedo = self.rasterizer.texture(tex, values[None, :, None, 6:8].contiguous())[0, :, 0, :3]
         if shade:
             if lights is None:
                 lights = self.default_lights(cameras)
-            color = phong(albedo, position, normal, cameras.eye, lights, cfg.shading).clamp(0, 1)
+            color = phong(albedo, position, normal, cameras.eye[view_of], lights[view_of], cfg.shading).clamp(0, 1)
         else:
             color = albedo
         background = torch.tensor(cfg.background, dtype=clip.dtype, device=self.device)
-        color = color * covered + background * (1 - covered)
-        layers = torch.cat([color, covered], dim=-1)
+        image = background.expand(batch * cfg.size * cfg.size, 3).index_copy(0, pixels, color.to(clip.dtype))
+        layers = torch.cat([image.reshape(batch, cfg.size, cfg.size, 3), covered], dim=-1)
         if cfg.antialias:
             layers = self.rasterizer.antialias(layers.contiguous(), rast, clip, faces)
         layers = torch.flip(layers, dims=[1])  # OpenGL rows are bottom-up; images are top-down
-        face_id = torch.flip(rast[..., 3], dims=[1]).long() - 1
-        flip = lambda t: torch.flip(t, dims=[1])  # noqa: E731
+        unit_normal = torch.nn.functional.normalize(normal, dim=-1, eps=1e-12)
+
+        def dense(sparse: torch.Tensor) -> torch.Tensor:  # [P, 3] -> [B, H, W, 3] top-down, zero background
+            full = sparse.new_zeros(batch * cfg.size * cfg.size, 3).index_copy(0, pixels, sparse)
+            return torch.flip(full.reshape(batch, cfg.size, cfg.size, 3), dims=[1])
+
         return RenderOutput(
             image=layers[..., 0:3],
             alpha=layers[..., 3:4],
-            normal=flip(torch.nn.functional.normalize(normal, dim=-1, eps=1e-12) * covered),
-            position=flip(position * covered),
-            face_id=face_id,
+            normal=dense(unit_normal),
+            position=dense(position),
+            face_id=torch.flip(rast[..., 3], dims=[1]).long() - 1,
         )

@@ -41,16 +41,16 @@ class ShadingConfig:
 
 def phong(albedo: torch.Tensor, position: torch.Tensor, normal: torch.Tensor, eye: torch.Tensor,
           light: torch.Tensor, config: ShadingConfig) -> torch.Tensor:
-    """Shades pixels.
+    """Shades pixels (any leading shape [...], e.g. [B, H, W] or a list of pixels [P]).
 
-    albedo: [B, H, W, 3] in [0, 1]; position, normal: [B, H, W, 3] world space (normal need not be unit);
-    eye, light: [B, 3] world positions. Returns [B, H, W, 3].
+    albedo: [..., 3] in [0, 1]; position, normal: [..., 3] world space (normal need not be unit);
+    eye, light: world positions broadcastable to position ([..., 3]). Returns [..., 3].
     """
     n = torch.nn.functional.normalize(normal, dim=-1, eps=1e-12)
-    to_eye = torch.nn.functional.normalize(eye[:, None, None, :] - position, dim=-1, eps=1e-12)
+    to_eye = torch.nn.functional.normalize(eye - position, dim=-1, eps=1e-12)
     if config.two_sided:
         n = torch.where((n * to_eye).sum(-1, keepdim=True) < 0, -n, n)
-    to_light = torch.nn.functional.normalize(light[:, None, None, :] - position, dim=-1, eps=1e-12)
+    to_light = torch.nn.functional.normalize(light - position, dim=-1, eps=1e-12)
     lambert = (n * to_light).sum(-1, keepdim=True).clamp(min=0)
     shaded = albedo * (config.ambient + config.diffuse * lambert)
     if config.specular > 0:
