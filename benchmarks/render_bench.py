@@ -46,15 +46,20 @@ def bumpy_sphere(rings: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return (v / np.linalg.norm(v, axis=1).max()).astype(np.float32), mesh.faces.astype(np.int32)
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of `repeats` calls after one warm-up call."""
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def timed_together(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each function, called in turn `repeats` times after one warm-up each.
+
+    Interleaving keeps the ratios honest on a shared machine: a slow spell hits every contender.
+    """
+    for fn in fns.values():
         fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def atelier_step(vertices: np.ndarray, faces: np.ndarray, size: int, views: int, device: str):
@@ -139,33 +144,38 @@ def main() -> None:
     except ImportError as exc:  # the `bench` extra installs it
         print(f"DEODR not available ({exc}); install with pip install -e .[bench]")
         have_deodr = False
-    clip_seconds = timed(clip_step(VIEWS, args.device), args.repeats)
+    clip = clip_step(VIEWS, args.device)
     rows = []
     cases = [(224, "10k"), (512, "80k")] if args.quick else [(s, m) for s in (224, 512) for m in ("1k", "10k", "80k", "100k")]
     for size, name in cases:
         vertices, faces = meshes[name]
-        ours5 = timed(atelier_step(vertices, faces, size, VIEWS, args.device), args.repeats)
-        ours1 = timed(atelier_step(vertices, faces, size, 1, args.device), args.repeats)
-        deodr1 = timed(deodr_step(vertices, faces, size), args.repeats) if have_deodr and args.device == "cpu" else None
+        contenders = {"ours5": atelier_step(vertices, faces, size, VIEWS, args.device),
+                      "ours1": atelier_step(vertices, faces, size, 1, args.device)}
+        if size == 224:
+            contenders["clip"] = clip
+        if have_deodr and args.device == "cpu":
+            contenders["deodr1"] = deodr_step(vertices, faces, size)
+        t = timed_together(contenders, args.repeats)
         rows.append({
             "size": size, "mesh": name, "faces": int(len(faces)),
-            "atelier_5_views_s": ours5, "atelier_1_view_s": ours1,
-            "clip_vit_b32_5_views_s": clip_seconds if size == 224 else None,
-            "renderer_over_clip": ours5 / clip_seconds if size == 224 else None,
-            "deodr_1_view_s": deodr1,
-            "atelier_over_deodr": ours1 / deodr1 if deodr1 else None,
+            "atelier_5_views_s": t["ours5"], "atelier_1_view_s": t["ours1"],
+            "clip_vit_b32_5_views_s": t.get("clip"),
+            "renderer_over_clip": t["ours5"] / t["clip"] if "clip" in t else None,
+            "deodr_1_view_s": t.get("deodr1"),
+            "atelier_over_deodr": t["ours1"] / t["deodr1"] if "deodr1" in t else None,
         })
-    header = f"{'size':>5} {'faces':>7} {'atelier 5v s':>13} {'atelier 1v s':>13} {'/ CLIP':>7} {'DEODR 1v s':>11} {'/ DEODR':>8}"
+    header = (f"{'size':>5} {'faces':>7} {'atelier 5v s':>13} {'atelier 1v s':>13} {'CLIP 5v s':>10} {'/ CLIP':>7} "
+              f"{'DEODR 1v s':>11} {'/ DEODR':>8}")
     print(f"device {args.device}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads; CLIP ViT-B-32 fwd+bwd on {VIEWS} views at 224 px: {clip_seconds:.3f} s")
+          f"{torch.get_num_threads()} threads; CLIP = ViT-B-32 image tower fwd+bwd on {VIEWS} views at 224 px")
     print(header)
     for r in rows:
         fmt = lambda x, spec: format(x, spec) if x is not None else "-"  # noqa: E731
         print(f"{r['size']:>5} {r['faces']:>7} {r['atelier_5_views_s']:>13.4f} {r['atelier_1_view_s']:>13.4f} "
-              f"{fmt(r['renderer_over_clip'], '>7.3f'):>7} {fmt(r['deodr_1_view_s'], '>11.4f'):>11} "
+              f"{fmt(r['clip_vit_b32_5_views_s'], '>10.3f'):>10} {fmt(r['renderer_over_clip'], '>7.3f'):>7} {fmt(r['deodr_1_view_s'], '>11.4f'):>11} "
               f"{fmt(r['atelier_over_deodr'], '>8.2f'):>8}")
     result = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "clip_vit_b32_5_views_s": clip_seconds, "rows": rows}
+              "repeats": args.repeats, "rows": rows}
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(result, indent=2) + "\n")
