@@ -170,12 +170,6 @@ def test_allow_download_tries_the_hub_and_fails_fast_here(empty_caches: Path, mo
     assert time.perf_counter() - start < 15
 
 
-def test_domain_is_a_placeholder_until_registered():
-    with pytest.raises(WeightsMissingError) as err:
-        load_clip("domain")
-    assert "python build.py domain-clip" in err.value.hint
-
-
 def test_resolver_registry(monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(ValueError, match="already registered"):
         register_clip_resolver("tiny", CLIP_RESOLVERS["tiny"])
