@@ -1,4 +1,4 @@
-"""backend.models: CLIP loading by spec and the weights manager (list, pull, import).
+"""backend.models: CLIP loading by spec, the weights manager (list, pull, import) and the domain CLIP.
 
 The CLI and the server use `load_clip`, `release_all`, `list_models`, `pull`, `import_file`; see `clip.py`
 and `store.py`.
@@ -15,6 +15,8 @@ from backend.models.clip import (
     save_clip_checkpoint,
 )
 from backend.models.store import find_weights, import_file, list_models, present_weights, pull
+# Registers `--clip domain` (the shipped domain CLIP) in place of clip.py's "not trained" placeholder.
+from backend.models import domain  # noqa: E402,F401  (imported for its registration)
 from backend.server.hooks import register_models_lister, register_release_hook
 
 
