@@ -5,6 +5,8 @@
     python build.py test      setup, then run the whole test suite
     python build.py demo      setup, then run the main job end to end through a real backend
     python build.py bench     setup, then run the benchmarks in benchmarks/
+    python build.py domain-clip   setup, then train the domain CLIP into backend/models/weights/domain_clip.pt
+    python build.py extension the Blender extension zips into dist/ (see tools/build_extension.py)
 
 Environments are re-installed only when what they are built from changes (a stamp file keeps the hash).
 """
@@ -139,6 +141,20 @@ def cmd_bench(args) -> None:
         run([python, str(script), "--report", str(ROOT / "benchmarks" / "results" / f"{script.stem}.json")], cwd=ROOT)
 
 
+def cmd_extension(args) -> None:
+    """The Blender extension zips (cp311 and cp312-abi3 builds); see tools/build_extension.py."""
+    from tools.build_extension import run as build_extension
+
+    build_extension(args)
+
+
+def cmd_domain_clip(args) -> None:
+    python = setup_backend()
+    # Seeded CPU training on the procedural world (about 10 minutes on 2 cores); see backend/models/domain.py.
+    # -c, not -m: backend.models imports the module itself (to register `--clip domain`).
+    run([python, "-c", "import sys; from backend.models.domain import main; sys.exit(main())", *args.extra], cwd=ROOT)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,10 +162,17 @@ def main() -> None:
     sub.add_parser("test", help="setup, then run the tests (extra arguments go to pytest)").set_defaults(fn=cmd_test)
     sub.add_parser("demo", help="setup, then run the demo into demo_out/").set_defaults(fn=cmd_demo)
     sub.add_parser("bench", help="setup, then run every benchmark").set_defaults(fn=cmd_bench)
+    sub.add_parser("domain-clip", add_help=False,
+                   help="train the domain CLIP and write its checkpoint (arguments, --help included, go to "
+                   "backend.models.domain.main, e.g. --out FILE)").set_defaults(fn=cmd_domain_clip)
+    from tools.build_extension import add_arguments as extension_arguments
+    extension_arguments(sub.add_parser("extension", help="build the Blender extension zips into dist/")).set_defaults(
+        fn=cmd_extension)
     args, extra = parser.parse_known_args()
-    if extra and args.command != "test":
+    if extra and args.command not in ("test", "domain-clip"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
+    args.extra = extra
     args.fn(args)
 
 

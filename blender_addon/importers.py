@@ -1,0 +1,249 @@
+"""Results in: one importer per wired job kind, `IMPORTERS[kind](record, context) -> names created`.
+
+Meshes come back as GLB in the source object's local space and go through Blender's own glTF importer
+(so vertex colours, UVs, images and morph targets land as Blender makes them: colour attribute, UV map,
+packed images, shape keys); the add-on then places the object at the source's transform in the "Atelier"
+collection, wires the colours through a Color Attribute node, stores the job on the object, and hides the
+source. The import runs inside the `atelier.import_result` operator: one undo step per result.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import bpy
+import mathutils
+
+from .errors import AddonError
+from .jobs import JobRecord
+
+COLLECTION = "Atelier"
+"""The collection every imported result goes into."""
+PROP_PREFIX = "atelier_"
+"""Custom properties on created objects: atelier_kind, atelier_params (JSON), atelier_seed, atelier_source,
+atelier_job, atelier_fields (JSON)."""
+
+
+# -- shared helpers -----------------------------------------------------------------------------------
+
+def atelier_collection(scene: bpy.types.Scene) -> bpy.types.Collection:
+    """The scene's "Atelier" collection, made and linked on first use."""
+    collection = bpy.data.collections.get(COLLECTION)
+    if collection is None:
+        collection = bpy.data.collections.new(COLLECTION)
+    if scene.collection.children.get(collection.name) is None and collection not in scene.collection.children_recursive:
+        scene.collection.children.link(collection)
+    return collection
+
+
+def move_to_collection(obj: bpy.types.Object, collection: bpy.types.Collection) -> None:
+    for other in list(obj.users_collection):
+        if other != collection:
+            other.objects.unlink(obj)
+    if obj.name not in collection.objects:
+        collection.objects.link(obj)
+
+
+def import_glb(data: bytes, context) -> list[bpy.types.Object]:
+    """Imports GLB bytes with Blender's glTF importer; returns the objects it created."""
+    if not data.startswith(b"glTF"):
+        raise AddonError("the backend's mesh is not a GLB file", "this is a backend bug: see its log")
+    before = set(bpy.data.objects)
+    options = {"import_pack_images": True, "merge_vertices": False, "import_shading": "NORMALS",
+               "import_select_created_objects": True, "import_scene_as_collection": False}
+    known = {p.identifier for p in bpy.ops.import_scene.gltf.get_rna_type().properties}
+    with tempfile.TemporaryDirectory(prefix="atelier-") as folder:
+        path = Path(folder) / "result.glb"
+        path.write_bytes(data)
+        result = bpy.ops.import_scene.gltf(filepath=str(path), **{k: v for k, v in options.items() if k in known})
+        if "FINISHED" not in result:
+            raise AddonError("Blender's glTF importer refused the result", "see the console for its message")
+        # Images must live in the .blend before the temporary file goes.
+        for image in bpy.data.images:
+            if image.filepath and Path(bpy.path.abspath(image.filepath)).parent == Path(folder) and not image.packed_file:
+                image.pack()
+    return [obj for obj in bpy.data.objects if obj not in before]
+
+
+def load_png_image(name: str, data: bytes) -> bpy.types.Image:
+    """A packed Blender image from PNG bytes (saved under //atelier/NAME.png if the user unpacks it)."""
+    with tempfile.TemporaryDirectory(prefix="atelier-") as folder:
+        path = Path(folder) / "image.png"
+        path.write_bytes(data)
+        image = bpy.data.images.load(str(path), check_existing=False)
+        image.pack()
+    image.name = name
+    image.filepath_raw = f"//atelier/{bpy.path.clean_name(name)}.png"
+    return image
+
+
+def store_job(obj: bpy.types.ID, record: JobRecord) -> None:
+    """The job's parameters and seed on the created object, for "Run again" and "Variations"."""
+    obj[PROP_PREFIX + "kind"] = record.kind
+    obj[PROP_PREFIX + "params"] = json.dumps(record.params, sort_keys=True)
+    obj[PROP_PREFIX + "seed"] = int(record.params.get("seed", 0))
+    obj[PROP_PREFIX + "source"] = record.source
+    obj[PROP_PREFIX + "job"] = record.id
+    obj[PROP_PREFIX + "fields"] = json.dumps(record.fields, sort_keys=True, default=str)
+
+
+def job_of(obj: bpy.types.ID | None) -> tuple[str, dict, str] | None:
+    """(kind, params, source name) stored on an object made by a job, or None."""
+    if obj is None or PROP_PREFIX + "kind" not in obj:
+        return None
+    try:
+        params = json.loads(obj[PROP_PREFIX + "params"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return str(obj[PROP_PREFIX + "kind"]), params, str(obj.get(PROP_PREFIX + "source", ""))
+
+
+def source_matrix(record: JobRecord) -> mathutils.Matrix:
+    """Where the result goes: the source object's transform now, or the one sent with the job."""
+    source = bpy.data.objects.get(record.source) if record.source else None
+    if source is not None:
+        return source.matrix_world.copy()
+    flat = record.meta.get("transform")
+    if flat and len(flat) == 16:
+        return mathutils.Matrix([flat[0:4], flat[4:8], flat[8:12], flat[12:16]])
+    return mathutils.Matrix.Identity(4)
+
+
+def hide_source(record: JobRecord, context) -> None:
+    """Hides (never deletes) the object the job started from."""
+    source = bpy.data.objects.get(record.source) if record.source else None
+    if source is None:
+        return
+    try:
+        source.hide_set(True, view_layer=context.view_layer)
+    except RuntimeError:  # not in this view layer
+        source.hide_viewport = True
+    source.hide_render = True
+
+
+def make_active(obj: bpy.types.Object, context) -> None:
+    for other in context.selected_objects:
+        other.select_set(False)
+    if obj.name in context.view_layer.objects:
+        obj.select_set(True)
+        context.view_layer.objects.active = obj
+
+
+def wire_color_attribute(obj: bpy.types.Object) -> bpy.types.ShaderNode | None:
+    """Makes the object's material show its colour attribute in Material Preview: a Color Attribute node
+    naming the attribute, feeding the Principled BSDF's Base Color (multiplied with a texture if there is one).
+    Returns the node (None when the mesh has no colour attribute)."""
+    mesh = obj.data
+    attribute = mesh.color_attributes.active_color or (mesh.color_attributes[0] if len(mesh.color_attributes) else None)
+    if attribute is None:
+        return None
+    mesh.color_attributes.active_color = attribute
+    mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
+    if not mesh.materials:
+        mesh.materials.append(bpy.data.materials.new(f"{obj.name} colours"))
+    found = None
+    for material in mesh.materials:
+        if material is None:
+            continue
+        if material.node_tree is None:  # Blender < 5 makes node trees on request only
+            material.use_nodes = True
+        tree = material.node_tree
+        nodes = [n for n in tree.nodes if n.type == "VERTEX_COLOR"]
+        for node in nodes:
+            node.layer_name = attribute.name
+        bsdf = next((n for n in tree.nodes if n.type == "BSDF_PRINCIPLED"), None)
+        if bsdf is None:
+            continue
+        if not nodes:
+            node = tree.nodes.new("ShaderNodeVertexColor")
+            node.layer_name = attribute.name
+            node.location = bsdf.location + mathutils.Vector((-500, 0))
+            base = bsdf.inputs["Base Color"]
+            if base.is_linked:  # a texture: multiply, as glTF does
+                mix = tree.nodes.new("ShaderNodeMix")
+                mix.data_type, mix.blend_type = "RGBA", "MULTIPLY"
+                mix.inputs["Factor"].default_value = 1.0
+                tree.links.new(base.links[0].from_socket, mix.inputs["A"])
+                tree.links.new(node.outputs["Color"], mix.inputs["B"])
+                tree.links.new(mix.outputs["Result"], base)
+            else:
+                tree.links.new(node.outputs["Color"], base)
+            nodes = [node]
+        found = found or nodes[0]
+    return found
+
+
+def pack_images_of(obj: bpy.types.Object) -> None:
+    for slot in obj.material_slots:
+        if slot.material is None or slot.material.node_tree is None:
+            continue
+        for node in slot.material.node_tree.nodes:
+            if node.type == "TEX_IMAGE" and node.image is not None and node.image.packed_file is None:
+                node.image.pack()
+
+
+# -- per kind -----------------------------------------------------------------------------------------
+
+def import_render(record: JobRecord, context) -> list[str]:
+    """`render`: each view a packed image "Atelier <source> view_000"."""
+    result = record.result
+    names = result.fields.get("names") or sorted(result.blobs)
+    created = []
+    for view in names:
+        data = result.blobs.get(view)
+        if data is None:
+            raise AddonError(f"the render result lacks the image {view!r}", "this is a backend bug: see its log")
+        image = load_png_image(f"Atelier {record.source or 'render'} {view}", data)
+        image["atelier_job"] = record.id
+        created.append(image.name)
+    return created
+
+
+def import_stylize(record: JobRecord, context) -> list[str]:
+    """`stylize`: the GLB as a new object at the source's transform, colours via a Color Attribute node,
+    the displacement as the shape key "Text2Mesh" at full strength (its slider goes back to the source shape)."""
+    result = record.result
+    glb = result.blobs.get("mesh")
+    if glb is None:
+        raise AddonError("the stylize result has no mesh", "this is a backend bug: see its log")
+    objects = import_glb(glb, context)
+    meshes = [o for o in objects if o.type == "MESH"]
+    if len(meshes) != 1:
+        for obj in objects:
+            bpy.data.objects.remove(obj)
+        raise AddonError(f"the stylize result holds {len(meshes)} meshes, expected one", "see the backend log")
+    obj = meshes[0]
+    for other in objects:
+        if other is not obj:
+            bpy.data.objects.remove(other)
+    obj.parent = None
+    obj.matrix_world = source_matrix(record)
+    base = record.source or "Atelier"
+    obj.name = f"{base} stylized"
+    obj.data.name = f"{base} stylized"
+    move_to_collection(obj, atelier_collection(context.scene))
+    keys = obj.data.shape_keys
+    if keys is not None:
+        index = keys.key_blocks.find("Text2Mesh")
+        if index >= 0:
+            keys.key_blocks[index].value = 1.0
+            obj.active_shape_key_index = index
+    wire_color_attribute(obj)
+    for slot in obj.material_slots:
+        if slot.material is not None:
+            slot.material.name = f"{base} stylized"
+    pack_images_of(obj)
+    store_job(obj, record)
+    hide_source(record, context)
+    make_active(obj, context)
+    return [obj.name]
+
+
+IMPORTERS: dict[str, Callable[[JobRecord, object], list[str]]] = {
+    "render": import_render,
+    "stylize": import_stylize,
+}
+"""Job kind -> importer; the keys equal `kinds.JOB_KINDS` (a test checks)."""

@@ -1,0 +1,113 @@
+"""Mesh out: the selected object's evaluated mesh (modifiers applied), triangulated, as a `MeshPayload`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from .errors import AddonError
+from .meshpack import pack_mesh, pixels_to_png
+from .protocol import MeshPayload, limits
+
+_SELECT_HINT = "select a mesh object in the 3D Viewport (click it), then run the job again"
+
+
+def selected_mesh_object(context) -> bpy.types.Object:
+    """The active object if it is selected, else the one selected object; AddonError saying what to do."""
+    active = context.active_object
+    selected = list(context.selected_objects)
+    obj = active if active is not None and active in selected else (selected[0] if len(selected) == 1 else None)
+    if obj is None:
+        if len(selected) > 1:
+            raise AddonError(f"{len(selected)} objects are selected and none is active",
+                             "click the one to use so it is active", code="no_selection")
+        raise AddonError("no object is selected", _SELECT_HINT, code="no_selection")
+    if obj.type != "MESH":
+        raise AddonError(f"'{obj.name}' is a {obj.type.lower().replace('_', ' ')} object, not a mesh",
+                         "select a mesh object, or convert this one (Object > Convert > Mesh)", code="not_a_mesh")
+    return obj
+
+
+def mesh_payload(obj: bpy.types.Object, depsgraph=None, with_texture: bool = True) -> MeshPayload:
+    """The object's evaluated mesh in object-local space (Z up), triangulated, UVs per triangle corner,
+    its base-colour image (PNG) when it has one, and its `matrix_world`."""
+    depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
+    evaluated = obj.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    try:
+        if mesh is None or len(mesh.polygons) == 0:
+            raise AddonError(f"'{obj.name}' has no faces", "a job needs a mesh with faces: add geometry or pick "
+                                                           "another object", code="empty_mesh")
+        mesh.calc_loop_triangles()
+        n_vertices, n_triangles = len(mesh.vertices), len(mesh.loop_triangles)
+        if n_vertices > limits.MAX_VERTICES or n_triangles > limits.MAX_FACES:
+            raise AddonError(f"'{obj.name}' has {n_vertices} vertices and {n_triangles} triangles (modifiers "
+                             f"applied), over the limits ({limits.MAX_VERTICES} / {limits.MAX_FACES})",
+                             "lower the subdivision levels or decimate it", code="too_large")
+        vertices = np.empty(n_vertices * 3, np.float32)
+        mesh.vertices.foreach_get("co", vertices)
+        triangles = np.empty(n_triangles * 3, np.int32)
+        mesh.loop_triangles.foreach_get("vertices", triangles)
+        corner_uv = None
+        uv_layer = mesh.uv_layers.active
+        if uv_layer is not None:
+            loops = np.empty(n_triangles * 3, np.int32)
+            mesh.loop_triangles.foreach_get("loops", loops)
+            uv = np.empty(len(mesh.loops) * 2, np.float32)
+            uv_layer.uv.foreach_get("vector", uv)
+            corner_uv = uv.reshape(-1, 2)[loops]
+    finally:
+        evaluated.to_mesh_clear()
+    texture = base_color_png(obj) if with_texture else None
+    return pack_mesh(obj.name, vertices, triangles, corner_uv, texture, obj.matrix_world)
+
+
+def base_color_image(obj: bpy.types.Object) -> bpy.types.Image | None:
+    """The image feeding the first material's Principled BSDF Base Color (through any nodes), if any."""
+    for slot in obj.material_slots:
+        material = slot.material
+        if material is None or material.node_tree is None:
+            continue
+        for node in material.node_tree.nodes:
+            if node.type == "BSDF_PRINCIPLED":
+                image = _upstream_image(node.inputs["Base Color"])
+                if image is not None:
+                    return image
+    return None
+
+
+def _upstream_image(socket, depth: int = 0):
+    if depth > 16 or not socket.is_linked:
+        return None
+    node = socket.links[0].from_node
+    if node.type == "TEX_IMAGE":
+        return node.image
+    for upstream in node.inputs:
+        image = _upstream_image(upstream, depth + 1)
+        if image is not None:
+            return image
+    return None
+
+
+def image_png(image: bpy.types.Image) -> bytes | None:
+    """An image as PNG bytes: its packed or on-disk PNG as it is, else its pixels encoded (None if empty)."""
+    if image.packed_file is not None and image.file_format == "PNG":
+        return bytes(image.packed_file.data)
+    if image.source == "FILE" and image.filepath and image.file_format == "PNG":
+        path = Path(bpy.path.abspath(image.filepath, library=image.library))
+        if path.is_file():
+            return path.read_bytes()
+    width, height = image.size
+    if width == 0 or height == 0:
+        return None
+    channels = image.channels
+    pixels = np.empty(width * height * channels, np.float32)
+    image.pixels.foreach_get(pixels)
+    return pixels_to_png(pixels, width, height, channels)
+
+
+def base_color_png(obj: bpy.types.Object) -> bytes | None:
+    image = base_color_image(obj)
+    return None if image is None else image_png(image)

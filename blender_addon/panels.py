@@ -1,0 +1,191 @@
+"""The sidebar panels: 3D Viewport > Sidebar (N) > Atelier. Drawing reads state only; it never waits."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import bpy
+
+from . import session
+from .importers import job_of
+from .kinds import JOB_KINDS
+
+_STATE_TEXT = {
+    "stopped": ("Stopped", "RADIOBUT_OFF"),
+    "starting": ("Starting...", "TIME"),
+    "connecting": ("Connecting...", "TIME"),
+    "ready": ("Ready", "CHECKMARK"),
+    "failed": ("Not available", "ERROR"),
+    "lost": ("Stopped unexpectedly", "ERROR"),
+}
+
+
+def _wrapped(layout, text: str, icon: str = "NONE", width: int = 42) -> None:
+    """Long messages as several labels (panels do not wrap text)."""
+    words, line, first = text.split(), "", True
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            layout.label(text=line, icon=icon if first else "BLANK1")
+            line, first = word, False
+        else:
+            line = f"{line} {word}".strip()
+    if line:
+        layout.label(text=line, icon=icon if first else "BLANK1")
+
+
+def _kind_offered(layout, kind: str) -> bool:
+    """False (with a note) when the connected backend does not offer this job kind."""
+    runtime = session.get_runtime(optional=True)
+    if runtime is not None and runtime.ready and kind not in runtime.job_kinds:
+        _wrapped(layout.box(), f"This backend has no {kind} job: update the Atelier backend.", "ERROR")
+        return False
+    return True
+
+
+class AtelierPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Atelier"
+
+
+class ATELIER_PT_backend(AtelierPanel, bpy.types.Panel):
+    bl_idname = "ATELIER_PT_backend"
+    bl_label = "Backend"
+    bl_order = 0
+
+    def draw(self, context):
+        layout = self.layout
+        runtime = session.get_runtime(optional=True)
+        if runtime is None:
+            layout.label(text="The add-on is not registered", icon="ERROR")
+            return
+        text, icon = _STATE_TEXT.get(runtime.state, (runtime.state, "QUESTION"))
+        box = layout.box()
+        row = box.row()
+        row.label(text=text, icon=icon)
+        if runtime.state in ("stopped", "failed", "lost"):
+            row.operator("atelier.backend_start", text="Start", icon="PLAY")
+        else:
+            row.operator("atelier.backend_restart", text="", icon="FILE_REFRESH")
+            row.operator("atelier.backend_stop", text="Stop", icon="PAUSE")
+        if runtime.welcome is not None:
+            col = box.column(align=True)
+            col.label(text=f"Device: {runtime.welcome.device}   Renderer: {runtime.welcome.renderer}")
+            col.label(text=f"Address: {runtime.endpoint}")
+            col.operator("atelier.backend_release", icon="TRASH")
+        if runtime.message:
+            _wrapped(box, runtime.message, "ERROR")
+            if runtime.hint:
+                _wrapped(box, runtime.hint, "INFO")
+        if runtime.log_path:
+            row = box.row()
+            row.label(text=f"Log: {runtime.log_path}", icon="TEXT")
+            row.operator("wm.path_open", text="", icon="FILE_FOLDER").filepath = os.path.dirname(runtime.log_path)
+
+
+class ATELIER_PT_stylize(AtelierPanel, bpy.types.Panel):
+    bl_idname = "ATELIER_PT_stylize"
+    bl_label = "Stylize Selected"
+    bl_order = 10
+
+    def draw(self, context):
+        layout = self.layout
+        if not _kind_offered(layout, "stylize"):
+            return
+        s = context.scene.atelier
+        layout.prop(s, "stylize_prompt", text="")
+        row = layout.row(align=True)
+        row.prop(s, "stylize_quality", text="")
+        row.prop(s, "stylize_steps")
+        layout.prop(s, "stylize_seed")
+        row = layout.row()
+        row.prop(s, "stylize_subdivide", text="Subdivide")
+        row.prop(s, "stylize_bake")
+        layout.operator("atelier.stylize", icon="BRUSH_DATA")
+        stored = job_of(context.active_object)
+        if stored is not None and stored[0] in JOB_KINDS:
+            box = layout.box()
+            kind, params, source = stored
+            box.label(text=f"{context.active_object.name}: {kind} of {source}", icon="INFO")
+            row = box.row(align=True)
+            row.operator("atelier.run_again", text="Run Again", icon="FILE_REFRESH").variation = False
+            row.operator("atelier.run_again", text="Variation", icon="MOD_NOISE").variation = True
+
+
+class ATELIER_PT_render(AtelierPanel, bpy.types.Panel):
+    bl_idname = "ATELIER_PT_render"
+    bl_label = "Render Views"
+    bl_order = 20
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        if not _kind_offered(layout, "render"):
+            return
+        s = context.scene.atelier
+        row = layout.row(align=True)
+        row.prop(s, "render_views")
+        row.prop(s, "render_size")
+        layout.operator("atelier.render_views", icon="RENDER_STILL")
+
+
+class ATELIER_PT_jobs(AtelierPanel, bpy.types.Panel):
+    bl_idname = "ATELIER_PT_jobs"
+    bl_label = "Jobs"
+    bl_order = 100
+
+    def draw(self, context):
+        layout = self.layout
+        runtime = session.get_runtime(optional=True)
+        if runtime is None:
+            return
+        jobs = runtime.jobs.all()
+        active = [j for j in jobs if j.active or j.state == "importing"]
+        for job in active:
+            box = layout.box()
+            row = box.row()
+            row.label(text=job.label, icon="SORTTIME")
+            if job.active:
+                row.operator("atelier.cancel_job", text="", icon="CANCEL").job_id = job.id
+            if job.state == "waiting":
+                box.label(text="Waiting for the backend...")
+            elif job.state == "queued":
+                box.label(text=f"Queued ({job.position} ahead)")
+            else:
+                eta = f", {job.eta_s:.0f} s left" if job.eta_s is not None else ""
+                box.progress(factor=job.fraction, type="BAR",
+                             text=f"{job.stage or job.state} {job.step}/{job.total}{eta}")
+            if job.loss is not None:
+                box.label(text=f"Loss {job.loss:.4f}")
+            icon = session.preview_icon(job)
+            if icon:
+                box.template_icon(icon_value=icon, scale=8.0)
+        finished = [j for j in jobs if not (j.active or j.state == "importing")]
+        if not finished:
+            if not active:
+                layout.label(text="No jobs yet")
+            return
+        s = context.scene.atelier
+        row = layout.row()
+        row.prop(s, "show_history", text=f"History ({len(finished)})", icon="TRIA_DOWN" if s.show_history else
+                 "TRIA_RIGHT", emboss=False)
+        row.operator("atelier.clear_jobs", text="", icon="X")
+        if not s.show_history:
+            return
+        for job in finished:
+            box = layout.box()
+            icon = {"done": "CHECKMARK", "cancelled": "CANCEL"}.get(job.state, "ERROR")
+            ago = time.time() - (job.finished or job.created)
+            box.label(text=f"{job.label} - {job.state} ({ago:.0f} s ago)", icon=icon)
+            if job.params:
+                _wrapped(box, job.summary(), "PROPERTIES")
+            if job.state == "failed":
+                _wrapped(box, job.error_text(), "INFO")
+            elif job.message and job.state == "done":
+                _wrapped(box, job.message, "OUTLINER_OB_MESH")
+                if "loss_last" in job.fields:
+                    box.label(text=f"Loss {job.fields.get('loss_first', 0):.4f} -> {job.fields['loss_last']:.4f}")
+
+
+PANELS = (ATELIER_PT_backend, ATELIER_PT_stylize, ATELIER_PT_render, ATELIER_PT_jobs)

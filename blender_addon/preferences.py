@@ -1,0 +1,108 @@
+"""Add-on preferences: where the backend runs and how to reach it."""
+
+
+import os
+from pathlib import Path
+
+import bpy
+
+from .runtime import BackendSettings, default_log_dir
+
+ADDON_ID = __package__
+"""The add-on's module name: `bl_ext.<repo>.atelier` when installed as an extension, `blender_addon` in tests."""
+
+
+def user_dir(sub: str) -> Path:
+    """A folder for the add-on's user data: the extension's user folder, or the temp dir when the add-on
+    runs from a checkout (not installed as an extension)."""
+    try:
+        return Path(bpy.utils.extension_path_user(ADDON_ID, path=sub, create=True))
+    except ValueError:
+        return default_log_dir() / sub
+
+
+class AtelierPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_ID
+
+    mode: bpy.props.EnumProperty(
+        name="Backend", default="LOCAL",
+        items=[("LOCAL", "Local", "Start the backend on this computer, from the Python below"),
+               ("REMOTE", "Remote", "Connect to a backend on another machine (a GPU box), encrypted with CurveZMQ")])
+    python: bpy.props.StringProperty(
+        name="Backend Python", subtype="FILE_PATH",
+        description="The python executable of the environment where the Atelier backend is installed "
+                    "(empty: $ATELIER_BACKEND_PYTHON)")
+    device: bpy.props.EnumProperty(
+        name="Device", default="auto",
+        items=[("auto", "Auto", "CUDA if present, else Apple MPS, else CPU"), ("cuda", "CUDA", "NVIDIA GPU"),
+               ("mps", "MPS", "Apple GPU"), ("cpu", "CPU", "No GPU (slow, but works everywhere)")])
+    auto_start: bpy.props.BoolProperty(
+        name="Start with Blender", default=False,
+        description="Start the local backend when Blender starts, so the first job does not wait for it "
+                    "(a job always starts it when it is not running)")
+    remote_address: bpy.props.StringProperty(
+        name="Address", default="", description="The remote backend, e.g. tcp://gpu-box:5557")
+    curve_dir: bpy.props.StringProperty(
+        name="Key folder", subtype="DIR_PATH",
+        description="Folder with client.key_secret and server.key from `atelier keys DIR` on the backend machine")
+    clip: bpy.props.StringProperty(
+        name="CLIP model", default="",
+        description="CLIP the stylize job uses, e.g. ViT-B-32:openai, domain, or a checkpoint path on the backend "
+                    "machine (empty: the backend's default)")
+    log_dir: bpy.props.StringProperty(
+        name="Log folder", subtype="DIR_PATH",
+        description="Where the local backend writes its log (empty: the add-on's user folder)")
+    start_timeout: bpy.props.FloatProperty(
+        name="Start timeout", default=120.0, min=5.0, max=3600.0, unit="TIME_ABSOLUTE",
+        description="Seconds a local backend may take to start (torch takes a while the first time)")
+    connect_timeout: bpy.props.FloatProperty(
+        name="Connect timeout", default=10.0, min=0.2, max=600.0, unit="TIME_ABSOLUTE",
+        description="Seconds to wait for the backend's answer to the handshake")
+
+    def settings(self) -> BackendSettings:
+        return BackendSettings(
+            mode=self.mode.lower(), python=bpy.path.abspath(self.python) if self.python else
+            os.environ.get("ATELIER_BACKEND_PYTHON", ""), device=self.device,
+            remote_address=self.remote_address, curve_dir=bpy.path.abspath(self.curve_dir) if self.curve_dir else "",
+            log_dir=Path(bpy.path.abspath(self.log_dir)) if self.log_dir else user_dir("logs"),
+            start_timeout=self.start_timeout, connect_timeout=self.connect_timeout)
+
+    def draw(self, context):
+        from . import session
+
+        layout = self.layout
+        layout.prop(self, "mode", expand=True)
+        col = layout.column()
+        if self.mode == "LOCAL":
+            col.prop(self, "python")
+            if not self.python and os.environ.get("ATELIER_BACKEND_PYTHON"):
+                col.label(text=f"Using $ATELIER_BACKEND_PYTHON: {os.environ['ATELIER_BACKEND_PYTHON']}", icon="INFO")
+            col.prop(self, "device")
+            col.prop(self, "auto_start")
+            col.prop(self, "start_timeout")
+            col.prop(self, "log_dir")
+        else:
+            col.prop(self, "remote_address")
+            col.prop(self, "curve_dir")
+        col.prop(self, "connect_timeout")
+        col.prop(self, "clip")
+        runtime = session.get_runtime(optional=True)
+        log_path = runtime.log_path if runtime is not None else str(self.settings().log_path)
+        row = layout.row()
+        row.label(text=f"Backend log: {log_path or 'named by the remote backend once connected'}", icon="TEXT")
+        if log_path:
+            row.operator("wm.path_open", text="", icon="FILE_FOLDER").filepath = str(Path(log_path).parent)
+
+
+def get_prefs(context=None) -> AtelierPreferences | None:
+    """The add-on's preferences, or None when it is not enabled through Blender (plain `register()`)."""
+    context = context or bpy.context
+    addon = context.preferences.addons.get(ADDON_ID)
+    return None if addon is None else addon.preferences
+
+
+def current_settings(context=None) -> BackendSettings:
+    prefs = get_prefs(context)
+    if prefs is None:
+        return BackendSettings(python=os.environ.get("ATELIER_BACKEND_PYTHON", ""), log_dir=user_dir("logs"))
+    return prefs.settings()

@@ -1,0 +1,345 @@
+"""The add-on's backend session: settings, the local process, the client thread and the jobs. No bpy.
+
+Everything here runs on Blender's main thread and returns at once; waiting happens in the client's and
+the launcher's threads. `poll()` is what the add-on's timer calls: it takes what those threads reported,
+moves the state machine on, and returns the jobs whose results are ready to import.
+
+States: stopped -> starting (local process launched, waiting for its ready line) -> connecting (hello
+sent) -> ready (welcome received); failed (could not start or connect: `message` says why) and lost (died
+or stopped answering). A job submitted in any state but ready waits and starts the backend; the next
+action after failed/lost starts it again.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .client import BackendClient
+from .errors import AddonError
+from .jobs import JobRecord, JobTracker
+from .protocol import Cancel, Error, ProtocolError, Release, Shutdown, Status, Submit, Welcome, to_frames
+from .supervisor import BackendProcess
+
+CLIENT_NAME = "atelier-blender"
+
+
+def default_log_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "atelier-blender"
+
+
+@dataclass
+class BackendSettings:
+    """How to reach a backend; the add-on builds it from its preferences."""
+
+    mode: str = "local"
+    """"local": start `python -m backend.server` from `python` on this machine; "remote": connect to
+    `remote_address`, encrypted with the CurveZMQ keys in `curve_dir`."""
+    python: str = ""
+    """The backend environment's python executable (local mode)."""
+    device: str = "auto"
+    """auto | cpu | cuda | mps (local mode)."""
+    bind: str = "tcp://127.0.0.1:*"
+    """Where a local backend listens; `*` picks a free port, so two Blender instances never collide."""
+    remote_address: str = ""
+    """e.g. tcp://gpu-box:5557 (remote mode)."""
+    curve_dir: str = ""
+    """Folder with client.key_secret and server.key (remote mode; empty: no encryption, loopback only)."""
+    log_dir: Path = field(default_factory=default_log_dir)
+    """Where a local backend's log goes (one file per Blender process)."""
+    start_timeout: float = 120.0
+    """Seconds a local backend may take to print its ready line."""
+    connect_timeout: float = 10.0
+    """Seconds to wait for `welcome` after `hello`."""
+    ping_timeout: float = 15.0
+    """Seconds a busy backend may leave a status ping unanswered before it counts as lost."""
+    extra_args: tuple[str, ...] = ()
+    """More `backend.server` arguments (tests: e.g. "--test-jobs")."""
+    client_name: str = CLIENT_NAME
+    """Sent in `hello`, for the backend's log."""
+
+    def validate(self) -> None:
+        if self.mode not in ("local", "remote"):
+            raise AddonError(f"backend mode must be 'local' or 'remote', got {self.mode!r}")
+        if self.mode == "remote":
+            address = self.remote_address.strip()
+            if not address:
+                raise AddonError("no remote backend address is set",
+                                 "enter it in the preferences, e.g. tcp://gpu-box:5557", code="backend_address")
+            if "://" not in address:
+                raise AddonError(f"the backend address {address!r} has no transport",
+                                 "write it as tcp://HOST:PORT", code="backend_address")
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.log_dir) / f"backend-{os.getpid()}.log"
+
+
+class Runtime:
+    """One backend connection and its jobs (the add-on holds one; tests may make their own)."""
+
+    def __init__(self, settings: BackendSettings | None = None):
+        self.settings = settings or BackendSettings()
+        self.jobs = JobTracker()
+        self.state = "stopped"
+        self.message = ""
+        """Why the backend is failed / lost, or "" when all is well."""
+        self.hint = ""
+        self.welcome: Welcome | None = None
+        self.status: Status | None = None
+        """The last `status` reply (queue, busy)."""
+        self.process: BackendProcess | None = None
+        self.client: BackendClient | None = None
+        self.endpoint = ""
+        self.releases = 0
+        """How many `release` requests the backend has acknowledged."""
+        self._notices: list[tuple[str, str]] = []
+
+    # -- what the panel reads -------------------------------------------------------------------------
+
+    @property
+    def log_path(self) -> str:
+        """The backend's log: the local process's, or the one the remote backend named in `welcome`."""
+        if self.process is not None:
+            return str(self.process.log_path)
+        if self.welcome is not None and self.welcome.log_path:
+            return self.welcome.log_path
+        return str(self.settings.log_path) if self.settings.mode == "local" else ""
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything is under way (the timer then runs more often)."""
+        return self.state in ("starting", "connecting") or any(
+            j.active or j.state == "importing" for j in self.jobs.all())
+
+    @property
+    def job_kinds(self) -> list[str]:
+        return list(self.welcome.job_kinds) if self.welcome else []
+
+    def take_notices(self) -> list[tuple[str, str]]:
+        """(level, text) pairs for the status bar since the last call: failures the artist should see."""
+        notices, self._notices = self._notices, []
+        return notices
+
+    # -- actions (main thread, never block) -----------------------------------------------------------
+
+    def configure(self, settings: BackendSettings) -> None:
+        """New settings; they apply at the next start (Restart applies them now)."""
+        self.settings = settings
+
+    def start(self) -> None:
+        """Starts (local) or connects to (remote) the backend unless it is on its way or ready.
+
+        Raises AddonError for settings that cannot work (no python, no address); the failure is also
+        kept in `message` for the panel."""
+        if self.state in ("starting", "connecting", "ready"):
+            return
+        self._teardown()
+        self.message = self.hint = ""
+        settings = self.settings
+        try:
+            settings.validate()
+            if settings.mode == "remote":
+                self._connect(settings.remote_address.strip(), settings.curve_dir or None)
+            else:
+                self.process = BackendProcess(settings.python, log_path=settings.log_path, bind=settings.bind,
+                                              device=settings.device, extra_args=settings.extra_args,
+                                              start_timeout=settings.start_timeout)
+                self.process.launch()
+                self.state = "starting"
+        except AddonError as exc:
+            self._set_failed("failed", exc.message, exc.hint, with_log=False)  # nothing ran: no log to read
+            raise
+
+    def stop(self, wait: bool = False, grace: float = 5.0) -> None:
+        """Asks the backend to shut down (local: and ends the process). Active jobs end as cancelled."""
+        for job in self.jobs.active():
+            job.fail("cancelled", "cancelled: the backend was stopped")
+        if self.client is not None and self.client.connected and self.process is not None:
+            self.client.send(Shutdown())  # only to a backend this add-on started, never a shared remote one
+        if self.client is not None:
+            self.client.close(timeout=1.0 if wait else 0.0)  # the thread flushes the shutdown, then ends
+            self.client = None
+        if self.process is not None:
+            self.process.stop(grace=grace, wait=wait)
+            self.process = None
+        self.state, self.welcome, self.status, self.endpoint = "stopped", None, None, ""
+        self.message = self.hint = ""
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def shutdown(self, timeout: float = 3.0) -> None:
+        """Blender is quitting or the add-on is unregistered: stop the backend and wait for it."""
+        self.stop(wait=True, grace=timeout)
+
+    def submit(self, kind: str, params: dict, mesh=None, *, label: str, source: str = "",
+               meta: dict | None = None) -> JobRecord:
+        """Queues a job and returns its record at once; starts the backend if it is not running.
+
+        Raises AddonError for a message that cannot be sent (too large, invalid): nothing is queued then.
+        A backend that cannot start fails the job (record.state "failed", with the reason)."""
+        job_id = self.jobs.new_id(kind)
+        try:
+            frames = to_frames(Submit(job=job_id, kind=kind, params=params, mesh=mesh))
+        except ProtocolError as exc:
+            raise AddonError(f"the {kind} job cannot be sent: {exc.message}", exc.hint) from exc
+        max_blob = self.welcome.max_blob_bytes if self.welcome and self.welcome.max_blob_bytes else None
+        if max_blob is not None and any(len(f) > max_blob for f in frames[1:]):
+            raise AddonError(f"the {kind} job's data is over the backend's limit of {max_blob >> 20} MiB per array",
+                             "use a mesh with fewer vertices (apply a Decimate modifier)")
+        record = self.jobs.add(JobRecord(id=job_id, kind=kind, label=label, params=dict(params), source=source,
+                                         meta=dict(meta or {}), frames=frames, log_path=self.log_path))
+        if self.ready:
+            self._send_pending()
+        else:
+            notices = len(self._notices)
+            try:
+                self.start()
+            except AddonError:
+                # start() failed the job with the reason; the operator reports it, so no second notice.
+                del self._notices[notices:]
+        return record
+
+    def fail_now(self, kind: str, label: str, error: AddonError, params: dict | None = None,
+                 source: str = "") -> JobRecord:
+        """Records a job that never left Blender (bad input) so the job list shows why."""
+        record = self.jobs.add(JobRecord(id=self.jobs.new_id(kind), kind=kind, label=label, params=params or {},
+                                         source=source))
+        record.fail(error.code, error.message, error.hint)
+        return record
+
+    def cancel(self, job_id: str) -> None:
+        """Asks the backend to stop a job; a job still waiting for the backend is dropped here."""
+        job = self.jobs.get(job_id)
+        if job is None or not job.active:
+            return
+        if job.frames is not None:
+            job.fail("cancelled", "cancelled before it was sent")
+            return
+        job.cancel_requested = True
+        if self.client is not None:
+            self.client.send(Cancel(job=job_id))
+
+    def release(self) -> None:
+        """Asks the backend to drop cached models and free GPU memory (answered with a `release` ack)."""
+        if not self.ready:
+            raise AddonError("the backend is not running", "start it first")
+        self.client.send(Release())
+
+    def request_status(self) -> None:
+        if self.ready:
+            self.client.send(Status())
+
+    # -- the timer's work -----------------------------------------------------------------------------
+
+    def poll(self) -> list[JobRecord]:
+        """Takes in what the threads reported; returns the jobs whose results now wait for import."""
+        results: list[JobRecord] = []
+        if self.state == "starting" and self.process is not None:
+            outcome = self.process.poll()
+            if outcome is not None:
+                if outcome.ok:
+                    self._connect(outcome.endpoint, None)
+                else:
+                    self._set_failed("failed", outcome.message, outcome.hint)
+        if self.process is not None and self.state in ("connecting", "ready"):
+            code = self.process.exit_code()
+            if code is not None:
+                tail = self.process.stderr_tail(300)
+                self._set_failed("lost", f"the backend stopped unexpectedly (exit code {code})"
+                                         + (f": {tail}" if tail else ""),
+                                 "the next job or Start restarts it")
+        if self.client is not None:
+            for event in self.client.drain():
+                if event.kind == "message":
+                    record = self._on_message(event.message)
+                    if record is not None and record.state == "importing":
+                        results.append(record)
+                elif event.kind == "lost":
+                    if self.state in ("connecting", "ready"):
+                        state = "failed" if self.state == "connecting" else "lost"
+                        self._set_failed(state, event.text, "check the address and that the backend runs; the "
+                                                            "next job or Start tries again")
+                    break
+                else:
+                    self._notices.append(("WARNING", event.text))
+            if self.client is not None:
+                self.client.watch = bool(self.jobs.active())
+        return results
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    def _connect(self, endpoint: str, curve_dir: str | None) -> None:
+        self.endpoint = endpoint
+        self.client = BackendClient(endpoint, curve_dir=curve_dir, client_name=self.settings.client_name,
+                                    connect_timeout=self.settings.connect_timeout,
+                                    ping_timeout=self.settings.ping_timeout)
+        self.client.start()
+        self.state = "connecting"
+
+    def _on_message(self, msg) -> JobRecord | None:
+        if isinstance(msg, Welcome):
+            self.welcome = msg
+            self.state, self.message, self.hint = "ready", "", ""
+            self._send_pending()
+            return None
+        if isinstance(msg, Status):
+            self.status = msg
+            return None
+        if isinstance(msg, Release):
+            self.releases += 1
+            self._notices.append(("INFO", "the backend dropped its cached models and freed GPU memory"))
+            return None
+        if isinstance(msg, Shutdown):
+            return None
+        if isinstance(msg, Error) and msg.job is None:
+            if self.state == "connecting":  # the handshake was refused (protocol mismatch)
+                self._set_failed("failed", msg.message, msg.hint)
+            else:
+                self._notices.append(("ERROR", f"{msg.message} ({msg.hint})" if msg.hint else msg.message))
+            return None
+        record = self.jobs.apply(msg, self.log_path)
+        if record is not None and record.state == "failed":
+            self._notices.append(("ERROR", f"{record.label} failed: {record.error_text()}"))
+        return record
+
+    def _send_pending(self) -> None:
+        offered = set(self.welcome.job_kinds) if self.welcome else set()
+        for job in self.jobs.active():
+            if job.frames is None:
+                continue
+            if job.kind not in offered:
+                job.fail("unknown_kind", f"this backend offers no {job.kind} job (it offers: "
+                                         f"{', '.join(sorted(offered)) or 'none'})",
+                         "update the Atelier backend to the add-on's release", self.log_path)
+                continue
+            self.client.send_frames(job.frames)
+            job.frames = None
+
+    def _set_failed(self, state: str, message: str, hint: str, with_log: bool = True) -> None:
+        """The backend is unusable: say why, fail every active job with the same words, drop the connection."""
+        self.state, self.message, self.hint = state, message, hint
+        log_path = self.log_path if with_log else ""
+        for job in self.jobs.active():
+            if not with_log:
+                job.log_path = ""
+            job.fail("backend_lost" if state == "lost" else "backend_unavailable", message, hint, log_path)
+            self._notices.append(("ERROR", f"{job.label} failed: {job.error_text()}"))
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self.client is not None:
+            self.client.close(timeout=0.5)
+            self.client = None
+        if self.process is not None:
+            self.process.stop(grace=1.0)
+            self.process = None
+        self.welcome, self.status = None, None

@@ -1,0 +1,185 @@
+"""Helpers for the add-on tests (imported by conftest.py and the test modules)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN = ("torch", "torchvision", "open_clip", "backend", "trimesh", "nvdiffrast", "PIL")
+"""Top-level modules the add-on must never import: Blender has none of them."""
+
+
+def forbidden_loaded() -> list[str]:
+    return sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)
+
+
+def backend_python() -> Path:
+    override = os.environ.get("ATELIER_BACKEND_PYTHON")
+    path = Path(override) if override else ROOT / ".venv" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if not path.exists():
+        pytest.fail(f"the backend environment is missing at {path}; run `python build.py test` to create it")
+    return path
+
+def configure_prefs(backend_py: Path, log_dir: Path):
+    import bpy
+
+    prefs = bpy.context.preferences.addons["blender_addon"].preferences
+    prefs.mode = "LOCAL"
+    prefs.python = str(backend_py)
+    prefs.device = "cpu"
+    prefs.clip = "tiny"
+    prefs.log_dir = str(log_dir)
+    prefs.start_timeout = 90.0
+    prefs.connect_timeout = 10.0
+    return prefs
+
+
+def pump_until(predicate, timeout: float = 60.0, what: str = "the condition"):
+    """Calls the add-on's timer function until `predicate()` is true; fails the test after `timeout` s."""
+    from blender_addon import session
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session.drain()
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.03)
+    runtime = session.get_runtime(optional=True)
+    jobs = "" if runtime is None else "; ".join(f"{j.id} {j.state} {j.error_text()}" for j in runtime.jobs.all())
+    state = "" if runtime is None else f" (backend {runtime.state}: {runtime.message}; log {runtime.log_path})"
+    pytest.fail(f"timed out after {timeout} s waiting for {what}{state}; jobs: {jobs}")
+
+
+def decode_png(data: bytes):
+    """PNG bytes -> (width, height, channels, rows as lists of ints), for 8-bit non-interlaced PNGs."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        length, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if tag == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height, depth, color_type, _, _, interlace = header
+    assert depth == 8 and interlace == 0
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
+    raw = zlib.decompress(idat)
+    stride = width * channels
+    out = np.zeros((height, stride), np.int32)
+    prev = np.zeros(stride, np.int32)
+    for y in range(height):
+        f = raw[y * (stride + 1)]
+        line = np.frombuffer(raw, np.uint8, stride, y * (stride + 1) + 1).astype(np.int32)
+        cur = np.zeros(stride, np.int32)
+        for x in range(stride):
+            a = cur[x - channels] if x >= channels else 0
+            b = prev[x]
+            c = prev[x - channels] if x >= channels else 0
+            if f == 0:
+                p = 0
+            elif f == 1:
+                p = a
+            elif f == 2:
+                p = b
+            elif f == 3:
+                p = (a + b) // 2
+            else:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                p = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            cur[x] = (line[x] + p) & 0xFF
+        out[y] = cur
+        prev = cur
+    return width, height, channels, out.reshape(height, width, channels).astype(np.uint8)
+
+
+def clear_scene() -> None:
+    """Removes every object, mesh, material, image and collection (a clean scene, preferences kept)."""
+    import bpy
+
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+    for collection in (bpy.data.meshes, bpy.data.materials, bpy.data.images, bpy.data.cameras, bpy.data.curves,
+                       bpy.data.collections):
+        for item in list(collection):
+            collection.remove(item)
+
+
+def add_object(kind: str = "cube", name: str | None = None, subdivide: int = 0, location=(0, 0, 0),
+               rotation=(0, 0, 0), scale=(1, 1, 1)):
+    """A selected, active object: "cube", "monkey", "camera", "empty_mesh" (no geometry) or "points" (vertices,
+    no faces)."""
+    import bpy
+
+    if kind == "cube":
+        bpy.ops.mesh.primitive_cube_add()
+    elif kind == "monkey":
+        bpy.ops.mesh.primitive_monkey_add()
+    elif kind == "camera":
+        bpy.ops.object.camera_add()
+    elif kind in ("empty_mesh", "points"):
+        mesh = bpy.data.meshes.new(name or kind)
+        if kind == "points":
+            mesh.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [])
+        obj = bpy.data.objects.new(name or kind, mesh)
+        bpy.context.scene.collection.objects.link(obj)
+        bpy.context.view_layer.objects.active = obj
+        obj.select_set(True)
+    else:
+        raise ValueError(kind)
+    obj = bpy.context.active_object
+    if name:
+        obj.name = name
+    if subdivide:
+        obj.modifiers.new("Subdivision", "SUBSURF").levels = subdivide
+    obj.location, obj.rotation_euler, obj.scale = location, rotation, scale
+    bpy.context.view_layer.update()
+    return obj
+
+
+class FakeLayout:
+    """Stands in for `UILayout` so a panel's `draw` can run here; collects every text it would show."""
+
+    def __init__(self, texts: list[str]):
+        object.__setattr__(self, "texts", texts)
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            if kwargs.get("text"):
+                self.texts.append(str(kwargs["text"]))
+            return FakeLayout(self.texts)
+        return call
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+
+
+class _Drawn:
+    """`self` for a draw(): a FakeLayout as `layout`, everything else from `owner` (e.g. the preferences)."""
+
+    def __init__(self, layout, owner=None):
+        self.layout, self._owner = layout, owner
+
+    def __getattr__(self, name):
+        return getattr(self._owner, name)
+
+
+def panel_texts(panel_cls, context=None, owner=None) -> str:
+    """Everything a panel's (or the preferences') draw() shows, joined by newlines."""
+    import bpy
+
+    texts: list[str] = []
+    panel_cls.draw(_Drawn(FakeLayout(texts), owner), context or bpy.context)
+    return "\n".join(texts)

@@ -1,0 +1,66 @@
+"""Add-on tests: run with the Blender environment's python (bpy 5.0.1 + pyzmq, no torch).
+
+`python build.py test` runs them with `.venv-blender/bin/python -m pytest tests/addon` and sets
+ATELIER_BACKEND_PYTHON to the backend environment's python, which the add-on starts as its backend (small
+settings: CPU, the `tiny` CLIP, a few steps). bpy's timers never fire here, so tests call
+`session.drain()` themselves (`addon_helpers.pump_until`).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the add-on and shared_protocol, as a developer's Blender would see them
+
+from addon_helpers import FORBIDDEN, backend_python, configure_prefs, forbidden_loaded  # noqa: E402
+
+try:
+    import bpy  # noqa: F401
+except ImportError:  # the backend environment (plain `pytest`): these tests run under .venv-blender
+    bpy = None
+    collect_ignore_glob = ["test_*.py"]
+
+
+class _Forbid(importlib.abc.MetaPathFinder):
+    """Fails any import of a FORBIDDEN module, as it would fail inside Blender."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in FORBIDDEN:
+            raise ImportError(f"the add-on imported {name!r}: Blender has no {name.split('.')[0]} (the add-on may "
+                              "import only bpy, numpy, zmq and shared_protocol)")
+        return None
+
+
+if bpy is not None:
+    sys.meta_path.insert(0, _Forbid())
+
+
+@pytest.fixture(autouse=True)
+def _no_backend_imports():
+    yield
+    assert forbidden_loaded() == [], "the add-on imported backend/torch modules"
+
+
+@pytest.fixture(scope="session")
+def backend_py() -> Path:
+    return backend_python()
+
+
+@pytest.fixture(scope="session")
+def addon(backend_py, tmp_path_factory):
+    """The add-on enabled through addon_utils (as Blender enables it), with test preferences."""
+    import addon_utils
+    import bpy
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    module = addon_utils.enable("blender_addon", default_set=True, handle_error=None)
+    assert module is not None, "addon_utils.enable('blender_addon') failed"
+    configure_prefs(backend_py, tmp_path_factory.mktemp("addon-logs"))
+    yield module
+    addon_utils.disable("blender_addon", default_set=True, handle_error=None)

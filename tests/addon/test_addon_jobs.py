@@ -1,0 +1,213 @@
+"""The add-on's operators against a real backend it starts itself (CPU, the `tiny` CLIP, a few steps).
+
+Tests run in file order and share one backend; the last one kills it and checks the restart.
+"""
+
+from __future__ import annotations
+
+import json
+
+import bpy
+import numpy as np
+import pytest
+
+from addon_helpers import add_object, clear_scene, decode_png, panel_texts, pump_until
+from blender_addon import session
+from blender_addon.importers import COLLECTION, IMPORTERS
+from blender_addon.kinds import JOB_KINDS
+from blender_addon.meshpack import from_array
+from blender_addon.panels import ATELIER_PT_backend, ATELIER_PT_jobs, ATELIER_PT_stylize
+
+
+@pytest.fixture(scope="module")
+def backend(addon):
+    runtime = session.get_runtime()
+    assert bpy.ops.atelier.backend_start() == {"FINISHED"}
+    pump_until(lambda: runtime.state not in ("starting", "connecting"), 90, "the backend to start")
+    assert runtime.ready, f"{runtime.message} ({runtime.hint}); log {runtime.log_path}"
+    return runtime
+
+
+@pytest.fixture
+def scene(backend):
+    clear_scene()
+    settings = bpy.context.scene.atelier
+    settings.stylize_prompt, settings.stylize_quality, settings.stylize_steps, settings.stylize_seed = \
+        "a red box", "draft", 2, 0
+    settings.render_views, settings.render_size = 2, 32
+    return settings
+
+
+@pytest.fixture
+def results(monkeypatch):
+    """Every result message the importers receive, by job kind (the add-on drops them after import)."""
+    seen: dict[str, list] = {}
+    for kind, importer in list(IMPORTERS.items()):
+        def keep(record, context, importer=importer):
+            seen.setdefault(record.kind, []).append(record.result)
+            return importer(record, context)
+        monkeypatch.setitem(IMPORTERS, kind, keep)
+    return seen
+
+
+def newest_job():
+    return session.get_runtime().jobs.all()[0]
+
+
+def finish(record, timeout: float = 60.0):
+    pump_until(lambda: record.state in ("done", "failed", "cancelled"), timeout, f"job {record.id}")
+    assert record.state == "done", record.error_text()
+    return record
+
+
+def test_the_wired_kinds_are_exactly_what_the_backend_offers(backend):
+    assert set(backend.job_kinds) == set(JOB_KINDS) == set(IMPORTERS)
+    for kind in JOB_KINDS.values():
+        module, name = kind.operator.split(".")
+        assert hasattr(getattr(bpy.ops, module), name), kind.operator
+        assert getattr(bpy.types, kind.panel, None) is not None, kind.panel
+    shown = panel_texts(ATELIER_PT_backend)
+    assert "Device: cpu" in shown and "Ready" in shown and backend.log_path in shown
+    prefs = bpy.context.preferences.addons["blender_addon"].preferences
+    assert f"Backend log: {backend.log_path}" in panel_texts(type(prefs), owner=prefs)
+
+
+def test_free_gpu_memory_is_acknowledged(backend):
+    releases = backend.releases
+    assert bpy.ops.atelier.backend_release() == {"FINISHED"}
+    pump_until(lambda: backend.releases == releases + 1, 10, "the release ack")
+
+
+def test_render_views_imports_packed_images_with_the_returned_pixels(scene, results):
+    add_object("cube", name="Box", location=(1, 2, 3))
+    assert bpy.ops.atelier.render_views() == {"FINISHED"}
+    record = finish(newest_job())
+    result = results["render"][0]
+    assert record.outputs == [f"Atelier Box {name}" for name in result.fields["names"]] and len(record.outputs) == 2
+    for name, output in zip(result.fields["names"], record.outputs):
+        image = bpy.data.images[output]
+        assert tuple(image.size) == (32, 32) and image.packed_file is not None
+        width, height, channels, expected = decode_png(result.blobs[name])
+        pixels = np.empty(32 * 32 * image.channels, np.float32)
+        image.pixels.foreach_get(pixels)
+        got = np.rint(pixels.reshape(32, 32, image.channels)[::-1, :, :3] * 255)  # Blender's rows start at the bottom
+        np.testing.assert_array_equal(got, expected[:, :, :3])
+        assert expected[:, :, :3].std() > 0, "the view is blank"
+
+
+def _nearest(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    distances = ((points[:, None, :] - targets[None, :, :]) ** 2).sum(-1)
+    index = distances.argmin(1)
+    assert np.sqrt(distances[np.arange(len(points)), index]).max() < 1e-4
+    return index
+
+
+def test_stylize_creates_the_result_at_the_source_transform(scene, results):
+    source = add_object("cube", name="Box", subdivide=1, location=(1, -2, 0.5), rotation=(0.3, 0.2, 1.0),
+                        scale=(1.5, 1, 0.5))
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    evaluated = source.evaluated_get(depsgraph).to_mesh()
+    sent = np.array([v.co for v in evaluated.vertices], np.float32)  # modifiers applied: 26 vertices
+    source.evaluated_get(depsgraph).to_mesh_clear()
+    assert len(sent) == 26
+
+    assert bpy.ops.atelier.stylize() == {"FINISHED"}
+    record = newest_job()
+    pump_until(lambda: record.step >= 1 or not record.active, 60, "the first progress")
+    assert record.metrics.get("loss") is not None and record.total == 2
+    finish(record)
+    assert record.preview is not None and record.preview.startswith(b"\x89PNG")  # the last step's preview
+    assert isinstance(session.preview_icon(record), int)
+    result = results["stylize"][0]
+    obj = bpy.data.objects[record.outputs[0]]
+
+    assert obj.users_collection[0].name == COLLECTION
+    assert len(obj.data.vertices) == result.fields["vertices"]
+    np.testing.assert_allclose(np.array(obj.matrix_world), np.array(source.matrix_world), atol=1e-6)
+    assert source.name in bpy.data.objects and source.hide_get() and source.hide_render
+
+    basis = np.array([v.co for v in obj.data.vertices], np.float32)
+    rows = _nearest(basis, sent)  # the result lies in the source's local space, vertex for vertex
+    assert set(rows) == set(range(len(sent)))
+
+    # Colours: a Color Attribute node feeds the Principled BSDF, and the attribute holds the returned colours.
+    material = obj.active_material
+    node = next(n for n in material.node_tree.nodes if n.type == "VERTEX_COLOR")
+    bsdf = next(n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    assert any(link.from_node == node and link.to_socket == bsdf.inputs["Base Color"] for link in material.node_tree.links)
+    attribute = obj.data.color_attributes[node.layer_name]
+    colors = from_array(result.arrays["colors"])
+    corner_vertex = np.array([loop.vertex_index for loop in obj.data.loops])
+    got = np.array([c.color[:3] for c in attribute.data])
+    if attribute.domain == "POINT":
+        corner_vertex = np.arange(len(obj.data.vertices))
+    np.testing.assert_allclose(got, colors[rows[corner_vertex]], atol=0.02)
+
+    # Displacement: the shape key "Text2Mesh", at full strength, moves each vertex by the returned offset.
+    keys = obj.data.shape_keys.key_blocks
+    assert keys["Text2Mesh"].value == 1.0
+    moved = np.array([p.co for p in keys["Text2Mesh"].data]) - np.array([p.co for p in keys[0].data])
+    np.testing.assert_allclose(moved, from_array(result.arrays["displacement"])[rows], atol=1e-5)
+    assert np.abs(moved).max() > 0
+
+    # The job travels with the object, for Run again / Variations.
+    assert obj["atelier_kind"] == "stylize" and obj["atelier_source"] == "Box" and obj["atelier_seed"] == 0
+    assert json.loads(obj["atelier_params"]) == {"prompt": "a red box", "quality": "draft", "steps": 2, "seed": 0,
+                                                 "clip": "tiny"}
+    assert "Run Again" in panel_texts(ATELIER_PT_stylize) and "Variation" in panel_texts(ATELIER_PT_stylize)
+    shown = panel_texts(ATELIER_PT_jobs).replace("\n", " ")
+    assert "Stylize Box - done" in shown and "'a red box'" in shown
+
+
+def test_run_again_and_variation_reuse_the_stored_job(scene):
+    add_object("cube", name="Box")
+    assert bpy.ops.atelier.stylize() == {"FINISHED"}
+    first = bpy.data.objects[finish(newest_job()).outputs[0]]
+    assert bpy.context.active_object == first
+
+    assert bpy.ops.atelier.run_again(variation=False) == {"FINISHED"}
+    again = finish(newest_job())
+    assert again.params == json.loads(first["atelier_params"]) and again.source == "Box"
+
+    bpy.context.view_layer.objects.active = first
+    assert bpy.ops.atelier.run_again(variation=True) == {"FINISHED"}
+    variation = finish(newest_job())
+    assert variation.params["seed"] != first["atelier_seed"]
+    assert bpy.data.objects[variation.outputs[0]]["atelier_seed"] == variation.params["seed"]
+    assert len(bpy.data.collections[COLLECTION].objects) == 3
+
+
+def _long_stylize(scene):
+    add_object("cube", name="Box")
+    scene.stylize_steps = 5000
+    assert bpy.ops.atelier.stylize() == {"FINISHED"}
+    record = newest_job()
+    pump_until(lambda: record.state == "running" and record.step >= 1, 60, "the job to run")
+    return record
+
+
+def test_cancel_stops_a_running_job(scene):
+    record = _long_stylize(scene)
+    assert bpy.ops.atelier.cancel_job(job_id=record.id) == {"FINISHED"}
+    pump_until(lambda: not record.active, 15, "the cancellation")
+    assert record.state == "cancelled" and record.step < 5000
+    assert COLLECTION not in bpy.data.collections or not bpy.data.collections[COLLECTION].objects
+    assert session.get_runtime().ready
+
+
+def test_a_killed_backend_fails_the_job_and_the_next_action_restarts_it(scene):
+    runtime = session.get_runtime()
+    record = _long_stylize(scene)
+    old_pid = runtime.process.pid
+    runtime.process.process.kill()
+    pump_until(lambda: not record.active, 15, "the job to fail")
+    assert record.state == "failed" and record.code == "backend_lost"
+    assert "stopped unexpectedly" in record.message and runtime.log_path in record.error_text()
+    assert runtime.state == "lost"
+    shown = panel_texts(ATELIER_PT_jobs).replace("\n", " ")
+    assert "stopped unexpectedly" in shown and "backend log" in shown
+
+    scene.render_views = 1
+    assert bpy.ops.atelier.render_views() == {"FINISHED"}  # the next action
+    finish(newest_job(), timeout=90)
+    assert runtime.ready and runtime.process.pid != old_pid

@@ -1,0 +1,56 @@
+"""Register, unregister and register again: classes, properties, the timer and the backend come and go cleanly."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import bpy
+import addon_utils  # noqa: E402  (on sys.path once bpy is imported)
+
+from addon_helpers import configure_prefs, pump_until
+
+
+def registered_names(module) -> list[str]:
+    return [cls.__name__ for cls in module.CLASSES if cls.is_registered]
+
+
+def test_unregister_stops_everything_and_register_brings_it_back(addon, backend_py, tmp_path):
+    session = sys.modules["blender_addon.session"]
+    module = sys.modules["blender_addon"]
+    assert len(registered_names(module)) == len(module.CLASSES)
+    assert bpy.app.timers.is_registered(session.drain) and hasattr(bpy.types.Scene, "atelier")
+
+    # A running backend, which unregistering must stop.
+    runtime = session.get_runtime()
+    if not runtime.ready:
+        bpy.ops.atelier.backend_start()
+        pump_until(lambda: runtime.state not in ("starting", "connecting"), 90, "the backend to start")
+    assert runtime.ready, runtime.message
+    process = runtime.process.process
+
+    addon_utils.disable("blender_addon", default_set=True, handle_error=None)
+    assert registered_names(module) == []
+    assert not hasattr(bpy.types.Scene, "atelier")
+    assert not bpy.app.timers.is_registered(session.drain)
+    assert session.get_runtime(optional=True) is None and session.drain() is None
+    deadline = time.monotonic() + 10
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is not None, "unregister left the backend running"
+
+    for _ in range(2):  # enable again, and once more straight through the module's own functions
+        addon_utils.enable("blender_addon", default_set=True, handle_error=None)
+        configure_prefs(backend_py, tmp_path)
+        module = sys.modules["blender_addon"]
+        session = sys.modules["blender_addon.session"]
+        assert len(registered_names(module)) == len(module.CLASSES)
+        assert bpy.app.timers.is_registered(session.drain)
+        assert session.get_runtime().state == "stopped"
+        module.unregister()
+        assert registered_names(module) == []
+        module.register()
+        assert len(registered_names(module)) == len(module.CLASSES)
+        addon_utils.disable("blender_addon", default_set=True, handle_error=None)
+    addon_utils.enable("blender_addon", default_set=True, handle_error=None)
+    configure_prefs(backend_py, tmp_path)

@@ -1,0 +1,266 @@
+"""The add-on's bpy-free modules: packing, PNGs, params, job records, keys, the manifest, the vendored protocol."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq.auth
+
+from addon_helpers import ROOT, decode_png
+
+from blender_addon import curve, kinds, meshpack
+from blender_addon.errors import AddonError
+from blender_addon.jobs import JobRecord, JobTracker
+from blender_addon.protocol import Accepted, Error, Progress, Result, Submit, from_frames, to_frames
+
+ADDON = ROOT / "blender_addon"
+BPY_FREE = ("client", "curve", "errors", "jobs", "kinds", "meshpack", "protocol", "runtime", "supervisor")
+"""Modules that must not import bpy: they are the testable core."""
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+@pytest.mark.parametrize("module", BPY_FREE)
+def test_core_modules_do_not_import_bpy(module):
+    assert not _imports(ADDON / f"{module}.py") & {"bpy", "mathutils", "addon_utils", "bmesh"}
+
+
+def test_no_addon_module_imports_the_backend_or_torch():
+    allowed = {"bpy", "mathutils", "addon_utils", "numpy", "zmq", "shared_protocol", "__future__"}
+    stdlib = set(sys.stdlib_module_names)
+    for path in sorted(ADDON.glob("*.py")):
+        extra = _imports(path) - allowed - stdlib
+        assert not extra, f"{path.name} imports {extra}: the add-on may use only bpy, numpy, zmq and the stdlib"
+
+
+def test_backend_import_fails_here():
+    with pytest.raises(ImportError, match="Blender has no backend"):
+        importlib.import_module("backend.server")
+
+
+# -- meshpack -------------------------------------------------------------------------------------------
+
+CUBE_V = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float32)
+CUBE_T = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                   [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]], np.int32)
+
+
+def test_pack_mesh_round_trips_through_the_wire():
+    uv = np.random.default_rng(0).random((36, 2)).astype(np.float32)
+    matrix = [[1, 0, 0, 2], [0, 1, 0, 3], [0, 0, 1, 4], [0, 0, 0, 1]]
+    payload = meshpack.pack_mesh("cube", CUBE_V, CUBE_T, uv, meshpack.encode_png(np.zeros((2, 2, 3), np.uint8)), matrix)
+    msg = from_frames(to_frames(Submit(job="j1", kind="render", params={}, mesh=payload)))
+    mesh = msg.mesh
+    assert mesh.uv_domain == "corner"
+    np.testing.assert_array_equal(meshpack.from_array(mesh.vertices), CUBE_V)
+    np.testing.assert_array_equal(meshpack.from_array(mesh.faces), CUBE_T)
+    np.testing.assert_array_equal(meshpack.from_array(mesh.uv), uv)
+    assert mesh.transform[3] == 2.0 and mesh.transform[7] == 3.0 and mesh.transform[11] == 4.0
+
+
+@pytest.mark.parametrize("vertices, triangles, match", [
+    (CUBE_V, np.zeros((0, 3), np.int32), "has no faces"),
+    (np.full((8, 3), np.nan, np.float32), CUBE_T, "infinite or NaN"),
+    (CUBE_V[:4], CUBE_T, "missing vertices"),
+])
+def test_pack_mesh_refuses_what_no_job_can_use(vertices, triangles, match):
+    with pytest.raises(AddonError, match=match) as info:
+        meshpack.pack_mesh("thing", vertices, triangles)
+    assert "'thing'" in info.value.message and info.value.hint
+
+
+def test_flat_matrix_accepts_rows_and_flat_lists_and_refuses_nan():
+    rows = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]
+    assert meshpack.flat_matrix(rows) == tuple(float(v) for v in range(1, 17))
+    assert meshpack.flat_matrix(list(range(16))) == tuple(float(v) for v in range(16))
+    with pytest.raises(AddonError):
+        meshpack.flat_matrix([[float("nan")] * 4] * 4)
+
+
+def test_png_encoder_and_blender_pixel_order():
+    image = np.arange(4 * 3 * 4, dtype=np.uint8).reshape(4, 3, 4) * 5
+    width, height, channels, decoded = decode_png(meshpack.encode_png(image))
+    assert (width, height, channels) == (3, 4, 4)
+    np.testing.assert_array_equal(decoded, image)
+    assert meshpack.png_size(meshpack.encode_png(image)) == (3, 4)
+    # Blender's pixels start at the bottom row; PNG rows start at the top.
+    pixels = (image[::-1].astype(np.float32) / 255.0).reshape(-1)
+    _, _, _, flipped = decode_png(meshpack.pixels_to_png(pixels, 3, 4, 4))
+    np.testing.assert_array_equal(flipped, image)
+
+
+# -- job kinds and params -------------------------------------------------------------------------------
+
+def test_stylize_params():
+    assert kinds.stylize_params(" a red box ", "draft", 0, 3, clip="tiny") == \
+        {"prompt": "a red box", "quality": "draft", "seed": 3, "clip": "tiny"}
+    assert kinds.stylize_params("x", steps=7, subdivide=True)["steps"] == 7
+    with pytest.raises(AddonError, match="prompt is empty"):
+        kinds.stylize_params("   ")
+    with pytest.raises(AddonError, match="over the 500 limit"):
+        kinds.stylize_params("x" * 501)
+    with pytest.raises(AddonError, match="quality"):
+        kinds.stylize_params("x", quality="ultra")
+
+
+def test_render_params_follow_the_protocol_limits():
+    assert kinds.render_params(2, 32) == {"views": 2, "size": 32}
+    for views, size in ((0, 32), (65, 32), (2, 8), (2, 4096)):
+        with pytest.raises(AddonError):
+            kinds.render_params(views, size)
+
+
+def test_kind_registry_refuses_duplicates():
+    kind = kinds.JOB_KINDS["render"]
+    with pytest.raises(ValueError, match="wired twice"):
+        kinds.build_registry([kind, kind])
+
+
+# -- job records ----------------------------------------------------------------------------------------
+
+def test_job_tracker_follows_a_job_through_its_messages():
+    tracker = JobTracker()
+    job_id = tracker.new_id("stylize")
+    record = tracker.add(JobRecord(id=job_id, kind="stylize", label="Stylize Cube",
+                                   params={"prompt": "a red box", "steps": 3}))
+    assert record.state == "waiting" and record.active
+    tracker.apply(Accepted(job=job_id, position=2))
+    assert (record.state, record.position) == ("queued", 2)
+    tracker.apply(Progress(job=job_id, stage="stylize", step=1, total=4, eta_s=3.0, metrics={"loss": -0.2},
+                           preview=meshpack.encode_png(np.zeros((2, 2, 3), np.uint8))))
+    assert record.state == "running" and record.fraction == 0.25 and record.loss == -0.2
+    assert record.preview_serial == 1
+    tracker.apply(Result(job=job_id, kind="stylize", fields={"steps": 3}))
+    assert record.state == "importing" and record.fraction == 1.0 and record.fields == {"steps": 3}
+    assert "'a red box'" in record.summary() and "steps 3" in record.summary()
+    assert tracker.apply(Progress(job="someone-else", step=1, total=2)) is None
+
+
+def test_job_errors_name_the_fix_and_the_log():
+    tracker = JobTracker()
+    failing = tracker.add(JobRecord(id="a1", kind="render", label="Render"))
+    tracker.apply(Error(code="invalid_input", message="bad mesh", hint="fix it", job="a1"), log_path="/tmp/b.log")
+    assert failing.state == "failed"
+    assert failing.error_text() == "bad mesh (fix it) [backend log: /tmp/b.log]"
+    cancelled = tracker.add(JobRecord(id="a2", kind="render", label="Render"))
+    tracker.apply(Error(code="cancelled", message="job 'a2' was cancelled", job="a2"))
+    assert cancelled.state == "cancelled"
+
+
+def test_history_keeps_the_newest_finished_jobs():
+    tracker = JobTracker(history=3)
+    for i in range(6):
+        tracker.add(JobRecord(id=f"j{i}", kind="render", label="R")).fail("x", "boom")
+    assert [j.id for j in tracker.all()] == ["j5", "j4", "j3"]
+    tracker.add(JobRecord(id="live", kind="render", label="R"))
+    tracker.clear_finished()
+    assert [j.id for j in tracker.all()] == ["live"]
+
+
+# -- CurveZMQ keys --------------------------------------------------------------------------------------
+
+def test_client_keys_load_and_missing_keys_say_how_to_make_them(tmp_path):
+    with pytest.raises(AddonError, match="does not exist") as info:
+        curve.load_client_keys(tmp_path / "nowhere")
+    assert "atelier keys" in info.value.hint
+    zmq.auth.create_certificates(tmp_path, "client")
+    with pytest.raises(AddonError, match="server.key is missing"):
+        curve.load_client_keys(tmp_path)
+    zmq.auth.create_certificates(tmp_path, "server")
+    client_public, client_secret, server_public = curve.load_client_keys(tmp_path)
+    assert len(client_public) == len(client_secret) == len(server_public) == 40
+    (tmp_path / "client.key_secret").write_text("garbage")
+    with pytest.raises(AddonError):
+        curve.load_client_keys(tmp_path)
+
+
+# -- the manifest and the vendored protocol --------------------------------------------------------------
+
+def test_manifest_has_what_blender_requires():
+    manifest = tomllib.loads((ADDON / "blender_manifest.toml").read_text())
+    for key in ("schema_version", "id", "version", "name", "tagline", "maintainer", "type", "license",
+                "blender_version_min", "permissions"):
+        assert key in manifest, key
+    assert manifest["id"] == "atelier" and manifest["type"] == "add-on"
+    assert set(manifest["permissions"]) == {"network", "files"}
+    for text in (manifest["tagline"], *manifest["permissions"].values()):
+        assert len(text) <= 64 and (text[-1].isalnum() or text[-1] == ")"), f"Blender's limits: {text!r}"
+
+
+def blender_validate(path: Path) -> str:
+    """Blender's own manifest validator (the `blender --command extension validate` code) on a folder or zip."""
+    import subprocess
+
+    import bpy
+
+    cli = Path(bpy.utils.system_resource("SCRIPTS")) / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
+    done = subprocess.run([sys.executable, str(cli), "validate", str(path)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_blender_validates_the_source_manifest():
+    assert "Success" in blender_validate(ADDON)
+
+
+def test_build_manifest_sets_each_builds_blender_range_and_wheels():
+    sys.path.insert(0, str(ROOT))
+    from tools import build_extension as be
+
+    text = be.build_manifest(be.BUILDS["cp311"], ["linux-x64"], ["pyzmq-27.3.0-cp311-cp311-manylinux_2_28_x86_64.whl"])
+    manifest = tomllib.loads(text)
+    assert manifest["blender_version_min"] == "4.2.4" and manifest["blender_version_max"] == "5.1.0"
+    assert manifest["wheels"] == ["./wheels/pyzmq-27.3.0-cp311-cp311-manylinux_2_28_x86_64.whl"]
+    assert manifest["platforms"] == ["linux-x64"] and "build" not in manifest
+    later = tomllib.loads(be.build_manifest(be.BUILDS["cp312-abi3"], ["linux-x64"], []))
+    assert later["blender_version_min"] == "5.1.0" and "blender_version_max" not in later
+    assert be.wheel_platforms("pyzmq-27.3.0-cp311-cp311-macosx_10_15_universal2.whl") == {"macos-arm64", "macos-x64"}
+    assert be.wheel_matches("pyzmq-27.3.0-cp312-abi3-win_arm64.whl", be.BUILDS["cp312-abi3"], "windows-arm64")
+    assert not be.wheel_matches("pyzmq-27.3.0-cp312-cp312-win_arm64.whl", be.BUILDS["cp312-abi3"], "windows-arm64")
+
+
+def test_vendored_protocol_is_self_contained(tmp_path):
+    from tools import build_extension as be
+
+    package = tmp_path / "atelier_vendor_test"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    be.vendor_protocol(package / "shared_protocol")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        vendored = importlib.import_module("atelier_vendor_test.shared_protocol")
+        import shared_protocol
+
+        assert vendored.Hello is not shared_protocol.Hello  # its own modules, not the checkout's
+        assert vendored.messages.Submit.__module__ == "atelier_vendor_test.shared_protocol.messages"
+        frames = vendored.to_frames(vendored.Hello(client="x"))
+        assert isinstance(vendored.from_frames(frames), vendored.Hello)
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [m for m in sys.modules if m.startswith("atelier_vendor_test")]:
+            del sys.modules[name]
+
+
+def test_build_refuses_a_package_that_imports_torch(tmp_path):
+    from tools import build_extension as be
+
+    (tmp_path / "ok.py").write_text("import zmq\nfrom . import x\n")
+    be.check_imports(tmp_path)
+    (tmp_path / "bad.py").write_text("def f():\n    import torch.nn\n")
+    with pytest.raises(be.BuildError, match="bad.py imports torch"):
+        be.check_imports(tmp_path)
