@@ -191,6 +191,58 @@ def _render(args, report: Report) -> None:
     print(f"wrote {len(paths)} views to {out}")
 
 
+# ---------------------------------------------------------------------------------------- stylize
+STYLIZE_DEFAULT_CLIP = "ViT-B-32:openai"
+"""The CLIP `atelier stylize` uses without --clip (the paper's)."""
+
+
+@command("stylize", "Text2Mesh: colour and displace a mesh from a text prompt, written as GLB with a shape key")
+def _stylize_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mesh", help="obj, ply, stl, off, glb or gltf file")
+    parser.add_argument("--prompt", required=True, help="the style, e.g. 'a chair made of red brick'")
+    parser.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the quality preset's)")
+    parser.add_argument("--out", required=True, help="output .glb (vertex colours + shape key 'Text2Mesh')")
+    parser.add_argument("--quality", choices=("draft", "standard", "high"), default="standard",
+                        help="draft: 150 steps, 3 views, half-width network; standard: 500 steps; "
+                             "high: the paper (1500 steps)")
+    parser.add_argument("--subdivide", action="store_true", help="subdivide sparse meshes (< 10k vertices) first")
+    parser.add_argument("--bake-texture", action="store_true", help="also paint the colours into a UV texture")
+    parser.add_argument("--texture-size", type=int, default=1024, help="baked texture side in pixels")
+    parser.add_argument("--renderer", choices=("auto", "nvdiffrast", "torch"), default="auto")
+
+
+@_stylize_args.run
+def _stylize(args, report: Report) -> None:
+    from backend.errors import InvalidInputError
+    from backend.geometry.load import load_mesh
+    from backend.models.clip import load_clip
+    from backend.render.rasterizer import renderer_name
+    from backend.stylize.losses import check_prompt
+    from backend.stylize.output import export_stylized_glb
+    from backend.stylize.text2mesh import preset, stylize
+
+    check_prompt(args.prompt)
+    if not 64 <= args.texture_size <= 4096:
+        raise InvalidInputError(f"--texture-size must be between 64 and 4096 pixels, got {args.texture_size}")
+    config = preset(args.quality, steps=args.steps, seed=args.seed, subdivide=args.subdivide, renderer=args.renderer)
+    config.check()  # bad --steps fails before the model loads
+    device = resolve(args, report)
+    report["renderer"] = renderer_name(device, args.renderer)
+    mesh = load_mesh(args.mesh)
+    clip = load_clip(args.clip or STYLIZE_DEFAULT_CLIP, device, allow_download=args.allow_download)
+    progress, bar = progress_bar(config.steps, "stylize")
+    try:
+        result = stylize(mesh, args.prompt, clip, config, device=device, progress=progress)
+    finally:
+        bar.close()
+    export_stylized_glb(result, args.out, bake_texture=args.bake_texture, texture_size=args.texture_size)
+    report.update(loss_first=result.losses[0], loss_last=result.losses[-1], steps=result.steps,
+                  seconds_per_step=result.seconds / result.steps, quality=args.quality, clip=clip.spec,
+                  prompt=result.prompt, vertices=result.mesh.num_vertices, faces=result.mesh.num_faces,
+                  subdivided=result.subdivision_levels > 0, out=str(args.out))
+    print(f"wrote {args.out} (loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f} in {result.steps} steps)")
+
+
 # ------------------------------------------------------------------------------------------ world
 @command("world", "write a procedural library and dataset (meshes, categories, captions, views, sketches, photos)")
 def _world_args(parser: argparse.ArgumentParser) -> None:
