@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from backend.server.context import JobHandler
-from backend.server.handlers import diagnostic, render, stylize
+from backend.server.handlers import diagnostic, render, restyle, stylize
 from shared_protocol import is_name
 
 
@@ -28,7 +28,9 @@ def register_job(name: str, handler: JobHandler, registry: dict[str, JobHandler]
     registry[name] = handler
 
 
-JOB_HANDLERS: dict[str, JobHandler] = build_registry([("render", render.run), ("stylize", stylize.run)])
+JOB_HANDLERS: dict[str, JobHandler] = build_registry([
+    ("render", render.run), ("stylize", stylize.run), ("restyle", restyle.run),
+])
 """Job kind -> handler: every kind `submit` accepts (plus the diagnostic ones with `test_jobs`)."""
 
 

@@ -55,3 +55,24 @@ def color_param(params: dict, name: str, default: tuple[float, float, float]) ->
         raise InvalidInputError(f"param {name!r} must be [r, g, b] with components in [0, 1], got {value!r:.60}",
                                 hint="send e.g. [1.0, 1.0, 1.0] for white")
     return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def str_param(params: dict, name: str, default: str | None, choices: tuple[str, ...] | None = None) -> str:
+    """A string (one of `choices` when given); `default` when absent (None: required)."""
+    value = params.get(name, default)
+    if value is None:
+        raise InvalidInputError(f"param {name!r} is missing", hint=f"send {name} as a string")
+    if not isinstance(value, str) or (choices is not None and value not in choices):
+        expected = f"one of {', '.join(choices)}" if choices else "a string"
+        raise InvalidInputError(f"param {name!r} must be {expected}, got {value!r:.60}",
+                                hint=f"send {name} as {expected}")
+    return value
+
+
+def bool_param(params: dict, name: str, default: bool) -> bool:
+    """A JSON boolean; `default` when absent."""
+    value = params.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"param {name!r} must be true or false, got {value!r:.40}",
+                                hint=f"send {name} as a JSON boolean")
+    return value

@@ -18,7 +18,6 @@ so a seed reproduces a run.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field, fields
 from typing import Callable, Literal
 
@@ -31,11 +30,12 @@ from backend.geometry.color import linear_to_srgb, srgb_to_linear
 from backend.geometry.mesh import Mesh
 from backend.geometry.normalize import normalize_to_unit_sphere
 from backend.geometry.validate import validate_mesh
-from backend.progress import CancelToken, EtaClock, ProgressFn, no_progress
+from backend.progress import CancelToken, ProgressFn, no_progress
 from backend.render.camera import Cameras, fit_distance, orbit_cameras
 from backend.render.rasterizer import RasterizerConfig
 from backend.render.renderer import MeshRenderer, RenderConfig
 from backend.stylize.augment import AugmentConfig, augment
+from backend.stylize.loop import StepOutput, optimise
 from backend.stylize.losses import Average, check_prompt, clip_scores, cosine_loss, encode_prompts
 from backend.stylize.surface import WeldedSurface, check_size, subdivide_to, weld
 
@@ -304,18 +304,6 @@ def _concat(a: Cameras, b: Cameras) -> Cameras:
 # ----------------------------------------------------------------------------------------------- the run
 
 
-@dataclass
-class StepOutput:
-    """What one optimisation step reports."""
-
-    loss: float
-    """The objective: the mean over augmentation groups of -cos(mean view embedding, prompt), in [-1, 1]."""
-    metrics: dict[str, float]
-    """loss, and its parts: loss_global, loss_local, loss_geometry (those present)."""
-    front: torch.Tensor
-    """[H, W, 3] float in [0, 1], the coloured front view rendered this step (detached)."""
-
-
 class Text2MeshRun:
     """One optimisation on a welded, unit-sphere surface. `stylize` drives it; the benchmark times its phases:
     `predict` + `render` (render), `objective` (CLIP forward), backward, `update` (optimiser)."""
@@ -480,19 +468,8 @@ def stylize(mesh: Mesh, prompt: str, clip, config: Text2MeshConfig | None = None
         generator = torch.Generator().manual_seed(config.seed)
     run = Text2MeshRun(surface, encode_prompts(clip, [text]), clip, config, device, generator)
 
-    losses: list[float] = []
-    clock = EtaClock()
-    start = time.perf_counter()
-    for step in range(config.steps):
-        if cancel is not None:
-            cancel.check()
-        out = run.step(step)
-        losses.append(out.loss)
-        done = step + 1
-        if on_preview is not None and (done % config.preview_every == 0 or done == config.steps):
-            on_preview(done, (out.front.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy())
-        progress(done, config.steps, **out.metrics, eta_s=clock.eta(done, config.steps))
-    seconds = time.perf_counter() - start
+    losses, seconds = optimise(config.steps, run.step, progress=progress, cancel=cancel, on_preview=on_preview,
+                               preview_every=config.preview_every)
 
     colors, offsets = run.final()
     inverse = surface.inverse

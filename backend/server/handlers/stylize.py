@@ -28,31 +28,12 @@ from backend.geometry.png import encode_png
 from backend.geometry.validate import validate_mesh
 from backend.server.context import JobContext, JobOutput
 from backend.server.meshes import to_backend_mesh
-from backend.server.params import check_known, int_param
+from backend.server.params import bool_param, check_known, int_param, str_param
 
 PARAMS = ("prompt", "quality", "steps", "seed", "subdivide", "subdivide_vertices", "bake_texture", "texture_size",
           "clip", "preview_every")
 DEFAULT_CLIP = "ViT-B-32:openai"
 """The CLIP the paper uses; a job may name another (`tiny` for tests, `domain`, a local checkpoint)."""
-
-
-def _str_param(params: dict, name: str, default: str | None, choices: tuple[str, ...] | None = None) -> str:
-    value = params.get(name, default)
-    if value is None:
-        raise InvalidInputError(f"param {name!r} is missing", hint=f"send {name} as a string")
-    if not isinstance(value, str) or (choices is not None and value not in choices):
-        expected = f"one of {', '.join(choices)}" if choices else "a string"
-        raise InvalidInputError(f"param {name!r} must be {expected}, got {value!r:.60}",
-                                hint=f"send {name} as {expected}")
-    return value
-
-
-def _bool_param(params: dict, name: str, default: bool) -> bool:
-    value = params.get(name, default)
-    if not isinstance(value, bool):
-        raise InvalidInputError(f"param {name!r} must be true or false, got {value!r:.40}",
-                                hint=f"send {name} as a JSON boolean")
-    return value
 
 
 def blender_arrays(colors: np.ndarray, displacement: np.ndarray, source: np.ndarray | None,
@@ -80,16 +61,16 @@ def run(ctx: JobContext) -> JobOutput:
     from backend.stylize.text2mesh import MAX_STEPS, QUALITY_PRESETS, preset, stylize
 
     check_known(ctx.params, PARAMS, "stylize")
-    prompt = check_prompt(_str_param(ctx.params, "prompt", None))  # again with the tokenizer once CLIP is loaded
-    quality = _str_param(ctx.params, "quality", "standard", tuple(QUALITY_PRESETS))
+    prompt = check_prompt(str_param(ctx.params, "prompt", None))  # again with the tokenizer once CLIP is loaded
+    quality = str_param(ctx.params, "quality", "standard", tuple(QUALITY_PRESETS))
     steps = int_param(ctx.params, "steps", 1, MAX_STEPS, default=0) or None
     seed = int_param(ctx.params, "seed", 0, 2**31 - 1, default=0)
-    subdivide = _bool_param(ctx.params, "subdivide", False)
+    subdivide = bool_param(ctx.params, "subdivide", False)
     subdivide_vertices = int_param(ctx.params, "subdivide_vertices", 100, 200_000, default=10_000)
-    bake = _bool_param(ctx.params, "bake_texture", False)
+    bake = bool_param(ctx.params, "bake_texture", False)
     texture_size = int_param(ctx.params, "texture_size", 64, 4096, default=1024)
     preview_every = int_param(ctx.params, "preview_every", 1, 10_000, default=0) or None
-    spec = _str_param(ctx.params, "clip", DEFAULT_CLIP)
+    spec = str_param(ctx.params, "clip", DEFAULT_CLIP)
     if ctx.mesh is None:
         raise InvalidInputError("the stylize job needs a mesh", hint="send the object's mesh in the submit message")
     config = preset(quality, steps=steps, seed=seed, subdivide=subdivide, subdivide_min_vertices=subdivide_vertices,
