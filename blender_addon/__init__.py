@@ -15,10 +15,11 @@ from . import session
 from .operators import OPERATORS
 from .panels import PANELS
 from .preferences import AtelierPreferences
-from .properties import AtelierSceneSettings, register_properties, unregister_properties
+from .properties import AtelierSceneSettings, AtelierStyleImage, register_properties, unregister_properties
 
 CLASSES = (
     AtelierPreferences,
+    AtelierStyleImage,
     AtelierSceneSettings,
     *OPERATORS,
     *PANELS,

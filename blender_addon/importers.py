@@ -24,7 +24,9 @@ COLLECTION = "Atelier"
 """The collection every imported result goes into."""
 PROP_PREFIX = "atelier_"
 """Custom properties on created objects: atelier_kind, atelier_params (JSON), atelier_seed, atelier_source,
-atelier_job, atelier_fields (JSON)."""
+atelier_job, atelier_fields (JSON), and for restyle atelier_styles (JSON list of the style image paths)."""
+STYLE_NODE = "Atelier style texture"
+"""Name of the unconnected Image Texture node a restyle result's material gets (the style texture alone)."""
 
 
 # -- shared helpers -----------------------------------------------------------------------------------
@@ -88,6 +90,8 @@ def store_job(obj: bpy.types.ID, record: JobRecord) -> None:
     obj[PROP_PREFIX + "source"] = record.source
     obj[PROP_PREFIX + "job"] = record.id
     obj[PROP_PREFIX + "fields"] = json.dumps(record.fields, sort_keys=True, default=str)
+    if "styles" in record.meta:
+        obj[PROP_PREFIX + "styles"] = json.dumps(list(record.meta["styles"]))
 
 
 def job_of(obj: bpy.types.ID | None) -> tuple[str, dict, str] | None:
@@ -99,6 +103,15 @@ def job_of(obj: bpy.types.ID | None) -> tuple[str, dict, str] | None:
     except (KeyError, TypeError, ValueError):
         return None
     return str(obj[PROP_PREFIX + "kind"]), params, str(obj.get(PROP_PREFIX + "source", ""))
+
+
+def stored_styles(obj: bpy.types.ID | None) -> list[str]:
+    """The style image paths a restyle result was made from ([] when none are stored)."""
+    try:
+        styles = json.loads(obj[PROP_PREFIX + "styles"]) if obj is not None else []
+    except (KeyError, TypeError, ValueError):
+        return []
+    return [str(path) for path in styles] if isinstance(styles, list) else []
 
 
 def source_matrix(record: JobRecord) -> mathutils.Matrix:
@@ -202,19 +215,18 @@ def import_render(record: JobRecord, context) -> list[str]:
     return created
 
 
-def import_stylize(record: JobRecord, context) -> list[str]:
-    """`stylize`: the GLB as a new object at the source's transform, colours via a Color Attribute node,
-    the displacement as the shape key "Text2Mesh" at full strength (its slider goes back to the source shape)."""
-    result = record.result
-    glb = result.blobs.get("mesh")
+def import_result_mesh(record: JobRecord, context, suffix: str) -> bpy.types.Object:
+    """The result's GLB ("mesh" blob) as one new object "<source> <suffix>" at the source's transform, in the
+    Atelier collection; AddonError (and nothing left behind) when the GLB lacks or holds more than one mesh."""
+    glb = record.result.blobs.get("mesh")
     if glb is None:
-        raise AddonError("the stylize result has no mesh", "this is a backend bug: see its log")
+        raise AddonError(f"the {record.kind} result has no mesh", "this is a backend bug: see its log")
     objects = import_glb(glb, context)
     meshes = [o for o in objects if o.type == "MESH"]
     if len(meshes) != 1:
         for obj in objects:
             bpy.data.objects.remove(obj)
-        raise AddonError(f"the stylize result holds {len(meshes)} meshes, expected one", "see the backend log")
+        raise AddonError(f"the {record.kind} result holds {len(meshes)} meshes, expected one", "see the backend log")
     obj = meshes[0]
     for other in objects:
         if other is not obj:
@@ -222,9 +234,17 @@ def import_stylize(record: JobRecord, context) -> list[str]:
     obj.parent = None
     obj.matrix_world = source_matrix(record)
     base = record.source or "Atelier"
-    obj.name = f"{base} stylized"
-    obj.data.name = f"{base} stylized"
+    obj.name = f"{base} {suffix}"
+    obj.data.name = f"{base} {suffix}"
     move_to_collection(obj, atelier_collection(context.scene))
+    return obj
+
+
+def import_stylize(record: JobRecord, context) -> list[str]:
+    """`stylize`: the GLB as a new object at the source's transform, colours via a Color Attribute node,
+    the displacement as the shape key "Text2Mesh" at full strength (its slider goes back to the source shape)."""
+    obj = import_result_mesh(record, context, "stylized")
+    base = record.source or "Atelier"
     keys = obj.data.shape_keys
     if keys is not None:
         index = keys.key_blocks.find("Text2Mesh")
@@ -242,8 +262,53 @@ def import_stylize(record: JobRecord, context) -> list[str]:
     return [obj.name]
 
 
+def add_style_texture_node(material: bpy.types.Material, image: bpy.types.Image) -> bpy.types.ShaderNode:
+    """An Image Texture node showing `image`, left unconnected beside the base colour texture, so the artist
+    can blend it in (e.g. a Mix node in Linear Light mode over the base: 0.5 grey is no change)."""
+    if material.node_tree is None:  # Blender < 5 makes node trees on request only
+        material.use_nodes = True
+    tree = material.node_tree
+    node = tree.nodes.get(STYLE_NODE) or tree.nodes.new("ShaderNodeTexImage")
+    node.name, node.label, node.image = STYLE_NODE, "Style texture (0.5 grey: no change)", image
+    bsdf = next((n for n in tree.nodes if n.type == "BSDF_PRINCIPLED"), None)
+    base = bsdf.inputs["Base Color"] if bsdf is not None else None
+    anchor = base.links[0].from_node if base is not None and base.is_linked else bsdf
+    if anchor is not None:
+        node.location = anchor.location + mathutils.Vector((0, -320))
+    return node
+
+
+def import_restyle(record: JobRecord, context) -> list[str]:
+    """`restyle`: the GLB as a new object at the source's transform with its restyled base colour texture
+    wired as Blender's glTF importer makes it; the style texture alone ("style_texture" PNG, 128 = no change)
+    as a packed image "<source> style texture" in an unconnected Image Texture node of the material."""
+    result = record.result
+    style_png = result.blobs.get("style_texture")
+    if style_png is None or not style_png.startswith(b"\x89PNG"):
+        raise AddonError("the restyle result has no style texture PNG", "this is a backend bug: see its log")
+    obj = import_result_mesh(record, context, "restyled")
+    base = record.source or "Atelier"
+    image = load_png_image(f"{base} style texture", style_png)
+    image.colorspace_settings.name = "Non-Color"  # signed offsets around 0.5, not colours
+    image[PROP_PREFIX + "job"] = record.id
+    materials = [slot.material for slot in obj.material_slots if slot.material is not None]
+    if not materials:  # the GLB always carries one; be safe rather than lose the texture
+        material = bpy.data.materials.new(f"{base} restyled")
+        obj.data.materials.append(material)
+        materials = [material]
+    for material in materials:
+        material.name = f"{base} restyled"
+        add_style_texture_node(material, image)
+    pack_images_of(obj)
+    store_job(obj, record)
+    hide_source(record, context)
+    make_active(obj, context)
+    return [obj.name, image.name]
+
+
 IMPORTERS: dict[str, Callable[[JobRecord, object], list[str]]] = {
     "render": import_render,
     "stylize": import_stylize,
+    "restyle": import_restyle,
 }
 """Job kind -> importer; the keys equal `kinds.JOB_KINDS` (a test checks)."""

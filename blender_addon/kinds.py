@@ -1,6 +1,6 @@
 """The job kinds this add-on has wired: a plain registry, name -> `JobKind`. No bpy.
 
-Wiring a new backend job kind (restyle, search, generate, segment, ...) is one entry here plus:
+Wiring a new backend job kind (search, generate, segment, ...) is one entry here plus:
 its params builder below, an operator in `operators.py` (subclass `JobOperator`), an importer in
 `importers.py` (`IMPORTERS[name]`), and a panel in `panels.py`. A kind the backend does not offer yet is
 not listed: the tests check that this registry equals the `job_kinds` a backend announces in `welcome`.
@@ -8,7 +8,9 @@ not listed: the tests check that this registry equals the `job_kinds` a backend 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import AddonError
 from .protocol import limits
@@ -43,10 +45,12 @@ def build_registry(kinds: list[JobKind]) -> dict[str, JobKind]:
 JOB_KINDS: dict[str, JobKind] = build_registry([
     JobKind("render", "Render views", "atelier.render_views", "ATELIER_PT_render", needs_mesh=True),
     JobKind("stylize", "Stylize", "atelier.stylize", "ATELIER_PT_stylize", needs_mesh=True),
+    JobKind("restyle", "Restyle", "atelier.restyle", "ATELIER_PT_restyle", needs_mesh=True),
 ])
 
 QUALITIES = ("draft", "standard", "high")
-"""The stylize job's presets (backend `QUALITY_PRESETS`): draft 150 steps, standard 500, high 1500 (the paper)."""
+"""The stylize and restyle jobs' presets (backend `QUALITY_PRESETS`). stylize: draft 150 steps, standard 500,
+high 1500 (the paper); restyle: draft 150 steps, standard 400, high 1000."""
 MAX_SEED = 2**31 - 1
 
 
@@ -85,3 +89,115 @@ def render_params(views: int = 8, size: int = 256) -> dict:
     if not limits.RENDER_MIN_SIZE <= size <= limits.RENDER_MAX_SIZE:
         raise AddonError(f"size must be in [{limits.RENDER_MIN_SIZE}, {limits.RENDER_MAX_SIZE}] px, got {size}")
     return {"views": int(views), "size": int(size)}
+
+
+# -- restyle ----------------------------------------------------------------------------------------------
+
+MAX_STYLES = 16
+"""Style images a restyle job takes (backend: blobs style_0 .. style_15)."""
+MAX_STEPS = 100_000
+"""The restyle job's largest step count (backend `restyle.MAX_STEPS`)."""
+MAX_PALETTE_COLORS = 16
+"""Colours a user palette may have (backend `palette.MAX_PALETTE_COLORS`)."""
+PATTERN_SCALE_RANGE = (0.25, 8.0)
+"""The restyle job's `pattern_scale` range (1: the default camera distance; smaller: finer patterns)."""
+TEXTURE_SIZE_RANGE = (64, 4096)
+"""The restyle job's `texture_size` range in pixels (0 in the panel: the quality preset's)."""
+_PALETTE_HINT = "write auto, none, or 1 to 16 colours such as #aa3311,#f0e0c0 (each #rrggbb or #rgb)"
+_HEX = re.compile(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
+
+
+def palette_param(text: str) -> str:
+    """The panel's palette text -> the `palette` param: "auto", "none" or "#rrggbb,#rrggbb,..." (lower case,
+    #rgb expanded); AddonError naming the bad colour. Empty text means "auto"."""
+    stripped = (text or "").strip()
+    if stripped.lower() in ("", "auto"):
+        return "auto"
+    if stripped.lower() == "none":
+        return "none"
+    tokens = [token.strip() for token in stripped.split(",")]
+    if len(tokens) > MAX_PALETTE_COLORS:
+        raise AddonError(f"the palette has {len(tokens)} colours, over the {MAX_PALETTE_COLORS} limit", _PALETTE_HINT)
+    colors = []
+    for position, token in enumerate(tokens, start=1):
+        match = _HEX.fullmatch(token)
+        if match is None:
+            what = "is empty" if not token else f"{token!r} is not a hex colour"
+            raise AddonError(f"palette colour {position} of {len(tokens)} {what}", _PALETTE_HINT)
+        digits = match.group(1).lower()
+        if len(digits) == 3:
+            digits = "".join(d * 2 for d in digits)  # #abc is #aabbcc
+        colors.append("#" + digits)
+    return ",".join(colors)
+
+
+def restyle_params(quality: str = "standard", steps: int = 0, seed: int = 0, palette: str = "auto",
+                   pattern_scale: float = 1.0, texture_size: int = 0, clip: str = "") -> dict:
+    """The `restyle` job's params from the panel's fields; AddonError for a value the backend would refuse.
+
+    steps 0 and texture_size 0 mean the quality preset's; clip "" means the backend's default (RN50:openai).
+    The style images travel as blobs (`read_style_images`), not params.
+    """
+    if quality not in QUALITIES:
+        raise AddonError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
+    if not 0 <= int(steps) <= MAX_STEPS:
+        raise AddonError(f"steps must be in [1, {MAX_STEPS}] (0: the quality preset's), got {steps}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise AddonError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    low, high = PATTERN_SCALE_RANGE
+    if not low <= float(pattern_scale) <= high:
+        raise AddonError(f"pattern scale must be in [{low}, {high}], got {pattern_scale}",
+                         "1 is the default; smaller gives finer patterns")
+    low_size, high_size = TEXTURE_SIZE_RANGE
+    if texture_size and not low_size <= int(texture_size) <= high_size:
+        raise AddonError(f"texture size must be in [{low_size}, {high_size}] px (0: the quality preset's), "
+                         f"got {texture_size}")
+    params = {"quality": quality, "seed": int(seed), "palette": palette_param(palette),
+              "pattern_scale": round(float(pattern_scale), 4)}
+    if steps:
+        params["steps"] = int(steps)
+    if texture_size:
+        params["texture_size"] = int(texture_size)
+    clip = (clip or "").strip()
+    if clip:
+        params["clip"] = clip
+    return params
+
+
+def read_style_images(paths: list[str]) -> dict[str, bytes]:
+    """The style image files (absolute paths, in list order) -> blobs {"style_0": bytes, ...}.
+
+    AddonError, before anything is sent, for no images, more than MAX_STYLES, an empty path, a missing or
+    empty file, a folder, a file over the protocol's blob limit or one that cannot be read. Whether the bytes
+    are an image the backend can decode is the backend's check (it names the image by its index).
+    """
+    if not paths:
+        raise AddonError("no style images are listed",
+                         f"add 1 to {MAX_STYLES} images with + in the Restyle panel", code="no_style_images")
+    if len(paths) > MAX_STYLES:
+        raise AddonError(f"{len(paths)} style images are listed, over the {MAX_STYLES} limit",
+                         "remove some from the list in the Restyle panel", code="too_many_styles")
+    blobs = {}
+    for index, text in enumerate(paths):
+        where = f"style image {index + 1} of {len(paths)}"
+        if not (text or "").strip():
+            raise AddonError(f"{where} has no file path", "pick a file for it or remove it from the list",
+                             code="style_missing")
+        path = Path(text)
+        hint = "fix the path or remove the image from the list in the Restyle panel"
+        if path.is_dir():
+            raise AddonError(f"{where} ({path}) is a folder, not an image file", hint, code="style_missing")
+        if not path.is_file():
+            raise AddonError(f"{where} ({path}) does not exist", hint, code="style_missing")
+        try:
+            size = path.stat().st_size
+            if size == 0:
+                raise AddonError(f"{where} ({path}) is empty (0 bytes)", hint, code="style_unreadable")
+            if size > limits.MAX_BLOB_BYTES:
+                raise AddonError(f"{where} ({path}) is {size >> 20} MiB, over the {limits.MAX_BLOB_BYTES >> 20} MiB "
+                                 "limit", "use a smaller image (a few megapixels is plenty)", code="style_too_large")
+            blobs[f"style_{index}"] = path.read_bytes()
+        except OSError as exc:
+            raise AddonError(f"{where} ({path}) cannot be read: {exc.strerror or exc}", hint,
+                             code="style_unreadable") from exc
+    return blobs

@@ -7,6 +7,7 @@ job list that says the fix, never a traceback.
 
 
 import logging
+import os
 import random
 import traceback
 
@@ -14,8 +15,9 @@ import bpy
 
 from . import session
 from .errors import AddonError
-from .importers import IMPORTERS, job_of
-from .kinds import JOB_KINDS, MAX_SEED, render_params, stylize_params
+from .importers import IMPORTERS, job_of, stored_styles
+from .kinds import (JOB_KINDS, MAX_SEED, MAX_STYLES, read_style_images, render_params, restyle_params,
+                    stylize_params)
 from .meshio import mesh_payload, selected_mesh_object
 from .meshpack import flat_matrix
 from .preferences import get_prefs
@@ -102,7 +104,8 @@ class ATELIER_OT_backend_release(bpy.types.Operator):
 # -- jobs -------------------------------------------------------------------------------------------------
 
 class JobOperator:
-    """Base of the operators that submit a job: subclasses set `kind` and write `params(context)`.
+    """Base of the operators that submit a job: subclasses set `kind` and write `params(context)` (and
+    `blobs(context)` / `meta(context)` when the job takes files or the importer needs more).
 
     `execute` reads the selected object's mesh (when the kind needs one), queues the job and returns;
     any AddonError becomes a report plus a failed job in the list."""
@@ -112,6 +115,14 @@ class JobOperator:
     def params(self, context) -> dict:
         raise NotImplementedError
 
+    def blobs(self, context) -> dict[str, bytes]:
+        """Named binary inputs besides the mesh (e.g. style images); read here so bad files fail at once."""
+        return {}
+
+    def meta(self, context) -> dict:
+        """Add-on data kept with the job for its importer and "Run again" (never sent)."""
+        return {}
+
     def label(self, source: str) -> str:
         return f"{JOB_KINDS[self.kind].label} {source}".strip()
 
@@ -120,13 +131,15 @@ class JobOperator:
         source, params = "", {}
         try:
             params = self.params(context)
-            mesh, meta = None, {}
+            blobs, meta = self.blobs(context), dict(self.meta(context))
+            mesh = None
             if JOB_KINDS[self.kind].needs_mesh:
                 obj = self.source_object(context)
                 source = obj.name
                 mesh = mesh_payload(obj, context.evaluated_depsgraph_get())
                 meta["transform"] = list(flat_matrix(obj.matrix_world))
-            record = runtime.submit(self.kind, params, mesh, label=self.label(source), source=source, meta=meta)
+            record = runtime.submit(self.kind, params, mesh, label=self.label(source), source=source, meta=meta,
+                                    blobs=blobs)
         except AddonError as exc:
             runtime.fail_now(self.kind, self.label(source), exc, params, source)
             _report_error(self, exc)
@@ -156,6 +169,115 @@ class ATELIER_OT_stylize(JobOperator, bpy.types.Operator):
         return stylize_params(s.stylize_prompt, s.stylize_quality, s.stylize_steps, s.stylize_seed,
                               clip=prefs.clip if prefs is not None else "", subdivide=s.stylize_subdivide,
                               bake_texture=s.stylize_bake)
+
+
+def style_paths(settings) -> list[str]:
+    """The Restyle list's files as absolute paths ("//" resolved against the .blend), in list order."""
+    return [os.path.normpath(bpy.path.abspath(item.filepath)) if item.filepath.strip() else ""
+            for item in settings.restyle_styles]
+
+
+class ATELIER_OT_restyle(JobOperator, bpy.types.Operator):
+    """Restyle the selected object's texture from the style images (NNFM): a new object with the painted texture"""
+    bl_idname = "atelier.restyle"
+    bl_label = "Restyle Selected"
+    bl_options = {"REGISTER"}
+    kind = "restyle"
+
+    def params(self, context) -> dict:
+        s = context.scene.atelier
+        prefs = get_prefs(context)
+        return restyle_params(s.restyle_quality, s.restyle_steps, s.restyle_seed, s.restyle_palette,
+                              s.restyle_pattern_scale, s.restyle_texture_size,
+                              clip=prefs.restyle_clip if prefs is not None else "")
+
+    def blobs(self, context) -> dict[str, bytes]:
+        return read_style_images(style_paths(context.scene.atelier))
+
+    def meta(self, context) -> dict:
+        return {"styles": style_paths(context.scene.atelier)}
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".tga", ".gif")
+"""What the style image browser shows besides Blender's own image filter (the backend reads these with Pillow)."""
+
+
+class ATELIER_OT_restyle_style_add(bpy.types.Operator):
+    """Add style images to the Restyle list (pick several at once in the file browser)"""
+    bl_idname = "atelier.restyle_style_add"
+    bl_label = "Add Style Images"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(name="File", subtype="FILE_PATH", options={"SKIP_SAVE"})
+    directory: bpy.props.StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
+    files: bpy.props.CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
+    filter_image: bpy.props.BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+    filter_folder: bpy.props.BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+    filter_glob: bpy.props.StringProperty(default=";".join(f"*{e}" for e in IMAGE_EXTENSIONS),
+                                          options={"HIDDEN", "SKIP_SAVE"})
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def chosen(self) -> list[str]:
+        """The picked files: several from the browser (`directory` + `files`), or the one `filepath`."""
+        names = [f.name for f in self.files if f.name]
+        if names and self.directory:
+            return [os.path.join(bpy.path.abspath(self.directory), name) for name in names]
+        return [self.filepath] if self.filepath.strip() else []
+
+    def execute(self, context):
+        s = context.scene.atelier
+        chosen, added = self.chosen(), 0
+        try:
+            if not chosen:
+                raise AddonError("no style image was chosen", "pick one or more image files")
+            listed = set(style_paths(s))
+            for text in chosen:
+                path = os.path.normpath(bpy.path.abspath(text))
+                if not os.path.isfile(path):
+                    raise AddonError(f"the style image {path} does not exist", "pick an existing image file",
+                                     code="style_missing")
+                if path in listed:
+                    continue  # already listed: adding it twice would only weigh it twice
+                if len(s.restyle_styles) >= MAX_STYLES:
+                    raise AddonError(f"the Restyle list holds {MAX_STYLES} images, the most a job takes",
+                                     "remove one before adding another", code="too_many_styles")
+                s.restyle_styles.add().filepath = path
+                listed.add(path)
+                added += 1
+        except AddonError as exc:
+            _report_error(self, exc)
+            return {"FINISHED"} if added else {"CANCELLED"}
+        finally:
+            s.restyle_style_index = max(len(s.restyle_styles) - 1, 0)
+            session.tag_redraw()
+        if not added:
+            self.report({"INFO"}, "the chosen images are already in the list")
+        return {"FINISHED"}
+
+
+class ATELIER_OT_restyle_style_remove(bpy.types.Operator):
+    """Remove the selected style image from the Restyle list (the file stays where it is)"""
+    bl_idname = "atelier.restyle_style_remove"
+    bl_label = "Remove Style Image"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: bpy.props.IntProperty(name="Index", default=-1, min=-1,
+                                 description="Which image to remove (-1: the selected one)",
+                                 options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        s = context.scene.atelier
+        index = self.index if self.index >= 0 else s.restyle_style_index
+        if not 0 <= index < len(s.restyle_styles):
+            self.report({"WARNING"}, "no style image is selected")
+            return {"CANCELLED"}
+        s.restyle_styles.remove(index)
+        s.restyle_style_index = min(index, max(len(s.restyle_styles) - 1, 0))
+        session.tag_redraw()
+        return {"FINISHED"}
 
 
 class ATELIER_OT_render_views(JobOperator, bpy.types.Operator):
@@ -196,9 +318,13 @@ class ATELIER_OT_run_again(bpy.types.Operator):
                                  "select a mesh object and run the job from the panel", code="no_selection")
             if self.variation:
                 params = {**params, "seed": random.randint(0, MAX_SEED)}
+            blobs, meta = {}, {}
+            if kind == "restyle":  # the style images are read again from where they were
+                meta["styles"] = stored_styles(context.active_object)
+                blobs = read_style_images(meta["styles"])
             mesh = mesh_payload(source, context.evaluated_depsgraph_get())
-            record = runtime.submit(kind, params, mesh, label=label, source=source.name,
-                                    meta={"transform": list(flat_matrix(source.matrix_world))})
+            meta["transform"] = list(flat_matrix(source.matrix_world))
+            record = runtime.submit(kind, params, mesh, label=label, source=source.name, meta=meta, blobs=blobs)
         except AddonError as exc:
             runtime.fail_now(kind, label, exc, params, source_name)
             _report_error(self, exc)
@@ -287,6 +413,7 @@ class ATELIER_OT_notify(bpy.types.Operator):
 
 OPERATORS = (
     ATELIER_OT_backend_start, ATELIER_OT_backend_stop, ATELIER_OT_backend_restart, ATELIER_OT_backend_release,
-    ATELIER_OT_stylize, ATELIER_OT_render_views, ATELIER_OT_run_again, ATELIER_OT_cancel_job,
+    ATELIER_OT_stylize, ATELIER_OT_restyle, ATELIER_OT_restyle_style_add, ATELIER_OT_restyle_style_remove,
+    ATELIER_OT_render_views, ATELIER_OT_run_again, ATELIER_OT_cancel_job,
     ATELIER_OT_clear_jobs, ATELIER_OT_import_result, ATELIER_OT_notify,
 )

@@ -9,7 +9,7 @@ import bpy
 
 from . import session
 from .importers import job_of
-from .kinds import JOB_KINDS
+from .kinds import JOB_KINDS, MAX_STYLES
 
 _STATE_TEXT = {
     "stopped": ("Stopped", "RADIOBUT_OFF"),
@@ -103,14 +103,64 @@ class ATELIER_PT_stylize(AtelierPanel, bpy.types.Panel):
         row.prop(s, "stylize_subdivide", text="Subdivide")
         row.prop(s, "stylize_bake")
         layout.operator("atelier.stylize", icon="BRUSH_DATA")
-        stored = job_of(context.active_object)
-        if stored is not None and stored[0] in JOB_KINDS:
-            box = layout.box()
-            kind, params, source = stored
-            box.label(text=f"{context.active_object.name}: {kind} of {source}", icon="INFO")
-            row = box.row(align=True)
-            row.operator("atelier.run_again", text="Run Again", icon="FILE_REFRESH").variation = False
-            row.operator("atelier.run_again", text="Variation", icon="MOD_NOISE").variation = True
+        _run_again_box(layout, context, "stylize")
+
+
+def _run_again_box(layout, context, kind: str) -> None:
+    """Run Again / Variation for the active object when a `kind` job made it."""
+    stored = job_of(context.active_object)
+    if stored is None or stored[0] != kind or kind not in JOB_KINDS:
+        return
+    box = layout.box()
+    _, _, source = stored
+    box.label(text=f"{context.active_object.name}: {kind} of {source}", icon="INFO")
+    row = box.row(align=True)
+    row.operator("atelier.run_again", text="Run Again", icon="FILE_REFRESH").variation = False
+    row.operator("atelier.run_again", text="Variation", icon="MOD_NOISE").variation = True
+
+
+class ATELIER_UL_style_images(bpy.types.UIList):
+    """The Restyle list: one row per style image file (a missing file shows an error icon)."""
+
+    bl_idname = "ATELIER_UL_style_images"
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        path = bpy.path.abspath(item.filepath) if item.filepath else ""
+        exists = bool(path) and os.path.isfile(path)
+        layout.label(text=os.path.basename(path) or "(no file)", icon="IMAGE_DATA" if exists else "ERROR")
+
+
+class ATELIER_PT_restyle(AtelierPanel, bpy.types.Panel):
+    bl_idname = "ATELIER_PT_restyle"
+    bl_label = "Restyle Selected"
+    bl_order = 15
+
+    def draw(self, context):
+        layout = self.layout
+        if not _kind_offered(layout, "restyle"):
+            return
+        s = context.scene.atelier
+        count = len(s.restyle_styles)
+        layout.label(text=f"Style images ({count} of at most {MAX_STYLES})", icon="IMAGE_DATA")
+        row = layout.row()
+        row.template_list("ATELIER_UL_style_images", "", s, "restyle_styles", s, "restyle_style_index", rows=3)
+        col = row.column(align=True)
+        col.operator("atelier.restyle_style_add", text="", icon="ADD")
+        col.operator("atelier.restyle_style_remove", text="", icon="REMOVE")
+        if 0 <= s.restyle_style_index < count:
+            layout.prop(s.restyle_styles[s.restyle_style_index], "filepath", text="")
+        if not count:
+            layout.label(text="Add 1 to 16 images whose look to transfer", icon="INFO")
+        layout.prop(s, "restyle_palette")
+        row = layout.row(align=True)
+        row.prop(s, "restyle_quality", text="")
+        row.prop(s, "restyle_steps")
+        row = layout.row(align=True)
+        row.prop(s, "restyle_pattern_scale")
+        row.prop(s, "restyle_texture_size")
+        layout.prop(s, "restyle_seed")
+        layout.operator("atelier.restyle", icon="TEXTURE")
+        _run_again_box(layout, context, "restyle")
 
 
 class ATELIER_PT_render(AtelierPanel, bpy.types.Panel):
@@ -186,6 +236,12 @@ class ATELIER_PT_jobs(AtelierPanel, bpy.types.Panel):
                 _wrapped(box, job.message, "OUTLINER_OB_MESH")
                 if "loss_last" in job.fields:
                     box.label(text=f"Loss {job.fields.get('loss_first', 0):.4f} -> {job.fields['loss_last']:.4f}")
+                if job.fields.get("unwrapped"):
+                    box.label(text="The mesh had no UVs: it was unwrapped automatically", icon="UV")
+                if job.fields.get("palette"):
+                    box.label(text=f"Palette ({job.fields.get('palette_source', '')}): "
+                                   f"{', '.join(map(str, job.fields['palette']))}", icon="COLOR")
 
 
-PANELS = (ATELIER_PT_backend, ATELIER_PT_stylize, ATELIER_PT_render, ATELIER_PT_jobs)
+PANELS = (ATELIER_UL_style_images, ATELIER_PT_backend, ATELIER_PT_stylize, ATELIER_PT_restyle, ATELIER_PT_render,
+          ATELIER_PT_jobs)

@@ -49,6 +49,10 @@ class AtelierPreferences(bpy.types.AddonPreferences):
         name="CLIP model", default="",
         description="CLIP the stylize job uses, e.g. ViT-B-32:openai, domain, or a checkpoint path on the backend "
                     "machine (empty: the backend's default)")
+    restyle_clip: bpy.props.StringProperty(
+        name="Restyle CLIP model", default="",
+        description="CLIP the restyle job takes its features from, e.g. RN50:openai, ViT-B-32:openai, or a "
+                    "checkpoint path on the backend machine (empty: the backend's default, RN50:openai)")
     log_dir: bpy.props.StringProperty(
         name="Log folder", subtype="DIR_PATH",
         description="Where the local backend writes its log (empty: the add-on's user folder)")
@@ -86,6 +90,7 @@ class AtelierPreferences(bpy.types.AddonPreferences):
             col.prop(self, "curve_dir")
         col.prop(self, "connect_timeout")
         col.prop(self, "clip")
+        col.prop(self, "restyle_clip")
         runtime = session.get_runtime(optional=True)
         log_path = runtime.log_path if runtime is not None else str(self.settings().log_path)
         row = layout.row()

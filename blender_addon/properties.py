@@ -3,8 +3,16 @@
 
 import bpy
 
-from .kinds import MAX_SEED
+from .kinds import MAX_SEED, MAX_STEPS, MAX_STYLES, PATTERN_SCALE_RANGE, TEXTURE_SIZE_RANGE
 from .protocol import limits
+
+
+class AtelierStyleImage(bpy.types.PropertyGroup):
+    """One style image of the Restyle list: a file on this computer, read and sent when the job starts."""
+
+    filepath: bpy.props.StringProperty(
+        name="Style image", subtype="FILE_PATH",
+        description="An image whose look the restyle job transfers (PNG, JPEG, ...; read when the job starts)")
 
 
 class AtelierSceneSettings(bpy.types.PropertyGroup):
@@ -27,6 +35,31 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
         description="Subdivide a mesh with few vertices first, so colour and relief have room")
     stylize_bake: bpy.props.BoolProperty(
         name="Bake texture", default=False, description="Also paint the colours into a UV texture")
+    # -- Restyle selected (NNFM texture style transfer) --
+    restyle_styles: bpy.props.CollectionProperty(
+        type=AtelierStyleImage, name="Style images",
+        description=f"1 to {MAX_STYLES} images whose look is transferred onto the selected object's texture")
+    restyle_style_index: bpy.props.IntProperty(name="Active style image", default=0, min=0)
+    restyle_palette: bpy.props.StringProperty(
+        name="Palette", default="auto", maxlen=200,
+        description="auto: the style images' main colours; none: no colour constraint; or up to 16 colours "
+                    "such as #aa3311,#f0e0c0")
+    restyle_quality: bpy.props.EnumProperty(
+        name="Quality", default="standard",
+        items=[("draft", "Draft", "150 steps of 2 views, 512 px texture: a quick look"),
+               ("standard", "Standard", "400 steps of 4 views, 1024 px texture"),
+               ("high", "High", "1000 steps of 8 views, 1024 px texture: the paper's settings")])
+    restyle_steps: bpy.props.IntProperty(
+        name="Steps", default=0, min=0, max=MAX_STEPS, description="Optimisation steps (0: the quality preset's)")
+    restyle_seed: bpy.props.IntProperty(name="Seed", default=0, min=0, max=MAX_SEED,
+                                        description="Seed of the random views (and of the palette's k-means)")
+    restyle_pattern_scale: bpy.props.FloatProperty(
+        name="Pattern scale", default=1.0, min=PATTERN_SCALE_RANGE[0], max=PATTERN_SCALE_RANGE[1],
+        description="Size of the transferred patterns on the object (1: default; smaller gives finer patterns)")
+    restyle_texture_size: bpy.props.IntProperty(
+        name="Texture size", default=0, min=0, max=TEXTURE_SIZE_RANGE[1], subtype="PIXEL",
+        description=f"Side of the texture the job paints ({TEXTURE_SIZE_RANGE[0]} px or more; 0: the quality "
+                    "preset's)")
     # -- Render views --
     render_views: bpy.props.IntProperty(name="Views", default=8, min=limits.RENDER_MIN_VIEWS,
                                         max=limits.RENDER_MAX_VIEWS)

@@ -181,20 +181,22 @@ class Runtime:
         self.stop(wait=True, grace=timeout)
 
     def submit(self, kind: str, params: dict, mesh=None, *, label: str, source: str = "",
-               meta: dict | None = None) -> JobRecord:
+               meta: dict | None = None, blobs: dict[str, bytes] | None = None) -> JobRecord:
         """Queues a job and returns its record at once; starts the backend if it is not running.
+
+        `blobs` are the job's named binary inputs (e.g. restyle's style images "style_0", "style_1", ...).
 
         Raises AddonError for a message that cannot be sent (too large, invalid): nothing is queued then.
         A backend that cannot start fails the job (record.state "failed", with the reason)."""
         job_id = self.jobs.new_id(kind)
         try:
-            frames = to_frames(Submit(job=job_id, kind=kind, params=params, mesh=mesh))
+            frames = to_frames(Submit(job=job_id, kind=kind, params=params, mesh=mesh, blobs=dict(blobs or {})))
         except ProtocolError as exc:
             raise AddonError(f"the {kind} job cannot be sent: {exc.message}", exc.hint) from exc
         max_blob = self.welcome.max_blob_bytes if self.welcome and self.welcome.max_blob_bytes else None
         if max_blob is not None and any(len(f) > max_blob for f in frames[1:]):
             raise AddonError(f"the {kind} job's data is over the backend's limit of {max_blob >> 20} MiB per array",
-                             "use a mesh with fewer vertices (apply a Decimate modifier)")
+                             "use a mesh with fewer vertices (apply a Decimate modifier) or smaller images")
         record = self.jobs.add(JobRecord(id=job_id, kind=kind, label=label, params=dict(params), source=source,
                                          meta=dict(meta or {}), frames=frames, log_path=self.log_path))
         if self.ready:

@@ -33,10 +33,22 @@ def configure_prefs(backend_py: Path, log_dir: Path):
     prefs.python = str(backend_py)
     prefs.device = "cpu"
     prefs.clip = "tiny"
+    prefs.restyle_clip = "tiny-rn"
     prefs.log_dir = str(log_dir)
     prefs.start_timeout = 90.0
     prefs.connect_timeout = 10.0
     return prefs
+
+
+def write_style_image(path: Path, seed: int = 0, size: int = 16) -> Path:
+    """A small random RGB PNG (a style image) at `path`."""
+    import numpy as np
+
+    from blender_addon.meshpack import encode_png
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    path.write_bytes(encode_png(pixels))
+    return path
 
 
 def pump_until(predicate, timeout: float = 60.0, what: str = "the condition"):

@@ -8,9 +8,9 @@ import time
 import bpy
 import pytest
 
-from addon_helpers import add_object, clear_scene, configure_prefs, panel_texts, pump_until
+from addon_helpers import add_object, clear_scene, configure_prefs, panel_texts, pump_until, write_style_image
 from blender_addon import session
-from blender_addon.panels import ATELIER_PT_jobs
+from blender_addon.panels import ATELIER_PT_jobs, ATELIER_PT_restyle
 
 
 @pytest.fixture
@@ -18,6 +18,8 @@ def scene(addon, backend_py, tmp_path):
     clear_scene()
     settings = bpy.context.scene.atelier
     settings.stylize_prompt, settings.stylize_quality, settings.stylize_steps = "a red box", "draft", 2
+    settings.restyle_styles.clear()
+    settings.restyle_palette, settings.restyle_quality, settings.restyle_steps = "auto", "draft", 2
     yield settings
     session.get_runtime().stop()
     configure_prefs(backend_py, tmp_path)
@@ -71,6 +73,84 @@ def test_an_empty_prompt(scene):
     add_object("cube")
     scene.stylize_prompt = "   "
     assert_refused(*run_stylize(), "invalid_input", "the prompt is empty")
+
+
+def run_restyle() -> tuple[set[str], str, float, object]:
+    outcome, report, seconds = call(bpy.ops.atelier.restyle)
+    return outcome, report, seconds, session.get_runtime().jobs.all()[0]
+
+
+def test_a_restyle_without_style_images(scene):
+    add_object("cube")
+    assert "Add 1 to 16 images" in panel_texts(ATELIER_PT_restyle)
+    assert_refused(*run_restyle(), "no_style_images", "no style images are listed")
+
+
+def test_a_restyle_with_a_missing_style_file(scene, tmp_path):
+    add_object("cube")
+    scene.restyle_styles.add().filepath = str(write_style_image(tmp_path / "here.png"))
+    scene.restyle_styles.add().filepath = str(tmp_path / "gone.png")  # moved away after it was listed
+    assert_refused(*run_restyle(), "style_missing", "style image 2 of 2")
+    assert "does not exist" in session.get_runtime().jobs.all()[0].message
+
+
+def test_a_restyle_with_too_many_style_images(scene, tmp_path):
+    add_object("cube")
+    style = str(write_style_image(tmp_path / "style.png"))
+    for _ in range(17):
+        scene.restyle_styles.add().filepath = style
+    assert_refused(*run_restyle(), "too_many_styles", "17 style images are listed, over the 16 limit")
+
+
+def test_a_restyle_with_a_bad_palette(scene, tmp_path):
+    add_object("cube")
+    scene.restyle_styles.add().filepath = str(write_style_image(tmp_path / "style.png"))
+    scene.restyle_palette = "#ff0000, crimson"
+    assert_refused(*run_restyle(), "invalid_input", "palette colour 2 of 2 'crimson' is not a hex colour")
+
+
+def test_the_style_list_refuses_missing_files_duplicates_and_a_seventeenth_image(scene, tmp_path):
+    outcome, report, seconds = call(lambda: bpy.ops.atelier.restyle_style_add(filepath=str(tmp_path / "gone.png")))
+    assert outcome == {"CANCELLED"} and "does not exist" in report and len(scene.restyle_styles) == 0
+    outcome, report, _ = call(lambda: bpy.ops.atelier.restyle_style_add(filepath=""))
+    assert outcome == {"CANCELLED"} and "no style image was chosen" in report
+    styles = [write_style_image(tmp_path / f"s{i}.png", seed=i) for i in range(17)]
+    for style in styles[:16]:
+        assert bpy.ops.atelier.restyle_style_add(filepath=str(style)) == {"FINISHED"}
+    assert bpy.ops.atelier.restyle_style_add(filepath=str(styles[0])) == {"FINISHED"}  # already listed: no-op
+    assert len(scene.restyle_styles) == 16 and "16 of at most 16" in panel_texts(ATELIER_PT_restyle)
+    outcome, report, _ = call(lambda: bpy.ops.atelier.restyle_style_add(filepath=str(styles[16])))
+    assert outcome == {"CANCELLED"} and "holds 16 images" in report and len(scene.restyle_styles) == 16
+    scene.restyle_style_index = 3
+    assert bpy.ops.atelier.restyle_style_remove() == {"FINISHED"}
+    assert len(scene.restyle_styles) == 15 and str(styles[3]) not in [i.filepath for i in scene.restyle_styles]
+    assert bpy.ops.atelier.restyle_style_remove(index=0) == {"FINISHED"}
+    assert scene.restyle_styles[0].filepath == str(styles[1])
+    assert session.get_runtime().state == "stopped"
+
+
+def test_the_file_browser_adds_several_images_and_the_list_flags_missing_ones(scene, tmp_path):
+    from blender_addon.panels import ATELIER_UL_style_images
+
+    class Row:  # a UILayout row that keeps its labels
+        def __init__(self):
+            self.labels = []
+
+        def label(self, text="", icon="NONE"):
+            self.labels.append((text, icon))
+
+    for i in range(2):
+        write_style_image(tmp_path / f"pick{i}.png", seed=i)
+    files = [{"name": "pick0.png"}, {"name": "pick1.png"}]
+    assert bpy.ops.atelier.restyle_style_add(directory=str(tmp_path), files=files) == {"FINISHED"}
+    assert [item.filepath for item in scene.restyle_styles] == [str(tmp_path / f"pick{i}.png") for i in range(2)]
+    (tmp_path / "pick1.png").unlink()
+    for item, expected in zip(scene.restyle_styles, [("pick0.png", "IMAGE_DATA"), ("pick1.png", "ERROR")]):
+        row = Row()
+        ATELIER_UL_style_images.draw_item(None, bpy.context, row, scene, item, 0, scene, "restyle_style_index")
+        assert row.labels == [expected]
+    assert bpy.ops.atelier.restyle_style_remove(index=1) == {"FINISHED"}
+    assert_refused(*run_restyle(), "no_selection", "no object is selected")  # the mesh is checked too
 
 
 def test_a_render_of_nothing_selected(scene):

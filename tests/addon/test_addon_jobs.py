@@ -11,12 +11,12 @@ import bpy
 import numpy as np
 import pytest
 
-from addon_helpers import add_object, clear_scene, decode_png, panel_texts, pump_until
+from addon_helpers import add_object, clear_scene, decode_png, panel_texts, pump_until, write_style_image
 from blender_addon import session
-from blender_addon.importers import COLLECTION, IMPORTERS
+from blender_addon.importers import COLLECTION, IMPORTERS, STYLE_NODE
 from blender_addon.kinds import JOB_KINDS
 from blender_addon.meshpack import from_array
-from blender_addon.panels import ATELIER_PT_backend, ATELIER_PT_jobs, ATELIER_PT_stylize
+from blender_addon.panels import ATELIER_PT_backend, ATELIER_PT_jobs, ATELIER_PT_restyle, ATELIER_PT_stylize
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,9 @@ def scene(backend):
     settings.stylize_prompt, settings.stylize_quality, settings.stylize_steps, settings.stylize_seed = \
         "a red box", "draft", 2, 0
     settings.render_views, settings.render_size = 2, 32
+    settings.restyle_styles.clear()
+    settings.restyle_quality, settings.restyle_steps, settings.restyle_seed = "draft", 2, 0
+    settings.restyle_palette, settings.restyle_pattern_scale, settings.restyle_texture_size = "auto", 1.0, 64
     return settings
 
 
@@ -175,6 +178,105 @@ def test_run_again_and_variation_reuse_the_stored_job(scene):
     assert variation.params["seed"] != first["atelier_seed"]
     assert bpy.data.objects[variation.outputs[0]]["atelier_seed"] == variation.params["seed"]
     assert len(bpy.data.collections[COLLECTION].objects) == 3
+
+
+def _image_pixels(image) -> np.ndarray:
+    """[H, W, C] uint8 of a Blender image, row 0 at the top (as in its PNG)."""
+    width, height = image.size
+    pixels = np.empty(width * height * image.channels, np.float32)
+    image.pixels.foreach_get(pixels)
+    return np.rint(pixels.reshape(height, width, image.channels)[::-1] * 255).astype(np.uint8)
+
+
+def test_restyle_imports_the_textured_object_and_the_style_texture(scene, results, tmp_path):
+    style = write_style_image(tmp_path / "style.png")
+    source = add_object("cube", name="Crate", location=(1, 2, 0.5), rotation=(0, 0, 0.7))
+    assert bpy.ops.atelier.restyle_style_add(filepath=str(style)) == {"FINISHED"}
+    assert [item.filepath for item in scene.restyle_styles] == [str(style)]
+
+    assert bpy.ops.atelier.restyle() == {"FINISHED"}
+    record = newest_job()
+    assert record.label == "Restyle Crate" and record.meta["styles"] == [str(style)]
+    finish(record, 90)
+    assert record.total == 2 and record.metrics.get("loss") is not None
+    result = results["restyle"][0]
+    assert result.fields["styles"] == 1 and result.fields["texture_size"] == 64
+    assert result.fields["unwrapped"] is False  # Blender's cube has UVs
+    obj, image = bpy.data.objects[record.outputs[0]], bpy.data.images[record.outputs[1]]
+
+    assert obj.name == "Crate restyled" and obj.users_collection[0].name == COLLECTION
+    np.testing.assert_allclose(np.array(obj.matrix_world), np.array(source.matrix_world), atol=1e-6)
+    assert source.hide_get() and source.hide_render and bpy.context.active_object == obj
+
+    # The GLB's restyled texture stays wired to Base Color, as the glTF importer made it.
+    material = obj.active_material
+    tree = material.node_tree
+    bsdf = next(n for n in tree.nodes if n.type == "BSDF_PRINCIPLED")
+    base = bsdf.inputs["Base Color"]
+    assert base.is_linked and base.links[0].from_node.type == "TEX_IMAGE"
+    texture = base.links[0].from_node.image
+    assert texture is not None and texture.packed_file is not None and tuple(texture.size) == (64, 64)
+
+    # The style texture alone: a packed image in an unconnected Image Texture node of the same material.
+    assert image.name == "Crate style texture" and image.packed_file is not None
+    assert tuple(image.size) == (64, 64) and image.colorspace_settings.name == "Non-Color"
+    node = tree.nodes[STYLE_NODE]
+    assert node.type == "TEX_IMAGE" and node.image == image
+    assert not any(link.from_node == node or link.to_node == node for link in tree.links)
+    _, _, _, expected = decode_png(result.blobs["style_texture"])
+    np.testing.assert_array_equal(_image_pixels(image)[:, :, :3], expected[:, :, :3])
+
+    assert obj["atelier_kind"] == "restyle" and json.loads(obj["atelier_styles"]) == [str(style)]
+    assert json.loads(obj["atelier_params"]) == {"quality": "draft", "steps": 2, "seed": 0, "palette": "auto",
+                                                 "pattern_scale": 1.0, "texture_size": 64, "clip": "tiny-rn"}
+    assert "Run Again" in panel_texts(ATELIER_PT_restyle) and "Run Again" not in panel_texts(ATELIER_PT_stylize)
+    shown = panel_texts(ATELIER_PT_jobs).replace("\n", " ")
+    assert "Restyle Crate - done" in shown and "Loss " in shown and " -> " in shown
+    assert "unwrapped" not in shown and "Palette (auto)" in shown
+
+
+def test_restyle_of_a_mesh_without_uvs_with_a_palette_and_two_styles_runs_again(scene, tmp_path):
+    styles = [write_style_image(tmp_path / f"style{i}.png", seed=i) for i in range(2)]
+    bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=1)
+    source = bpy.context.active_object
+    source.name = "Ball"
+    source.data.uv_layers.remove(source.data.uv_layers[0])
+    source.data.update()  # the depsgraph does not see a removed UV map until the mesh is tagged
+    for style in styles:
+        assert bpy.ops.atelier.restyle_style_add(filepath=str(style)) == {"FINISHED"}
+    scene.restyle_palette = "#f00, #0000ff"
+
+    assert bpy.ops.atelier.restyle() == {"FINISHED"}
+    record = finish(newest_job(), 90)
+    assert record.params["palette"] == "#ff0000,#0000ff"
+    assert record.fields["unwrapped"] is True and record.fields["styles"] == 2
+    assert record.fields["palette"] == ["#ff0000", "#0000ff"] and len(record.fields["neighbour_share"]) == 2
+    first = bpy.data.objects[record.outputs[0]]
+    assert first.data.uv_layers, "the unwrapped UVs came with the result"
+    shown = panel_texts(ATELIER_PT_jobs).replace("\n", " ")
+    assert "unwrapped automatically" in shown and "Loss " in shown
+
+    # Run again reads the stored style images again, even after they left the panel's list.
+    scene.restyle_styles.clear()
+    bpy.context.view_layer.objects.active = first
+    assert bpy.ops.atelier.run_again(variation=True) == {"FINISHED"}
+    again = finish(newest_job(), 90)
+    assert again.meta["styles"] == [str(s) for s in styles] and again.fields["styles"] == 2
+    assert again.params == {**json.loads(first["atelier_params"]), "seed": again.params["seed"]}
+    assert len(bpy.data.collections[COLLECTION].objects) == 2
+
+
+def test_restyle_with_a_file_that_is_not_an_image_fails_with_the_backends_reason(scene, tmp_path):
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image")
+    add_object("cube", name="Box")
+    assert bpy.ops.atelier.restyle_style_add(filepath=str(fake)) == {"FINISHED"}
+    assert bpy.ops.atelier.restyle() == {"FINISHED"}
+    record = newest_job()
+    pump_until(lambda: not record.active, 30, "the job to fail")
+    assert record.state == "failed" and "style image 0" in record.message and record.hint
+    assert "style image 0" in panel_texts(ATELIER_PT_jobs).replace("\n", " ")
+    assert session.get_runtime().ready
 
 
 def _long_stylize(scene):

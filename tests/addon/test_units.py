@@ -124,6 +124,50 @@ def test_render_params_follow_the_protocol_limits():
             kinds.render_params(views, size)
 
 
+def test_restyle_params():
+    assert kinds.restyle_params() == {"quality": "standard", "seed": 0, "palette": "auto", "pattern_scale": 1.0}
+    assert kinds.restyle_params("draft", 2, 7, " #F00, 00ff00 ,#abc", 0.5, 64, clip=" tiny-rn ") == {
+        "quality": "draft", "steps": 2, "seed": 7, "palette": "#ff0000,#00ff00,#aabbcc", "pattern_scale": 0.5,
+        "texture_size": 64, "clip": "tiny-rn"}
+    assert kinds.restyle_params(palette="None")["palette"] == "none"
+    assert kinds.restyle_params(palette="  ")["palette"] == "auto"
+    for kwargs, match in (({"quality": "ultra"}, "quality"), ({"steps": 100_001}, "steps"),
+                          ({"seed": -1}, "seed"), ({"pattern_scale": 0.1}, "pattern scale"),
+                          ({"pattern_scale": 9}, "pattern scale"), ({"texture_size": 32}, "texture size"),
+                          ({"texture_size": 8192}, "texture size"),
+                          ({"palette": "#ff0000,,#00ff00"}, "palette colour 2 of 3 is empty"),
+                          ({"palette": "red"}, "'red' is not a hex colour"),
+                          ({"palette": ",".join(["#000"] * 17)}, "17 colours, over the 16 limit")):
+        with pytest.raises(AddonError, match=match) as info:
+            kinds.restyle_params(**kwargs)
+        assert kwargs.get("palette") is None or info.value.hint
+
+
+def test_read_style_images_names_blobs_in_order_and_refuses_bad_files(tmp_path):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"s{i}.png")
+        paths[-1].write_bytes(meshpack.encode_png(np.full((8, 8, 3), i, np.uint8)))
+    blobs = kinds.read_style_images([str(p) for p in paths])
+    assert list(blobs) == ["style_0", "style_1", "style_2"]
+    assert [blobs[f"style_{i}"] for i in range(3)] == [p.read_bytes() for p in paths]
+    frames = to_frames(Submit(job="j1", kind="restyle", params={}, blobs=blobs))
+    assert from_frames(frames).blobs == blobs
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    cases = [([], "no_style_images", "no style images are listed"),
+             ([str(paths[0])] * 17, "too_many_styles", "17 style images are listed, over the 16 limit"),
+             ([str(paths[0]), ""], "style_missing", "style image 2 of 2 has no file path"),
+             ([str(tmp_path / "gone.png")], "style_missing", "does not exist"),
+             ([str(tmp_path)], "style_missing", "is a folder"),
+             ([str(tmp_path / "empty.png")], "style_unreadable", "is empty")]
+    for listed, code, words in cases:
+        with pytest.raises(AddonError, match=words) as info:
+            kinds.read_style_images(listed)
+        assert info.value.code == code and info.value.hint
+    assert len(kinds.read_style_images([str(paths[0])] * kinds.MAX_STYLES)) == 16
+
+
 def test_kind_registry_refuses_duplicates():
     kind = kinds.JOB_KINDS["render"]
     with pytest.raises(ValueError, match="wired twice"):
