@@ -129,8 +129,12 @@ class RestyleConfig:
             raise InvalidInputError("distance_jitter must be in [0, 1) and fov_deg in [5, 120]")
         if not 1.0 < self.light_radius[0] <= self.light_radius[1]:
             raise InvalidInputError(f"light_radius must satisfy 1 < low <= high, got {self.light_radius}")
-        if min(self.style_weight, self.content_weight, self.palette_weight) < 0 or self.learning_rate <= 0:
-            raise InvalidInputError("loss weights must be >= 0 and learning_rate > 0")
+        for name in ("style_weight", "content_weight", "palette_weight"):
+            if not getattr(self, name) >= 0:
+                raise InvalidInputError(f"{name} must be >= 0, got {getattr(self, name)}",
+                                        hint="0 turns the term off; the paper's are 1e4, 22 and 2000")
+        if not self.learning_rate > 0:
+            raise InvalidInputError(f"learning_rate must be > 0, got {self.learning_rate}", hint="the paper uses 1e-2")
         if not 0.0 <= self.palette_end_fraction <= 1.0 or not 1 <= self.palette_colors <= 16:
             raise InvalidInputError("palette_end_fraction must be in [0, 1] and palette_colors in [1, 16]")
         if self.nn_chunk < 64 or self.preview_every < 1 or self.max_faces < 1:
@@ -204,7 +208,10 @@ def style_tensors(images: Sequence[np.ndarray], side: int, device: torch.device 
         raise InvalidInputError(f"{len(images)} style images were given; at most {MAX_STYLE_IMAGES} are used",
                                 hint="pick the most representative ones")
     out = []
-    for image in images:
+    for i, image in enumerate(images):
+        if np.ndim(image) != 3 or np.shape(image)[-1] not in (3, 4) or min(np.shape(image)[:2]) < 1:
+            raise InvalidInputError(f"style image {i} must be an [H, W, 3|4] array, got shape {np.shape(image)}",
+                                    hint="load images with backend.images.load_image")
         tensor = torch.as_tensor(np.ascontiguousarray(image[..., :3]), dtype=torch.float32)
         out.append(resize_short_side(tensor.permute(2, 0, 1)[None].to(device), side))
     return out

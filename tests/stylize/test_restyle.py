@@ -136,6 +136,11 @@ def test_style_image_count_is_checked(tiny_rn):
         restyle(textured_cube(), [flat_image((1, 0, 0))] * (MAX_STYLE_IMAGES + 1), tiny_rn, tiny_restyle_config())
 
 
+def test_style_images_must_be_colour_arrays(tiny_rn):
+    with pytest.raises(InvalidInputError, match=r"style image 1 must be an \[H, W, 3\|4\] array"):
+        restyle(textured_cube(), [flat_image((1, 0, 0)), np.zeros((16, 16))], tiny_rn, tiny_restyle_config())
+
+
 @pytest.mark.parametrize("change, match", [
     ({"steps": 0}, "steps"), ({"batch": 0}, "batch"), ({"render_size": 8}, "render_size"),
     ({"pattern_scale": 0.0}, "pattern_scale"), ({"texture_size": 4}, "texture_size"),

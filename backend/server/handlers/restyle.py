@@ -3,7 +3,8 @@
 blobs: "style_0", "style_1", ... (1-16): encoded style images (PNG, JPEG, ...; any mode; EXIF rotation honoured).
 params: quality: "draft" | "standard" | "high" (default "standard"); steps: int in [1, 100000] (default: the
         preset's); seed: int (default 0); palette: "auto" | "none" | "#rrggbb,#rrggbb,..." (default "auto":
-        k-means colours of the style images); pattern_scale: number in [0.25, 8] (default 1: camera
+        k-means colours of the style images); palette_weight: number in [0, 1e6] (default 2000, the paper's:
+        the palette loss weight at the first step); pattern_scale: number in [0.25, 8] (default 1: camera
         distance, smaller gives finer patterns); texture_size: int in [64, 4096] (default: the preset's);
         features: "clip" | "vgg16" (default "clip"); clip: CLIP spec (default "RN50:openai");
         preview_every: int in [1, 10000] (default: the preset's). Needs a mesh payload.
@@ -23,8 +24,8 @@ from backend.server.context import JobContext, JobOutput
 from backend.server.meshes import to_backend_mesh
 from backend.server.params import check_known, float_param, int_param, str_param
 
-PARAMS = ("quality", "steps", "seed", "palette", "pattern_scale", "texture_size", "features", "clip",
-          "preview_every")
+PARAMS = ("quality", "steps", "seed", "palette", "palette_weight", "pattern_scale", "texture_size", "features",
+          "clip", "preview_every")
 DEFAULT_CLIP = "RN50:openai"
 """The CLIP the paper takes its features from; a job may name another (`tiny-rn`, `domain`, a checkpoint)."""
 
@@ -49,7 +50,7 @@ def run(ctx: JobContext) -> JobOutput:
     from backend.stylize.features import FeatureConfig
     from backend.stylize.output import export_restyled
     from backend.stylize.palette import parse_palette, to_hex
-    from backend.stylize.restyle import MAX_STEPS, QUALITY_PRESETS, preset, restyle
+    from backend.stylize.restyle import MAX_STEPS, QUALITY_PRESETS, RestyleConfig, preset, restyle
     from backend.stylize.surface import check_size
 
     check_known(ctx.params, PARAMS, "restyle")
@@ -59,6 +60,7 @@ def run(ctx: JobContext) -> JobOutput:
     palette_text = str_param(ctx.params, "palette", "auto")
     use_palette = palette_text.strip().lower() != "none"
     palette = parse_palette(palette_text) if use_palette else None
+    palette_weight = float_param(ctx.params, "palette_weight", 0.0, 1e6, default=RestyleConfig.palette_weight)
     pattern_scale = float_param(ctx.params, "pattern_scale", 0.25, 8.0, default=1.0)
     texture_size = int_param(ctx.params, "texture_size", 64, 4096, default=0) or None
     extractor = str_param(ctx.params, "features", "clip", ("clip", "vgg16"))
@@ -68,6 +70,7 @@ def run(ctx: JobContext) -> JobOutput:
         raise InvalidInputError("the restyle job needs a mesh", hint="send the object's mesh in the submit message")
     styles = [load_image(data, what=f"style image {i}") for i, data in enumerate(style_blobs(ctx.blobs))]
     config = preset(quality, steps=steps, seed=seed, pattern_scale=pattern_scale, texture_size=texture_size,
+                    palette_weight=palette_weight,
                     preview_every=preview_every, features=FeatureConfig(extractor=extractor))
     config.check()
     check_size(ctx.mesh, config.max_faces)
