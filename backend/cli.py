@@ -259,6 +259,9 @@ def _restyle_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quality", choices=("draft", "standard", "high"), default="standard",
                         help="draft: 150 steps of 2 views at 256 px; standard: 400 of 4 at 384 px; "
                              "high: the paper (1000 of 8 at 512 px)")
+    parser.add_argument("--palette-weight", type=float, default=None,
+                        help="the palette loss weight at the first step (default 2000, the paper's); raise it when "
+                             "colours drift from the palette")
     parser.add_argument("--pattern-scale", type=float, default=1.0,
                         help="camera distance in mesh sizes: smaller gives finer patterns (default 1)")
     parser.add_argument("--texture-size", type=int, default=None, help="style texture side in pixels")
@@ -281,7 +284,7 @@ def _restyle(args, report: Report) -> None:
     use_palette = args.palette.strip().lower() != "none"
     palette = parse_palette(args.palette) if use_palette else None
     config = preset(args.quality, steps=args.steps, seed=args.seed, pattern_scale=args.pattern_scale,
-                    texture_size=args.texture_size, renderer=args.renderer,
+                    texture_size=args.texture_size, renderer=args.renderer, palette_weight=args.palette_weight,
                     features=FeatureConfig(extractor=args.features))
     config.check()  # bad settings fail before anything loads
     styles = [load_image(path, what="style image") for path in args.style]
