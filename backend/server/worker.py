@@ -40,7 +40,10 @@ def error_message(code: str, message: str, hint: str = "", job: str | None = Non
 
 
 class ProgressReporter:
-    """The `ctx.progress` of one job: checks cancellation, throttles, and sends `progress` messages."""
+    """The `ctx.progress` of one job: checks cancellation, throttles, and sends `progress` messages.
+
+    Throttling drops plain updates only: the first of a stage, the last step and any carrying a preview
+    always go out (the handler asked for that preview; dropping it would lose it)."""
 
     def __init__(self, job: Job, send: Callable[[Job, Message], None], rate: float):
         self.job = job
@@ -62,7 +65,7 @@ class ProgressReporter:
             self.stage = stage
         step, total = max(int(step), 0), max(int(total), 0)
         last = total > 0 and step >= total
-        if not (first or last or now - self.last_sent >= self.min_interval):
+        if preview_png is None and not (first or last or now - self.last_sent >= self.min_interval):
             return
         eta = self.clock.eta(step, total)
         self.last_sent = now

@@ -59,6 +59,15 @@ def test_progress_reporter_throttles_keeps_last_and_checks_cancel():
         report(2, 5, stage="export")
 
 
+def test_progress_reporter_never_drops_a_preview():
+    sent = []
+    report = ProgressReporter(job(b"A", "p"), lambda _job, msg: sent.append(msg), rate=1.0)
+    for step in range(1, 101):
+        report(step, 100, stage="restyle", preview_png=b"png" if step % 10 == 0 else None, loss=1.0)
+    assert [m.step for m in sent if m.preview] == list(range(10, 101, 10))
+    assert len(sent) == 11  # the first update, and the ten previews (the last among them)
+
+
 def test_error_message_always_encodes():
     msg = error_message("Not-A-Code", "m" * 10_000, "h" * 10_000, job="j")
     assert msg.code == "internal" and len(msg.message) == 4096
