@@ -6,6 +6,8 @@ Features check these flags when they are configured (not deep inside a run) and 
 
 from __future__ import annotations
 
+import importlib.util
+
 from backend.errors import DependencyMissingError
 
 try:
@@ -27,3 +29,20 @@ def require_nvdiffrast():
             "NVIDIA Source Code License, non-commercial) or use implementation='torch'",
         ) from _NVDIFFRAST_ERROR
     return nvdiffrast_torch
+
+
+
+# faiss is imported on first use (about 0.2 s), not with this module: most commands never search.
+HAS_FAISS = importlib.util.find_spec("faiss") is not None
+
+
+def require_faiss():
+    """Returns the `faiss` module (vector search for the shape library) or raises with the fix."""
+    try:
+        import faiss
+    except ImportError as exc:  # a dependency of the package; missing only in a hand-made environment
+        raise DependencyMissingError(
+            "faiss is not installed; shape library search needs it",
+            hint="pip install faiss-cpu (or faiss-gpu on a CUDA machine)",
+        ) from exc
+    return faiss

@@ -306,9 +306,49 @@ def import_restyle(record: JobRecord, context) -> list[str]:
     return [obj.name, image.name]
 
 
+def import_index(record: JobRecord, context) -> list[str]:
+    """`index`: nothing enters the scene; the report (shapes, indexed, skipped, failed) stays in `record.fields`."""
+    return []
+
+
+def import_search(record: JobRecord, context) -> list[str]:
+    """`search`: nothing enters the scene; the hits stay in `record.fields["hits"]` and their thumbnails in the
+    result's blobs until a panel shows them (import one with a `fetch_shape` job)."""
+    return []
+
+
+def import_fetch_shape(record: JobRecord, context) -> list[str]:
+    """`fetch_shape`: the library shape's GLB as a new object named after it, at the 3D cursor, in the Atelier
+    collection, with the job stored on it."""
+    glb = record.result.blobs.get("mesh")
+    if glb is None:
+        raise AddonError("the fetch_shape result has no mesh", "this is a backend bug: see its log")
+    objects = import_glb(glb, context)
+    meshes = [o for o in objects if o.type == "MESH"]
+    if len(meshes) != 1:
+        for obj in objects:
+            bpy.data.objects.remove(obj)
+        raise AddonError(f"the library shape holds {len(meshes)} meshes, expected one", "see the backend log")
+    obj = meshes[0]
+    for other in objects:
+        if other is not obj:
+            bpy.data.objects.remove(other)
+    obj.parent = None
+    obj.location = context.scene.cursor.location.copy()
+    obj.name = str(record.result.fields.get("name") or "Library shape")
+    move_to_collection(obj, atelier_collection(context.scene))
+    pack_images_of(obj)
+    store_job(obj, record)
+    make_active(obj, context)
+    return [obj.name]
+
+
 IMPORTERS: dict[str, Callable[[JobRecord, object], list[str]]] = {
     "render": import_render,
     "stylize": import_stylize,
     "restyle": import_restyle,
+    "index": import_index,
+    "search": import_search,
+    "fetch_shape": import_fetch_shape,
 }
 """Job kind -> importer; the keys equal `kinds.JOB_KINDS` (a test checks)."""

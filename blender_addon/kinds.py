@@ -24,10 +24,11 @@ class JobKind:
     """The backend's job kind (`submit.kind`)."""
     label: str
     """What the panel and the job list call it."""
-    operator: str
-    """bl_idname of the operator that submits it."""
-    panel: str
-    """bl_idname of its panel in the 3D Viewport sidebar."""
+    operator: str | None
+    """bl_idname of the operator that submits it; None: wired without a UI yet (submitted from code with
+    `session.get_runtime().submit(kind, params, label=...)`)."""
+    panel: str | None
+    """bl_idname of its panel in the 3D Viewport sidebar; None: no panel yet."""
     needs_mesh: bool
     """Whether it sends the selected object's mesh."""
 
@@ -46,6 +47,10 @@ JOB_KINDS: dict[str, JobKind] = build_registry([
     JobKind("render", "Render views", "atelier.render_views", "ATELIER_PT_render", needs_mesh=True),
     JobKind("stylize", "Stylize", "atelier.stylize", "ATELIER_PT_stylize", needs_mesh=True),
     JobKind("restyle", "Restyle", "atelier.restyle", "ATELIER_PT_restyle", needs_mesh=True),
+    # Shape library retrieval: results and params are wired, the panel is not yet.
+    JobKind("index", "Index library", None, None, needs_mesh=False),
+    JobKind("search", "Search library", None, None, needs_mesh=False),
+    JobKind("fetch_shape", "Import library shape", None, None, needs_mesh=False),
 ])
 
 QUALITIES = ("draft", "standard", "high")
@@ -201,3 +206,59 @@ def read_style_images(paths: list[str]) -> dict[str, bytes]:
             raise AddonError(f"{where} ({path}) cannot be read: {exc.strerror or exc}", hint,
                              code="style_unreadable") from exc
     return blobs
+
+
+# -- shape library ----------------------------------------------------------------------------------------
+
+SEARCH_MAX_K = limits.SEARCH_MAX_K
+"""Most hits a search job returns (each with a thumbnail)."""
+
+
+def _server_path(value: str, what: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise AddonError(f"the {what} folder is empty", f"type the {what} folder's path on the backend's machine")
+    if len(value) > limits.MAX_STRING:
+        raise AddonError(f"the {what} path is over {limits.MAX_STRING} characters")
+    return value
+
+
+def index_params(library: str, db: str, clip: str = "", views: int = 0) -> dict:
+    """The `index` job's params: folders on the backend's machine; views 0 means the default (6)."""
+    params = {"library": _server_path(library, "library"), "db": _server_path(db, "database")}
+    if clip.strip():
+        params["clip"] = clip.strip()
+    if views:
+        if not 1 <= int(views) <= 24:
+            raise AddonError(f"views must be in [1, 24], got {views}")
+        params["views"] = int(views)
+    return params
+
+
+def search_params(db: str, text: str = "", k: int = 10, category: str = "",
+                  strokes: list | None = None) -> dict:
+    """The `search` job's params (a sketch PNG or a photo travels as blob "sketch" / "photo" instead);
+    AddonError for an empty query, an over-long text or k outside [1, SEARCH_MAX_K]."""
+    params: dict = {"db": _server_path(db, "database"), "k": int(k)}
+    if not 1 <= int(k) <= SEARCH_MAX_K:
+        raise AddonError(f"the number of results must be in [1, {SEARCH_MAX_K}], got {k}")
+    text = (text or "").strip()
+    if len(text) > limits.MAX_PROMPT_CHARS:
+        raise AddonError(f"the search text has {len(text)} characters, over the {limits.MAX_PROMPT_CHARS} limit",
+                         "shorten it")
+    if text:
+        params["text"] = text
+    if category.strip():
+        params["category"] = category.strip()
+    if strokes is not None:
+        if not strokes:
+            raise AddonError("the sketch has no strokes", "draw something first")
+        params["strokes"] = [[[float(x), float(y)] for x, y in line] for line in strokes]
+    return params
+
+
+def fetch_shape_params(db: str, shape_id: int) -> dict:
+    """The `fetch_shape` job's params: a search hit's `shape_id` in that database."""
+    if int(shape_id) < 1:
+        raise AddonError(f"shape_id must be a positive integer, got {shape_id}")
+    return {"db": _server_path(db, "database"), "shape_id": int(shape_id)}

@@ -57,3 +57,6 @@ RENDER_MIN_SIZE, RENDER_MAX_SIZE = 16, 2048
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 """The first 8 bytes of every PNG; blobs declared as PNG must start with them."""
+
+SEARCH_MAX_K = 100
+"""Most results one `search` job returns (each result carries a thumbnail blob, so it fits MAX_FRAMES)."""

@@ -1,1 +1,18 @@
-"""backend.retrieve"""
+"""Shape library retrieval: index a folder of meshes, search it by text, sketch, photo or sketch + text.
+
+The product path (`atelier index` / `atelier search`, the `index`, `search` and `fetch_shape` jobs):
+- `views.py`: what the index sees of a shape: K fixed shaded views, K clean line drawings, a thumbnail
+  (`IndexViewConfig`, `render_index_views`).
+- `sketch.py`: a user's sketch (PNG of any size and mode, or stroke polylines) into a framed grey drawing.
+- `query.py`: `QueryEncoder`: queries and index images into unit embeddings with one CLIP or a TASK-former
+  checkpoint; which index vectors each query mode is compared with.
+- `vector_index.py`: FAISS indexes (exact below a size, HNSW above), shape scores = best view.
+- `database.py`: `LibraryDB`: SQLite (shapes, vectors, meta) plus the FAISS files as derived caches.
+- `indexer.py`: `index_library`: incremental, resumable indexing with a report.
+- `search.py`: `search`: top-k hits with thumbnails and an optional category filter.
+- `service.py`: what the CLI and the jobs share (choosing the encoder, open databases, a shape as GLB).
+
+TASK-former (training and evaluation):
+- `taskformer.py`: the model (sketch and text encoders fused by addition, auxiliary heads) and checkpoints.
+- `losses.py`, `data.py`, `train.py`, `evaluate.py`: its losses, world-dataset loading, training and Recall@K.
+"""

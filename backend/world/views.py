@@ -115,41 +115,54 @@ class Photo:
 
 @dataclass
 class _Drawable:
-    """Render-ready tensors of a mesh normalised to the unit sphere."""
+    """Render-ready tensors of a mesh normalised to the unit sphere (texture, vertex colours or neither)."""
 
     vertices: torch.Tensor  # [V, 3] float32
     faces: torch.Tensor  # [F, 3] int32
-    uv: torch.Tensor  # [V, 2] float32
-    texture: torch.Tensor  # [T, T, 3] float32 in [0, 1]
     normals: torch.Tensor  # [V, 3] float32
+    uv: torch.Tensor | None = None  # [V, 2] float32, with texture
+    texture: torch.Tensor | None = None  # [T, T, 3] float32 in [0, 1]
+    vertex_colors: torch.Tensor | None = None  # [V, 3] float32 in [0, 1], when there is no texture
 
     def kwargs(self) -> dict:
-        return {"vertices": self.vertices, "faces": self.faces, "uv": self.uv, "texture": self.texture,
-                "normals": self.normals}
+        out = {"vertices": self.vertices, "faces": self.faces, "normals": self.normals}
+        if self.texture is not None:
+            out.update(uv=self.uv, texture=self.texture)
+        elif self.vertex_colors is not None:
+            out["vertex_colors"] = self.vertex_colors
+        return out
 
     def placed(self, scale: float, offset: torch.Tensor, turn_deg: float) -> "_Drawable":
         """Scaled, turned about +Y and moved (a distractor in the photo's scene)."""
         a = math.radians(turn_deg)
         rot = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]],
                            dtype=torch.float32, device=self.vertices.device)
-        return _Drawable(self.vertices @ rot.T * scale + offset, self.faces, self.uv, self.texture, self.normals @ rot.T)
+        return _Drawable(self.vertices @ rot.T * scale + offset, self.faces, self.normals @ rot.T, self.uv,
+                         self.texture, self.vertex_colors)
 
 
 def _drawable(mesh: Mesh, device: torch.device | str) -> _Drawable:
+    """Any `Mesh` normalised to the unit sphere (bounding-box centre, farthest vertex at 1). Shading normals
+    come from metadata["normals"] when present (world shapes), else area-weighted vertex normals; a mesh
+    with neither texture nor vertex colours renders in the renderer's default grey."""
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     low, high = vertices.min(axis=0), vertices.max(axis=0)
     centre = 0.5 * (low + high)
-    radius = float(np.linalg.norm(vertices - centre, axis=1).max())
+    radius = max(float(np.linalg.norm(vertices - centre, axis=1).max()), 1e-12)
     normals = mesh.metadata.get("normals")
     if normals is None:
         normals = vertex_normals(mesh.vertices, mesh.faces)
-    return _Drawable(
+    drawable = _Drawable(
         vertices=torch.as_tensor(((vertices - centre) / radius).astype(np.float32), device=device),
         faces=torch.as_tensor(np.asarray(mesh.faces, dtype=np.int32), device=device),
-        uv=torch.as_tensor(np.asarray(mesh.uv, dtype=np.float32), device=device),
-        texture=torch.as_tensor(np.asarray(mesh.texture[..., :3], dtype=np.float32) / 255.0, device=device),
         normals=torch.as_tensor(np.asarray(normals, dtype=np.float32), device=device),
     )
+    if mesh.texture is not None and mesh.uv is not None:
+        drawable.uv = torch.as_tensor(np.asarray(mesh.uv, dtype=np.float32), device=device)
+        drawable.texture = torch.as_tensor(np.asarray(mesh.texture[..., :3], dtype=np.float32) / 255.0, device=device)
+    elif mesh.vertex_colors is not None:
+        drawable.vertex_colors = torch.as_tensor(np.asarray(mesh.vertex_colors[:, :3], dtype=np.float32), device=device)
+    return drawable
 
 
 def _check_shape(shape: WorldShape) -> None:
@@ -202,10 +215,27 @@ def render_views(shape: WorldShape, count: int, size: int = 64, generator: torch
     _check_shape(shape)
     _check_size(count, size)
     config = config or ViewConfig()
-    renderer = _renderer(int(size), str(torch.device(device)), config.ambient, (1.0, 1.0, 1.0))
-    cameras, lights, exposure = _cameras_and_lights(count, config, config.distance_scale, generator, renderer.device)
-    out = renderer.render(cameras=cameras, lights=lights, **_drawable(shape.mesh, renderer.device).kwargs())
+    dev = torch.device(device)
+    cameras, lights, exposure = _cameras_and_lights(count, config, config.distance_scale, generator, dev)
+    return shaded_images(shape.mesh, cameras, lights, int(size), dev, config.ambient, exposure)
+
+
+@torch.no_grad()
+def shaded_images(mesh: Mesh, cameras: Cameras, lights: torch.Tensor, size: int, device: torch.device | str = "cpu",
+                  ambient: float = 0.45, exposure: torch.Tensor | None = None) -> torch.Tensor:
+    """Shaded renders of any `Mesh` (normalised to the unit sphere) over white, from given cameras.
+
+    cameras: B cameras looking at the origin; lights: [B, 3] point-light positions; exposure: [B] brightness
+    factors applied to the object, not the background (None: 1). Returns [B, size, size, 3] float32 in
+    [0, 1] on `device`, top row first.
+    """
+    renderer = _renderer(int(size), str(torch.device(device)), ambient, (1.0, 1.0, 1.0))
+    out = renderer.render(cameras=cameras, lights=lights.to(renderer.device),
+                          **_drawable(mesh, renderer.device).kwargs())
+    if exposure is None:
+        return out.image.clamp(0, 1)
     # Exposure scales the object, not the white background.
+    exposure = exposure.to(renderer.device)
     image = out.image * (1 - out.alpha) + (out.image * exposure[:, None, None, None]).clamp(0, 1) * out.alpha
     return image.clamp(0, 1)
 
@@ -249,14 +279,28 @@ def render_sketches(shape: WorldShape, count: int, size: int = 64, generator: to
     """
     _check_shape(shape)
     _check_size(count, size)
-    config = config or SketchConfig()
     view = view or ViewConfig()
+    dev = torch.device(device)
+    cameras, _, _ = _cameras_and_lights(count, view, view.distance_scale, generator, dev)
+    return line_drawings(shape.mesh, cameras, int(size), generator, dev, config)
+
+
+@torch.no_grad()
+def line_drawings(mesh: Mesh, cameras: Cameras, size: int, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu", config: SketchConfig | None = None) -> torch.Tensor:
+    """Line drawings of any `Mesh` (normalised to the unit sphere) from given cameras, damaged as `config` says
+    (a config with no drop, jitter or thick pieces and a fixed width and ink gives clean drawings).
+
+    Returns [B, size, size] float32 in [0, 1], 1 = paper, 0 = full ink, top row first.
+    """
+    config = config or SketchConfig()
+    count = len(cameras)
     ss = max(1, int(config.supersample))
     big = int(size) * ss
-    renderer = _renderer(big, str(torch.device(device)), view.ambient, (1.0, 1.0, 1.0))
+    renderer = _renderer(big, str(torch.device(device)), 0.45, (1.0, 1.0, 1.0))
     dev = renderer.device
-    cameras, _, _ = _cameras_and_lights(count, view, view.distance_scale, generator, dev)
-    drawable = _drawable(shape.mesh, dev)
+    cameras = cameras.to(dev)
+    drawable = _drawable(mesh, dev)
     lines = render_lines(renderer, drawable.vertices, drawable.faces, cameras,
                          LineConfig(depth_jump=config.depth_jump, crease_deg=config.crease_deg, thickness=0))
     ink = lines < 0.5  # [B, S, S]
@@ -269,7 +313,11 @@ def render_sketches(shape: WorldShape, count: int, size: int = 64, generator: to
     cols = int(math.ceil(big / cell_px)) + 2
     cell = (torch.floor((ys + offset[:, 0, None, None]) / cell_px) * cols
             + torch.floor((xs + offset[:, 1, None, None]) / cell_px)).long().to(dev)
-    pieces = _connected_pieces(ink, cell, max_iterations=int(4 * cell_px))
+    damaged = tuple(config.drop_fraction) != (0.0, 0.0) or config.thick_fraction > 0
+    # Undamaged drawings keep every piece at one width: the pieces need not be found (the draws below still
+    # happen, so a generator advances the same way either way).
+    pieces = (_connected_pieces(ink, cell, max_iterations=int(4 * cell_px)) if damaged
+              else torch.zeros(ink.shape, dtype=torch.long, device=dev))
 
     # Per-piece random draws are looked up by piece label (a pixel index).
     drop = _uniform(count, config.drop_fraction, generator).to(dev)

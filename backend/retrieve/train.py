@@ -1,0 +1,389 @@
+"""Training TASK-former on (image, sketch, caption) triples of a world dataset's train split.
+
+Each step takes a batch of distinct train shapes (an epoch is a seeded permutation of them) and, per shape,
+one of its shaded views, one of its sketches (drawn independently) and its caption, which with probability
+`caption_redraw` is replaced by a paraphrase (the same labels in another caption template). Images and
+sketches get random crops and mirroring. The loss is
+
+    100 * L_e(image, sketch + text query) + 10 * L_c(class head on image, sketch, text) + 1 * L_d(caption)
+
+with L_e the symmetric InfoNCE, or with `hard_negative` the loss of Robinson et al. (`losses.py`).
+
+Everything random in a step (batch, views, captions, augmentation) is drawn from generators seeded by
+(seed, epoch) and (seed, step), and the CLIP towers keep BatchNorm in eval mode, so a run resumed from a
+checkpoint continues exactly as the uninterrupted run would (same thread count and device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.errors import InvalidInputError, JobCancelled
+from backend.models.clip import ClipModel
+from backend.models.domain import augment, torch_threads
+from backend.progress import CancelToken, ProgressFn, no_progress
+from backend.retrieve.data import RetrievalSplit, to_float
+from backend.retrieve.losses import (LossWeights, caption_loss, classification_loss, hard_negative_loss, info_nce,
+                                     total_loss)
+from backend.retrieve.taskformer import (TaskFormer, TaskFormerConfig, build_vocab, check_clip_spec,
+                                         model_from_checkpoint, read_checkpoint, save_checkpoint, set_trainable)
+from backend.world.captions import make_caption
+
+MAX_LOGIT_SCALE = 100.0
+"""Upper clamp of 1 / temperature (CLIP's)."""
+
+
+@dataclass
+class TrainConfig:
+    """How TASK-former is trained (defaults: the CPU recipe of `benchmarks/retrieval_bench.py`)."""
+
+    steps: int = 240
+    """Optimiser steps (fixed, not timed: the result does not depend on the machine's speed)."""
+    batch: int = 64
+    """Shapes per step (distinct; capped at the number of train shapes). Each brings one triple."""
+    lr: float = 1e-4
+    """Peak AdamW learning rate of the CLIP towers' trained layers and the temperature."""
+    head_lr: float = 1e-3
+    """Peak AdamW learning rate of the new modules (classification head, caption decoder)."""
+    weight_decay: float = 0.05
+    """AdamW weight decay on weight matrices and convolutions (not gains, biases, embeddings, temperature)."""
+    warmup: int = 20
+    """Linear warm-up steps; then a cosine decay to `min_lr_fraction` of the peak."""
+    min_lr_fraction: float = 0.1
+    """Where the cosine schedule ends, relative to the peak."""
+    train_layers: int = 1
+    """Last blocks of each CLIP tower that are trained (ResNet stages or transformer blocks), with the towers'
+    output projections; 0: projections only; -1: everything. CPU budget: the last stage of the domain CLIP's
+    ResNet runs on 2x2 maps and is cheap, the early stages are where the time goes."""
+    share_image_tower: bool = False
+    """Encode sketches with the image tower (default: a separate copy of it, `TaskFormerConfig`)."""
+    hard_negative: bool = False
+    """Use the hard-negative contrastive loss (Robinson et al. 2021) as the embedding loss instead of InfoNCE."""
+    beta: float = 1.0
+    """Hard-negative concentration (0: uniform weights over negatives)."""
+    tau_plus: float = 0.1
+    """Hard-negative class prior: expected share of false negatives in a batch (0: no debiasing)."""
+    weights: LossWeights = field(default_factory=LossWeights)
+    """Embedding : classification : caption loss weights (100 : 10 : 1)."""
+    caption_redraw: float = 0.5
+    """Probability that a training caption is a paraphrase of the manifest caption (same labels, another
+    template) rather than the caption itself."""
+    crop_scale: tuple[float, float] = (0.8, 1.05)
+    """Augmentation of images and sketches: side of the random square crop relative to the image (above 1:
+    zoom out over white); (1, 1) with `flip=False` turns augmentation off."""
+    flip: bool = True
+    """Augmentation: mirror half of the images and sketches left-right (no caption names a side)."""
+    decoder_layers: int = 2
+    """Caption decoder blocks (`TaskFormerConfig.decoder_layers`)."""
+    decoder_width: int = 128
+    """Caption decoder width (`TaskFormerConfig.decoder_width`)."""
+    checkpoint_every: int = 0
+    """Write the checkpoint every this many steps (0: only at the end and when cancelled)."""
+    seed: int = 0
+    """Seed of the heads' initialisation, batch order, view and caption choice and augmentation."""
+    threads: int | None = None
+    """Torch CPU threads while training (None: leave the process setting). Results are reproducible for a
+    fixed count."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, dict):
+            self.weights = LossWeights(**self.weights)
+        self.crop_scale = tuple(float(v) for v in self.crop_scale)  # type: ignore[assignment]
+        for name, low in (("steps", 1), ("batch", 2), ("warmup", 0), ("checkpoint_every", 0), ("seed", 0),
+                          ("decoder_layers", 1), ("decoder_width", 8)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= {low}, got {value!r}")
+        for name in ("lr", "head_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < 1):
+                raise ValueError(f"TrainConfig.{name} must be in (0, 1), got {value!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0 < self.min_lr_fraction <= 1:
+            raise ValueError(f"TrainConfig.min_lr_fraction must be in (0, 1], got {self.min_lr_fraction}")
+        if not isinstance(self.train_layers, int) or self.train_layers < -1:
+            raise ValueError(f"TrainConfig.train_layers must be an integer >= -1, got {self.train_layers!r}")
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"TrainConfig.beta must be a finite number >= 0, got {self.beta!r}")
+        if not (isinstance(self.tau_plus, (int, float)) and 0 <= self.tau_plus < 1):
+            raise ValueError(f"TrainConfig.tau_plus must be in [0, 1), got {self.tau_plus!r}")
+        if not 0 <= self.caption_redraw <= 1:
+            raise ValueError(f"TrainConfig.caption_redraw must be in [0, 1], got {self.caption_redraw}")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1]:
+            raise ValueError(f"TrainConfig.crop_scale must be (low, high) with 0 < low <= high, got {self.crop_scale}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"TrainConfig.threads must be None or an integer >= 1, got {self.threads!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainConfig":
+        """A TrainConfig from `to_dict` output (a checkpoint's "train" entry); unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}")
+        return cls(**raw)
+
+
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "threads")
+"""TrainConfig fields a resumed run may change; any other change would not continue the same run."""
+
+
+@dataclass
+class TrainResult:
+    """A finished (or resumed and finished) run."""
+
+    model: TaskFormer
+    """The trained model, in eval mode."""
+    losses: list[dict[str, float]]
+    """Per step from the run's start (resumed runs include the steps before the checkpoint): "loss",
+    "embedding", "classification", "caption"."""
+    steps: int
+    """Steps done in all (== config.steps)."""
+    start_step: int
+    """The step this call began at (0, or the checkpoint's step when resumed)."""
+    seconds: float
+    """Wall time of this call's steps."""
+    trainable: int
+    """Trained parameters."""
+    parameters: int
+    """All parameters."""
+    config: TrainConfig
+    """The recipe."""
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def batch_shapes(step: int, shapes: int, batch: int, seed: int) -> torch.Tensor:
+    """[batch] int64 distinct shape indices of `step`: epochs are seeded permutations, cut into full batches."""
+    batch = min(batch, shapes)
+    per_epoch = shapes // batch
+    epoch, slot = divmod(step, per_epoch)
+    order = torch.randperm(shapes, generator=torch.Generator().manual_seed(_seed(seed, 1, epoch)))
+    return order[slot * batch:(slot + 1) * batch]
+
+
+def paraphrase(labels: dict, rng: np.random.Generator) -> str:
+    """A caption of the same labels as the manifest's (every label mentioned), in a template drawn from rng."""
+    return make_caption(labels["category"], labels["colour"], labels["pattern"], labels["attributes"], rng)
+
+
+def make_batch(data: RetrievalSplit, step: int, config: TrainConfig) -> dict[str, Any]:
+    """The training batch of `step`: {"shapes" [B], "images" [B,3,H,W], "sketches" [B,3,H,W] float in [0, 1],
+    "captions" (B strings), "categories" [B]}; a function of (data, step, config) only."""
+    shapes = batch_shapes(step, len(data), config.batch, config.seed)
+    generator = torch.Generator().manual_seed(_seed(config.seed, 2, step))
+    views = torch.randint(0, data.views.shape[1], (len(shapes),), generator=generator)
+    sketch_ids = torch.randint(0, data.sketches.shape[1], (len(shapes),), generator=generator)
+    images = to_float(data.views[shapes, views])
+    sketches = to_float(data.sketches[shapes, sketch_ids])
+    if config.flip or config.crop_scale != (1.0, 1.0):
+        images = augment(images, generator, config.crop_scale, config.flip)
+        sketches = augment(sketches, generator, config.crop_scale, config.flip)
+    rng = np.random.default_rng(_seed(config.seed, 3, step))
+    captions = []
+    for s in shapes.tolist():
+        redraw = rng.random() < config.caption_redraw
+        labelled = bool(data.labels[s].get("colour"))
+        captions.append(paraphrase(data.labels[s], rng) if redraw and labelled else data.captions[s])
+    return {"shapes": shapes, "images": images, "sketches": sketches, "captions": captions,
+            "categories": data.categories[shapes]}
+
+
+def decoder_vocab(data: RetrievalSplit, tokenizer, paraphrases: int = 4) -> tuple[int, ...]:
+    """The caption decoder's vocabulary: BPE tokens of the split's captions and of `paraphrases` seeded
+    paraphrases per shape (so paraphrase templates' words are in it); anything else decodes as <unk>."""
+    rng = np.random.default_rng(0)
+    texts = list(data.captions)
+    for labels in data.labels:
+        if labels.get("colour"):
+            texts.extend(paraphrase(labels, rng) for _ in range(paraphrases))
+    return build_vocab(tokenizer(texts), int(tokenizer.eot_token_id))
+
+
+# ---------------------------------------------------------------------------------------------- optimiser
+
+
+def _param_groups(model: TaskFormer, config: TrainConfig) -> list[dict]:
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        new = name.startswith(("classifier.", "decoder."))
+        no_decay = param.ndim < 2 or "embed" in name or "logit_scale" in name or "positions" in name
+        groups.setdefault((new, no_decay), []).append(param)
+    peak = {True: config.head_lr, False: config.lr}
+    return [{"params": params, "lr": peak[new], "peak_lr": peak[new],
+             "weight_decay": 0.0 if no_decay else config.weight_decay}
+            for (new, no_decay), params in sorted(groups.items())]
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Learning rate at `step` relative to the peak: linear warm-up, then cosine to `min_lr_fraction`."""
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    t = (step - config.warmup) / max(1, config.steps - config.warmup)
+    low = config.min_lr_fraction
+    return low + 0.5 * (1 - low) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def _check_resume(recorded: dict | None, config: TrainConfig, path: Path) -> None:
+    if recorded is None:
+        raise InvalidInputError(f"{path} records no training recipe, so it cannot be resumed",
+                                hint="start a new run with --init to fine-tune from it")
+    mine = config.to_dict()
+    theirs = TrainConfig.from_dict(recorded).to_dict()
+    changed = sorted(k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs[k])
+    if changed:
+        raise InvalidInputError(f"resuming {path} with a different recipe ({', '.join(changed)} changed)",
+                                hint="resume with the checkpoint's settings (only --steps may change), "
+                                     "or start a new run with --init")
+
+
+def build_model(clip: ClipModel, data: RetrievalSplit, config: TrainConfig) -> TaskFormer:
+    """A fresh TaskFormer on `clip` for `data`'s classes and captions; heads initialised from `config.seed`."""
+    model_config = TaskFormerConfig(class_names=data.class_names, decoder_vocab=decoder_vocab(data, clip.tokenizer),
+                                    share_image_tower=config.share_image_tower, decoder_layers=config.decoder_layers,
+                                    decoder_width=config.decoder_width)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return TaskFormer(clip, model_config)
+
+
+def train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None = None, *, out: str | Path | None = None,
+          resume: str | Path | None = None, init: str | Path | None = None, device: str | torch.device = "cpu",
+          progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> TrainResult:
+    """Trains TASK-former on `data` (a train split from `load_split`).
+
+    Start from exactly one of: `clip` (a fresh TaskFormer on it), `init` (a TASK-former checkpoint's weights,
+    fine-tuned as a new run: fresh optimiser, step 0), or `resume` (a checkpoint of this run: weights,
+    optimiser state and step; `config` may change only `RESUMABLE_CHANGES`). `out`: the checkpoint written at
+    the end, every `config.checkpoint_every` steps, and when cancelled (then JobCancelled is raised after it
+    is written). Calls progress(step, steps, loss=..., embedding=..., classification=..., caption=..., lr=...)
+    after every step and checks `cancel` before each.
+    """
+    if sum(x is not None for x in (clip, init, resume)) != 1:
+        raise ValueError("train() starts from exactly one of clip, init and resume")
+    if len(data) < 2:
+        raise InvalidInputError(f"training needs at least 2 train shapes, the split has {len(data)}",
+                                hint="write a dataset with more shapes")
+    context = torch_threads(config.threads) if config.threads else contextlib.nullcontext()
+    with context:
+        return _train(data, config, clip, out, resume, init, torch.device(device), progress, cancel)
+
+
+def _train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None, out, resume, init,
+           device: torch.device, progress: ProgressFn, cancel: CancelToken | None) -> TrainResult:
+    history: list[dict[str, float]] = []
+    start = 0
+    optimizer_state = None
+    if clip is not None:
+        model = build_model(clip, data, config)
+    else:
+        path = Path(resume if resume is not None else init)
+        ckpt = read_checkpoint(path)
+        model = model_from_checkpoint(ckpt, source=str(path))
+        if tuple(model.config.class_names) != tuple(data.class_names):
+            raise InvalidInputError(f"{path} classifies {list(model.config.class_names)}, the data has "
+                                    f"{list(data.class_names)}", hint="train a new model on this dataset")
+        if model.config.share_image_tower != config.share_image_tower:
+            config = replace(config, share_image_tower=model.config.share_image_tower)
+        if resume is not None:
+            _check_resume(ckpt.get("train"), config, path)
+            start = int(ckpt["step"])
+            optimizer_state = ckpt.get("optimizer")
+            history = list((ckpt.get("extra") or {}).get("history", []))[:start]
+            if start > config.steps:
+                raise InvalidInputError(f"{path} is at step {start}, past --steps {config.steps}",
+                                        hint=f"pass --steps above {start} to train further")
+    model = model.to(device)
+    set_trainable(model, config.train_layers)
+    optimizer = torch.optim.AdamW(_param_groups(model, config), betas=(0.9, 0.98), eps=1e-6)
+    if optimizer_state is not None:
+        try:
+            optimizer.load_state_dict(optimizer_state)
+        except (ValueError, KeyError) as exc:
+            raise InvalidInputError(f"the optimiser state in {resume} does not fit this model: {exc}",
+                                    hint="resume with the settings the run was started with") from exc
+    model.train()
+
+    def save(step: int) -> None:
+        if out is not None:
+            save_checkpoint(out, model, optimizer, step, config.to_dict(), extra={"history": history})
+
+    started = time.perf_counter()
+    weights = config.weights
+    for step in range(start, config.steps):
+        if cancel is not None and cancel.cancelled:
+            save(step)
+            raise JobCancelled()
+        factor = lr_factor(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * factor
+        batch = make_batch(data, step, config)
+        tokens = model.tokenize(batch["captions"])
+        result = model(batch["images"].to(device), batch["sketches"].to(device), tokens)
+        scale = model.logit_scale
+        if config.hard_negative:
+            embedding = hard_negative_loss(result["image"], result["query"], scale, config.beta, config.tau_plus)
+        else:
+            embedding = info_nce(result["image"], result["query"], scale)
+        classification = classification_loss(result["class_logits"], batch["categories"].to(device))
+        caption = caption_loss(result["caption_logits"], result["caption_targets"])
+        loss = total_loss(embedding, classification, caption, weights)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"the TASK-former loss became {loss.item()} at step {step}; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.clip_model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+        record = {"loss": loss.item(), "embedding": embedding.item(), "classification": classification.item(),
+                  "caption": caption.item()}
+        history.append(record)
+        progress(step + 1, config.steps, **record, lr=optimizer.param_groups[0]["lr"])
+        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            save(step + 1)
+    seconds = time.perf_counter() - started
+    save(config.steps)
+    model.eval()
+    return TrainResult(model=model, losses=history, steps=config.steps, start_step=start, seconds=seconds,
+                       trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                       parameters=sum(p.numel() for p in model.parameters()), config=config)
+
+
+def resume_config(path: str | Path, **changes: Any) -> TrainConfig:
+    """The TrainConfig recorded in a checkpoint, with `changes` (only `RESUMABLE_CHANGES`) applied."""
+    ckpt = read_checkpoint(path)
+    if ckpt.get("train") is None:
+        raise InvalidInputError(f"{path} records no training recipe, so it cannot be resumed",
+                                hint="start a new run with --init to fine-tune from it")
+    bad = sorted(set(changes) - set(RESUMABLE_CHANGES))
+    if bad:
+        raise InvalidInputError(f"a resumed run cannot change {', '.join(bad)}",
+                                hint="resume with the checkpoint's settings, or start a new run with --init")
+    return replace(TrainConfig.from_dict(ckpt["train"]), **changes)
+
+
+def clip_spec_for(path: str | Path, requested: str | None) -> str:
+    """The CLIP spec of a TASK-former checkpoint, checked against --clip (`check_clip_spec`)."""
+    return check_clip_spec(str(read_checkpoint(path)["clip"]["spec"]), requested, f"the checkpoint {path}")

@@ -1,0 +1,53 @@
+"""The `index` job: index (or update) a shape library database from a folder of meshes on the server.
+
+params: library: str (required): the mesh folder, a path on the server; db: str (required): the database
+        folder on the server (created when missing); clip: CLIP spec (default: the database's recorded one,
+        else "ViT-B-32:openai"); checkpoint: a TASK-former checkpoint path on the server (optional);
+        views: int in [1, 24] (default 6; an existing database keeps its own); rehash: bool (default false).
+progress: stage "index", after each file that needed work: shapes_per_s.
+result: fields shapes, files, indexed, skipped, removed, moved, failed ([{"path", "reason"}], paths relative
+        to the library), warnings, seconds, shapes_per_s, clip, encoder, views.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from backend.server.context import JobContext, JobOutput
+from backend.server.params import bool_param, check_known, int_param, str_param
+
+PARAMS = ("library", "db", "clip", "checkpoint", "views", "rehash")
+
+
+def run(ctx: JobContext) -> JobOutput:
+    from backend.retrieve.database import LibraryDB, db_exists
+    from backend.retrieve.indexer import IndexConfig, index_library
+    from backend.retrieve.service import close_cached, load_encoder
+    from backend.retrieve.views import MAX_VIEWS, MIN_VIEWS, IndexViewConfig
+
+    check_known(ctx.params, PARAMS, "index")
+    library = str_param(ctx.params, "library", None)
+    db_dir = str_param(ctx.params, "db", None)
+    clip = ctx.params.get("clip") and str_param(ctx.params, "clip", None)
+    checkpoint = ctx.params.get("checkpoint") and str_param(ctx.params, "checkpoint", None)
+    views_count = int_param(ctx.params, "views", MIN_VIEWS, MAX_VIEWS, default=0) or None
+    rehash = bool_param(ctx.params, "rehash", False)
+
+    views, recorded_clip = IndexViewConfig(views=views_count or 6), None
+    if db_exists(db_dir):
+        with LibraryDB.open(db_dir) as db:
+            recorded_clip = db.clip_spec
+            recorded = IndexViewConfig.from_json(db.views_json)
+            views = recorded if views_count is None else dataclasses.replace(recorded, views=views_count)
+    ctx.progress(0, 1, stage="load")
+    encoder = load_encoder(clip or recorded_clip, checkpoint, ctx.device)
+
+    def progress(step: int, total: int, **metrics: float) -> None:
+        ctx.progress(step, total, stage="index", **metrics)
+
+    close_cached()  # searches reopen the database afresh after it changed
+    report = index_library(library, db_dir, encoder, IndexConfig(views=views, rehash=rehash), progress=progress,
+                           cancel=ctx.cancel, device=ctx.device)
+    fields = report.as_dict()
+    fields.update(clip=encoder.spec, encoder=encoder.encoder_id, views=views.views)
+    return JobOutput(fields=fields)

@@ -1,0 +1,76 @@
+"""The `search` job: the top k shapes of a library database for a text, sketch, photo, or sketch + text.
+
+params: db: str (required): the database folder on the server; text: str (1-500 characters); k: int in
+        [1, 100] (default 10); category: str (only shapes of it); mode: "text" | "sketch" | "photo" |
+        "sketch+text" (optional: checked against what the query holds); strokes: the sketch as polylines
+        [[[x, y], ...], ...] in [0, 1]² (y down), instead of a sketch blob; clip: CLIP spec (default: the
+        database's); checkpoint: a TASK-former checkpoint path on the server (the one the database was
+        indexed with).
+blobs:  "sketch": an encoded drawing (PNG, dark strokes on white, any size); "photo": an encoded photo.
+result: fields {"hits": [{"shape_id", "path", "name", "category", "score", "thumbnail": blob name}], "mode",
+        "clip", "k"}, best first; blobs "thumb_000", "thumb_001", ...: PNG thumbnails (128 px) of the hits.
+        `path` is relative to the library folder; fetch the mesh itself with the `fetch_shape` job.
+"""
+
+from __future__ import annotations
+
+from backend.errors import InvalidInputError
+from backend.server.context import JobContext, JobOutput
+from backend.server.hooks import register_release_hook
+from backend.server.params import check_known, int_param, str_param
+
+PARAMS = ("db", "text", "k", "category", "mode", "strokes", "clip", "checkpoint")
+BLOBS = ("sketch", "photo")
+
+
+def _close_databases() -> None:
+    from backend.retrieve.service import close_cached
+
+    close_cached()
+
+
+# `release` also closes the databases searches keep open (and their FAISS indexes in memory).
+register_release_hook("retrieve.databases", _close_databases)
+
+
+def run(ctx: JobContext) -> JobOutput:
+    from backend.retrieve.query import MODES, query_mode
+    from backend.retrieve.search import MAX_K, search
+    from backend.retrieve.service import load_encoder, open_cached
+
+    check_known(ctx.params, PARAMS, "search")
+    unknown = sorted(set(ctx.blobs) - set(BLOBS))
+    if unknown:
+        raise InvalidInputError(f"the search job takes no blob {unknown[0]!r}",
+                                hint="send the drawing as blob 'sketch' or the photo as blob 'photo'")
+    db_dir = str_param(ctx.params, "db", None)
+    k = int_param(ctx.params, "k", 1, MAX_K, default=10)
+    text = ctx.params.get("text")
+    if text is not None and not isinstance(text, str):
+        raise InvalidInputError(f"param 'text' must be a string, got {text!r:.40}")
+    category = ctx.params.get("category")
+    mode = str_param(ctx.params, "mode", "", MODES + ("",)) or None
+    clip = ctx.params.get("clip") and str_param(ctx.params, "clip", None)
+    checkpoint = ctx.params.get("checkpoint") and str_param(ctx.params, "checkpoint", None)
+    sketch = ctx.blobs.get("sketch")
+    if "strokes" in ctx.params:
+        if sketch is not None:
+            raise InvalidInputError("the search job got both a sketch blob and strokes",
+                                    hint="send one drawing: the PNG or the polylines")
+        sketch = ctx.params["strokes"]
+        if not isinstance(sketch, list):
+            raise InvalidInputError("param 'strokes' must be a list of polylines [[[x, y], ...], ...]")
+    photo = ctx.blobs.get("photo")
+    query_mode(text, sketch, photo)  # an empty or mixed-up query fails before anything loads
+
+    db = open_cached(db_dir)
+    ctx.progress(0, 1, stage="load")
+    encoder = load_encoder(clip, checkpoint, ctx.device, db=db)
+    hits = search(db, encoder, text=text, sketch=sketch, photo=photo, k=k, category=category, mode=mode)
+    fields, blobs = [], {}
+    for rank, hit in enumerate(hits):
+        name = f"thumb_{rank:03d}"
+        blobs[name] = hit.thumbnail
+        fields.append({**hit.as_dict(), "thumbnail": name})
+    found = query_mode(text, sketch, photo)
+    return JobOutput(fields={"hits": fields, "mode": found, "clip": encoder.spec, "k": k}, blobs=blobs)

@@ -1,0 +1,204 @@
+"""TASK-former on the procedural world: does sketch + text beat sketch alone and text alone at R@1?
+
+    python benchmarks/retrieval_bench.py [--shapes 400] [--seeds 0 1 2] [--steps N] [--threads 1]
+                                         [--hard-negative] [--report benchmarks/results/retrieval_bench.json]
+
+1. Data: a world dataset (`write_dataset`: 400 shapes, seed 7, 64 px, 4 shaded views, 4 sketches and 2 photos
+   per shape, test split 20% of each category by shape), written once and cached under
+   `$ATELIER_HOME/cache/retrieval_bench/`. Its shapes are not the domain CLIP's training shapes (other seeds).
+2. Protocol: `backend.retrieve.evaluate` (fixed in its docstring before any measurement): gallery = the test
+   shapes, each the mean of its views' embeddings; queries = each test shape's sketches, its caption, each
+   sketch with the caption, its photos; Recall@1/5/10; chance = K / gallery size.
+3. Baseline: the domain CLIP zero-shot (sketches through its image tower, feature addition, no training).
+4. TASK-former: trained from the domain CLIP on the train split with the default `TrainConfig` (InfoNCE,
+   losses 100 : 10 : 1), one run per seed; each run is timed (the target: under 5 CPU minutes).
+   `--hard-negative` adds the same recipe with the hard-negative loss (Robinson et al.) per seed.
+Prints the table (mode x R@1/5/10: chance, zero-shot, trained mean +- std over seeds) and the answer as
+measured; writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import platform
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from backend.models import load_clip
+from backend.models.store import atelier_home
+from backend.retrieve.data import load_split
+from backend.retrieve.evaluate import KS, MODES, ZeroShot, evaluate
+from backend.retrieve.train import TrainConfig, train
+from backend.world.dataset import MANIFEST, write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = {"shapes": 400, "seed": 7, "size": 64, "views": 4, "sketches": 4, "photos": 2, "test_fraction": 0.2}
+"""The benchmark's world dataset (fixed with the protocol, before the first measurement)."""
+BUDGET_S = 300.0
+"""Each training run must finish within this (5 CPU minutes)."""
+
+
+def _sources_digest() -> str:
+    digest = hashlib.sha256()
+    for folder in ("world", "render", "geometry"):
+        for path in sorted((ROOT / "backend" / folder).glob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def dataset(shapes: int, root: Path | None) -> tuple[Path, float, bool]:
+    """(folder, seconds spent writing, whether it was cached) of the benchmark's world dataset."""
+    spec = {**DATA, "shapes": shapes, "sources": _sources_digest()}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    folder = root or atelier_home() / "cache" / "retrieval_bench" / f"world_{key}"
+    stamp = folder / "bench_key.json"
+    if (folder / MANIFEST).is_file() and stamp.is_file() and json.loads(stamp.read_text()) == spec:
+        return folder, 0.0, True
+    started = time.perf_counter()
+    write_dataset(folder, shapes, seed=DATA["seed"], views=DATA["views"], size=DATA["size"],
+                  sketches=DATA["sketches"], photos=DATA["photos"], test_fraction=DATA["test_fraction"],
+                  overwrite=True)
+    stamp.write_text(json.dumps(spec, sort_keys=True))
+    return folder, time.perf_counter() - started, False
+
+
+def summarise(runs: list[dict]) -> dict:
+    """mode -> rK -> {"mean", "std" (sample, over seeds), "min", "max", "runs"}."""
+    out: dict = {}
+    for mode in runs[0]:
+        out[mode] = {}
+        for k in runs[0][mode]:
+            values = [r[mode][k] for r in runs]
+            out[mode][k] = {"mean": statistics.fmean(values),
+                            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                            "min": min(values), "max": max(values), "runs": values}
+    return out
+
+
+def beats(recall: dict) -> bool:
+    """Sketch + text R@1 strictly above both sketch only and text only."""
+    return recall["sketch+text"]["r1"] > max(recall["sketch"]["r1"], recall["text"]["r1"])
+
+
+def label_uniqueness(data) -> float:
+    """Share of gallery shapes whose full label set (category, colour, pattern, attributes) no other has: the
+    share a caption naming every label can single out."""
+    keys = [(l["category"], l["colour"], l["pattern"], tuple(sorted(l["attributes"].items()))) for l in data.labels]
+    counts = collections.Counter(keys)
+    return sum(counts[k] == 1 for k in keys) / len(keys)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", type=int, default=DATA["shapes"], help="world shapes (20%% become the test split)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    parser.add_argument("--steps", type=int, default=None, help="override TrainConfig.steps")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--hard-negative", action="store_true", help="also train with the hard-negative loss")
+    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: the cache)")
+    parser.add_argument("--report", default=str(ROOT / "benchmarks" / "results" / "retrieval_bench.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+
+    folder, write_seconds, cached = dataset(args.shapes, args.data)
+    train_split, test_split = load_split(folder, "train"), load_split(folder, "test")
+    print(f"retrieval_bench: world {folder} ({'cached' if cached else f'written in {write_seconds:.1f} s'}): "
+          f"{len(train_split)} train / {len(test_split)} test shapes, {DATA['size']} px; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s)", flush=True)
+    clip = load_clip("domain")
+
+    t0 = time.perf_counter()
+    zero = evaluate(ZeroShot(clip), test_split)
+    eval_seconds = time.perf_counter() - t0
+    print(f"zero-shot evaluated in {eval_seconds:.1f} s: gallery {zero.gallery}, queries {zero.queries}", flush=True)
+
+    base = TrainConfig(threads=args.threads)
+    if args.steps is not None:
+        base = replace(base, steps=args.steps)
+    variants = {"taskformer": base}
+    if args.hard_negative:
+        variants["taskformer+hcl"] = replace(base, hard_negative=True)
+    trained: dict[str, dict] = {}
+    for name, config in variants.items():
+        runs = []
+        for seed in args.seeds:
+            result = train(train_split, replace(config, seed=seed), clip)
+            evaluation = evaluate(result.model, test_split)
+            runs.append({"seed": seed, "seconds": round(result.seconds, 1),
+                         "seconds_per_step": round(result.seconds / result.steps, 4),
+                         "under_budget": result.seconds < BUDGET_S, "loss_first": result.losses[0],
+                         "loss_last": result.losses[-1], "recall": evaluation.recall,
+                         "mean_rank": evaluation.mean_rank, "sketch_text_beats_both_r1": beats(evaluation.recall)})
+            r = evaluation.recall
+            print(f"{name} seed {seed}: {result.seconds:.1f} s ({result.steps} steps); R@1 sketch "
+                  f"{r['sketch']['r1']:.3f} text {r['text']['r1']:.3f} sketch+text {r['sketch+text']['r1']:.3f} "
+                  f"photo {r['photo']['r1']:.3f}", flush=True)
+        trained[name] = {"config": config.to_dict(), "trainable": result.trainable, "parameters": result.parameters,
+                         "runs": runs, "recall": summarise([run["recall"] for run in runs])}
+
+    # ----- the table
+    ks = [f"r{k}" for k in KS]
+    header = f"{'mode':<12} {'':<15}" + "".join(f" {'R@' + k[1:]:>15}" for k in ks)
+    lines = [header, "-" * len(header)]
+    for mode in MODES:
+        lines.append(f"{mode:<12} {'chance':<15}" + "".join(f" {zero.chance[k]:>15.3f}" for k in ks))
+        lines.append(f"{'':<12} {'zero-shot':<15}" + "".join(f" {zero.recall[mode][k]:>15.3f}" for k in ks))
+        for name, block in trained.items():
+            cells = [f"{block['recall'][mode][k]['mean']:.3f} ± {block['recall'][mode][k]['std']:.3f}" for k in ks]
+            lines.append(f"{'':<12} {name:<15}" + "".join(f" {c:>15}" for c in cells))
+    print()
+    print(f"Recall@K on {zero.gallery} test shapes (trained: mean ± std over seeds {args.seeds})")
+    print("\n".join(lines))
+
+    # ----- the answer, as measured
+    answers = {"zero-shot": {"beats_both_r1": beats(zero.recall),
+                             "r1": {m: zero.recall[m]["r1"] for m in ("sketch", "text", "sketch+text")}}}
+    for name, block in trained.items():
+        means = {m: block["recall"][m]["r1"]["mean"] for m in ("sketch", "text", "sketch+text")}
+        wins = sum(run["sketch_text_beats_both_r1"] for run in block["runs"])
+        answers[name] = {"beats_both_r1_mean": means["sketch+text"] > max(means["sketch"], means["text"]),
+                         "seeds_where_it_beats_both": wins, "seeds": len(block["runs"]), "r1_mean": means}
+    print()
+    print("Does sketch + text beat both sketch only and text only at R@1?")
+    z = answers["zero-shot"]["r1"]
+    print(f"  zero-shot: {'yes' if answers['zero-shot']['beats_both_r1'] else 'no'} "
+          f"(sketch+text {z['sketch+text']:.3f}, text {z['text']:.3f}, sketch {z['sketch']:.3f})")
+    for name in trained:
+        a = answers[name]
+        m = a["r1_mean"]
+        print(f"  {name}: {'yes' if a['beats_both_r1_mean'] else 'no'} on the mean over seeds "
+              f"(sketch+text {m['sketch+text']:.3f}, text {m['text']:.3f}, sketch {m['sketch']:.3f}); "
+              f"in {a['seeds_where_it_beats_both']} of {a['seeds']} seeds")
+    unique = label_uniqueness(test_split)
+    print(f"  context: {unique:.0%} of the test shapes have a label set no other test shape has, and a manifest "
+          f"caption names every label")
+    slowest = max(run["seconds"] for block in trained.values() for run in block["runs"])
+    print(f"  slowest training run: {slowest:.1f} s (budget {BUDGET_S:.0f} s)")
+
+    report = {
+        "command": "retrieval_bench", "seconds": round(time.perf_counter() - started, 1), "device": "cpu",
+        "renderer": "torch", "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "data": {**DATA, "shapes": args.shapes, "folder": str(folder),
+                                                     "write_seconds": round(write_seconds, 1), "cached": cached},
+        "protocol": "backend/retrieve/evaluate.py module docstring", "gallery": zero.gallery,
+        "queries": zero.queries, "chance": zero.chance, "clip": clip.spec,
+        "zero_shot": {"recall": zero.recall, "mean_rank": zero.mean_rank, "eval_seconds": round(eval_seconds, 1)},
+        "trained": trained, "answer": answers, "test_label_sets_unique": unique,
+        "slowest_training_seconds": slowest, "budget_seconds": BUDGET_S,
+    }
+    path = Path(args.report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""`atelier index` and `atelier search` end to end on the tiny CLIP (plumbing): reports, the JSON results with
+thumbnails, sketches as images or strokes, and bad input as one readable line with exit 2."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.cli import main
+from backend.world.dataset import write_dataset
+
+pytestmark = pytest.mark.timeout(180)
+SHAPES = 5
+TINY = ["--clip", "tiny", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """A 5-shape world library indexed once with `atelier index` (and its report)."""
+    root = tmp_path_factory.mktemp("cli-retrieve")
+    write_dataset(root / "world", SHAPES, seed=4, views=0, sketches=0, photos=0)
+    library, db, report = root / "world" / "library", root / "db", root / "index.json"
+    assert main(["index", str(library), "--db", str(db), "--views", "2", *TINY, "--report", str(report)]) == 0
+    return library, db, json.loads(report.read_text())
+
+
+def _search(capsys, *argv) -> dict:
+    capsys.readouterr()
+    assert main(["search", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_index_writes_the_report(indexed, capsys):
+    library, db, report = indexed
+    for key in ("command", "seconds", "device", "renderer", "shapes", "indexed", "skipped", "failed", "shapes_per_s"):
+        assert key in report, key
+    assert report["command"] == "index" and report["renderer"] == "torch" and report["clip"] == "tiny"
+    assert (report["shapes"], report["indexed"], report["skipped"], report["failed"]) == (SHAPES, SHAPES, 0, [])
+    assert main(["index", str(library), "--db", str(db), "--device", "cpu"]) == 0  # the recorded CLIP is the default
+    out = capsys.readouterr().out
+    assert f"{SHAPES} shapes" in out and f"0 indexed, {SHAPES} skipped" in out
+
+
+def test_search_prints_results_with_base64_thumbnails(indexed, capsys):
+    library, db, _ = indexed
+    results = _search(capsys, "--db", str(db), "--text", "a red chair", "-k", "3", "--device", "cpu")["results"]
+    assert len(results) == 3
+    for r in results:
+        assert {"path", "name", "score", "thumbnail"} <= set(r)
+        assert Path(r["path"]).is_file() and Path(r["path"]).parent == library.resolve()
+        assert Image.open(io.BytesIO(base64.b64decode(r["thumbnail"]))).format == "PNG"
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+
+
+def test_search_by_sketch_strokes_image_and_category(indexed, capsys, tmp_path):
+    _, db, _ = indexed
+    page = np.full((90, 60, 3), 255, np.uint8)
+    page[10:80, 28:32] = 0
+    Image.fromarray(page).save(tmp_path / "sketch.png")
+    (tmp_path / "strokes.json").write_text(json.dumps([[[0.5, 0.1], [0.5, 0.9]]]))
+    base = ["--db", str(db), "-k", "2", "--device", "cpu"]
+    for extra in (["--sketch", str(tmp_path / "sketch.png")], ["--strokes", str(tmp_path / "strokes.json")],
+                  ["--image", str(tmp_path / "sketch.png")],
+                  ["--sketch", str(tmp_path / "sketch.png"), "--text", "a green vase"]):
+        assert len(_search(capsys, *base, *extra)["results"]) == 2
+    category = _search(capsys, *base, "--text", "x")["results"][0]["category"]
+    results = _search(capsys, *base, "--text", "x", "-k", "10", "--category", category)["results"]
+    assert results and {r["category"] for r in results} == {category}
+
+
+def test_thumbnails_can_be_written_as_files(indexed, capsys, tmp_path):
+    _, db, _ = indexed
+    report = tmp_path / "r.json"
+    results = _search(capsys, "--db", str(db), "--text", "a lamp", "-k", "2", "--thumbnails", str(tmp_path / "t"),
+                      "--device", "cpu", "--report", str(report))["results"]
+    for rank, r in enumerate(results):
+        assert Path(r["thumbnail"]).is_file() and Path(r["thumbnail"]).name.startswith(f"{rank:03d}_")
+    data = json.loads(report.read_text())
+    assert data["command"] == "search" and len(data["results"]) == 2 and data["clip"] == "tiny"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["search", "--db", "{missing}", "--text", "a chair"], "atelier index"),
+    (["search", "--db", "{db}", "--text", "a chair", "-k", "0"], "k must be"),
+    (["search", "--db", "{db}", "--text", "a chair", "-k", "-2"], "k must be"),
+    (["search", "--db", "{db}", "--text", ""], "text query is empty"),
+    (["search", "--db", "{db}"], "the query is empty"),
+    (["search", "--db", "{db}", "--sketch", "{blank}"], "blank"),
+    (["search", "--db", "{db}", "--sketch", "{missing}"], "does not exist"),
+    (["search", "--db", "{db}", "--strokes", "{blank}"], "cannot read the strokes file"),
+    (["search", "--db", "{db}", "--sketch", "{blank}", "--strokes", "{blank}"], "not both"),
+    (["search", "--db", "{db}", "--text", "x", "--clip", "tiny-rn"], "indexed with CLIP 'tiny', not 'tiny-rn'"),
+    (["search", "--db", "{db}", "--text", "x", "--category", "boat"], "no shape of category"),
+    (["index", "{empty}", "--db", "{missing}", "--clip", "tiny"], "holds no mesh files"),
+    (["index", "{missing}", "--db", "{missing}", "--clip", "tiny"], "does not exist"),
+    (["index", "{library}", "--db", "{db}", "--views", "3"], "view settings"),
+    (["index", "{library}", "--db", "{db}", "--views", "0"], "views must be"),
+    (["index", "{library}", "--db", "{db}", "--clip", "tiny-rn"], "indexed with CLIP 'tiny', not 'tiny-rn'"),
+])
+def test_bad_input_is_one_readable_line(indexed, tmp_path, capsys, argv, words):
+    library, db, _ = indexed
+    (tmp_path / "empty").mkdir()
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(tmp_path / "blank.png")
+    where = {"{db}": str(db), "{missing}": str(tmp_path / "missing"), "{empty}": str(tmp_path / "empty"),
+             "{blank}": str(tmp_path / "blank.png"), "{library}": str(library)}
+    capsys.readouterr()
+    code = main([where.get(a, a) for a in argv] + ["--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and words in err[0] and "Traceback" not in err[0], err

@@ -1,0 +1,165 @@
+"""The `index`, `search` and `fetch_shape` jobs on the real server (the tiny CLIP: plumbing, not quality):
+progress with shapes/s, hits with thumbnail blobs, a shape's GLB for a remote client, and every bad input
+answered with a message and a hint while the server keeps serving."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from server_helpers import status
+
+from backend.geometry.glb import read_accessor, read_glb
+from backend.geometry.png import encode_png
+from backend.server.client import Client
+from backend.world.dataset import write_dataset
+from shared_protocol import Error, Progress, Result, Submit
+
+pytestmark = pytest.mark.timeout(180)
+
+SHAPES = 6
+STRIPE = [[[0.5, 0.1], [0.5, 0.9]], [[0.3, 0.9], [0.7, 0.9]]]
+
+
+def run_job(client, submit: Submit, timeout: float = 120.0) -> list:
+    client.send(submit)
+    return list(client.job_messages(submit.job, timeout=timeout))
+
+
+def drawing() -> bytes:
+    page = np.full((120, 80, 3), 255, np.uint8)
+    page[20:100, 38:42] = 0
+    return encode_png(page)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    root = tmp_path_factory.mktemp("retrieve")
+    write_dataset(root / "world", SHAPES, seed=2, views=0, sketches=0, photos=0)
+    (root / "world" / "library" / "broken.obj").write_bytes(b"not a mesh at all")
+    return root / "world" / "library", root / "db"
+
+
+@pytest.fixture(scope="module")
+def indexed(server, library):
+    """The library indexed through the server once: (db folder, the index job's messages)."""
+    folder, db = library
+    with Client(server.endpoint) as c:
+        msgs = run_job(c, Submit(job="idx", kind="index", params={"library": str(folder), "db": str(db),
+                                                                    "clip": "tiny", "views": 2}))
+    return db, msgs
+
+
+def test_index_streams_shapes_per_second_and_reports_the_broken_file(indexed):
+    _, msgs = indexed
+    result = msgs[-1]
+    assert isinstance(result, Result), result
+    progress = [m for m in msgs if isinstance(m, Progress) and m.stage == "index"]
+    assert progress and progress[-1].total == SHAPES + 1 and "shapes_per_s" in progress[-1].metrics
+    fields = result.fields
+    assert (fields["shapes"], fields["indexed"], fields["skipped"], fields["files"]) == (SHAPES, SHAPES, 0, SHAPES + 1)
+    assert [f["path"] for f in fields["failed"]] == ["broken.obj"] and fields["failed"][0]["reason"]
+    assert fields["clip"] == "tiny" and fields["views"] == 2 and fields["shapes_per_s"] > 0
+
+
+def test_index_again_skips_everything(client, indexed, library):
+    folder, db = library
+    msgs = run_job(client, Submit(job="idx2", kind="index", params={"library": str(folder), "db": str(db)}))
+    fields = msgs[-1].fields
+    assert (fields["indexed"], fields["skipped"], fields["shapes"]) == (0, SHAPES, SHAPES)
+    assert fields["clip"] == "tiny", "the recorded CLIP is the default"
+
+
+def _thumbnails(result: Result) -> None:
+    for hit in result.fields["hits"]:
+        image = Image.open(io.BytesIO(result.blobs[hit["thumbnail"]]))
+        assert image.format == "PNG" and image.size == (128, 128)
+
+
+def test_search_by_text_returns_hits_with_thumbnail_blobs(client, indexed):
+    db, _ = indexed
+    msgs = run_job(client, Submit(job="s1", kind="search", params={"db": str(db), "text": "a red chair", "k": 4}))
+    result = msgs[-1]
+    assert isinstance(result, Result), result
+    hits = result.fields["hits"]
+    assert len(hits) == 4 and result.fields["mode"] == "text" and result.fields["clip"] == "tiny"
+    assert [h["thumbnail"] for h in hits] == ["thumb_000", "thumb_001", "thumb_002", "thumb_003"]
+    assert set(result.blobs) == {h["thumbnail"] for h in hits}
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert all(h["path"].endswith(".glb") and "/" not in h["path"] and h["category"] for h in hits)
+    _thumbnails(result)
+
+
+@pytest.mark.parametrize("params, blobs, mode", [
+    ({}, {"sketch": drawing()}, "sketch"),
+    ({"strokes": STRIPE}, {}, "sketch"),
+    ({"strokes": STRIPE, "text": "a blue lamp", "mode": "sketch+text"}, {}, "sketch+text"),
+    ({}, {"photo": drawing()}, "photo"),
+])
+def test_search_by_sketch_strokes_and_photo(client, indexed, params, blobs, mode):
+    db, _ = indexed
+    msgs = run_job(client, Submit(job="s2", kind="search", params={"db": str(db), "k": 2, **params}, blobs=blobs))
+    result = msgs[-1]
+    assert isinstance(result, Result), result
+    assert result.fields["mode"] == mode and len(result.fields["hits"]) == 2
+    _thumbnails(result)
+
+
+def test_the_category_filter_over_the_server(client, indexed):
+    db, _ = indexed
+    everything = run_job(client, Submit(job="s3", kind="search", params={"db": str(db), "text": "x", "k": 10}))
+    category = everything[-1].fields["hits"][-1]["category"]
+    msgs = run_job(client, Submit(job="s3", kind="search", params={"db": str(db), "text": "x", "k": 10,
+                                                                  "category": category}))
+    hits = msgs[-1].fields["hits"]
+    assert hits and {h["category"] for h in hits} == {category}
+
+
+def test_fetch_shape_sends_the_mesh_as_glb(client, indexed, library):
+    db, _ = indexed
+    hits = run_job(client, Submit(job="s4", kind="search", params={"db": str(db), "text": "a chair", "k": 1}))[-1]
+    shape_id = hits.fields["hits"][0]["shape_id"]
+    result = run_job(client, Submit(job="f1", kind="fetch_shape", params={"db": str(db), "shape_id": shape_id}))[-1]
+    assert isinstance(result, Result), result
+    fields = result.fields
+    assert fields["shape_id"] == shape_id and fields["path"] == hits.fields["hits"][0]["path"]
+    assert fields["changed"] is False and fields["faces"] > 0
+    document, binary = read_glb(result.blobs["mesh"])
+    primitive = document["meshes"][0]["primitives"][0]
+    assert read_accessor(document, binary, primitive["attributes"]["POSITION"]).shape == (fields["vertices"], 3)
+    assert "baseColorTexture" in document["materials"][0]["pbrMetallicRoughness"], "the world's texture travels"
+    assert result.blobs["thumbnail"].startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("kind, params, blobs, words", [
+    ("search", {"db": "{missing}", "text": "a chair"}, {}, "does not exist"),
+    ("search", {"db": "{db}", "text": "a chair", "k": 0}, {}, "param 'k'"),
+    ("search", {"db": "{db}", "text": "a chair", "k": 101}, {}, "param 'k'"),
+    ("search", {"db": "{db}", "text": "  "}, {}, "text query is empty"),
+    ("search", {"db": "{db}"}, {}, "the query is empty"),
+    ("search", {"db": "{db}"}, {"sketch": encode_png(np.full((32, 32), 255, np.uint8))}, "blank"),
+    ("search", {"db": "{db}", "strokes": []}, {}, "no strokes"),
+    ("search", {"db": "{db}", "strokes": [[[2, 2]]]}, {}, "leaves [0, 1]"),
+    ("search", {"db": "{db}", "strokes": STRIPE}, {"sketch": drawing()}, "both a sketch blob and strokes"),
+    ("search", {"db": "{db}", "text": "x"}, {"style_0": drawing()}, "no blob 'style_0'"),
+    ("search", {"db": "{db}", "text": "x", "clip": "tiny-rn"}, {}, "indexed with CLIP 'tiny', not 'tiny-rn'"),
+    ("search", {"db": "{db}", "text": "x", "category": "boat"}, {}, "no shape of category 'boat'"),
+    ("search", {"db": "{db}", "text": "x", "colour": "red"}, {}, "no param 'colour'"),
+    ("fetch_shape", {"db": "{db}", "shape_id": 9999}, {}, "no shape 9999"),
+    ("fetch_shape", {"db": "{db}"}, {}, "param 'shape_id' is missing"),
+    ("fetch_shape", {"db": "{missing}", "shape_id": 1}, {}, "does not exist"),
+    ("index", {"library": "{empty}", "db": "{missing}", "clip": "tiny"}, {}, "holds no mesh files"),
+    ("index", {"library": "{missing}", "db": "{missing}", "clip": "tiny"}, {}, "does not exist"),
+    ("index", {"db": "{missing}"}, {}, "param 'library' is missing"),
+])
+def test_bad_input_is_answered_and_the_server_keeps_serving(client, indexed, tmp_path, kind, params, blobs, words):
+    db, _ = indexed
+    (tmp_path / "empty").mkdir()
+    where = {"{db}": str(db), "{missing}": str(tmp_path / "missing"), "{empty}": str(tmp_path / "empty")}
+    params = {k: where.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
+    error = run_job(client, Submit(job="bad", kind=kind, params=params, blobs=blobs))[-1]
+    assert isinstance(error, Error) and error.code == "invalid_input", error
+    assert words in error.message and error.hint, error
+    assert status(client).running is None
