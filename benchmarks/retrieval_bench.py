@@ -13,6 +13,9 @@
 4. TASK-former: trained from the domain CLIP on the train split with the default `TrainConfig` (InfoNCE,
    losses 100 : 10 : 1), one run per seed; each run is timed (the target: under 5 CPU minutes).
    `--hard-negative` adds the same recipe with the hard-negative loss (Robinson et al.) per seed.
+5. `--latency`: query latency p50/p99 over 100,000 shapes stored as the indexer stores them, the approximate
+   index's recall@10 against exact search, and indexing throughput (shapes/s) with the domain CLIP: the
+   functions of `benchmarks/retrieval_latency.py` (which also runs alone), added to this report.
 Prints the table (mode x R@1/5/10: chance, zero-shot, trained mean +- std over seeds) and the answer as
 measured; writes JSON.
 """
@@ -102,6 +105,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override TrainConfig.steps")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--hard-negative", action="store_true", help="also train with the hard-negative loss")
+    parser.add_argument("--latency", action="store_true",
+                        help="also measure query latency over 100,000 shapes and indexing throughput")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: the cache)")
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "results" / "retrieval_bench.json"))
     args = parser.parse_args()
@@ -194,6 +199,21 @@ def main() -> None:
         "trained": trained, "answer": answers, "test_label_sets_unique": unique,
         "slowest_training_seconds": slowest, "budget_seconds": BUDGET_S,
     }
+    if args.latency:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from retrieval_latency import indexing_throughput, latency_benchmark, require_faiss
+
+        require_faiss().omp_set_num_threads(args.threads)
+        report["latency"] = latency = latency_benchmark()
+        report["indexing"] = indexing = indexing_throughput()
+        for name in ("exact", "approximate"):
+            f = latency[name]
+            print(f"query latency, {latency['shapes']:,} shapes, {name} ({f['type']}): p50 "
+                  f"{f['latency_random']['p50_ms']:.2f} ms, p99 {f['latency_random']['p99_ms']:.2f} ms, recall@10 "
+                  f"{f.get('recall_at_10_random', 1.0):.3f}")
+        print(f"indexing: {indexing['shapes_per_s']} shapes/s (domain CLIP, {indexing['views']} views)")
     path = Path(args.report)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
