@@ -3,7 +3,8 @@
 
     python build.py setup     create .venv (backend, torch) and .venv-blender (bpy + pyzmq, no torch)
     python build.py test      setup, then run the whole test suite
-    python build.py demo      setup, then run the main job end to end through a real backend
+    python build.py demo      setup, then the main job end to end: through a real backend, then through the
+                              add-on inside the Blender module (tools/blender_demo.py) -> demo_out/
     python build.py bench     setup, then run the benchmarks in benchmarks/
     python build.py domain-clip   setup, then train the domain CLIP into backend/models/weights/domain_clip.pt
     python build.py extension the Blender extension zips into dist/ (see tools/build_extension.py)
@@ -130,8 +131,15 @@ def cmd_test(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    python, _ = cmd_setup(args)
-    run([python, "-m", "backend.demo", "--out", str(ROOT / "demo_out")], cwd=ROOT)
+    python, blender_python = cmd_setup(args)
+    out = ROOT / "demo_out"
+    # Stage 1: render jobs through a real backend process (the wire, the renderer) -> demo_out/render_views/.
+    run([python, "-m", "backend.demo", "--out", str(out / "render_views")], cwd=ROOT)
+    # Stage 2: the main job through the add-on inside the real Blender module (headless): the add-on starts
+    # the backend from .venv -> demo_out/scene.blend, demo_out/renders/*.png, demo_out/blender_demo.json.
+    env = {**os.environ, "ATELIER_BACKEND_PYTHON": str(python)}
+    run([blender_python, str(ROOT / "tools" / "blender_demo.py"), "--out", str(out), "--backend-python", str(python)],
+        cwd=ROOT, env=env)
 
 
 def cmd_bench(args) -> None:

@@ -1,0 +1,527 @@
+"""The Blender stage of `python build.py demo`: the main job through the add-on inside the real Blender module.
+
+Run with the Blender environment's python (bpy + pyzmq, no torch):
+
+    .venv-blender/bin/python tools/blender_demo.py --out demo_out [--backend-python .venv/bin/python]
+
+Headless: a factory-empty scene with Suzanne; the add-on (enabled as Blender enables it) starts the backend
+itself from the backend environment's python, then Stylize from text and Restyle from a style image run
+through the add-on's operators; a small procedural library is indexed, searched by text and by a sketch,
+and the top hits are imported, through the add-on's job runtime (those kinds have no panel yet).
+Generation from text is not built yet and is skipped. bpy's timers never fire in the module, so this
+script calls the add-on's timer function (`session.drain()`) itself, as the add-on tests do.
+
+Writes OUT/scene.blend, OUT/renders/*.png (each result with Workbench, the whole row with Cycles),
+OUT/blender_demo.json (every job's figures), OUT/search/*.png (the hits' thumbnails). Exits non-zero with one
+readable line on any failure. `--fast` shrinks every job (2 steps, tiny textures and renders) for a quick check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the add-on and shared_protocol, as a developer's Blender would see them
+
+ADDON = "blender_addon"
+FORBIDDEN = ("torch", "torchvision", "open_clip", "backend", "trimesh", "PIL")
+"""Modules that must never load here: Blender has none of them (the add-on talks to the backend over ZeroMQ)."""
+REAL_CLIPS = ("ViT-B-32:openai", "RN50:openai")
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed; main() prints it as one line and exits 1."""
+
+
+def say(text: str) -> None:
+    print(f"[blender-demo] {text}", flush=True)
+
+
+# -- the add-on's queue ---------------------------------------------------------------------------------
+
+def pump_until(predicate, timeout: float, what: str, report=None):
+    """Calls the add-on's timer function until `predicate()` is true; DemoError after `timeout` seconds.
+    `report()` runs about every 5 s (progress lines)."""
+    from blender_addon import session
+
+    deadline, next_report = time.monotonic() + timeout, time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        session.drain()
+        value = predicate()
+        if value:
+            return value
+        if report is not None and time.monotonic() >= next_report:
+            report()
+            next_report = time.monotonic() + 5.0
+        time.sleep(0.03)
+    runtime = session.get_runtime()
+    raise DemoError(f"timed out after {timeout:.0f} s waiting for {what} (backend {runtime.state}: "
+                    f"{runtime.message}; log {runtime.log_path})")
+
+
+def wait_job(record, timeout: float):
+    """Drains the queue until the job ends; returns it when done, DemoError with its reason otherwise."""
+    started = time.monotonic()
+
+    def report():
+        loss = f", loss {record.loss:.4g}" if record.loss is not None else ""
+        say(f"  {record.label}: {record.state} {record.stage} {record.step}/{record.total}{loss} "
+            f"({time.monotonic() - started:.0f} s)")
+
+    pump_until(lambda: record.state in ("done", "failed", "cancelled"), timeout, f"job {record.label}", report)
+    if record.state != "done":
+        raise DemoError(f"{record.label} {record.state}: {record.error_text()}")
+    record.meta["wall_s"] = round(time.monotonic() - started, 2)
+    return record
+
+
+def newest_job():
+    from blender_addon import session
+
+    return session.get_runtime().jobs.all()[0]
+
+
+def run_operator(op, what: str) -> None:
+    outcome = op()
+    if "FINISHED" not in outcome:
+        raise DemoError(f"{what} returned {sorted(outcome)} (see the messages above)")
+
+
+# -- scene helpers --------------------------------------------------------------------------------------
+
+def make_active(obj) -> None:
+    import bpy
+
+    for other in bpy.context.selected_objects:
+        other.select_set(False)
+    obj.hide_set(False)
+    obj.hide_render = False
+    obj.select_set(True)
+    bpy.context.view_layer.objects.active = obj
+
+
+def stripes_png(path: Path, size: int = 256) -> Path:
+    """A procedural style image: diagonal stripes in two colours with a thin dark line between them."""
+    import numpy as np
+
+    from blender_addon.meshpack import encode_png
+
+    y, x = np.mgrid[0:size, 0:size]
+    band = ((x + y) // 24) % 3
+    colours = np.array([[230, 120, 30], [40, 90, 200], [25, 25, 30]], np.uint8)
+    path.write_bytes(encode_png(colours[band]))
+    return path
+
+
+def object_size(obj) -> float:
+    import mathutils
+
+    corners = [obj.matrix_world @ mathutils.Vector(c) for c in obj.bound_box]
+    return max(max(c[i] for c in corners) - min(c[i] for c in corners) for i in range(3))
+
+
+def place(obj, x: float, target: float = 2.0) -> None:
+    """Moves (and scales to about `target` units) an object to (x, 0, ~0) on the row."""
+    import bpy
+
+    size = object_size(obj)
+    if size > 0:
+        obj.scale = [s * target / size for s in obj.scale]
+    bpy.context.view_layer.update()
+    obj.location.x, obj.location.y = x, 0.0
+    bpy.context.view_layer.update()
+
+
+def add_camera_and_light(center_x: float, width: float):
+    import math
+
+    import bpy
+
+    scene = bpy.context.scene
+    camera = bpy.data.objects.new("Demo Camera", bpy.data.cameras.new("Demo Camera"))
+    scene.collection.objects.link(camera)
+    camera.data.lens = 50
+    distance = max(6.0, width * 1.3)
+    camera.location = (center_x, -distance, distance * 0.35)
+    camera.rotation_euler = (math.radians(73), 0.0, 0.0)
+    scene.camera = camera
+    light = bpy.data.objects.new("Demo Sun", bpy.data.lights.new("Demo Sun", "SUN"))
+    scene.collection.objects.link(light)
+    light.rotation_euler = (math.radians(40), math.radians(15), math.radians(30))
+    light.data.energy = 3.0
+    return camera
+
+
+def render_png(path: Path, colour: str, width: int, height: int) -> Path:
+    """Workbench render of the scene's camera view to `path`. colour: Workbench colour type (VERTEX shows a
+    colour attribute, TEXTURE an image texture, MATERIAL the material's base colour)."""
+    import bpy
+
+    scene = bpy.context.scene
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.display.shading.light = "STUDIO"
+    scene.display.shading.color_type = colour
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = width, height, 100
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.filepath = str(path)
+    run_operator(lambda: bpy.ops.render.render(write_still=True), f"rendering {path.name}")
+    if not path.is_file():
+        raise DemoError(f"the render {path} was not written")
+    return path
+
+
+def render_cycles(path: Path, width: int, height: int, samples: int) -> Path:
+    """Cycles (CPU) render of the scene's camera view: materials as they are, vertex colours and textures
+    included, under the sun and a grey sky."""
+    import bpy
+
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = samples
+    scene.cycles.use_denoising = False
+    if scene.world is None:
+        scene.world = bpy.data.worlds.new("Demo World")
+    scene.world.color = (0.35, 0.35, 0.38)
+    background = scene.world.node_tree and scene.world.node_tree.nodes.get("Background")
+    if background is not None:  # a node world (Blender 5's default) takes its colour from the node
+        background.inputs["Color"].default_value = (0.35, 0.35, 0.38, 1.0)
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = width, height, 100
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.filepath = str(path)
+    run_operator(lambda: bpy.ops.render.render(write_still=True), f"rendering {path.name}")
+    if not path.is_file():
+        raise DemoError(f"the render {path} was not written")
+    return path
+
+
+def frame_one(camera, obj) -> None:
+    """Points the camera at one object, filling the frame."""
+    import math
+
+    import mathutils
+
+    size = object_size(obj)
+    centre = sum((obj.matrix_world @ mathutils.Vector(c) for c in obj.bound_box), mathutils.Vector()) / 8
+    distance = max(size, 0.5) * 2.6
+    camera.location = centre + mathutils.Vector((0.0, -distance * math.cos(math.radians(17)),
+                                                 distance * math.sin(math.radians(17))))
+    camera.rotation_euler = (math.radians(73), 0.0, 0.0)
+
+
+# -- the stages -----------------------------------------------------------------------------------------
+
+def enable_addon(backend_python: Path, out: Path, device: str):
+    import bpy  # first: it puts Blender's own modules (addon_utils) on the path
+
+    import addon_utils
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    module = addon_utils.enable(ADDON, default_set=True, handle_error=None)
+    if module is None:
+        raise DemoError(f"addon_utils.enable({ADDON!r}) failed (see the traceback above)")
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.mode = "LOCAL"
+    prefs.python = str(backend_python)
+    prefs.device = device
+    prefs.clip = "domain"
+    prefs.restyle_clip = "domain"
+    prefs.log_dir = str(out / "logs")
+    prefs.start_timeout = 180.0
+    prefs.connect_timeout = 20.0
+    return prefs
+
+
+def start_backend(figures: dict):
+    import bpy
+
+    from blender_addon import session
+
+    started = time.monotonic()
+    run_operator(bpy.ops.atelier.backend_start, "atelier.backend_start")
+    runtime = session.get_runtime()
+    pump_until(lambda: runtime.state not in ("starting", "connecting"), 200, "the backend to start")
+    if not runtime.ready:
+        raise DemoError(f"the backend did not start: {runtime.message} ({runtime.hint}); log {runtime.log_path}")
+    welcome = runtime.welcome
+    say(f"backend started by the add-on in {time.monotonic() - started:.1f} s: device {welcome.device}, "
+        f"renderer {welcome.renderer}, job kinds {', '.join(sorted(welcome.job_kinds))}; log {runtime.log_path}")
+    real = [name for name in REAL_CLIPS if name in welcome.models]
+    if real:
+        say(f"real CLIP weights present ({', '.join(real)}); the demo still uses the domain CLIP for speed")
+    else:
+        say("no real CLIP weights: using the domain CLIP trained on the procedural world "
+            "(`atelier models pull ViT-B-32:openai` fetches real ones)")
+    figures["backend"] = {"device": welcome.device, "renderer": welcome.renderer, "models": list(welcome.models),
+                          "start_s": round(time.monotonic() - started, 2), "clip": "domain",
+                          "real_clip_weights": real}
+    return runtime
+
+
+def loss_line(record) -> str:
+    fields = record.fields
+    return (f"loss {fields['loss_first']:.4g} -> {fields['loss_last']:.4g} in {fields['steps']} steps, "
+            f"{fields['seconds']:.1f} s on the backend ({record.meta['wall_s']:.1f} s in Blender)")
+
+
+def stylize(source, args, figures: dict):
+    import bpy
+
+    settings = bpy.context.scene.atelier
+    settings.stylize_prompt = "a red monkey"
+    settings.stylize_quality = "draft"
+    settings.stylize_steps = args.stylize_steps
+    settings.stylize_seed = 0
+    make_active(source)
+    say(f"stylize {source.name!r} from text 'a red monkey' (draft, {args.stylize_steps or 'preset'} steps)")
+    run_operator(bpy.ops.atelier.stylize, "atelier.stylize")
+    record = wait_job(newest_job(), args.timeout)
+    obj = bpy.data.objects[record.outputs[0]]
+    say(f"  stylize: {loss_line(record)} -> object {obj.name!r}")
+    figures["stylize"] = {**_loss_figures(record), "object": obj.name, "vertices": len(obj.data.vertices)}
+    return obj
+
+
+def restyle(source, style: Path, args, figures: dict):
+    import bpy
+
+    settings = bpy.context.scene.atelier
+    settings.restyle_styles.clear()
+    settings.restyle_quality = "draft"
+    settings.restyle_steps = args.restyle_steps
+    settings.restyle_seed = 0
+    settings.restyle_palette = "auto"
+    settings.restyle_pattern_scale = 1.0
+    settings.restyle_texture_size = args.texture_size
+    make_active(source)
+    run_operator(lambda: bpy.ops.atelier.restyle_style_add(filepath=str(style)), "atelier.restyle_style_add")
+    say(f"restyle {source.name!r} from the style image {style.name} (draft, {args.restyle_steps or 'preset'} steps, "
+        f"{args.texture_size} px texture)")
+    run_operator(bpy.ops.atelier.restyle, "atelier.restyle")
+    record = wait_job(newest_job(), args.timeout)
+    obj = bpy.data.objects[record.outputs[0]]
+    say(f"  restyle: {loss_line(record)}; palette {', '.join(record.fields['palette'])} -> object {obj.name!r}")
+    figures["restyle"] = {**_loss_figures(record), "object": obj.name, "palette": record.fields["palette"],
+                          "texture_size": record.fields["texture_size"]}
+    return obj
+
+
+def _loss_figures(record) -> dict:
+    keep = ("loss_first", "loss_last", "steps", "seconds", "quality", "clip")
+    return {**{k: record.fields[k] for k in keep if k in record.fields}, "wall_s": record.meta["wall_s"]}
+
+
+def make_world(backend_python: Path, world: Path, shapes: int) -> dict:
+    """A procedural library + dataset from the backend's `atelier world` (the add-on has no job for it: the
+    library is a folder on the backend's machine)."""
+    manifest = world / "manifest.json"
+    if not manifest.is_file() or len(json.loads(manifest.read_text()).get("shapes", [])) != shapes:
+        shutil.rmtree(world, ignore_errors=True)  # the demo's own folder, from a run with another --shapes
+        say(f"writing a procedural library of {shapes} shapes into {world} (atelier world)")
+        command = [str(backend_python), "-c", "import sys; from backend.cli import main; sys.exit(main())",
+                   "world", str(world), "--shapes", str(shapes), "--seed", "0"]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise DemoError(f"`atelier world` failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    return json.loads(manifest.read_text())
+
+
+def search_library(runtime, world: Path, manifest: dict, out: Path, args, figures: dict):
+    import bpy
+
+    from blender_addon import kinds
+    from blender_addon.importers import IMPORTERS
+
+    db = out / "library_db"
+    index = wait_job(runtime.submit("index", kinds.index_params(str(world / "library"), str(db), "domain", 4),
+                                    label="Index library"), args.timeout)
+    fields = index.fields
+    say(f"  index: {fields['shapes']} shapes ({fields['indexed']} indexed, {fields['skipped']} already indexed, "
+        f"{len(fields['failed'])} failed) in {fields['seconds']:.1f} s")
+    if fields["failed"]:
+        raise DemoError(f"indexing failed for {fields['failed']}")
+    figures["index"] = {k: fields[k] for k in ("shapes", "indexed", "skipped", "seconds") if k in fields}
+
+    # The search panel is not built yet: keep each search's thumbnails as files (the importer drops them).
+    thumbs = out / "search"
+    thumbs.mkdir(exist_ok=True)
+    plain = IMPORTERS["search"]
+
+    def keep_thumbnails(record, context):
+        for rank, hit in enumerate(record.result.fields["hits"]):
+            thumbnail = record.result.blobs[hit["thumbnail"]]
+            (thumbs / f"{record.meta['query']}_{rank}_{hit['name']}.png").write_bytes(thumbnail)
+        return plain(record, context)
+
+    IMPORTERS["search"] = keep_thumbnails
+    sketch_shape = next(s for s in manifest["shapes"] if s["category"] == args.sketch_category)
+    sketch = world / sketch_shape["sketches"][0]
+    queries = {  # query -> (what it is, text, blobs)
+        "text": ("a red chair", "a red chair", {}),
+        "sketch": (sketch.name, "", {"sketch": sketch.read_bytes()}),
+    }
+    tops = {}
+    try:
+        for query, (what, text, blobs) in queries.items():
+            params = kinds.search_params(str(db), text, k=args.k)
+            record = wait_job(runtime.submit("search", params, label=f"Search by {query}", meta={"query": query},
+                                             blobs=blobs), args.timeout)
+            hits = record.fields["hits"]
+            if not hits:
+                raise DemoError(f"the search by {query} found nothing")
+            shown = ", ".join(f"{h['name']} ({h['category']}) {h['score']:.3f}" for h in hits)
+            say(f"  search by {query} ({what!r}): {shown}")
+            if query == "text":
+                chairs = [s["id"] for s in manifest["shapes"] if s["category"] == "chair"]
+                red = [s["id"] for s in manifest["shapes"] if s["colour"] == "red"]
+                both = sorted(set(chairs) & set(red))
+                say(f"    (the library holds chairs {', '.join(chairs) or 'none'}, red shapes "
+                    f"{', '.join(red) or 'none'}, red chairs {', '.join(both) or 'none'})")
+            figures[f"search_{query}"] = {"query": what, "mode": record.fields["mode"], "wall_s": record.meta["wall_s"],
+                                          "hits": [{k: h[k] for k in ("name", "category", "score")} for h in hits]}
+            tops[query] = hits[0]
+    finally:
+        IMPORTERS["search"] = plain
+    expected = sketch_shape["id"]
+    figures["search_sketch"]["drawn_shape"] = expected
+    say(f"  the sketch was drawn from {expected}; its top hit is {tops['sketch']['name']}")
+
+    fetched = []
+    for query in ("text", "sketch"):
+        hit = tops[query]
+        if any(hit["shape_id"] == other["shape_id"] for other, _ in fetched):
+            continue
+        bpy.context.scene.cursor.location = (0.0, 0.0, 0.0)
+        record = wait_job(runtime.submit("fetch_shape", kinds.fetch_shape_params(str(db), hit["shape_id"]),
+                                         label=f"Import {hit['name']}"), args.timeout)
+        obj = bpy.data.objects[record.outputs[0]]
+        say(f"  imported the top {query} hit {hit['name']!r} as {obj.name!r} ({len(obj.data.polygons)} faces)")
+        fetched.append((hit, obj))
+    return [obj for _, obj in fetched]
+
+
+def main(argv: list[str] | None = None) -> int:
+    # bpy's module passes its own argv; only what follows "--" (when present) is ours.
+    argv = sys.argv[1:] if argv is None else argv
+    if "--" in argv:
+        argv = argv[argv.index("--") + 1:]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "demo_out"), help="output folder")
+    parser.add_argument("--backend-python", default=os.environ.get("ATELIER_BACKEND_PYTHON", ""),
+                        help="the backend environment's python (default: $ATELIER_BACKEND_PYTHON, else .venv)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--stylize-steps", type=int, default=0, help="0: the draft preset's 150")
+    parser.add_argument("--restyle-steps", type=int, default=0, help="0: the draft preset's 150")
+    parser.add_argument("--texture-size", type=int, default=256)
+    parser.add_argument("--shapes", type=int, default=16, help="procedural library size")
+    parser.add_argument("--sketch-category", default="lamp")
+    parser.add_argument("-k", type=int, default=3, help="hits per search")
+    parser.add_argument("--size", default="480x270", help="render size WxH")
+    parser.add_argument("--samples", type=int, default=16, help="Cycles samples of the whole-row render")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds any one job may take")
+    parser.add_argument("--fast", action="store_true", help="a quick check: 2 steps, tiny textures, 8 shapes")
+    args = parser.parse_args(argv)
+    if args.fast:
+        args.stylize_steps, args.restyle_steps, args.texture_size, args.shapes, args.size = 2, 2, 64, 8, "96x54"
+        args.samples = 2
+    try:
+        return run(args)
+    except DemoError as exc:
+        print(f"[blender-demo] error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def run(args) -> int:
+    started = time.monotonic()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    backend_python = Path(args.backend_python or ROOT / ".venv" / (
+        "Scripts/python.exe" if os.name == "nt" else "bin/python"))
+    if not backend_python.exists():
+        raise DemoError(f"the backend environment's python is missing at {backend_python}; "
+                        "run `python build.py setup`")
+    width, height = (int(v) for v in args.size.lower().split("x"))
+
+    import bpy  # first: it puts Blender's own modules (addon_utils) on the path
+
+    import addon_utils
+
+    figures: dict = {"blender": bpy.app.version_string}
+    say(f"Blender {bpy.app.version_string} (module, background {bpy.app.background}); output in {out}")
+    enable_addon(backend_python, out, args.device)
+    bpy.ops.mesh.primitive_monkey_add()
+    suzanne = bpy.context.active_object
+    suzanne.name = "Suzanne"
+    suzanne.modifiers.new("Subdivision", "SUBSURF").levels = 1
+    bpy.ops.object.shade_smooth()
+    try:
+        runtime = start_backend(figures)
+        stylized = stylize(suzanne, args, figures)
+        restyled = restyle(suzanne, stripes_png(out / "style_stripes.png"), args, figures)
+        world = make_world(backend_python, out / "world", args.shapes)
+        fetched = search_library(runtime, out / "world", world, out, args, figures)
+        if "generate" in runtime.job_kinds:
+            say("generate from text: the backend offers a generate job, but the add-on does not wire it yet: skipped")
+        else:
+            say("generate from text: not built yet (no `generate` job in this backend): skipped")
+        figures["generate"] = "not built yet"
+
+        # The row: the source, its two results, the library hits.
+        row = [suzanne, stylized, restyled, *fetched]
+        for position, obj in enumerate(row):
+            make_active(obj)
+            place(obj, position * 3.0)
+        # Workbench colour: the stylized colours are a colour attribute; the rest are image textures (or the
+        # material's colour where there is none).
+        colours = {stylized.name: "VERTEX"}
+        camera = add_camera_and_light((len(row) - 1) * 1.5, len(row) * 3.0)
+        renders = out / "renders"
+        renders.mkdir(exist_ok=True)
+        written = []
+        for obj in row:
+            for other in row:
+                other.hide_render = other is not obj
+            frame_one(camera, obj)
+            name = obj.name.replace(" ", "_").replace(".", "_")
+            written.append(render_png(renders / f"{name}.png", colours.get(obj.name, "TEXTURE"),
+                                      width, height))
+        for obj in row:
+            obj.hide_render = False
+        # The whole row: wide enough for (n - 1) * 3 + 2 units at a 50 mm lens (39.6 degrees across).
+        distance = ((len(row) - 1) * 3.0 + 3.0) / 2 / 0.36
+        camera.location = ((len(row) - 1) * 1.5, -distance * 0.956, distance * 0.292)
+        written.append(render_cycles(renders / "scene.png", width * 2, height * 2, args.samples))
+        say(f"rendered {len(written)} PNGs into {renders} (each result: Workbench; the row: Cycles, "
+            f"{args.samples} samples)")
+        figures["renders"] = [str(p.relative_to(out)) for p in written]
+    finally:
+        from blender_addon import session
+
+        runtime = session.get_runtime(optional=True)
+        if runtime is not None:
+            bpy.ops.atelier.backend_stop()
+            say("backend stopped")
+    blend = out / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    if not blend.is_file():
+        raise DemoError(f"{blend} was not written")
+    addon_utils.disable(ADDON, default_set=True, handle_error=None)
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)
+    if leaked:
+        raise DemoError(f"the add-on imported backend modules inside Blender: {leaked[:5]}")
+    figures["seconds"] = round(time.monotonic() - started, 1)
+    (out / "blender_demo.json").write_text(json.dumps(figures, indent=2))
+    say(f"saved {blend} and {out / 'blender_demo.json'}; {figures['seconds']} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
