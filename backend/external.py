@@ -46,3 +46,32 @@ def require_faiss():
             hint="pip install faiss-cpu (or faiss-gpu on a CUDA machine)",
         ) from exc
     return faiss
+
+
+# transformers is imported on first use (seconds), not with this module; only CLIPSeg relevance maps need it
+# (backend.segment.relevance), and it is never a required dependency.
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+
+
+def require_transformers():
+    """Returns the `transformers` module (CLIPSeg relevance maps) or raises with the fix."""
+    try:
+        import transformers
+    except ImportError as exc:  # optional: the dense-CLIP relevance map needs nothing beyond open_clip
+        raise DependencyMissingError(
+            "transformers is not installed; CLIPSeg relevance maps need it",
+            hint="pip install transformers (then fetch the CLIPSeg weights once into the Hugging Face cache), "
+                 "or use relevance method 'dense-clip'",
+        ) from exc
+    return transformers
+
+
+def optional_transformers():
+    """Returns the `transformers` module, or None when it is not installed."""
+    if not HAS_TRANSFORMERS:
+        return None
+    try:
+        import transformers
+    except ImportError:  # found on the path but broken (e.g. a missing dependency of its own)
+        return None
+    return transformers

@@ -343,6 +343,22 @@ def import_fetch_shape(record: JobRecord, context) -> list[str]:
     return [obj.name]
 
 
+def import_segment(record: JobRecord, context) -> list[str]:
+    """`segment`: the mask (grayscale, white on the object) and the cut-out (RGBA) as packed images
+    "Atelier <prompt> mask" / "... cutout"; nothing enters the scene. The method and scores stay in
+    `record.fields`."""
+    prompt = str(record.params.get("prompt") or "segment")[:40]
+    created = []
+    for blob in ("mask", "cutout"):
+        data = record.result.blobs.get(blob)
+        if data is None:
+            raise AddonError(f"the segment result lacks its {blob} image", "this is a backend bug: see its log")
+        image = load_png_image(f"Atelier {prompt} {blob}", data)
+        image["atelier_job"] = record.id
+        created.append(image.name)
+    return created
+
+
 IMPORTERS: dict[str, Callable[[JobRecord, object], list[str]]] = {
     "render": import_render,
     "stylize": import_stylize,
@@ -350,5 +366,6 @@ IMPORTERS: dict[str, Callable[[JobRecord, object], list[str]]] = {
     "index": import_index,
     "search": import_search,
     "fetch_shape": import_fetch_shape,
+    "segment": import_segment,
 }
 """Job kind -> importer; the keys equal `kinds.JOB_KINDS` (a test checks)."""

@@ -51,6 +51,8 @@ JOB_KINDS: dict[str, JobKind] = build_registry([
     JobKind("index", "Index library", None, None, needs_mesh=False),
     JobKind("search", "Search library", None, None, needs_mesh=False),
     JobKind("fetch_shape", "Import library shape", None, None, needs_mesh=False),
+    # Text-guided photo segmentation: params and results are wired, the Image Editor tool is not yet.
+    JobKind("segment", "Segment photo", None, None, needs_mesh=False),
 ])
 
 QUALITIES = ("draft", "standard", "high")
@@ -262,3 +264,57 @@ def fetch_shape_params(db: str, shape_id: int) -> dict:
     if int(shape_id) < 1:
         raise AddonError(f"shape_id must be a positive integer, got {shape_id}")
     return {"db": _server_path(db, "database"), "shape_id": int(shape_id)}
+
+
+# -- segment ----------------------------------------------------------------------------------------------
+
+SAM_TYPES = ("vit_b", "vit_l", "vit_h")
+"""The Segment Anything checkpoints the backend knows (backend `sam.SAM_TYPES`)."""
+SEGMENT_MAX_POINTS = 64
+"""Point prompts one segment job takes (backend `segment.MAX_POINTS`)."""
+
+
+def image_editor_pixel(u: float, v: float, width: int, height: int) -> tuple[float, float]:
+    """A point clicked in Blender's Image Editor, in its image coordinates (u, v in [0, 1], origin at the bottom
+    left), -> the photo's pixel coordinates (x, y), row 0 at the top, pixel centres at whole numbers, clamped to
+    the photo: what the segment job's `points` and `box` take."""
+    x = min(max(u * width - 0.5, 0.0), width - 1.0)
+    y = min(max((1.0 - v) * height - 0.5, 0.0), height - 1.0)
+    return x, y
+
+
+def segment_params(prompt: str, clip: str = "", sam_checkpoint: str = "", sam_type: str = "",
+                   points: list | None = None, box: list | None = None) -> dict:
+    """The `segment` job's params (the photo travels as blob "image"); AddonError for a bad prompt, point or box.
+
+    points: [(x, y, positive), ...] and box: (x0, y0, x1, y1) in the photo's pixels (`image_editor_pixel`);
+    clip "" means the backend's default, sam_checkpoint "" the weights in the backend's cache (superpixels when
+    it has none), sam_type "" any cached SAM.
+    """
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise AddonError("the prompt is empty", "name what to cut out of the photo, e.g. 'the red chair'")
+    if len(prompt) > limits.MAX_PROMPT_CHARS:
+        raise AddonError(f"the prompt has {len(prompt)} characters, over the {limits.MAX_PROMPT_CHARS} limit",
+                         "shorten it")
+    params: dict = {"prompt": prompt}
+    if clip.strip():
+        params["clip"] = clip.strip()
+    if sam_checkpoint.strip():
+        params["sam_checkpoint"] = _server_path(sam_checkpoint, "SAM checkpoint")
+    if sam_type:
+        if sam_type not in SAM_TYPES:
+            raise AddonError(f"SAM type must be one of {', '.join(SAM_TYPES)}, got {sam_type!r}")
+        params["sam_type"] = sam_type
+    if points:
+        if len(points) > SEGMENT_MAX_POINTS:
+            raise AddonError(f"{len(points)} points are placed, over the {SEGMENT_MAX_POINTS} limit",
+                             "remove some points")
+        params["points"] = [[round(float(x), 2), round(float(y), 2), 1 if positive else 0]
+                            for x, y, positive in points]
+    if box is not None:
+        x0, y0, x1, y1 = (round(float(v), 2) for v in box)
+        if not (x0 < x1 and y0 < y1):
+            raise AddonError("the box is empty", "drag a box around the object")
+        params["box"] = [x0, y0, x1, y1]
+    return params

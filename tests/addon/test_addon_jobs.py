@@ -314,6 +314,21 @@ def test_a_library_is_indexed_searched_and_a_shape_imported_at_the_cursor(scene,
     assert obj["atelier_kind"] == "fetch_shape" and bpy.context.view_layer.objects.active == obj
 
 
+def test_a_photo_is_segmented_and_its_mask_and_cutout_imported(scene, tmp_path):
+    from blender_addon import kinds
+
+    photo = write_style_image(tmp_path / "photo.png", size=48)  # random pixels: the tiny CLIP is plumbing here
+    params = kinds.segment_params("a red pattern", clip="tiny")
+    params.update(proposer="superpixels", relevance="dense-clip")
+    record = finish(session.get_runtime().submit("segment", params, label="Segment photo",
+                                                 blobs={"image": photo.read_bytes()}), 90)
+    assert record.fields["method"] == "superpixels + dense-clip" and record.fields["proposals"] > 0
+    mask, cutout = (bpy.data.images[name] for name in record.outputs)
+    assert mask.name == "Atelier a red pattern mask" and cutout.name == "Atelier a red pattern cutout"
+    assert mask.packed_file is not None and cutout.packed_file is not None
+    assert tuple(mask.size) == tuple(cutout.size) == (record.fields["width"], record.fields["height"])
+
+
 def _long_stylize(scene):
     add_object("cube", name="Box")
     scene.stylize_steps = 5000

@@ -188,6 +188,26 @@ def test_shape_library_params():
         assert kinds.JOB_KINDS[name].operator is None and not kinds.JOB_KINDS[name].needs_mesh
 
 
+def test_segment_params_and_image_editor_points():
+    assert kinds.segment_params(" the red chair ") == {"prompt": "the red chair"}
+    params = kinds.segment_params("a chair", clip=" tiny ", sam_checkpoint=" /srv/sam_vit_b.pth ", sam_type="vit_b",
+                                  points=[(10.0, 20.5, True), (3, 4, False)], box=(1, 2, 30.123, 40))
+    assert params == {"prompt": "a chair", "clip": "tiny", "sam_checkpoint": "/srv/sam_vit_b.pth", "sam_type": "vit_b",
+                      "points": [[10.0, 20.5, 1], [3.0, 4.0, 0]], "box": [1.0, 2.0, 30.12, 40.0]}
+    # The Image Editor's (u, v) has its origin at the bottom left; the job's pixels have row 0 at the top.
+    assert kinds.image_editor_pixel(0.0, 1.0, 200, 100) == (0.0, 0.0)
+    assert kinds.image_editor_pixel(0.5, 0.5, 200, 100) == (99.5, 49.5)
+    assert kinds.image_editor_pixel(1.2, -0.1, 200, 100) == (199.0, 99.0)  # clamped to the photo
+    for call, words in ((lambda: kinds.segment_params("  "), "prompt is empty"),
+                        (lambda: kinds.segment_params("x" * 501), "over the 500 limit"),
+                        (lambda: kinds.segment_params("x", sam_type="vit_x"), "SAM type"),
+                        (lambda: kinds.segment_params("x", points=[(1, 1, True)] * 65), "over the 64 limit"),
+                        (lambda: kinds.segment_params("x", box=(5, 5, 5, 9)), "box is empty")):
+        with pytest.raises(AddonError, match=words):
+            call()
+    assert kinds.JOB_KINDS["segment"].operator is None and not kinds.JOB_KINDS["segment"].needs_mesh
+
+
 def test_kind_registry_refuses_duplicates():
     kind = kinds.JOB_KINDS["render"]
     with pytest.raises(ValueError, match="wired twice"):
