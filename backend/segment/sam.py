@@ -231,7 +231,8 @@ def _state_and_arch(path: Path, sam_type: str | None) -> tuple[dict, SamArch, st
     data = _read(path)
     if isinstance(data, dict) and "format" in data:
         if data["format"] != CHECKPOINT_FORMAT:
-            raise InvalidInputError(f"{path} is a {data['format']!r} checkpoint; this Atelier reads {CHECKPOINT_FORMAT!r}",
+            raise InvalidInputError(f"{path} is a {data['format']!r} checkpoint; this Atelier reads "
+                                    f"{CHECKPOINT_FORMAT!r}",
                                     hint="upgrade Atelier, or re-save the model with save_sam_checkpoint")
         missing = [k for k in ("name", "arch", "state_dict") if k not in data]
         if missing:
@@ -359,7 +360,8 @@ def no_weights_note() -> str:
     """What the report and the CLI say when the superpixel fallback stands in for SAM."""
     info = lookup("sam_vit_b")
     return (f"no SAM weights on this machine (looked in {weights_dir()}): masks were proposed by SLIC superpixels "
-            f"instead; run `atelier models pull sam_vit_b` ({info.display_file}) or pass --sam-checkpoint for SAM masks")
+            f"instead; run `atelier models pull sam_vit_b` ({info.display_file}) or pass --sam-checkpoint "
+            "for SAM masks")
 
 
 # ---------------------------------------------------------------------------------------------- running

@@ -40,7 +40,7 @@ from backend.progress import CancelToken, ProgressFn, no_progress
 from backend.segment.merge import MergeConfig, MergeResult, merge_masks
 from backend.segment.relevance import RelevanceConfig, relevance_map, resolve_method
 from backend.segment.sam import (
-    LoadedSam, Proposals, SamConfig, find_sam_checkpoint, load_sam, no_weights_note, predict_prompts, propose_sam,
+    LoadedSam, SamConfig, find_sam_checkpoint, load_sam, no_weights_note, predict_prompts, propose_sam,
 )
 from backend.segment.superpixels import SuperpixelConfig, propose_superpixels
 from shared_protocol.limits import MAX_PROMPT_CHARS
@@ -185,7 +185,8 @@ def check_points(points: Any, height: int, width: int) -> np.ndarray | None:
             raise InvalidInputError(f"point {i} is {point!r:.60}, not [x, y, label]", hint=hint)
         x, y, label = (float(v) for v in point)
         if label not in (0.0, 1.0):
-            raise InvalidInputError(f"point {i} has label {label:g}; labels are 1 (on the object) or 0 (not)", hint=hint)
+            raise InvalidInputError(f"point {i} has label {label:g}; labels are 1 (on the object) or 0 (not)",
+                                    hint=hint)
         if not (math.isfinite(x) and math.isfinite(y) and 0 <= x <= width - 1 and 0 <= y <= height - 1):
             raise InvalidInputError(f"point {i} ({x:g}, {y:g}) is outside the {width}x{height} photo", hint=hint)
         out.append((x, y, label))
@@ -233,7 +234,8 @@ def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return np.asarray(values, np.float32)
     x = torch.from_numpy(np.ascontiguousarray(values, np.float32))[None, None]
     shrink = size[0] < values.shape[0] or size[1] < values.shape[1]
-    return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)[0, 0].numpy()
+    out = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    return out[0, 0].numpy()
 
 
 def upscale_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -427,7 +429,8 @@ def segment(image: np.ndarray, prompt: str, clip: Any, config: SegmentConfig | N
     check_cancel()
 
     tick = time.perf_counter()
-    merge_rel = relevance if proposals.masks.shape[1:] == work_size else resize_map(relevance, proposals.masks.shape[1:])
+    proposal_size = tuple(proposals.masks.shape[1:])
+    merge_rel = relevance if proposal_size == work_size else resize_map(relevance, proposal_size)
     merged: MergeResult = merge_masks(proposals.masks, merge_rel, config.merge)
     seconds["merge"] = time.perf_counter() - tick
     mask, rule = merged.mask, merged.rule

@@ -51,7 +51,8 @@ class SuperpixelConfig:
         if not self.levels or list(self.levels) != sorted(self.levels) or min(self.levels) <= 0:
             raise InvalidInputError(f"levels must be ascending positive colour distances, got {self.levels}")
         if not 0 <= self.prompt_level < len(self.levels):
-            raise InvalidInputError(f"prompt_level must index levels (0-{len(self.levels) - 1}), got {self.prompt_level}")
+            raise InvalidInputError(f"prompt_level must index levels (0-{len(self.levels) - 1}), "
+                                    f"got {self.prompt_level}")
 
 
 def _adjacent_pairs(labels: np.ndarray) -> np.ndarray:

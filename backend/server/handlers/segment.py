@@ -7,11 +7,11 @@ params: prompt: str (required, 1-500 characters); clip: CLIP spec for the dense-
         when weights are given or cached, else superpixels, labelled so); sam_checkpoint: a SAM checkpoint path
         on the server (a path that does not exist is an error); sam_type: "vit_b" | "vit_l" | "vit_h";
         points_per_side: int in [1, 128] (default 32); pred_iou_thresh, stability_score_thresh: numbers in
-        [0, 1] (defaults 0.86 and 0.92: SAM drops masks scoring lower; 0 keeps all); points: [[x, y, label], ...] (label 1 on the object, 0
-        not) and box: [x0, y0, x1, y1], pixel coordinates of the original photo, refining the result through
-        SAM's predictor; relevance_threshold: number in [0, 1] (default 0.5: R is where the relevance reaches
-        half its maximum); iou_threshold: number in [0, 1] (default 0.5, the seed's); max_side: int in
-        [32, 8192] (default 1024: the working size).
+        [0, 1] (defaults 0.86 and 0.92: SAM drops masks scoring lower; 0 keeps all); points: [[x, y, label], ...]
+        (label 1 on the object, 0 not) and box: [x0, y0, x1, y1], pixel coordinates of the original photo,
+        refining the result through SAM's predictor; relevance_threshold: number in [0, 1] (default 0.5: R is
+        where the relevance reaches half its maximum); iou_threshold: number in [0, 1] (default 0.5, the seed's);
+        max_side: int in [32, 8192] (default 1024: the working size).
 progress: stage "segment": the relevance map, one step per batch of SAM prompts, the finish.
 result: blobs {"mask": grayscale PNG at the photo's size (255 on the object), "cutout": RGBA PNG (the photo with
         alpha = mask)}; fields: method ("<proposer> + <relevance>"), proposer, relevance, fallback (bool: superpixels
