@@ -660,6 +660,70 @@ def _segment(args, report: Report) -> None:
             f"{len(result.iou_merge)} of {result.proposals} proposals merged)")
 
 
+# ------------------------------------------------------------------------------------ photo-to-3d
+@command("photo-to-3d", "segment the object a prompt names in a photo, find it in a shape library and restyle the "
+                        "best match's texture after the photo")
+def _photo_to_3d_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="the photo (PNG, JPEG, ...; any mode, 16-bit, EXIF rotation honoured)")
+    parser.add_argument("--prompt", required=True, help="what to look for in the photo, e.g. 'the red chair'")
+    parser.add_argument("--db", required=True, help="a library database made by `atelier index` (its CLIP is used)")
+    parser.add_argument("--out", required=True, help="output .glb (its _style.png, the style texture alone, beside it)")
+    parser.add_argument("-k", type=int, default=5, help="shapes retrieved (listed in the report; default 5)")
+    parser.add_argument("--pick", type=int, default=0, help="which of the k to restyle (0: the best match)")
+    parser.add_argument("--category", default=None, help="only retrieve shapes of this category")
+    parser.add_argument("--quality", choices=("draft", "standard", "high"), default="draft",
+                        help="the restyle preset (default draft)")
+    parser.add_argument("--steps", type=int, default=None, help="restyle steps (default: the preset's)")
+    parser.add_argument("--cutout", default=None, help="also write the segmented object as an RGBA PNG")
+    parser.add_argument("--sam-checkpoint", default=None, metavar="PTH",
+                        help="a SAM checkpoint (default: a cached one; without any, superpixels stand in)")
+    parser.add_argument("--sam-type", choices=("vit_b", "vit_l", "vit_h"), default=None)
+    parser.add_argument("--proposer", choices=("auto", "sam", "superpixels"), default="auto")
+
+
+@_photo_to_3d_args.run
+def _photo_to_3d(args, report: Report) -> None:
+    from backend.images import load_image
+    from backend.retrieve.service import load_encoder, open_cached
+    from backend.segment.photo_to_3d import PhotoTo3DConfig, photo_to_3d
+    from backend.segment.sam import SamConfig
+    from backend.segment.segment import SegmentConfig, check_prompt, encode_rgba_png, segment
+    from backend.stylize.output import export_restyled, style_path
+    from backend.stylize.restyle import preset
+
+    prompt = check_prompt(args.prompt)
+    seg_config = SegmentConfig(proposer=args.proposer,
+                               sam=SamConfig(checkpoint=args.sam_checkpoint, sam_type=args.sam_type))
+    seg_config.check()
+    restyle_config = preset(args.quality, steps=args.steps, seed=args.seed)
+    restyle_config.check()
+    config = PhotoTo3DConfig(k=args.k, pick=args.pick, category=args.category, restyle=restyle_config)
+    image = load_image(args.image, what="photo", keep_alpha=True)
+    device = resolve(args, report)
+    db = open_cached(args.db)
+    encoder = load_encoder(clip=args.clip, db=db, device=device, allow_download=args.allow_download)
+    seg = segment(image, prompt, encoder.clip, seg_config, device=device)
+    if seg.note:
+        print(seg.note, file=sys.stderr)
+    progress, bar = progress_bar(restyle_config.steps, "restyle")
+    try:
+        result = photo_to_3d(image, seg.mask, db, encoder, encoder.clip, config, device=device, progress=progress)
+    finally:
+        bar.close()
+    export_restyled(result.restyled, args.out, name=result.chosen.name)
+    if args.cutout:
+        Path(args.cutout).write_bytes(encode_rgba_png(seg.cutout))
+    restyled = result.restyled
+    report.update(method=seg.method, proposals=seg.proposals, iou_merge=seg.iou_merge, rule=seg.rule,
+                  hits=[h.as_dict() for h in result.hits], chosen=result.chosen.as_dict(),
+                  category=result.chosen.category, clip=encoder.spec, loss_first=restyled.losses[0],
+                  loss_last=restyled.losses[-1], steps=restyled.steps, out=str(args.out),
+                  style_texture=str(style_path(args.out)))
+    print(f"wrote {args.out}: {result.chosen.name} ({result.chosen.category or 'no category'}, score "
+          f"{result.chosen.score:.3f}) restyled after the photo (loss {restyled.losses[0]:.4g} -> "
+          f"{restyled.losses[-1]:.4g}); segmented with {seg.method}")
+
+
 # ----------------------------------------------------------------------------------------- models
 @command("models", "the weights manager: list what is present, pull (download) or import a local file")
 def _models_args(parser: argparse.ArgumentParser) -> None:

@@ -322,7 +322,7 @@ def import_fetch_shape(record: JobRecord, context) -> list[str]:
     collection, with the job stored on it."""
     glb = record.result.blobs.get("mesh")
     if glb is None:
-        raise AddonError("the fetch_shape result has no mesh", "this is a backend bug: see its log")
+        raise AddonError(f"the {record.kind} result has no mesh", "this is a backend bug: see its log")
     objects = import_glb(glb, context)
     meshes = [o for o in objects if o.type == "MESH"]
     if len(meshes) != 1:
@@ -359,6 +359,24 @@ def import_segment(record: JobRecord, context) -> list[str]:
     return created
 
 
+def import_photo_to_3d(record: JobRecord, context) -> list[str]:
+    """`photo_to_3d`: the chosen library shape, restyled after the photo, at the 3D cursor (as `fetch_shape`), with
+    the style texture alone in an unconnected Image Texture node (as `restyle`)."""
+    style_png = record.result.blobs.get("style_texture")
+    if style_png is None or not style_png.startswith(b"\x89PNG"):
+        raise AddonError("the photo_to_3d result has no style texture PNG", "this is a backend bug: see its log")
+    chosen = record.result.fields.get("chosen") or {}
+    obj = bpy.data.objects[import_fetch_shape(record, context)[0]]
+    obj.name = f"{chosen.get('name') or 'Library shape'} from photo"
+    image = load_png_image(f"{obj.name} style texture", style_png)
+    image.colorspace_settings.name = "Non-Color"
+    image[PROP_PREFIX + "job"] = record.id
+    for material in [slot.material for slot in obj.material_slots if slot.material is not None]:
+        add_style_texture_node(material, image)
+    pack_images_of(obj)
+    return [obj.name, image.name]
+
+
 IMPORTERS: dict[str, Callable[[JobRecord, object], list[str]]] = {
     "render": import_render,
     "stylize": import_stylize,
@@ -367,5 +385,6 @@ IMPORTERS: dict[str, Callable[[JobRecord, object], list[str]]] = {
     "search": import_search,
     "fetch_shape": import_fetch_shape,
     "segment": import_segment,
+    "photo_to_3d": import_photo_to_3d,
 }
 """Job kind -> importer; the keys equal `kinds.JOB_KINDS` (a test checks)."""

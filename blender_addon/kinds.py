@@ -53,6 +53,7 @@ JOB_KINDS: dict[str, JobKind] = build_registry([
     JobKind("fetch_shape", "Import library shape", None, None, needs_mesh=False),
     # Text-guided photo segmentation: params and results are wired, the Image Editor tool is not yet.
     JobKind("segment", "Segment photo", None, None, needs_mesh=False),
+    JobKind("photo_to_3d", "Photo to 3D", None, None, needs_mesh=False),
 ])
 
 QUALITIES = ("draft", "standard", "high")

@@ -84,3 +84,44 @@ def test_photo_finds_a_shape_of_its_category_and_restyles_it(library):
     rate = right / total
     print(f"photo to 3D: top-1 category right for {right} of {total} world photos ({rate:.2f}); chance ~0.125")
     assert total >= 12 and rate >= 0.5
+
+
+def test_cli_photo_to_3d_segments_retrieves_and_restyles(library, tmp_path):
+    """`atelier photo-to-3d` end to end with the real segmentation (no SAM weights here: superpixels, said so)
+    and the shared domain-CLIP library."""
+    import json
+
+    from PIL import Image
+
+    from backend.cli import main
+
+    db, _, _, manifest = library
+    record = manifest["shapes"][0]
+    image, _ = world_photo(record, seed=7, size=128)
+    photo = tmp_path / "photo.png"
+    Image.fromarray((image * 255).round().astype(np.uint8)).save(photo)
+    out, report = tmp_path / "out.glb", tmp_path / "r.json"
+    prompt = f"a {record['colour']} {record['category']}"
+    with one_thread():
+        code = main(["photo-to-3d", str(photo), "--prompt", prompt, "--db", str(db.directory), "--out", str(out),
+                     "-k", "3", "--steps", "2", "--device", "cpu", "--cutout", str(tmp_path / "cut.png"),
+                     "--report", str(report)])
+    assert code == 0
+    data = json.loads(report.read_text())
+    assert data["steps"] == 2 and len(data["hits"]) == 3 and data["chosen"] == data["hits"][0]
+    assert "superpixels" in data["method"] and data["proposals"] > 0
+    assert out.exists() and (tmp_path / "out_style.png").exists() and (tmp_path / "cut.png").exists()
+    print(f"photo-to-3d '{prompt}': chosen {data['chosen']['name']} ({data['category']}), method {data['method']}")
+
+
+def test_cli_photo_to_3d_bad_input_is_one_line(library, tmp_path, capsys):
+    from backend.cli import main
+
+    db = library[0]
+    code = main(["photo-to-3d", str(tmp_path / "missing.png"), "--prompt", "a chair", "--db", str(db.directory),
+                 "--out", str(tmp_path / "o.glb")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "missing.png" in err and not (tmp_path / "o.glb").exists()
+    code = main(["photo-to-3d", str(tmp_path / "missing.png"), "--prompt", " ", "--db", str(db.directory),
+                 "--out", str(tmp_path / "o.glb")])
+    assert code == 2 and "prompt" in capsys.readouterr().err

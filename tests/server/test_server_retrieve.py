@@ -133,6 +133,33 @@ def test_fetch_shape_sends_the_mesh_as_glb(client, indexed, library):
     assert result.blobs["thumbnail"].startswith(b"\x89PNG")
 
 
+def photo() -> bytes:
+    """A red box on a grey floor: something for the segmenter to find."""
+    image = np.full((96, 96, 3), 120, np.uint8)
+    image[30:70, 25:75] = (200, 30, 30)
+    return encode_png(image)
+
+
+def test_photo_to_3d_segments_retrieves_and_restyles(client, indexed):
+    db, _ = indexed
+    msgs = run_job(client, Submit(job="p3d", kind="photo_to_3d", blobs={"image": photo()},
+                                  params={"db": str(db), "prompt": "a red box", "k": 2, "steps": 2}))
+    result = msgs[-1]
+    assert isinstance(result, Result), result
+    stages = {m.stage for m in msgs if isinstance(m, Progress)}
+    assert {"segment", "restyle"} <= stages
+    fields = result.fields
+    assert len(fields["hits"]) == 2 and fields["chosen"] == {k: v for k, v in fields["hits"][0].items()
+                                                              if k != "thumbnail"}
+    assert fields["steps"] == 2 and fields["clip"] == "tiny" and "superpixels" in fields["method"]
+    document, _ = read_glb(result.blobs["mesh"])
+    assert "baseColorTexture" in document["materials"][0]["pbrMetallicRoughness"]
+    for name in ("style_texture", "mask", "cutout", "thumb_000", "thumb_001"):
+        assert result.blobs[name].startswith(b"\x89PNG"), name
+    mask = np.asarray(Image.open(io.BytesIO(result.blobs["mask"])))
+    assert mask.shape == (96, 96)
+
+
 @pytest.mark.parametrize("kind, params, blobs, words", [
     ("search", {"db": "{missing}", "text": "a chair"}, {}, "does not exist"),
     ("search", {"db": "{db}", "text": "a chair", "k": 0}, {}, "param 'k'"),
@@ -153,6 +180,11 @@ def test_fetch_shape_sends_the_mesh_as_glb(client, indexed, library):
     ("index", {"library": "{empty}", "db": "{missing}", "clip": "tiny"}, {}, "holds no mesh files"),
     ("index", {"library": "{missing}", "db": "{missing}", "clip": "tiny"}, {}, "does not exist"),
     ("index", {"db": "{missing}"}, {}, "param 'library' is missing"),
+    ("photo_to_3d", {"db": "{db}", "prompt": "a box"}, {}, "takes one blob 'image'"),
+    ("photo_to_3d", {"db": "{db}", "prompt": " "}, {"image": photo()}, "prompt"),
+    ("photo_to_3d", {"db": "{missing}", "prompt": "a box"}, {"image": photo()}, "does not exist"),
+    ("photo_to_3d", {"db": "{db}", "prompt": "a box", "k": 2, "pick": 2}, {"image": photo()}, "pick must be in"),
+    ("photo_to_3d", {"db": "{db}", "prompt": "a box"}, {"image": b"not an image"}, "photo"),
 ])
 def test_bad_input_is_answered_and_the_server_keeps_serving(client, indexed, tmp_path, kind, params, blobs, words):
     db, _ = indexed
