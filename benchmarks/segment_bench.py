@@ -17,6 +17,11 @@ shape's caption. For each prompt kind, mean IoU with the true mask and seconds p
 - centre box: the middle half of the photo on each axis, a no-model baseline (world photos are roughly centred);
 - relevance, random CLIP: the relevance map of the seeded random `tiny-rn` CLIP, a control (plumbing, no meaning).
 
+Photo to 3D: the photographed shapes are written as a library, indexed with the domain CLIP, and each photo's
+object (cropped on white, `backend.segment.photo_to_3d.object_crop`) is the search query: how often the top-1
+shape has the photographed object's category (and is the very shape), with the pipeline's mask (caption prompt),
+with the true mask (a ceiling for the segmenter) and with the whole photo unsegmented (the baseline).
+
 Methods whose modules are missing are skipped and listed. The proposer is SAM when its weights are on this machine,
 else the SLIC superpixel fallback, and the table says which. The seed paper's figures are on PhraseCut real photos
 with CLIPSeg + SAM on an RTX 4090: a different task and machine, printed for orientation only.
@@ -194,6 +199,54 @@ def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return x[0, 0].numpy() >= 0.5
 
 
+def photo_to_3d_retrieval(data: list[tuple], clip, device: str) -> dict:
+    """Top-1 category (and exact shape) rate of library search by the segmented object, the true object and the
+    whole photo, over a library of the photographed shapes (module docstring)."""
+    import shutil
+    import tempfile
+
+    from backend.geometry.glb import export_glb
+    from backend.retrieve.database import LibraryDB
+    from backend.retrieve.indexer import index_library
+    from backend.retrieve.query import QueryEncoder
+    from backend.retrieve.search import search
+    from backend.segment.photo_to_3d import object_crop
+
+    root = Path(tempfile.mkdtemp(prefix="atelier-segment-bench-"))
+    try:
+        library = root / "library"
+        library.mkdir()
+        categories = {}
+        for i, (shape, _, _) in enumerate(data):
+            name = f"{shape.category}_{i:04d}.glb"
+            (library / name).write_bytes(export_glb(shape.mesh, name=name))
+            categories[name] = shape.category
+        (library / "categories.json").write_text(json.dumps(categories))
+        encoder = QueryEncoder(clip)
+        index_library(library, root / "db", encoder)
+        db = LibraryDB.open(root / "db")
+        counts = {q: {"category": 0, "shape": 0, "queries": 0} for q in ("segmented", "true mask", "whole photo")}
+        for i, (shape, image, mask) in enumerate(data):
+            queries = {"true mask": object_crop(image, mask), "whole photo": image}
+            if segment is not None:
+                try:
+                    found = segment(image, shape.caption, clip, SegmentConfig(), device=device)
+                    queries["segmented"] = object_crop(image, found.mask)
+                except InvalidInputError:
+                    counts["segmented"]["queries"] += 1  # no mask found: a miss
+            for name, query in queries.items():
+                top = search(db, encoder, photo=query, k=1)[0]
+                counts[name]["queries"] += 1
+                counts[name]["category"] += top.category == shape.category
+                counts[name]["shape"] += top.name == f"{shape.category}_{i:04d}"
+        db.close()
+        return {name: {"top1_category": c["category"] / max(c["queries"], 1),
+                       "top1_shape": c["shape"] / max(c["queries"], 1), "queries": c["queries"]}
+                for name, c in counts.items() if c["queries"]}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=60, help="world photos (held-out shapes), default 60")
@@ -244,7 +297,17 @@ def main() -> None:
     print(f"{'seed (PhraseCut)':<16} {'Grounded-SAM':<24} {SEED_PAPER['grounded_sam_iou']:>9.3f} {'':>7} "
           f"{SEED_PAPER['grounded_sam_seconds_per_image']:>8.3f}   (RTX 4090)")
 
+    tick = time.perf_counter()
+    to_3d = photo_to_3d_retrieval(data, clip, args.device)
+    chance = 1 / len(set(shape.category for shape, _, _ in data))
+    print(f"photo to 3D ({len(data)}-shape library of the photographed shapes, caption prompts; chance "
+          f"{chance:.3f} for the category), {time.perf_counter() - tick:.1f} s:")
+    for name, row in to_3d.items():
+        print(f"  {name:<12} top-1 category {row['top1_category']:.3f}, top-1 the very shape {row['top1_shape']:.3f} "
+              f"({row['queries']} photos)")
+
     result = {
+        "photo_to_3d": to_3d, "photo_to_3d_category_chance": chance,
         "command": "segment_bench", "seconds": round(time.perf_counter() - started, 1), "device": args.device,
         "renderer": "torch", "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "photos": len(data), "photo_size": args.size, "seed": args.seed,
