@@ -39,6 +39,7 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import VisionTransformer
 
+from backend.checkpoints import save_atomic
 from backend.devices import resolve_device
 from backend.errors import InvalidInputError, WeightsMissingError
 from backend.models.catalogue import WeightsInfo, clean_tag, lookup
@@ -391,13 +392,7 @@ def save_clip_checkpoint(clip: ClipModel, path: str | os.PathLike, spec_name: st
         "std": [float(v) for v in clip.std],
         "spec_name": spec_name or clip.name,
     }
-    part = path.with_name(path.name + ".part")
-    try:
-        torch.save(payload, part)
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
-    return path
+    return save_atomic(payload, path)
 
 
 def _load_atelier_checkpoint(path: Path, spec: str, device: torch.device) -> ClipModel:

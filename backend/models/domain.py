@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.checkpoints import save_atomic
 from backend.errors import AtelierError, InvalidInputError, WeightsMissingError
 from backend.models.clip import (CHECKPOINT_FORMAT, ClipModel, TinyClipConfig, _load_atelier_checkpoint,
                                  clip_from_config, register_clip_resolver)
@@ -221,10 +222,7 @@ class TrainingSet:
 
     def save(self, path: Path) -> None:
         """Writes one torch file (atomically; loadable with weights_only=True)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(path.name + ".part")
-        torch.save(asdict(self), part)
-        os.replace(part, path)
+        save_atomic(asdict(self), path)
 
     @classmethod
     def load(cls, path: Path) -> "TrainingSet":
@@ -599,13 +597,7 @@ def save_domain_checkpoint(clip: ClipModel, path: str | os.PathLike, config: Dom
         "spec_name": clip.name,
         "training": json.loads(json.dumps({"config": asdict(config), **(training or {})})),
     }
-    part = path.with_name(path.name + ".part")
-    try:
-        torch.save(payload, part)
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
-    return path
+    return save_atomic(payload, path)
 
 
 def checkpoint_training(path: str | os.PathLike = DOMAIN_WEIGHTS) -> dict:

@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from backend.checkpoints import save_atomic
 from backend.errors import InvalidInputError
 from backend.models.clip import ClipModel, clip_from_config, parse_clip_spec
 
@@ -351,13 +352,7 @@ def save_checkpoint(path: str | os.PathLike, model: TaskFormer, optimizer: torch
         "train": json.loads(json.dumps(config)) if config is not None else None,
         "extra": json.loads(json.dumps(extra or {})),
     }
-    part = path.with_name(path.name + ".part")
-    try:
-        torch.save(payload, part)
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
-    return path
+    return save_atomic(payload, path)
 
 
 def _to_cpu(value: Any) -> Any:
