@@ -136,6 +136,8 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-blob-bytes", type=int, default=defaults.max_blob_bytes, help="largest blob frame accepted")
     parser.add_argument("--max-queue", type=int, default=defaults.max_queue, help="jobs waiting before submit is refused")
     parser.add_argument("--test-jobs", action="store_true", help="also offer the echo, sleep and fail job kinds")
+    parser.add_argument("--watch-pid", type=int, default=None,
+                        help="stop when this process is gone (the add-on passes Blender's pid)")
 
 
 @_serve_args.run
@@ -145,7 +147,7 @@ def _serve(args, report: Report) -> None:
 
     config = ServerConfig(bind=args.bind, device=args.device, curve_dir=args.curve_dir, log_path=args.log,
                           log_level=args.log_level, max_blob_bytes=args.max_blob_bytes, max_queue=args.max_queue,
-                          test_jobs=args.test_jobs)
+                          test_jobs=args.test_jobs, watch_pid=args.watch_pid)
     report["exit_code"] = serve(config)
 
 

@@ -58,8 +58,9 @@ class BackendProcess:
         """The backend's log file (`--log`): named in every error about this backend."""
         self.stderr_path = self.log_path.with_suffix(".stderr.txt")
         """Where the process's stderr goes (import errors, crashes before logging starts)."""
+        # --watch-pid: the backend stops by itself if this Blender dies without stopping it (a crash).
         self.command = [str(self.python), "-m", "backend.server", "--bind", bind, "--device", device,
-                        "--log", str(self.log_path), *extra_args]
+                        "--log", str(self.log_path), "--watch-pid", str(os.getpid()), *extra_args]
         self.start_timeout = start_timeout
         self.process: subprocess.Popen | None = None
         self.started_at: float | None = None

@@ -30,6 +30,7 @@ from backend.server.hooks import models_present, release_memory
 from backend.server.jobqueue import Job, JobQueue
 from backend.render.rasterizer import renderer_name
 from backend.server.jobs import JOB_HANDLERS, diagnostic_handlers
+from backend.server.watch import process_alive
 from backend.server.worker import Worker, error_message
 from shared_protocol import (
     PROTOCOL_VERSION, Accepted, Cancel, Hello, Message, ProtocolError, Release, Shutdown, Status, Submit, Welcome,
@@ -115,8 +116,15 @@ class Server:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._events, zmq.POLLIN)
+        next_watch = time.monotonic() + self.config.watch_interval_s
         while not self._stop.is_set():
             ready = dict(poller.poll(self.config.poll_ms))
+            if self.config.watch_pid is not None and time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + self.config.watch_interval_s
+                if not process_alive(self.config.watch_pid):
+                    log.warning("the watched process %d is gone: stopping", self.config.watch_pid)
+                    self.stop()
+                    break
             if self._events in ready:
                 self._forward_events()
             if self._router in ready:

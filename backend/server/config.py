@@ -45,6 +45,11 @@ class ServerConfig:
     bounded so shutdown never hangs on a vanished client."""
     join_timeout_s: float = 10.0
     """How long shutdown waits for a cancelled job to reach its next step before leaving it behind."""
+    watch_pid: int | None = None
+    """Stop when this process is gone (checked every `watch_interval_s`): the add-on passes Blender's pid, so a
+    crashed Blender does not leave its backend computing. None: run until told to stop."""
+    watch_interval_s: float = 1.0
+    """How often `watch_pid` is checked."""
 
     def __post_init__(self) -> None:
         if not 0 < self.max_blob_bytes <= MAX_BLOB_BYTES:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def start_backend(log_dir: Path, *args: str, device: str = "cpu", timeout: float
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(
             [python, "-m", "backend.server", "--bind", "tcp://127.0.0.1:*", "--device", device,
-             "--log", str(log_path), *args],
+             "--log", str(log_path), "--watch-pid", str(os.getpid()), *args],
             stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()

@@ -55,3 +55,25 @@ def test_a_taken_port_is_a_one_line_error(tmp_path):
     finally:
         first.process.send_signal(signal.SIGINT)
         assert first.process.wait(15) == 0
+
+
+def test_the_server_stops_when_the_watched_process_is_gone(tmp_path):
+    """A backend started with --watch-pid (the add-on passes Blender's pid) stops by itself, even in the middle
+    of a job, once that process is gone: a crashed Blender leaves nothing computing."""
+    import os
+    import time
+
+    from backend.server.watch import process_alive
+
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    server = start_server(tmp_path, "--test-jobs", "--watch-pid", str(parent.pid))  # the last --watch-pid wins
+    with Client(server.endpoint) as c:
+        c.send(Submit(job="long", kind="sleep", params={"steps": 100_000, "seconds": 0.01}))
+        assert c.recv(5) == Accepted(job="long", position=0)
+    time.sleep(1.5)
+    assert server.process.poll() is None, "it keeps serving while the watched process lives"
+    parent.kill()
+    parent.wait()
+    assert not process_alive(parent.pid) and process_alive(os.getpid())
+    assert server.process.wait(20) == 0, server.stderr()
+    assert f"the watched process {parent.pid} is gone" in server.log_path.read_text()
