@@ -13,7 +13,7 @@ import pytest
 
 from addon_helpers import add_object, clear_scene, decode_png, panel_texts, pump_until, write_style_image
 from blender_addon import session
-from blender_addon.importers import COLLECTION, IMPORTERS, STYLE_NODE
+from blender_addon.importers import COLLECTION, IMPORTERS, STYLE_NODE, load_png_image
 from blender_addon.kinds import JOB_KINDS
 from blender_addon.meshpack import from_array
 from blender_addon.panels import ATELIER_PT_backend, ATELIER_PT_jobs, ATELIER_PT_restyle, ATELIER_PT_stylize
@@ -327,6 +327,101 @@ def test_a_photo_is_segmented_and_its_mask_and_cutout_imported(scene, tmp_path):
     assert mask.name == "Atelier a red pattern mask" and cutout.name == "Atelier a red pattern cutout"
     assert mask.packed_file is not None and cutout.packed_file is not None
     assert tuple(mask.size) == tuple(cutout.size) == (record.fields["width"], record.fields["height"])
+
+
+def _red_box_photo(size: int = 96) -> bytes:
+    """A red box on a grey ground, as a PNG photo."""
+    from blender_addon.meshpack import encode_png
+
+    pixels = np.full((size, size, 3), 128, np.uint8)
+    pixels[size // 4:3 * size // 4, size // 4:3 * size // 4] = (220, 30, 30)
+    return encode_png(pixels)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    import struct
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def _index_library(tmp_path) -> str:
+    from blender_addon import kinds
+
+    (tmp_path / "lib" / "boxes").mkdir(parents=True)
+    (tmp_path / "lib" / "boxes" / "box.obj").write_text(CUBE_OBJ)
+    (tmp_path / "lib" / "tetra.obj").write_text(TETRA_OBJ)
+    db = str(tmp_path / "db")
+    index = finish(session.get_runtime().submit("index", kinds.index_params(str(tmp_path / "lib"), db, "tiny", 2),
+                                                label="Index library"), 90)
+    assert index.fields["shapes"] == 2 and index.fields["failed"] == []
+    return db
+
+
+def test_photo_to_3d_imports_the_chosen_shape_restyled_at_the_cursor(scene, results, tmp_path):
+    db = _index_library(tmp_path)
+    bpy.context.scene.cursor.location = (-1.0, 0.5, 2.0)
+    params = {"db": db, "prompt": "a red box", "k": 2, "pick": 0, "steps": 2, "quality": "draft",
+              "proposer": "superpixels"}
+    record = finish(session.get_runtime().submit("photo_to_3d", params, label="Photo to 3D",
+                                                 blobs={"image": _red_box_photo()}), 180)
+    result = results["photo_to_3d"][0]
+    fields = record.fields
+    assert sorted(h["name"] for h in fields["hits"]) == ["box", "tetra"]
+    assert [h["thumbnail"] for h in fields["hits"]] == ["thumb_000", "thumb_001"]
+    assert fields["chosen"]["name"] == fields["hits"][0]["name"] and fields["category"] == fields["chosen"]["category"]
+    assert fields["method"].startswith("superpixels") and fields["steps"] == 2
+    assert np.isfinite(fields["loss_first"]) and np.isfinite(fields["loss_last"])
+    assert {"mesh", "style_texture", "mask", "cutout", "thumb_000", "thumb_001"} <= set(result.blobs)
+
+    name = f"{fields['chosen']['name']} from photo"
+    obj, image = bpy.data.objects[record.outputs[0]], bpy.data.images[record.outputs[1]]
+    assert record.outputs == [name, f"{name} style texture"] and obj.name == name
+    assert obj.name in bpy.data.collections[COLLECTION].objects and obj.users_collection[0].name == COLLECTION
+    assert tuple(obj.location) == pytest.approx((-1.0, 0.5, 2.0)) and bpy.context.view_layer.objects.active == obj
+    assert obj["atelier_kind"] == "photo_to_3d"
+
+    # The restyled texture on Base Color (as the glTF importer wires it) ...
+    tree = obj.active_material.node_tree
+    bsdf = next(n for n in tree.nodes if n.type == "BSDF_PRINCIPLED")
+    base = bsdf.inputs["Base Color"]
+    assert base.is_linked and base.links[0].from_node.type == "TEX_IMAGE"
+    texture = base.links[0].from_node.image
+    assert texture is not None and texture.packed_file is not None
+    # ... and the style texture alone, packed, in an unconnected node, with the returned PNG's pixels.
+    node = tree.nodes[STYLE_NODE]
+    assert node.type == "TEX_IMAGE" and node.image == image
+    assert not any(link.from_node == node or link.to_node == node for link in tree.links)
+    assert image.packed_file is not None and image.colorspace_settings.name == "Non-Color"
+    style_png = result.blobs["style_texture"]
+    assert tuple(image.size) == _png_size(style_png)
+    reference = load_png_image("reference style", style_png)  # decoded independently of the importer's image
+    try:
+        np.testing.assert_array_equal(_image_pixels(image), _image_pixels(reference))
+    finally:
+        bpy.data.images.remove(reference)
+
+
+def test_photo_to_3d_without_a_library_fails_with_the_backends_reason_and_imports_nothing(scene, tmp_path):
+    images = set(bpy.data.images)
+    params = {"db": str(tmp_path / "no-such-db"), "prompt": "a red box", "k": 2, "steps": 2,
+              "proposer": "superpixels"}
+    record = session.get_runtime().submit("photo_to_3d", params, label="Photo to 3D",
+                                          blobs={"image": _red_box_photo()})
+    pump_until(lambda: not record.active, 60, "the job to fail")
+    assert record.state == "failed" and record.code == "invalid_input", record.error_text()
+    assert record.message.startswith("no shape library database at ") and "no-such-db" in record.message
+    assert "index a library first" in record.hint and record.outputs == []
+
+    del params["db"]  # no library named at all
+    unnamed = session.get_runtime().submit("photo_to_3d", params, label="Photo to 3D",
+                                           blobs={"image": _red_box_photo()})
+    pump_until(lambda: not unnamed.active, 60, "the job to fail")
+    assert unnamed.state == "failed" and unnamed.code == "invalid_input", unnamed.error_text()
+    assert unnamed.message == "param 'db' is missing" and unnamed.outputs == []
+    assert set(bpy.data.images) == images
+    assert COLLECTION not in bpy.data.collections or not bpy.data.collections[COLLECTION].objects
+    assert session.get_runtime().ready
 
 
 def _long_stylize(scene):
