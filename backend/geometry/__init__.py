@@ -8,6 +8,7 @@ Flat modules, imported directly (this package imports nothing, so `backend.geome
 - `normals`: `vertex_normals`, `face_normals`.
 - `unwrap`: `ensure_uv(mesh)` with xatlas.
 - `glb`: `export_glb(mesh, path, morph_targets=...)`, `read_glb`, `read_accessor`.
+- `voxelize`: `voxelize(mesh, R)` solid bool [R, R, R] occupancy in [-1, 1]^3 (shell + fill), `grid_centres`.
 - `color`: sRGB <-> linear.
 - `primitives`: `cube`, `textured_cube`, `tetrahedron`, `icosphere` for tests.
 """

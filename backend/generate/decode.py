@@ -1,0 +1,118 @@
+"""From a shape latent to a mesh: evaluate the occupancy decoder on a grid, run marching cubes.
+
+The grid is the voxel frame of `backend.geometry.voxelize` (cell centres in [-1, 1]^3) with one extra
+cell of forced-empty space on every side, so every surface closes and the mesh is watertight even
+where the shape touches the cube's faces.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from backend.errors import InvalidInputError
+from backend.geometry.mesh import Mesh
+from backend.geometry.normals import vertex_normals
+from backend.geometry.voxelize import grid_centres
+
+EMPTY_LOGIT = -20.0
+"""Logit written into the padding cells: surely outside for any threshold in (0, 1)."""
+
+
+@dataclass
+class DecodeConfig:
+    """How a latent becomes a mesh."""
+
+    resolution: int = 64
+    """Cells per axis of the evaluation grid over [-1, 1]^3 (before the one-cell padding)."""
+    threshold: float = 0.5
+    """Occupancy probability of the extracted surface, in (0, 1); lower grows the shape."""
+    min_component_fraction: float = 0.1
+    """Connected pieces with fewer faces than this fraction of the largest one are dropped (floaters)."""
+    chunk_points: int = 65536
+    """Points per decoder call (bounds memory on big grids)."""
+
+    def __post_init__(self) -> None:
+        if self.resolution < 2:
+            raise ValueError(f"resolution must be >= 2, got {self.resolution}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold is a probability in (0, 1), got {self.threshold}")
+        if not 0.0 <= self.min_component_fraction <= 1.0:
+            raise ValueError(f"min_component_fraction must be in [0, 1], got {self.min_component_fraction}")
+
+
+@torch.no_grad()
+def decode_grid(model, latent: torch.Tensor, resolution: int, chunk_points: int = 65536) -> np.ndarray:
+    """Occupancy logits of one latent at the cell centres: latent [L] or [1, L] -> float32 [R, R, R].
+
+    model: an `OccupancyAutoencoder` (anything with `decode(points [1, P, 3], latent [1, L]) -> [1, P]`).
+    """
+    latent = latent.reshape(1, -1)
+    points = torch.from_numpy(grid_centres(resolution).reshape(-1, 3)).to(latent.device)
+    logits = [model.decode(chunk.unsqueeze(0), latent)[0] for chunk in torch.split(points, chunk_points)]
+    return torch.cat(logits).reshape(resolution, resolution, resolution).float().cpu().numpy()
+
+
+def logits_to_mesh(logits: np.ndarray, config: DecodeConfig | None = None, name: str = "generated") -> Mesh:
+    """Marching cubes of a logit grid [R, R, R] (voxel frame) at `config.threshold` -> Mesh.
+
+    Returns vertices [N, 3] float32 in the voxel frame, faces [F, 3] int32 counter-clockwise from
+    outside, metadata["normals"] [N, 3] float32. Raises InvalidInputError when nothing is above the threshold.
+    """
+    from skimage.measure import marching_cubes
+
+    config = config or DecodeConfig()
+    r = logits.shape[0]
+    level = math.log(config.threshold / (1.0 - config.threshold))
+    padded = np.pad(np.asarray(logits, dtype=np.float32), 1, constant_values=EMPTY_LOGIT)
+    if not (padded > level).any():
+        top = 1.0 / (1.0 + math.exp(-float(np.max(logits))))
+        raise InvalidInputError(
+            f"the decoded shape is empty: no occupancy reaches the threshold {config.threshold:g} "
+            f"(highest {top:.3g})",
+            "lower the threshold below the highest occupancy, or check that the checkpoint is trained",
+        )
+    cell = 2.0 / r
+    vertices, faces, _, _ = marching_cubes(padded, level=level, spacing=(cell, cell, cell))
+    # Padded index p is cell p - 1, whose centre is at -1 + (p - 1 + 0.5) * cell.
+    vertices = (vertices - 1.0 - 0.5 * cell).astype(np.float32)
+    vertices, faces = _keep_large_components(vertices, faces.astype(np.int32), config.min_component_fraction)
+    # Marching cubes winds all faces one way; which way depends on the gradient's sign, so check it.
+    if _signed_volume(vertices, faces) < 0:
+        faces = np.ascontiguousarray(faces[:, ::-1])
+    return Mesh(vertices=vertices, faces=faces, name=name,
+                metadata={"normals": vertex_normals(vertices, faces)})
+
+
+def decode_latent(model, latent: torch.Tensor, config: DecodeConfig | None = None, name: str = "generated") -> Mesh:
+    """A latent [L] -> a watertight Mesh in the voxel frame (see `logits_to_mesh`)."""
+    config = config or DecodeConfig()
+    return logits_to_mesh(decode_grid(model, latent, config.resolution, config.chunk_points), config, name)
+
+
+def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
+    a, b, c = (vertices.astype(np.float64)[faces[:, k]] for k in range(3))
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
+
+
+def _keep_large_components(vertices: np.ndarray, faces: np.ndarray, fraction: float):
+    """Drops connected pieces (by shared vertices) smaller than `fraction` of the largest, and unused vertices."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(vertices)
+    rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
+    cols = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    face_label = labels[faces[:, 0]]
+    counts = np.bincount(face_label)
+    keep = counts >= fraction * counts.max()
+    faces = faces[keep[face_label]]
+    used = np.unique(faces)
+    remap = np.full(n, -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return vertices[used], remap[faces].astype(np.int32)

@@ -1,0 +1,162 @@
+"""Training the occupancy autoencoder on voxelised shapes (CLIP-Forge stage 1).
+
+Checkpoints are plain dicts of tensors, numbers and strings (`torch.load(..., weights_only=True)` reads
+them): {"kind", "model_config", "train_config", "step", "model", "optimizer", "losses"}.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.checkpoints import save_atomic
+from backend.errors import InvalidInputError
+from backend.generate.decode import decode_grid
+from backend.generate.occupancy import OccupancyAutoencoder, OccupancyAutoencoderConfig, OccupancySampler, voxel_iou
+from backend.geometry.mesh import Mesh
+from backend.geometry.voxelize import voxelize_normalized
+from backend.progress import CancelToken, ProgressFn, no_progress
+
+CHECKPOINT_KIND = "atelier.occupancy_autoencoder"
+
+
+@dataclass
+class AutoencoderTrainConfig:
+    """How the autoencoder is trained."""
+
+    steps: int = 20000
+    """Optimiser steps."""
+    batch_size: int = 32
+    """Shapes per step (all of them when there are fewer)."""
+    points_per_shape: int = 2048
+    """Occupancy points sampled per shape per step."""
+    near_fraction: float = 0.6
+    """Share of the points drawn next to the surface (the rest are uniform in the cube)."""
+    near_sigma: float = 0.02
+    """Standard deviation of the Gaussian jitter added to near-surface points (voxel-frame units)."""
+    learning_rate: float = 1e-3
+    """Adam learning rate (cosine-decayed to 5% over `steps`)."""
+    seed: int = 0
+    """Seeds the weights, the shape order and the point samples."""
+    device: str = "cpu"
+    """Torch device to train on."""
+    checkpoint_every: int = 0
+    """Write the checkpoint every this many steps (0: only at the end)."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "points_per_shape"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+
+def voxelize_meshes(meshes: list[Mesh], resolution: int) -> np.ndarray:
+    """Each mesh normalised to the unit sphere and voxelised: bool [N, R, R, R]."""
+    if not meshes:
+        raise InvalidInputError("no shapes to voxelise", "give the trainer at least one mesh")
+    return np.stack([voxelize_normalized(mesh, resolution)[0] for mesh in meshes])
+
+
+def train_autoencoder(
+    voxels: np.ndarray,
+    model_config: OccupancyAutoencoderConfig | None = None,
+    config: AutoencoderTrainConfig | None = None,
+    *,
+    checkpoint_path: str | Path | None = None,
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+) -> tuple[OccupancyAutoencoder, list[float]]:
+    """Fits an autoencoder to voxel grids: voxels bool [N, R, R, R] with R = model_config.voxel_resolution.
+
+    Each step encodes a batch of grids and scores the decoder's logits at sampled points with binary
+    cross-entropy. progress(step, total, loss=...) is called after every step; `cancel.check()` runs
+    before each (JobCancelled propagates; the last checkpoint written stays). Returns (the model in
+    eval mode on config.device, the loss of every step).
+    """
+    model_config = model_config or OccupancyAutoencoderConfig()
+    config = config or AutoencoderTrainConfig()
+    voxels = np.asarray(voxels, dtype=bool)
+    r = model_config.voxel_resolution
+    if voxels.ndim != 4 or tuple(voxels.shape[1:]) != (r, r, r) or len(voxels) == 0:
+        raise InvalidInputError(f"training voxels must be [N, {r}, {r}, {r}], got {voxels.shape}",
+                                f"voxelise the shapes at the model's resolution {r}")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = torch.device(config.device)
+    model = OccupancyAutoencoder(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        # math, not numpy: a numpy scalar in the optimizer's lr would break weights_only loading.
+        optimizer, lambda s: 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(s / config.steps, 1.0))))
+    samplers = [OccupancySampler(grid, config.near_fraction, config.near_sigma) for grid in voxels]
+    grids = torch.from_numpy(voxels).to(device)
+    batch = min(config.batch_size, len(voxels))
+    order, cursor, losses = rng.permutation(len(voxels)), 0, []
+    model.train()
+    for step in range(config.steps):
+        if cancel is not None:
+            cancel.check()
+        if cursor + batch > len(order):
+            order, cursor = rng.permutation(len(voxels)), 0
+        chosen = order[cursor:cursor + batch]
+        cursor += batch
+        samples = [samplers[i].sample(config.points_per_shape, rng) for i in chosen]
+        points = torch.from_numpy(np.stack([p for p, _ in samples])).to(device)
+        labels = torch.from_numpy(np.stack([y for _, y in samples])).to(device)
+        logits = model(grids[torch.from_numpy(chosen).to(device)], points)
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        progress(step + 1, config.steps, loss=losses[-1])
+        if checkpoint_path is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+            save_checkpoint(checkpoint_path, model, optimizer, config, step + 1, losses)
+    if checkpoint_path is not None:
+        save_checkpoint(checkpoint_path, model, optimizer, config, config.steps, losses)
+    return model.eval(), losses
+
+
+def save_checkpoint(path: str | Path, model: OccupancyAutoencoder, optimizer, config: AutoencoderTrainConfig,
+                    step: int, losses: list[float]) -> None:
+    """Writes the plain-dict checkpoint (module docstring) atomically: a crash never leaves half a file."""
+    state = {
+        "kind": CHECKPOINT_KIND,
+        "model_config": asdict(model.config),
+        "train_config": asdict(config),
+        "step": int(step),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "losses": [float(x) for x in losses],
+    }
+    save_atomic(state, path)
+
+
+def load_autoencoder(path: str | Path, device: str = "cpu") -> OccupancyAutoencoder:
+    """The autoencoder saved at `path` (weights_only load), in eval mode on `device`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"no autoencoder checkpoint at {path}", "train one with train_autoencoder first")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
+        raise InvalidInputError(f"{path} is not an occupancy autoencoder checkpoint",
+                                "pass the file written by train_autoencoder")
+    model = OccupancyAutoencoder(OccupancyAutoencoderConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def reconstruction_iou(model: OccupancyAutoencoder, voxels: np.ndarray, threshold: float = 0.5) -> list[float]:
+    """Per-shape IoU of the autoencoder's reconstruction at the cell centres: voxels bool [N, R, R, R]."""
+    device = next(model.parameters()).device
+    latents = model.encode(torch.from_numpy(np.asarray(voxels, dtype=bool)).to(device))
+    level = float(np.log(threshold / (1.0 - threshold)))
+    return [voxel_iou(decode_grid(model, z, voxels.shape[1]) > level, grid) for z, grid in zip(latents, voxels)]
