@@ -1,0 +1,150 @@
+"""Training the conditional latent flow on (shape latent, CLIP embedding) pairs (CLIP-Forge stage 2).
+
+Checkpoints are plain dicts of tensors, numbers and strings (`torch.load(..., weights_only=True)` reads
+them): {"kind", "model_config", "train_config", "step", "model", "optimizer", "losses"}.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from backend.checkpoints import save_atomic
+from backend.errors import InvalidInputError
+from backend.generate.flow import ConditionalRealNVP, FlowConfig
+from backend.progress import CancelToken, ProgressFn, no_progress
+
+CHECKPOINT_KIND = "atelier.latent_flow"
+
+
+@dataclass
+class FlowTrainConfig:
+    """How the flow is trained."""
+
+    steps: int = 20000
+    """Optimiser steps."""
+    batch_size: int = 64
+    """(latent, condition) pairs per step (all shapes when there are fewer; at least 2 for batch-norm)."""
+    learning_rate: float = 1e-4
+    """Adam learning rate (cosine-decayed to 5% over `steps`)."""
+    latent_noise: float = 0.0
+    """Std of Gaussian noise added to the training latents each step (0: none); smooths a density fitted
+    to few shapes."""
+    seed: int = 0
+    """Seeds the weights, the batch order, the view chosen per shape and the noise."""
+    device: str = "cpu"
+    """Torch device to train on."""
+    checkpoint_every: int = 0
+    """Write the checkpoint every this many steps (0: only at the end)."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.latent_noise < 0:
+            raise ValueError(f"latent_noise must be >= 0, got {self.latent_noise}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+
+def train_flow(
+    latents: torch.Tensor,
+    conditions: torch.Tensor,
+    model_config: FlowConfig | None = None,
+    config: FlowTrainConfig | None = None,
+    *,
+    checkpoint_path: str | Path | None = None,
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+) -> tuple[ConditionalRealNVP, list[float]]:
+    """Fits p(latent | condition) by negative log-likelihood.
+
+    latents: [N, D] float (the autoencoder's encodings); conditions: [N, C] float CLIP embeddings, or
+    [N, V, C] with V views per shape, of which each step draws one per shape at random. D and C must
+    match model_config (its defaults when not given: 128, 512). The loss is the mean NLL per latent
+    dimension in nats. progress(step, total, loss=...) is called after every step; `cancel.check()` runs
+    before each. Returns (the flow in eval mode on config.device, the loss of every step).
+    """
+    model_config = model_config or FlowConfig()
+    config = config or FlowTrainConfig()
+    latents = torch.as_tensor(latents, dtype=torch.float32)
+    conditions = torch.as_tensor(conditions, dtype=torch.float32)
+    d, c = model_config.latent_dim, model_config.condition_dim
+    if latents.dim() != 2 or latents.shape[1] != d:
+        raise InvalidInputError(f"latents must be [N, {d}], got {tuple(latents.shape)}",
+                                f"encode the shapes with an autoencoder of latent_dim {d} or set FlowConfig.latent_dim")
+    if len(latents) < 2:
+        raise InvalidInputError(f"the flow needs at least 2 training latents, got {len(latents)}",
+                                "batch-norm needs a batch of two or more; add shapes")
+    if conditions.dim() == 2:
+        conditions = conditions.unsqueeze(1)
+    if conditions.dim() != 3 or conditions.shape[0] != len(latents) or conditions.shape[2] != c:
+        raise InvalidInputError(
+            f"conditions must be [{len(latents)}, {c}] or [{len(latents)}, V, {c}], got {tuple(conditions.shape)}",
+            f"give one CLIP embedding (or V views) per latent, from a CLIP of width {c} "
+            "or set FlowConfig.condition_dim")
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
+    generator = torch.Generator().manual_seed(config.seed)
+    flow = ConditionalRealNVP(model_config).to(device)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(s / config.steps, 1.0))))
+    n, views = len(latents), conditions.shape[1]
+    batch = max(2, min(config.batch_size, n))
+    order, cursor, losses = torch.randperm(n, generator=generator), 0, []
+    flow.train()
+    for step in range(config.steps):
+        if cancel is not None:
+            cancel.check()
+        if cursor + batch > n:
+            order, cursor = torch.randperm(n, generator=generator), 0
+        chosen = order[cursor:cursor + batch]
+        cursor += batch
+        view = torch.randint(views, (len(chosen),), generator=generator)
+        z = latents[chosen]
+        if config.latent_noise:
+            z = z + config.latent_noise * torch.randn(z.shape, generator=generator)
+        loss = -flow.log_prob(z.to(device), conditions[chosen, view].to(device)).mean() / d
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        progress(step + 1, config.steps, loss=losses[-1])
+        if checkpoint_path is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+            save_flow_checkpoint(checkpoint_path, flow, optimizer, config, step + 1, losses)
+    if checkpoint_path is not None:
+        save_flow_checkpoint(checkpoint_path, flow, optimizer, config, config.steps, losses)
+    return flow.eval(), losses
+
+
+def save_flow_checkpoint(path: str | Path, flow: ConditionalRealNVP, optimizer, config: FlowTrainConfig,
+                         step: int, losses: list[float]) -> None:
+    """Writes the plain-dict checkpoint (module docstring) atomically: a crash never leaves half a file."""
+    state = {
+        "kind": CHECKPOINT_KIND,
+        "model_config": asdict(flow.config),
+        "train_config": asdict(config),
+        "step": int(step),
+        "model": {k: v.detach().cpu() for k, v in flow.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "losses": [float(x) for x in losses],
+    }
+    save_atomic(state, path)
+
+
+def load_flow(path: str | Path, device: str = "cpu") -> ConditionalRealNVP:
+    """The flow saved at `path` (weights_only load), in eval mode on `device`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"no flow checkpoint at {path}", "train one with train_flow first")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
+        raise InvalidInputError(f"{path} is not a latent flow checkpoint", "pass the file written by train_flow")
+    flow = ConditionalRealNVP(FlowConfig(**state["model_config"]))
+    flow.load_state_dict(state["model"])
+    return flow.to(device).eval()
