@@ -312,8 +312,21 @@ def import_index(record: JobRecord, context) -> list[str]:
 
 
 def import_search(record: JobRecord, context) -> list[str]:
-    """`search`: nothing enters the scene; the hits stay in `record.fields["hits"]` and their thumbnails in the
-    result's blobs until a panel shows them (import one with a `fetch_shape` job)."""
+    """`search`: nothing enters the scene; the hits stay in `record.fields["hits"]` (best first) and their
+    thumbnail PNGs go into the add-on's previews collection (`session.hit_preview(record.id, index)`), which the
+    Search Library panel shows as a grid; its Import buttons fetch a hit with a `fetch_shape` job."""
+    from . import session
+
+    result = record.result
+    hits = result.fields.get("hits")
+    if not isinstance(hits, list):
+        raise AddonError("the search result has no hits list", "this is a backend bug: see its log")
+    record.fields["hits"] = hits
+    thumbnails = []
+    for hit in hits:
+        data = result.blobs.get(str(hit.get("thumbnail") or ""))
+        thumbnails.append(data if data is not None and data.startswith(b"\x89PNG") else None)
+    session.load_hit_thumbnails(record, thumbnails)
     return []
 
 

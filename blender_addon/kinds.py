@@ -47,10 +47,10 @@ JOB_KINDS: dict[str, JobKind] = build_registry([
     JobKind("render", "Render views", "atelier.render_views", "ATELIER_PT_render", needs_mesh=True),
     JobKind("stylize", "Stylize", "atelier.stylize", "ATELIER_PT_stylize", needs_mesh=True),
     JobKind("restyle", "Restyle", "atelier.restyle", "ATELIER_PT_restyle", needs_mesh=True),
-    # Shape library retrieval: results and params are wired, the panel is not yet.
-    JobKind("index", "Index library", None, None, needs_mesh=False),
-    JobKind("search", "Search library", None, None, needs_mesh=False),
-    JobKind("fetch_shape", "Import library shape", None, None, needs_mesh=False),
+    # Shape library retrieval: the "Search Library" panel (fetch_shape: a hit's Import button).
+    JobKind("index", "Index library", "atelier.index_library", "ATELIER_PT_library", needs_mesh=False),
+    JobKind("search", "Search library", "atelier.search_library", "ATELIER_PT_library", needs_mesh=False),
+    JobKind("fetch_shape", "Import library shape", "atelier.import_hit", "ATELIER_PT_library", needs_mesh=False),
     # Text-guided photo segmentation: params and results are wired, the Image Editor tool is not yet.
     JobKind("segment", "Segment photo", None, None, needs_mesh=False),
     JobKind("photo_to_3d", "Photo to 3D", None, None, needs_mesh=False),
@@ -258,6 +258,54 @@ def search_params(db: str, text: str = "", k: int = 10, category: str = "",
             raise AddonError("the sketch has no strokes", "draw something first")
         params["strokes"] = [[[float(x), float(y)] for x, y in line] for line in strokes]
     return params
+
+
+SEARCH_IMAGE_MODES = ("TEXT", "SKETCH", "PHOTO")
+"""The Search Library panel's query modes: text only, a sketch image (plus an optional text), a photo."""
+
+
+def read_query_image(path_text: str, what: str) -> bytes:
+    """The search's sketch or photo file (an absolute path) -> its bytes; AddonError, before anything is sent, for
+    no path, a missing, empty, unreadable or over-large file or a folder. Decoding it is the backend's check."""
+    hint = f"pick the {what} image file in the Search Library panel, or search by text only"
+    if not (path_text or "").strip():
+        raise AddonError(f"no {what} image is chosen", hint, code="search_image_missing")
+    path = Path(path_text)
+    if path.is_dir():
+        raise AddonError(f"the {what} image ({path}) is a folder, not an image file", hint, code="search_image_missing")
+    if not path.is_file():
+        raise AddonError(f"the {what} image ({path}) does not exist", hint, code="search_image_missing")
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise AddonError(f"the {what} image ({path}) is empty (0 bytes)", hint, code="search_image_unreadable")
+        if size > limits.MAX_BLOB_BYTES:
+            raise AddonError(f"the {what} image ({path}) is {size >> 20} MiB, over the {limits.MAX_BLOB_BYTES >> 20} "
+                             "MiB limit", "use a smaller image", code="search_image_too_large")
+        return path.read_bytes()
+    except OSError as exc:
+        raise AddonError(f"the {what} image ({path}) cannot be read: {exc.strerror or exc}", hint,
+                         code="search_image_unreadable") from exc
+
+
+def library_search_request(db: str, text: str = "", mode: str = "TEXT", image_path: str = "", k: int = 10,
+                           category: str = "") -> tuple[dict, dict[str, bytes]]:
+    """The Search Library panel's fields -> the `search` job's (params, blobs): a text, a sketch (blob "sketch",
+    optionally with a text) or a photo (blob "photo", no text). AddonError, before anything is sent, for no
+    database, an empty query, a photo with a text, or a bad image file."""
+    if mode not in SEARCH_IMAGE_MODES:
+        raise AddonError(f"the search mode must be one of {', '.join(SEARCH_IMAGE_MODES)}, got {mode!r}")
+    params = search_params(db, text, k, category)
+    if mode == "TEXT":
+        if "text" not in params:
+            raise AddonError("the search query is empty", "type what to look for, e.g. 'a wooden chair', or pick a "
+                             "sketch or photo mode and an image", code="empty_query")
+        return params, {}
+    if mode == "PHOTO" and "text" in params:
+        raise AddonError("a photo search takes no text", "clear the search text, or use Sketch mode for a drawing "
+                         "with a text")
+    what = mode.lower()
+    return params, {what: read_query_image(image_path, what)}
 
 
 def fetch_shape_params(db: str, shape_id: int) -> dict:

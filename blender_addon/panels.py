@@ -180,6 +180,75 @@ class ATELIER_PT_render(AtelierPanel, bpy.types.Panel):
         layout.operator("atelier.render_views", icon="RENDER_STILL")
 
 
+LIBRARY_KINDS = ("index", "search", "fetch_shape")
+GRID_COLUMNS = 3
+
+
+def _latest(jobs, kinds) -> object | None:
+    """The newest job of these kinds (the tracker lists the newest first)."""
+    return next((job for job in jobs if job.kind in kinds), None)
+
+
+class ATELIER_PT_library(AtelierPanel, bpy.types.Panel):
+    """Index a folder of meshes, search it by text, sketch or photo, import a hit at the 3D cursor."""
+
+    bl_idname = "ATELIER_PT_library"
+    bl_label = "Search Library"
+    bl_order = 30
+
+    def draw(self, context):
+        layout = self.layout
+        if not _kind_offered(layout, "search"):
+            return
+        s = context.scene.atelier
+        layout.prop(s, "library_db")
+        box = layout.box()
+        box.prop(s, "library_folder")
+        row = box.row(align=True)
+        row.prop(s, "library_views")
+        row.operator("atelier.index_library", icon="FILE_REFRESH")
+        layout.prop(s, "search_mode", expand=True)
+        layout.prop(s, "search_text", text="", icon="VIEWZOOM")
+        if s.search_mode != "TEXT":
+            layout.prop(s, "search_image", text="Sketch" if s.search_mode == "SKETCH" else "Photo")
+        row = layout.row(align=True)
+        row.prop(s, "search_k")
+        row.prop(s, "search_category", text="")
+        layout.operator("atelier.search_library", icon="VIEWZOOM")
+
+        runtime = session.get_runtime(optional=True)
+        if runtime is None:
+            return
+        jobs = runtime.jobs.all()
+        latest = _latest(jobs, LIBRARY_KINDS)
+        if latest is not None and latest.state in ("failed", "cancelled"):
+            _wrapped(layout.box(), f"{latest.label}: {latest.error_text()}", "ERROR")
+        index = _latest(jobs, ("index",))
+        if index is not None and index.state == "done":
+            failed = index.fields.get("failed") or []
+            layout.label(text=f"Indexed {index.fields.get('shapes', 0)} shapes"
+                              + (f", {len(failed)} failed" if failed else ""), icon="CHECKMARK")
+        search = next((job for job in jobs if job.kind == "search" and job.state == "done"), None)
+        if search is None:
+            return
+        hits = search.fields.get("hits") or []
+        query = search.params.get("text") or search.fields.get("mode", "")
+        layout.label(text=f"{len(hits)} results for {query}" if hits else f"No results for {query}",
+                     icon="IMGDISPLAY")
+        grid = layout.grid_flow(row_major=True, columns=GRID_COLUMNS, even_columns=True, even_rows=True, align=True)
+        for number, hit in enumerate(hits):
+            cell = grid.box().column(align=True)
+            icon = session.hit_icon(search.id, number)
+            if icon:
+                cell.template_icon(icon_value=icon, scale=5.0)
+            else:
+                cell.label(text="", icon="MESH_DATA")
+            cell.label(text=str(hit.get("name", "?")))
+            cell.label(text=f"{float(hit.get('score', 0.0)):.3f}  {hit.get('category') or ''}".rstrip())
+            op = cell.operator("atelier.import_hit", text="Import", icon="IMPORT")
+            op.job_id, op.index = search.id, number
+
+
 class ATELIER_PT_jobs(AtelierPanel, bpy.types.Panel):
     bl_idname = "ATELIER_PT_jobs"
     bl_label = "Jobs"
@@ -244,4 +313,4 @@ class ATELIER_PT_jobs(AtelierPanel, bpy.types.Panel):
 
 
 PANELS = (ATELIER_UL_style_images, ATELIER_PT_backend, ATELIER_PT_stylize, ATELIER_PT_restyle, ATELIER_PT_render,
-          ATELIER_PT_jobs)
+          ATELIER_PT_library, ATELIER_PT_jobs)

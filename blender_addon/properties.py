@@ -3,7 +3,7 @@
 
 import bpy
 
-from .kinds import MAX_SEED, MAX_STEPS, MAX_STYLES, PATTERN_SCALE_RANGE, TEXTURE_SIZE_RANGE
+from .kinds import MAX_SEED, MAX_STEPS, MAX_STYLES, PATTERN_SCALE_RANGE, SEARCH_MAX_K, TEXTURE_SIZE_RANGE
 from .protocol import limits
 
 
@@ -65,6 +65,32 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
                                         max=limits.RENDER_MAX_VIEWS)
     render_size: bpy.props.IntProperty(name="Size", default=256, min=limits.RENDER_MIN_SIZE,
                                        max=limits.RENDER_MAX_SIZE, subtype="PIXEL")
+    # -- Search library (shape retrieval) --
+    library_folder: bpy.props.StringProperty(
+        name="Library", subtype="DIR_PATH", default="",
+        description="The folder of meshes to index (OBJ, GLB, PLY, ...; sub-folders are categories), on the "
+                    "backend's machine")
+    library_db: bpy.props.StringProperty(
+        name="Database", subtype="DIR_PATH", default="",
+        description="The folder the index is written to and searched in, on the backend's machine")
+    library_views: bpy.props.IntProperty(
+        name="Views", default=0, min=0, max=24,
+        description="Rendered views per shape when indexing (0: the backend's default, 6)")
+    search_text: bpy.props.StringProperty(
+        name="Search", default="", maxlen=limits.MAX_PROMPT_CHARS,
+        description="What to look for, e.g. 'a wooden chair' (with a sketch: optional; with a photo: leave empty)")
+    search_mode: bpy.props.EnumProperty(
+        name="Query", default="TEXT",
+        items=[("TEXT", "Text", "Search by the text alone"),
+               ("SKETCH", "Sketch", "Search by a drawing (dark strokes on white), optionally with the text"),
+               ("PHOTO", "Photo", "Search by a photo of the object (no text)")])
+    search_image: bpy.props.StringProperty(
+        name="Image", subtype="FILE_PATH", default="",
+        description="The sketch or photo file (PNG, JPEG, ...; read when the search starts)")
+    search_k: bpy.props.IntProperty(name="Results", default=10, min=1, max=SEARCH_MAX_K,
+                                    description="How many shapes to show, best first")
+    search_category: bpy.props.StringProperty(
+        name="Category", default="", description="Only shapes of this category (the library's sub-folder); empty: all")
     # -- Jobs --
     show_history: bpy.props.BoolProperty(name="History", default=True)
 

@@ -130,6 +130,50 @@ def preview_icon(record) -> int:
     return _previews[key].icon_id
 
 
+HIT_PREFIX = "hit:"
+"""Keys of the search hits' thumbnails in the previews collection: "hit:<job id>:<index>"."""
+
+
+def hit_key(job_id: str, index: int) -> str:
+    return f"{HIT_PREFIX}{job_id}:{index}"
+
+
+def load_hit_thumbnails(record, thumbnails: list[bytes | None]) -> list:
+    """Loads a search job's hit thumbnails (PNG bytes, in hit order; None: none) into the previews collection,
+    keyed `hit_key(record.id, index)`, and drops the thumbnails of jobs no longer in the job list. Returns the
+    previews (None where a hit has no thumbnail or the add-on is not registered)."""
+    if _previews is None:
+        return [None] * len(thumbnails)
+    runtime = _runtime
+    known = {job.id for job in runtime.jobs.all()} if runtime is not None else set()
+    for key in [k for k in _previews.keys() if k.startswith(HIT_PREFIX)]:
+        if key[len(HIT_PREFIX):].rsplit(":", 1)[0] not in known or key.startswith(hit_key(record.id, "")):
+            del _previews[key]
+    loaded = []
+    for index, data in enumerate(thumbnails):
+        if not data:
+            loaded.append(None)
+            continue
+        key = hit_key(record.id, index)
+        path = Path(_preview_dir.name) / f"{record.id}-hit-{index}.png"
+        path.write_bytes(data)
+        loaded.append(_previews.load(key, str(path), "IMAGE"))
+    return loaded
+
+
+def hit_preview(job_id: str, index: int):
+    """The preview of a search hit's thumbnail (None when there is none)."""
+    if _previews is None:
+        return None
+    return _previews.get(hit_key(job_id, index))
+
+
+def hit_icon(job_id: str, index: int) -> int:
+    """An icon id showing a search hit's thumbnail (0 when there is none)."""
+    preview = hit_preview(job_id, index)
+    return preview.icon_id if preview is not None else 0
+
+
 # -- life cycle ---------------------------------------------------------------------------------------
 
 @persistent

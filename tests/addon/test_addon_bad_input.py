@@ -186,3 +186,60 @@ def test_a_backend_address_that_does_not_answer(scene):
     from blender_addon.panels import ATELIER_PT_backend
     assert "no answer from" in panel_texts(ATELIER_PT_backend).replace("\n", " ")
     assert "no answer from" in panel_texts(ATELIER_PT_jobs).replace("\n", " ")
+
+
+# -- Search Library panel: refused before anything is sent ------------------------------------------------
+
+@pytest.fixture
+def library(scene, tmp_path):
+    s = bpy.context.scene.atelier
+    s.library_folder, s.library_db, s.library_views = str(tmp_path / "lib"), str(tmp_path / "db"), 0
+    s.search_text, s.search_mode, s.search_image, s.search_k, s.search_category = "a box", "TEXT", "", 4, ""
+    yield s
+    s.library_folder = s.library_db = s.search_text = s.search_image = ""
+    s.search_mode = "TEXT"
+
+
+def refused_in_the_library_panel(operator, code: str, words: str) -> None:
+    from blender_addon.panels import ATELIER_PT_library
+
+    jobs_before = len(session.get_runtime().jobs.all())
+    outcome, report, seconds = call(operator)
+    record = session.get_runtime().jobs.all()[0]
+    assert len(session.get_runtime().jobs.all()) == jobs_before + 1  # the failed entry only
+    assert record.frames is None and record.result is None, "nothing may be queued"
+    assert_refused(outcome, report, seconds, record, code, words)
+    assert words in panel_texts(ATELIER_PT_library).replace("\n", " ")
+
+
+def test_a_search_without_a_database_folder(library):
+    library.library_db = "  "
+    refused_in_the_library_panel(bpy.ops.atelier.search_library, "invalid_input", "the database folder is empty")
+
+
+def test_an_index_without_a_library_or_database_folder(library):
+    library.library_folder = ""
+    refused_in_the_library_panel(bpy.ops.atelier.index_library, "invalid_input", "the library folder is empty")
+    library.library_folder, library.library_db = "/somewhere", ""
+    refused_in_the_library_panel(bpy.ops.atelier.index_library, "invalid_input", "the database folder is empty")
+
+
+def test_an_empty_search_query(library):
+    library.search_text = "   "
+    refused_in_the_library_panel(bpy.ops.atelier.search_library, "empty_query", "the search query is empty")
+
+
+def test_a_sketch_or_photo_search_without_a_usable_image(library, tmp_path):
+    library.search_mode, library.search_text = "SKETCH", ""
+    refused_in_the_library_panel(bpy.ops.atelier.search_library, "search_image_missing", "no sketch image is chosen")
+    library.search_image = str(tmp_path / "gone.png")
+    refused_in_the_library_panel(bpy.ops.atelier.search_library, "search_image_missing", "does not exist")
+    library.search_mode, library.search_image = "PHOTO", str(write_style_image(tmp_path / "photo.png"))
+    library.search_text = "a box"
+    refused_in_the_library_panel(bpy.ops.atelier.search_library, "invalid_input", "a photo search takes no text")
+
+
+def test_importing_a_hit_of_a_search_that_is_gone(library):
+    outcome, report, seconds = call(lambda: bpy.ops.atelier.import_hit(job_id="no-such-job", index=0))
+    record = session.get_runtime().jobs.all()[0]
+    assert_refused(outcome, report, seconds, record, "no_search_hit", "that search result is no longer available")

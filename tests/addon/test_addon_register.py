@@ -54,3 +54,30 @@ def test_unregister_stops_everything_and_register_brings_it_back(addon, backend_
         addon_utils.disable("blender_addon", default_set=True, handle_error=None)
     addon_utils.enable("blender_addon", default_set=True, handle_error=None)
     configure_prefs(backend_py, tmp_path)
+
+
+def test_the_previews_collection_comes_and_goes_with_the_add_on(addon, backend_py, tmp_path):
+    import bpy.utils.previews  # noqa: F401
+
+    from addon_helpers import write_style_image
+    from blender_addon.jobs import JobRecord
+
+    def load_one(session):
+        record = session.get_runtime().jobs.add(JobRecord(id="search-1", kind="search", label="Search library"))
+        thumb = write_style_image(tmp_path / "thumb.png", size=24).read_bytes()
+        (preview,) = session.load_hit_thumbnails(record, [thumb])
+        assert tuple(preview.image_size) == (24, 24) and session.hit_preview("search-1", 0) is preview
+        return session._previews
+
+    module = sys.modules["blender_addon"]
+    session = sys.modules["blender_addon.session"]
+    first = load_one(session)
+    for _ in range(2):
+        module.unregister()
+        assert session._previews is None and session.hit_preview("search-1", 0) is None
+        assert session.hit_icon("search-1", 0) == 0
+        module.register()
+        configure_prefs(backend_py, tmp_path)
+        assert session._previews is not None and session._previews is not first
+        assert session.hit_preview("search-1", 0) is None and list(session._previews.keys()) == []
+        first = load_one(session)

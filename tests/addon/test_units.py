@@ -184,8 +184,36 @@ def test_shape_library_params():
                         (lambda: kinds.fetch_shape_params("/db", 0), "shape_id")):
         with pytest.raises(AddonError, match=words):
             call()
-    for name in ("index", "search", "fetch_shape"):
-        assert kinds.JOB_KINDS[name].operator is None and not kinds.JOB_KINDS[name].needs_mesh
+    operators = {"index": "atelier.index_library", "search": "atelier.search_library",
+                 "fetch_shape": "atelier.import_hit"}
+    for name, operator in operators.items():
+        kind = kinds.JOB_KINDS[name]
+        assert kind.operator == operator and kind.panel == "ATELIER_PT_library" and not kind.needs_mesh
+
+
+def test_library_search_request(tmp_path):
+    image = tmp_path / "drawing.png"
+    image.write_bytes(b"\x89PNG not really")
+    assert kinds.library_search_request("/db", " a chair ", "TEXT", str(image), 3, " chairs ") == \
+        ({"db": "/db", "k": 3, "text": "a chair", "category": "chairs"}, {})
+    assert kinds.library_search_request("/db", "a chair", "SKETCH", str(image)) == \
+        ({"db": "/db", "k": 10, "text": "a chair"}, {"sketch": image.read_bytes()})
+    assert kinds.library_search_request("/db", "", "PHOTO", str(image), 2) == \
+        ({"db": "/db", "k": 2}, {"photo": image.read_bytes()})
+    (tmp_path / "empty.png").write_bytes(b"")
+    for args, code, words in ((("", "a chair"), "invalid_input", "database folder is empty"),
+                              (("/db", "  "), "empty_query", "search query is empty"),
+                              (("/db", "", "SKETCH", ""), "search_image_missing", "no sketch image is chosen"),
+                              (("/db", "", "PHOTO", str(tmp_path / "gone.png")), "search_image_missing",
+                               "does not exist"),
+                              (("/db", "", "PHOTO", str(tmp_path)), "search_image_missing", "is a folder"),
+                              (("/db", "", "SKETCH", str(tmp_path / "empty.png")), "search_image_unreadable",
+                               "is empty"),
+                              (("/db", "a chair", "PHOTO", str(image)), "invalid_input", "photo search takes no text"),
+                              (("/db", "a chair", "IMAGE"), "invalid_input", "search mode must be one of")):
+        with pytest.raises(AddonError, match=words) as info:
+            kinds.library_search_request(*args)
+        assert info.value.code == code
 
 
 def test_segment_params_and_image_editor_points():
