@@ -7,14 +7,14 @@ them): {"kind", "model_config", "train_config", "step", "model", "optimizer", "l
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.checkpoints import save_atomic
+from backend.checkpoints import read_model_checkpoint, save_model_checkpoint
 from backend.errors import InvalidInputError
 from backend.generate.decode import decode_grid
 from backend.generate.occupancy import OccupancyAutoencoder, OccupancyAutoencoderConfig, OccupancySampler, voxel_iou
@@ -127,27 +127,15 @@ def train_autoencoder(
 def save_checkpoint(path: str | Path, model: OccupancyAutoencoder, optimizer, config: AutoencoderTrainConfig,
                     step: int, losses: list[float]) -> None:
     """Writes the plain-dict checkpoint (module docstring) atomically: a crash never leaves half a file."""
-    state = {
-        "kind": CHECKPOINT_KIND,
-        "model_config": asdict(model.config),
-        "train_config": asdict(config),
-        "step": int(step),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict() if optimizer is not None else {},
-        "losses": [float(x) for x in losses],
-    }
-    save_atomic(state, path)
+    save_model_checkpoint(path, CHECKPOINT_KIND, model, model.config, config, optimizer, step, losses)
 
 
 def load_autoencoder(path: str | Path, device: str = "cpu") -> OccupancyAutoencoder:
     """The autoencoder saved at `path` (weights_only load), in eval mode on `device`."""
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"no autoencoder checkpoint at {path}", "train one with train_autoencoder first")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-        raise InvalidInputError(f"{path} is not an occupancy autoencoder checkpoint",
-                                "pass the file written by train_autoencoder")
+    state = read_model_checkpoint(
+        path, CHECKPOINT_KIND,
+        missing=(f"no autoencoder checkpoint at {path}", "train one with train_autoencoder first"),
+        wrong=(f"{path} is not an occupancy autoencoder checkpoint", "pass the file written by train_autoencoder"))
     model = OccupancyAutoencoder(OccupancyAutoencoderConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.to(device).eval()

@@ -7,12 +7,12 @@ them): {"kind", "model_config", "train_config", "step", "model", "optimizer", "l
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from backend.checkpoints import save_atomic
+from backend.checkpoints import read_model_checkpoint, save_model_checkpoint
 from backend.errors import InvalidInputError
 from backend.generate.flow import ConditionalRealNVP, FlowConfig
 from backend.progress import CancelToken, ProgressFn, no_progress
@@ -125,26 +125,14 @@ def train_flow(
 def save_flow_checkpoint(path: str | Path, flow: ConditionalRealNVP, optimizer, config: FlowTrainConfig,
                          step: int, losses: list[float]) -> None:
     """Writes the plain-dict checkpoint (module docstring) atomically: a crash never leaves half a file."""
-    state = {
-        "kind": CHECKPOINT_KIND,
-        "model_config": asdict(flow.config),
-        "train_config": asdict(config),
-        "step": int(step),
-        "model": {k: v.detach().cpu() for k, v in flow.state_dict().items()},
-        "optimizer": optimizer.state_dict() if optimizer is not None else {},
-        "losses": [float(x) for x in losses],
-    }
-    save_atomic(state, path)
+    save_model_checkpoint(path, CHECKPOINT_KIND, flow, flow.config, config, optimizer, step, losses)
 
 
 def load_flow(path: str | Path, device: str = "cpu") -> ConditionalRealNVP:
     """The flow saved at `path` (weights_only load), in eval mode on `device`."""
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"no flow checkpoint at {path}", "train one with train_flow first")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-        raise InvalidInputError(f"{path} is not a latent flow checkpoint", "pass the file written by train_flow")
+    state = read_model_checkpoint(
+        path, CHECKPOINT_KIND, missing=(f"no flow checkpoint at {path}", "train one with train_flow first"),
+        wrong=(f"{path} is not a latent flow checkpoint", "pass the file written by train_flow"))
     flow = ConditionalRealNVP(FlowConfig(**state["model_config"]))
     flow.load_state_dict(state["model"])
     return flow.to(device).eval()
