@@ -215,9 +215,9 @@ def import_render(record: JobRecord, context) -> list[str]:
     return created
 
 
-def import_result_mesh(record: JobRecord, context, suffix: str) -> bpy.types.Object:
-    """The result's GLB ("mesh" blob) as one new object "<source> <suffix>" at the source's transform, in the
-    Atelier collection; AddonError (and nothing left behind) when the GLB lacks or holds more than one mesh."""
+def import_single_mesh(record: JobRecord, context, what: str) -> bpy.types.Object:
+    """The result's GLB ("mesh" blob) as exactly one new, unparented mesh object (the importer's other objects
+    removed); AddonError naming `what` (and nothing left behind) when the GLB lacks or holds more than one mesh."""
     glb = record.result.blobs.get("mesh")
     if glb is None:
         raise AddonError(f"the {record.kind} result has no mesh", "this is a backend bug: see its log")
@@ -226,12 +226,19 @@ def import_result_mesh(record: JobRecord, context, suffix: str) -> bpy.types.Obj
     if len(meshes) != 1:
         for obj in objects:
             bpy.data.objects.remove(obj)
-        raise AddonError(f"the {record.kind} result holds {len(meshes)} meshes, expected one", "see the backend log")
+        raise AddonError(f"{what} holds {len(meshes)} meshes, expected one", "see the backend log")
     obj = meshes[0]
     for other in objects:
         if other is not obj:
             bpy.data.objects.remove(other)
     obj.parent = None
+    return obj
+
+
+def import_result_mesh(record: JobRecord, context, suffix: str) -> bpy.types.Object:
+    """The result's GLB ("mesh" blob) as one new object "<source> <suffix>" at the source's transform, in the
+    Atelier collection; AddonError (and nothing left behind) when the GLB lacks or holds more than one mesh."""
+    obj = import_single_mesh(record, context, f"the {record.kind} result")
     obj.matrix_world = source_matrix(record)
     base = record.source or "Atelier"
     obj.name = f"{base} {suffix}"
@@ -333,20 +340,7 @@ def import_search(record: JobRecord, context) -> list[str]:
 def import_fetch_shape(record: JobRecord, context) -> list[str]:
     """`fetch_shape`: the library shape's GLB as a new object named after it, at the 3D cursor, in the Atelier
     collection, with the job stored on it."""
-    glb = record.result.blobs.get("mesh")
-    if glb is None:
-        raise AddonError(f"the {record.kind} result has no mesh", "this is a backend bug: see its log")
-    objects = import_glb(glb, context)
-    meshes = [o for o in objects if o.type == "MESH"]
-    if len(meshes) != 1:
-        for obj in objects:
-            bpy.data.objects.remove(obj)
-        raise AddonError(f"the library shape holds {len(meshes)} meshes, expected one", "see the backend log")
-    obj = meshes[0]
-    for other in objects:
-        if other is not obj:
-            bpy.data.objects.remove(other)
-    obj.parent = None
+    obj = import_single_mesh(record, context, "the library shape")
     obj.location = context.scene.cursor.location.copy()
     obj.name = str(record.result.fields.get("name") or "Library shape")
     move_to_collection(obj, atelier_collection(context.scene))
