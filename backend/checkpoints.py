@@ -56,3 +56,34 @@ def read_model_checkpoint(path: str | os.PathLike, kind: str, missing: tuple[str
     if not isinstance(state, dict) or state.get("kind") != kind:
         raise InvalidInputError(*wrong)
     return state
+
+
+def cosine_factor(step: int, steps: int, floor: float = 0.05) -> float:
+    """The learning-rate factor at `step` of `steps`: a cosine from 1 down to `floor` (plain floats, so optimizer
+    state stays loadable with weights_only=True)."""
+    import math
+
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(step / steps, 1.0)))
+
+
+def resume_training(path: str | os.PathLike | None, kind: str, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, model_config: Any) -> tuple[int, list[float]]:
+    """Loads the model and optimizer state of a `save_model_checkpoint` file to continue training from it.
+
+    Returns (the step it reached, its losses); (0, []) when `path` is None or no file is there. InvalidInputError
+    when the file is another kind or was written for another model shape (the fix: a new output path)."""
+    from dataclasses import asdict
+
+    from backend.errors import InvalidInputError
+
+    if path is None or not Path(path).is_file():
+        return 0, []
+    state = read_model_checkpoint(path, kind, missing=("", ""), wrong=(
+        f"cannot resume from {path}: it is not a {kind} checkpoint", "choose another output path, or delete the file"))
+    if state["model_config"] != asdict(model_config):
+        raise InvalidInputError(f"cannot resume from {path}: it was written for another model shape "
+                                f"({state['model_config']})", "use the same model settings, or another output path")
+    model.load_state_dict(state["model"])
+    if state.get("optimizer"):
+        optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"]), [float(x) for x in state["losses"]]

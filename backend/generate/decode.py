@@ -34,12 +34,22 @@ class DecodeConfig:
     """Connected pieces with fewer faces than this fraction of the largest one are dropped (floaters)."""
     chunk_points: int = 65536
     """Points per decoder call (bounds memory on big grids)."""
+    coarse_resolution: int = 32
+    """Coarse-to-fine evaluation: the decoder runs first on a grid this fine, then at `resolution` only in coarse
+    cells next to the surface (or within `band` logits of it); elsewhere the coarse logits are interpolated. 0 (or
+    >= resolution) evaluates the dense grid. Parts thinner than a coarse cell that never reach the band are lost."""
+    band: float = 2.0
+    """Coarse cells whose logit is within this many logits of the threshold's are refined too."""
 
     def __post_init__(self) -> None:
         if self.resolution < 2:
             raise ValueError(f"resolution must be >= 2, got {self.resolution}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold is a probability in (0, 1), got {self.threshold}")
+        if self.coarse_resolution < 0 or self.coarse_resolution == 1:
+            raise ValueError(f"coarse_resolution must be 0 (dense) or >= 2, got {self.coarse_resolution}")
+        if self.band < 0:
+            raise ValueError(f"band must be >= 0, got {self.band}")
         if not 0.0 <= self.min_component_fraction <= 1.0:
             raise ValueError(f"min_component_fraction must be in [0, 1], got {self.min_component_fraction}")
 
@@ -54,6 +64,33 @@ def decode_grid(model, latent: torch.Tensor, resolution: int, chunk_points: int 
     points = torch.from_numpy(grid_centres(resolution).reshape(-1, 3)).to(latent.device)
     logits = [model.decode(chunk.unsqueeze(0), latent)[0] for chunk in torch.split(points, chunk_points)]
     return torch.cat(logits).reshape(resolution, resolution, resolution).float().cpu().numpy()
+
+
+@torch.no_grad()
+def decode_grid_coarse_to_fine(model, latent: torch.Tensor, config: "DecodeConfig") -> tuple[np.ndarray, int]:
+    """Logits at the cell centres of a `config.resolution` grid, evaluated coarse to fine (see
+    `DecodeConfig.coarse_resolution`): (float32 [R, R, R], the number of points the decoder evaluated)."""
+    import torch.nn.functional as F
+
+    r, c = config.resolution, config.coarse_resolution
+    if c == 0 or c >= r:
+        return decode_grid(model, latent, r, config.chunk_points), r**3
+    level = math.log(config.threshold / (1.0 - config.threshold))
+    coarse = torch.from_numpy(decode_grid(model, latent, c, config.chunk_points)) - level
+    inside = (coarse > 0).float()[None, None]
+    # A coarse cell is near the surface when its 3x3x3 neighbourhood holds both signs, or its logit is in the band.
+    mixed = F.max_pool3d(inside, 3, 1, 1) != -F.max_pool3d(-inside, 3, 1, 1)
+    near = (mixed[0, 0] | (coarse.abs() < config.band)).float()[None, None]
+    fine = F.interpolate(coarse[None, None], size=(r, r, r), mode="trilinear", align_corners=False)[0, 0]
+    refine = F.interpolate(near, size=(r, r, r), mode="nearest")[0, 0] > 0.5
+    index = refine.reshape(-1).nonzero()[:, 0]
+    if len(index):
+        points = torch.from_numpy(grid_centres(r).reshape(-1, 3))[index].to(latent.device)
+        z = latent.reshape(1, -1)
+        values = torch.cat([model.decode(chunk.unsqueeze(0), z)[0].float().cpu()
+                            for chunk in torch.split(points, config.chunk_points)])
+        fine.view(-1)[index] = values - level
+    return (fine + level).numpy().astype(np.float32), c**3 + len(index)
 
 
 def logits_to_mesh(logits: np.ndarray, config: DecodeConfig | None = None, name: str = "generated") -> Mesh:
@@ -90,7 +127,7 @@ def logits_to_mesh(logits: np.ndarray, config: DecodeConfig | None = None, name:
 def decode_latent(model, latent: torch.Tensor, config: DecodeConfig | None = None, name: str = "generated") -> Mesh:
     """A latent [L] -> a watertight Mesh in the voxel frame (see `logits_to_mesh`)."""
     config = config or DecodeConfig()
-    return logits_to_mesh(decode_grid(model, latent, config.resolution, config.chunk_points), config, name)
+    return logits_to_mesh(decode_grid_coarse_to_fine(model, latent, config)[0], config, name)
 
 
 def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:

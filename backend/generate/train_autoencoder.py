@@ -6,7 +6,6 @@ them): {"kind", "model_config", "train_config", "step", "model", "optimizer", "l
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.checkpoints import read_model_checkpoint, save_model_checkpoint
+from backend.checkpoints import cosine_factor, read_model_checkpoint, resume_training, save_model_checkpoint
 from backend.errors import InvalidInputError
 from backend.generate.decode import decode_grid
 from backend.generate.occupancy import OccupancyAutoencoder, OccupancyAutoencoderConfig, OccupancySampler, voxel_iou
@@ -69,6 +68,7 @@ def train_autoencoder(
     config: AutoencoderTrainConfig | None = None,
     *,
     checkpoint_path: str | Path | None = None,
+    resume: bool = False,
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
 ) -> tuple[OccupancyAutoencoder, list[float]]:
@@ -77,7 +77,9 @@ def train_autoencoder(
     Each step encodes a batch of grids and scores the decoder's logits at sampled points with binary
     cross-entropy. progress(step, total, loss=...) is called after every step; `cancel.check()` runs
     before each (JobCancelled propagates; the last checkpoint written stays). Returns (the model in
-    eval mode on config.device, the loss of every step).
+    eval mode on config.device, the loss of every step). With `resume`, an existing checkpoint at
+    `checkpoint_path` restores the weights, optimiser state, step and losses and training goes on to
+    `config.steps` (the batch order after the resumed step is drawn afresh from the seed and step).
     """
     model_config = model_config or OccupancyAutoencoderConfig()
     config = config or AutoencoderTrainConfig()
@@ -91,15 +93,15 @@ def train_autoencoder(
     device = torch.device(config.device)
     model = OccupancyAutoencoder(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        # math, not numpy: a numpy scalar in the optimizer's lr would break weights_only loading.
-        optimizer, lambda s: 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(s / config.steps, 1.0))))
+    start, losses = resume_training(checkpoint_path if resume else None, CHECKPOINT_KIND, model, optimizer, model_config)
+    if start:
+        rng = np.random.default_rng([config.seed, start])
     samplers = [OccupancySampler(grid, config.near_fraction, config.near_sigma) for grid in voxels]
     grids = torch.from_numpy(voxels).to(device)
     batch = min(config.batch_size, len(voxels))
-    order, cursor, losses = rng.permutation(len(voxels)), 0, []
+    order, cursor = rng.permutation(len(voxels)), 0
     model.train()
-    for step in range(config.steps):
+    for step in range(start, config.steps):
         if cancel is not None:
             cancel.check()
         if cursor + batch > len(order):
@@ -113,13 +115,14 @@ def train_autoencoder(
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate * cosine_factor(step, config.steps)
         optimizer.step()
-        schedule.step()
         losses.append(float(loss.detach()))
         progress(step + 1, config.steps, loss=losses[-1])
         if checkpoint_path is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save_checkpoint(checkpoint_path, model, optimizer, config, step + 1, losses)
-    if checkpoint_path is not None:
+    if checkpoint_path is not None and start < config.steps:
         save_checkpoint(checkpoint_path, model, optimizer, config, config.steps, losses)
     return model.eval(), losses
 

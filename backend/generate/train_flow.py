@@ -6,13 +6,12 @@ them): {"kind", "model_config", "train_config", "step", "model", "optimizer", "l
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from backend.checkpoints import read_model_checkpoint, save_model_checkpoint
+from backend.checkpoints import cosine_factor, read_model_checkpoint, resume_training, save_model_checkpoint
 from backend.errors import InvalidInputError
 from backend.generate.flow import ConditionalRealNVP, FlowConfig
 from backend.progress import CancelToken, ProgressFn, no_progress
@@ -57,6 +56,7 @@ def train_flow(
     config: FlowTrainConfig | None = None,
     *,
     checkpoint_path: str | Path | None = None,
+    resume: bool = False,
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
 ) -> tuple[ConditionalRealNVP, list[float]]:
@@ -66,7 +66,8 @@ def train_flow(
     [N, V, C] with V views per shape, of which each step draws one per shape at random. D and C must
     match model_config (its defaults when not given: 128, 512). The loss is the mean NLL per latent
     dimension in nats. progress(step, total, loss=...) is called after every step; `cancel.check()` runs
-    before each. Returns (the flow in eval mode on config.device, the loss of every step).
+    before each. Returns (the flow in eval mode on config.device, the loss of every step). `resume` continues
+    from an existing checkpoint at `checkpoint_path` as `train_autoencoder` does.
     """
     model_config = model_config or FlowConfig()
     config = config or FlowTrainConfig()
@@ -91,13 +92,14 @@ def train_flow(
     generator = torch.Generator().manual_seed(config.seed)
     flow = ConditionalRealNVP(model_config).to(device)
     optimizer = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(s / config.steps, 1.0))))
+    start, losses = resume_training(checkpoint_path if resume else None, CHECKPOINT_KIND, flow, optimizer, model_config)
+    if start:
+        generator.manual_seed(config.seed * 1_000_003 + start)
     n, views = len(latents), conditions.shape[1]
     batch = max(2, min(config.batch_size, n))
-    order, cursor, losses = torch.randperm(n, generator=generator), 0, []
+    order, cursor = torch.randperm(n, generator=generator), 0
     flow.train()
-    for step in range(config.steps):
+    for step in range(start, config.steps):
         if cancel is not None:
             cancel.check()
         if cursor + batch > n:
@@ -111,13 +113,14 @@ def train_flow(
         loss = -flow.log_prob(z.to(device), conditions[chosen, view].to(device)).mean() / d
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate * cosine_factor(step, config.steps)
         optimizer.step()
-        schedule.step()
         losses.append(float(loss.detach()))
         progress(step + 1, config.steps, loss=losses[-1])
         if checkpoint_path is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save_flow_checkpoint(checkpoint_path, flow, optimizer, config, step + 1, losses)
-    if checkpoint_path is not None:
+    if checkpoint_path is not None and start < config.steps:
         save_flow_checkpoint(checkpoint_path, flow, optimizer, config, config.steps, losses)
     return flow.eval(), losses
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from backend.server.context import JobHandler
-from backend.server.handlers import diagnostic, fetch_shape, index, photo_to_3d, render, restyle, search, segment, \
-    stylize
+from backend.server.handlers import diagnostic, fetch_shape, generate, index, photo_to_3d, render, restyle, search, \
+    segment, stylize
 from shared_protocol import is_name
 
 
@@ -32,7 +32,7 @@ def register_job(name: str, handler: JobHandler, registry: dict[str, JobHandler]
 JOB_HANDLERS: dict[str, JobHandler] = build_registry([
     ("render", render.run), ("stylize", stylize.run), ("restyle", restyle.run),
     ("index", index.run), ("search", search.run), ("fetch_shape", fetch_shape.run),
-    ("segment", segment.run), ("photo_to_3d", photo_to_3d.run),
+    ("segment", segment.run), ("photo_to_3d", photo_to_3d.run), ("generate", generate.run),
 ])
 """Job kind -> handler: every kind `submit` accepts (plus the diagnostic ones with `test_jobs`)."""
 

@@ -1,0 +1,120 @@
+"""The generator's training data: a shape library folder read into voxel grids, categories, a fingerprint, and
+the CLIP image embeddings of rendered views that condition the flow.
+
+A library is any folder of meshes (the formats `atelier index` reads); a shape's category is its folder's
+`categories.json` entry or its folder name, as in retrieval (`backend.retrieve.indexer.category_of`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.errors import AtelierError, InvalidInputError
+from backend.geometry.load import load_mesh
+from backend.geometry.mesh import Mesh
+from backend.geometry.normalize import normalize_to_unit_sphere
+from backend.geometry.validate import validate_mesh
+from backend.geometry.voxelize import voxelize
+from backend.progress import CancelToken, ProgressFn, no_progress
+from backend.retrieve.indexer import category_of, file_sha256, find_mesh_files
+from backend.retrieve.views import IndexViewConfig, index_cameras
+from backend.world.views import shaded_images
+
+
+@dataclass
+class ShapeLibrary:
+    """A library read for training: shapes in `relpaths` order (sorted)."""
+
+    root: Path
+    relpaths: list[str]
+    """Each shape's path relative to `root`, POSIX separators."""
+    categories: list[str | None]
+    """Each shape's category (None: the file sits at the top with no categories.json entry)."""
+    meshes: list[Mesh]
+    """Each mesh normalised to the unit sphere (the voxel frame)."""
+    voxels: np.ndarray
+    """bool [N, R, R, R] occupancy of each normalised mesh."""
+    fingerprint: str
+    """sha256 over the sorted (relative path, file sha256) pairs: two libraries with the same files match."""
+    skipped: list[str] = field(default_factory=list)
+    """'relpath: reason' for files that could not be read (they are left out)."""
+
+    def category_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for category in self.categories:
+            counts[category or ""] = counts.get(category or "", 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def library_fingerprint(root: Path, paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{path.relative_to(root).as_posix()}\0{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def read_library(library_dir: str | Path, resolution: int = 32, max_shapes: int = 0,
+                 progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> ShapeLibrary:
+    """Loads, normalises and voxelises every mesh under `library_dir` (see the module doc).
+
+    max_shapes > 0 keeps the first that many files (sorted by path). Unreadable files are skipped and named in
+    `skipped`; fewer than two readable shapes is an InvalidInputError (the flow's batch-norm needs two).
+    progress(done, total) after each file.
+    """
+    root = Path(library_dir).expanduser()
+    if not root.is_dir():
+        raise InvalidInputError(f"the shape library {root} is not a folder",
+                                "pass a folder of meshes (e.g. one written by `atelier world DIR`/library)")
+    paths = find_mesh_files(root)
+    if max_shapes > 0:
+        paths = paths[:max_shapes]
+    if len(paths) < 2:
+        raise InvalidInputError(f"the shape library {root} holds {len(paths)} mesh file(s); training needs at least 2",
+                                "add meshes (obj, ply, stl, glb, gltf, off), one folder per category")
+    relpaths, categories, meshes, grids, skipped, warnings, cache = [], [], [], [], [], [], {}
+    for done, path in enumerate(paths, 1):
+        if cancel is not None:
+            cancel.check()
+        relpath = path.relative_to(root).as_posix()
+        try:
+            mesh, _ = normalize_to_unit_sphere(validate_mesh(load_mesh(path)))
+            grid = voxelize(mesh, resolution)
+        except (AtelierError, OSError, ValueError) as exc:
+            skipped.append(f"{relpath}: {getattr(exc, 'message', None) or exc}")
+            continue
+        relpaths.append(relpath)
+        categories.append(category_of(path, root, cache, warnings))
+        meshes.append(mesh)
+        grids.append(grid)
+        progress(done, len(paths))
+    if len(meshes) < 2:
+        raise InvalidInputError(f"only {len(meshes)} of the {len(paths)} files in {root} could be read; training needs 2",
+                                "; ".join(skipped[:3]) or "check the files")
+    kept = [root / r for r in relpaths]
+    return ShapeLibrary(root=root, relpaths=relpaths, categories=categories, meshes=meshes,
+                        voxels=np.stack(grids), fingerprint=library_fingerprint(root, kept), skipped=skipped)
+
+
+@torch.no_grad()
+def view_embeddings(meshes: list[Mesh], clip, views: int = 6, device: torch.device | str = "cpu",
+                    progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> torch.Tensor:
+    """CLIP image embeddings of shaded views of each mesh (unit sphere frame): float32 [N, views, C], L2-normalised.
+
+    The cameras are retrieval's index cameras (`IndexViewConfig`: even azimuths, two elevations) at the CLIP's
+    image size; the meshes keep their own colours or textures.
+    """
+    config = IndexViewConfig(views=views).resolved(clip.image_size)
+    cameras, lights = index_cameras(config, device)
+    out = []
+    for done, mesh in enumerate(meshes, 1):
+        if cancel is not None:
+            cancel.check()
+        images = shaded_images(mesh, cameras, lights, config.size, device, config.ambient)
+        out.append(clip.encode_image(images.permute(0, 3, 1, 2).to(clip.device)).float().cpu())
+        progress(done, len(meshes))
+    return torch.stack(out)

@@ -1,0 +1,163 @@
+"""Training a text-to-shape generator on a shape library (CLIP-Forge's two stages), resumable.
+
+Stages: read the library (voxelise) -> train the occupancy autoencoder -> encode every shape -> render views and
+embed them with the CLIP -> train the conditional flow on (latent, view embedding) -> write one generator file.
+While it runs, `OUT.parts/` holds each stage's state (the autoencoder and flow training checkpoints, the view
+embeddings, the library fingerprint); `resume=True` picks them up, a finished generator removes them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from backend.errors import InvalidInputError
+from backend.generate.flow import FlowConfig
+from backend.generate.generator import save_generator
+from backend.generate.library import ShapeLibrary, read_library, view_embeddings
+from backend.generate.occupancy import OccupancyAutoencoderConfig
+from backend.generate.train_autoencoder import AutoencoderTrainConfig, reconstruction_iou, train_autoencoder
+from backend.generate.train_flow import FlowTrainConfig, train_flow
+from backend.progress import CancelToken, no_progress
+
+
+@dataclass
+class GeneratorTrainConfig:
+    """Everything `train_generator` needs besides the library and the CLIP (the paper's sizes by default)."""
+
+    autoencoder: OccupancyAutoencoderConfig = field(default_factory=OccupancyAutoencoderConfig)
+    """The autoencoder's shape (voxel resolution, latent size, widths)."""
+    autoencoder_training: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
+    """Steps, batch, learning rate of stage 1."""
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    """The flow's shape; its latent_dim and condition_dim are set from the autoencoder and the CLIP."""
+    flow_training: FlowTrainConfig = field(default_factory=FlowTrainConfig)
+    """Steps, batch, learning rate of stage 2."""
+    views: int = 6
+    """Rendered views per shape whose CLIP embeddings condition the flow (one drawn per shape per step)."""
+    max_shapes: int = 0
+    """Train on the first this many library files (sorted by path); 0: all."""
+
+    def with_epochs(self, epochs: int, shapes: int) -> "GeneratorTrainConfig":
+        """Sets both stages' steps to `epochs` passes over `shapes` shapes at their batch sizes."""
+        if epochs < 1:
+            raise InvalidInputError(f"epochs must be >= 1, got {epochs}")
+        for training in (self.autoencoder_training, self.flow_training):
+            training.steps = max(1, math.ceil(epochs * shapes / min(training.batch_size, shapes)))
+        return self
+
+
+@dataclass
+class TrainGeneratorReport:
+    shapes: int
+    categories: dict[str, int]
+    skipped: list[str]
+    autoencoder_loss: float
+    flow_loss: float
+    reconstruction_iou: float
+    """Mean voxel IoU of the autoencoder's reconstructions of (up to 64) training shapes at the voxel resolution."""
+    seconds: dict[str, float]
+    resumed: list[str]
+    """The stages picked up from OUT.parts."""
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def _check_parts(parts: Path, library: ShapeLibrary, clip_spec: str, resume: bool) -> None:
+    stamp = parts / "library.json"
+    wanted = {"fingerprint": library.fingerprint, "clip": clip_spec}
+    if resume and stamp.is_file():
+        found = json.loads(stamp.read_text())
+        if found != wanted:
+            raise InvalidInputError(f"cannot resume from {parts}: it was started on another library or CLIP "
+                                    f"({found.get('clip')!r})", f"delete {parts}, or resume with the same inputs")
+        return
+    if parts.exists():
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True)
+    stamp.write_text(json.dumps(wanted))
+
+
+def train_generator(library_dir: str | Path, out: str | Path, clip, config: GeneratorTrainConfig | None = None, *,
+                    epochs: int | None = None, resume: bool = False, device: torch.device | str = "cpu",
+                    progress=no_progress, cancel: CancelToken | None = None) -> TrainGeneratorReport:
+    """Trains a generator on the meshes under `library_dir` and writes it to `out` (see the module doc).
+
+    clip: the loaded `ClipModel` whose image embeddings condition the flow (its spec is recorded). epochs, when
+    given, sets both stages' steps (`GeneratorTrainConfig.with_epochs`). progress(step, total, stage=..., **metrics)
+    with stage "library", "autoencoder", "views", "flow"; `cancel` is checked at every step.
+    """
+    config = config or GeneratorTrainConfig()
+    out = Path(out).expanduser()
+    device = str(torch.device(device))
+    config.autoencoder_training.device = config.flow_training.device = device
+    config.flow = FlowConfig(**{**config.flow.__dict__, "latent_dim": config.autoencoder.latent_dim,
+                                "condition_dim": clip.embed_dim})
+    seconds, resumed = {}, []
+
+    def staged(stage: str):
+        return lambda step, total, **m: progress(step, total, stage=stage, **m)
+
+    started = time.perf_counter()
+    library = read_library(library_dir, config.autoencoder.voxel_resolution, config.max_shapes,
+                           staged("library"), cancel)
+    seconds["library"] = time.perf_counter() - started
+    if epochs is not None:
+        config.with_epochs(epochs, len(library.meshes))
+    parts = parts_dir(out)
+    _check_parts(parts, library, clip.spec, resume)
+
+    started = time.perf_counter()
+    ae_path = parts / "autoencoder.pt"
+    if resume and ae_path.is_file():
+        resumed.append("autoencoder")
+    autoencoder, ae_losses = train_autoencoder(
+        library.voxels, config.autoencoder, config.autoencoder_training, checkpoint_path=ae_path, resume=resume,
+        progress=staged("autoencoder"), cancel=cancel)
+    seconds["autoencoder"] = time.perf_counter() - started
+    with torch.no_grad():
+        grids = torch.from_numpy(library.voxels).to(device)
+        latents = torch.cat([autoencoder.encode(chunk) for chunk in torch.split(grids, 32)]).cpu()
+    iou = reconstruction_iou(autoencoder, library.voxels[:64])
+
+    started = time.perf_counter()
+    views_path = parts / "views.pt"
+    if resume and views_path.is_file():
+        conditions = torch.load(views_path, weights_only=True)
+        resumed.append("views")
+    else:
+        conditions = view_embeddings(library.meshes, clip, config.views, device, staged("views"), cancel)
+        torch.save(conditions, views_path)
+    seconds["views"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    flow_path = parts / "flow.pt"
+    if resume and flow_path.is_file():
+        resumed.append("flow")
+    flow, flow_losses = train_flow(latents, conditions, config.flow, config.flow_training, checkpoint_path=flow_path,
+                                   resume=resume, progress=staged("flow"), cancel=cancel)
+    seconds["flow"] = time.perf_counter() - started
+
+    report = TrainGeneratorReport(
+        shapes=len(library.meshes), categories=library.category_counts(), skipped=library.skipped,
+        autoencoder_loss=ae_losses[-1], flow_loss=flow_losses[-1], reconstruction_iou=float(sum(iou) / len(iou)),
+        seconds={k: round(v, 3) for k, v in seconds.items()}, resumed=resumed)
+    library_info = {"fingerprint": library.fingerprint, "root": str(library.root), "shapes": len(library.meshes),
+                    "categories": library.category_counts()}
+    train = {"autoencoder_steps": config.autoencoder_training.steps, "flow_steps": config.flow_training.steps,
+             "views": config.views, "autoencoder_loss": report.autoencoder_loss, "flow_loss": report.flow_loss,
+             "reconstruction_iou": report.reconstruction_iou}
+    save_generator(out, autoencoder, flow, clip.spec, library_info, train)
+    shutil.rmtree(parts, ignore_errors=True)
+    return report

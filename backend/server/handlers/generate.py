@@ -1,0 +1,86 @@
+"""The `generate` job: CLIP-Forge shapes from a text prompt, optionally refined (ISS) and stylized (Text2Mesh).
+
+params: prompt: str (required, 1-500 characters); checkpoint: path of a generator on the backend's machine
+        (required: `atelier train-generator` writes one); samples: int in [1, 16] (default 1); refine: int in
+        [0, 500] ISS steps per sample (default 0); style: "" (default: none) | "auto" (split the prompt: "a chair
+        made of oak" -> shape "a chair", style the whole prompt) | a style text; style_quality: "draft" |
+        "standard" | "high" (default "draft"); style_steps: int in [1, 100000] (default: the preset's);
+        resolution: int in [32, 256] (default 64; decoded coarse to fine); threshold: number in [0.01, 0.99]
+        (default 0.5); temperature: number in [0, 3] (default 0.8); seed: int (default 0); clip: CLIP spec
+        (default: the one the checkpoint records; another is refused). No mesh payload.
+progress: stage "load", then "refine" (every step: clip_score, loss, sample), "sample" (after each shape),
+        "style" (every Text2Mesh step: loss, sample).
+result: blobs {"mesh_0", ..., "mesh_{N-1}": GLB, Y up, in the unit sphere (stylized: vertex colours and the
+        shape key "Text2Mesh")}; fields: samples, prompt, shape_prompt, style, clip, refine, seed,
+        clip_score_before, clip_score_after (per sample), vertices, faces (per sample), seconds.
+"""
+
+from __future__ import annotations
+
+import time
+
+from backend.errors import InvalidInputError
+from backend.server.context import JobContext, JobOutput
+from backend.server.params import check_known, float_param, int_param, str_param
+
+PARAMS = ("prompt", "checkpoint", "samples", "refine", "style", "style_quality", "style_steps", "resolution",
+          "threshold", "temperature", "seed", "clip")
+
+
+def run(ctx: JobContext) -> JobOutput:
+    from backend.generate.decode import DecodeConfig
+    from backend.generate.generate import (GenerateConfig, check_generate_prompt, generate, prompt_condition,
+                                           split_prompt, stylize_shapes)
+    from backend.generate.generator import load_generator
+    from backend.geometry.glb import export_glb
+    from backend.models.clip import load_clip
+    from backend.stylize.output import export_stylized_glb
+
+    started = time.perf_counter()
+    check_known(ctx.params, PARAMS, "generate")
+    prompt = check_generate_prompt(str_param(ctx.params, "prompt", None))
+    checkpoint = str_param(ctx.params, "checkpoint", "")
+    if not checkpoint.strip():
+        raise InvalidInputError("the generate job needs a generator checkpoint",
+                                hint="train one with `atelier train-generator --library DIR --out FILE` and pass its path")
+    style = str_param(ctx.params, "style", "").strip()
+    shape_prompt = prompt
+    if style == "auto":
+        shape_prompt, style = split_prompt(prompt)
+        style = style or prompt
+    config = GenerateConfig(
+        samples=int_param(ctx.params, "samples", 1, 16, default=1),
+        refine_steps=int_param(ctx.params, "refine", 0, 500, default=0),
+        temperature=float_param(ctx.params, "temperature", 0.0, 3.0, default=0.8),
+        seed=int_param(ctx.params, "seed", 0, 2**31 - 1, default=0),
+        decode=DecodeConfig(resolution=int_param(ctx.params, "resolution", 32, 256, default=64),
+                            threshold=float_param(ctx.params, "threshold", 0.01, 0.99, default=0.5)))
+    style_quality = str_param(ctx.params, "style_quality", "draft", ("draft", "standard", "high"))
+    style_steps = int_param(ctx.params, "style_steps", 1, 100_000, default=0) or None
+
+    ctx.progress(0, 1, stage="load")
+    generator = load_generator(checkpoint, ctx.device)
+    clip = load_clip(str_param(ctx.params, "clip", generator.clip_spec), ctx.device)
+    generator.check_clip(clip)
+
+    def progress(step: int, total: int, stage: str = "sample", **metrics) -> None:
+        ctx.progress(step, total, stage=stage, **metrics)
+
+    shapes = generate(generator, clip, prompt_condition(clip, shape_prompt), config, progress=progress,
+                      cancel=ctx.cancel)
+    styled = stylize_shapes(shapes, style, clip, style_quality, style_steps, config.seed, ctx.device,
+                            progress=progress, cancel=ctx.cancel) if style else None
+    ctx.cancel.check()
+    blobs = {}
+    for i, shape in enumerate(shapes):
+        blobs[f"mesh_{i}"] = (export_stylized_glb(styled[i], name=shape.mesh.name) if styled
+                              else export_glb(shape.mesh, name=shape.mesh.name))
+    fields = {
+        "samples": len(shapes), "prompt": prompt, "shape_prompt": shape_prompt, "style": style or None,
+        "clip": clip.spec, "refine": config.refine_steps, "seed": config.seed,
+        "clip_score_before": [s.clip_score_before for s in shapes],
+        "clip_score_after": [s.clip_score_after for s in shapes],
+        "vertices": [s.mesh.num_vertices for s in shapes], "faces": [s.mesh.num_faces for s in shapes],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return JobOutput(fields=fields, blobs=blobs)
