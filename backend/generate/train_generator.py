@@ -62,7 +62,8 @@ class TrainGeneratorReport:
     flow_loss: float
     reconstruction_iou: float
     """Mean voxel IoU of the autoencoder's reconstructions of (up to 64) training shapes at the voxel resolution."""
-    seconds: dict[str, float]
+    stage_seconds: dict[str, float]
+    """Wall time of each stage: library, autoencoder, views, flow."""
     resumed: list[str]
     """The stages picked up from OUT.parts."""
 
@@ -152,7 +153,7 @@ def train_generator(library_dir: str | Path, out: str | Path, clip, config: Gene
     report = TrainGeneratorReport(
         shapes=len(library.meshes), categories=library.category_counts(), skipped=library.skipped,
         autoencoder_loss=ae_losses[-1], flow_loss=flow_losses[-1], reconstruction_iou=float(sum(iou) / len(iou)),
-        seconds={k: round(v, 3) for k, v in seconds.items()}, resumed=resumed)
+        stage_seconds={k: round(v, 3) for k, v in seconds.items()}, resumed=resumed)
     library_info = {"fingerprint": library.fingerprint, "root": str(library.root), "shapes": len(library.meshes),
                     "categories": library.category_counts()}
     train = {"autoencoder_steps": config.autoencoder_training.steps, "flow_steps": config.flow_training.steps,

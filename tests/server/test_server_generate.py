@@ -1,0 +1,75 @@
+"""The `generate` job on the real server: N GLB samples with their CLIP scores, progress through refinement,
+cancel, and bad input answered with a message and a hint while the server keeps serving."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import trimesh
+from server_helpers import status
+
+from backend.geometry.glb import read_glb
+from shared_protocol import Cancel, Error, Progress, Result, Submit
+
+pytestmark = pytest.mark.timeout(300)
+
+SMALL = {"resolution": 32, "threshold": 0.3}
+
+
+def run_job(client, submit: Submit, timeout: float = 120.0) -> list:
+    client.send(submit)
+    return list(client.job_messages(submit.job, timeout=timeout))
+
+
+def test_generate_returns_n_glb_samples_with_scores(client, tiny_generator):
+    params = {**SMALL, "prompt": "a lamp", "checkpoint": str(tiny_generator), "samples": 2, "refine": 2, "seed": 3}
+    msgs = run_job(client, Submit(job="g1", kind="generate", params=params))
+    result = msgs[-1]
+    assert isinstance(result, Result), result
+    stages = [m.stage for m in msgs if isinstance(m, Progress)]
+    assert stages[0] == "load" and "refine" in stages and stages[-1] == "sample"
+    refine = [m for m in msgs if isinstance(m, Progress) and m.stage == "refine"]
+    assert (refine[-1].step, refine[-1].total) == (4, 4) and "clip_score" in refine[-1].metrics
+    fields = result.fields
+    assert fields["samples"] == 2 and fields["clip"] == "tiny" and fields["refine"] == 2
+    assert len(fields["clip_score_before"]) == 2 and len(fields["clip_score_after"]) == 2
+    assert set(result.blobs) == {"mesh_0", "mesh_1"}
+    for i in range(2):
+        document, _ = read_glb(result.blobs[f"mesh_{i}"])
+        assert document["asset"]["version"] == "2.0"
+        mesh = trimesh.load(trimesh.util.wrap_as_stream(result.blobs[f"mesh_{i}"]), file_type="glb", force="mesh")
+        assert len(mesh.faces) == fields["faces"][i] and mesh.is_watertight
+
+
+def test_cancel_during_refinement_and_the_server_keeps_serving(client, tiny_generator):
+    params = {**SMALL, "prompt": "a table", "checkpoint": str(tiny_generator), "refine": 500}
+    client.send(Submit(job="long", kind="generate", params=params))
+    next(m for m in client.job_messages("long", timeout=120) if isinstance(m, Progress) and m.stage == "refine")
+    started = time.monotonic()
+    client.send(Cancel(job="long"))
+    tail = list(client.job_messages("long", timeout=60))
+    assert isinstance(tail[-1], Error) and tail[-1].code == "cancelled"
+    assert time.monotonic() - started < 30.0
+    after = run_job(client, Submit(job="next", kind="generate",
+                                   params={**SMALL, "prompt": "a table", "checkpoint": str(tiny_generator)}))[-1]
+    assert isinstance(after, Result) and after.fields["samples"] == 1
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"prompt": "  "}, "the prompt is empty"),
+    ({"checkpoint": ""}, "needs a generator checkpoint"),
+    ({"checkpoint": "/no/such/generator.pt"}, "no generator checkpoint at"),
+    ({"clip": "tiny-rn"}, "trained with the CLIP 'tiny', not 'tiny-rn'"),
+    ({"samples": 17}, "'samples' must be an integer in [1, 16]"),
+    ({"resolution": 8}, "'resolution' must be an integer in [32, 256]"),
+    ({"threshold": 0.99}, "the decoded shape is empty"),
+    ({"style_quality": "ultra"}, "'style_quality' must be one of"),
+    ({"size": 3}, "the generate job has no param 'size'"),
+])
+def test_generate_rejects_bad_input_and_keeps_serving(client, tiny_generator, params, words):
+    base = {**SMALL, "prompt": "a chair", "checkpoint": str(tiny_generator)}
+    error = run_job(client, Submit(job="bad", kind="generate", params={**base, **params}))[-1]
+    assert isinstance(error, Error) and error.code == "invalid_input", error
+    assert words in error.message and error.hint
+    assert status(client).running is None
