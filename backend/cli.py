@@ -764,6 +764,8 @@ def _train_generator_args(parser: argparse.ArgumentParser) -> None:
                         help="channels of the voxel encoder's first conv (they double per halving; 8 is ~10x faster on a CPU)")
     parser.add_argument("--max-shapes", type=int, default=0, help="train on the first N library files (0: all)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.parts")
+    parser.add_argument("--db", default="",
+                        help="a retrieval database of this library (`atelier index`): reuse its view embeddings")
 
 
 @_train_generator_args.run
@@ -789,7 +791,7 @@ def _train_generator(args, report: Report) -> None:
                                                         points_per_shape=args.points, seed=args.seed),
             flow=FlowConfig(hidden=2 * args.width),
             flow_training=FlowTrainConfig(steps=args.flow_steps, batch_size=args.batch, seed=args.seed),
-            views=args.views, max_shapes=args.max_shapes)
+            views=args.views, max_shapes=args.max_shapes, index_db=args.db)
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from exc
     device = resolve(args, report)
@@ -803,6 +805,8 @@ def _train_generator(args, report: Report) -> None:
     report.update(result.as_dict(), clip=clip.spec, out=str(args.out))
     for line in result.skipped:
         print(f"skipped {line}", file=sys.stderr)
+    for line in result.notes:
+        print(line, file=sys.stderr)
     print(f"wrote {args.out}: {result.shapes} shapes, reconstruction IoU {result.reconstruction_iou:.3f}, "
           f"flow NLL/dim {result.flow_loss:.3f}")
 

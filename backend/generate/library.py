@@ -118,3 +118,28 @@ def view_embeddings(meshes: list[Mesh], clip, views: int = 6, device: torch.devi
         out.append(clip.encode_image(images.permute(0, 3, 1, 2).to(clip.device)).float().cpu())
         progress(done, len(meshes))
     return torch.stack(out)
+
+
+def index_view_embeddings(db_dir: str | Path, library: ShapeLibrary, clip) -> tuple[torch.Tensor | None, str]:
+    """The shaded-view embeddings a retrieval database already holds for this library, reused as flow conditions:
+    ([N, K, C] float32 in `library` order, "") when the database was indexed from the same files (same relative
+    paths and sha256) with this plain CLIP; (None, why not) otherwise, and the caller renders the views itself."""
+    from backend.retrieve.database import LibraryDB, db_exists
+
+    if not db_exists(db_dir):
+        return None, f"{db_dir} holds no retrieval database"
+    with LibraryDB.open(db_dir) as db:
+        if db.encoder_id != f"clip:{clip.spec}":
+            return None, f"the database was indexed with {db.encoder_id}, not clip:{clip.spec}"
+        records = {r.relpath: r for r in db.shapes()}
+        _, vectors, labels = db.read_vectors("shaded")
+    wanted = []
+    for relpath in library.relpaths:
+        record = records.get(relpath)
+        if record is None or record.sha256 != file_sha256(library.root / relpath):
+            return None, f"the database lacks {relpath} or indexed another version of it"
+        wanted.append(record.id)
+    per_shape = [vectors[labels == shape_id] for shape_id in wanted]
+    if len({len(v) for v in per_shape}) != 1 or not len(per_shape[0]):
+        return None, "the database holds different view counts per shape"
+    return torch.from_numpy(np.stack(per_shape)).float(), ""

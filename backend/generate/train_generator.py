@@ -20,7 +20,7 @@ import torch
 from backend.errors import InvalidInputError
 from backend.generate.flow import FlowConfig
 from backend.generate.generator import save_generator
-from backend.generate.library import ShapeLibrary, read_library, view_embeddings
+from backend.generate.library import ShapeLibrary, index_view_embeddings, read_library, view_embeddings
 from backend.generate.occupancy import OccupancyAutoencoderConfig
 from backend.generate.train_autoencoder import AutoencoderTrainConfig, reconstruction_iou, train_autoencoder
 from backend.generate.train_flow import FlowTrainConfig, train_flow
@@ -43,6 +43,9 @@ class GeneratorTrainConfig:
     """Rendered views per shape whose CLIP embeddings condition the flow (one drawn per shape per step)."""
     max_shapes: int = 0
     """Train on the first this many library files (sorted by path); 0: all."""
+    index_db: str = ""
+    """A retrieval database of this library (`atelier index`) whose shaded-view embeddings, when made with the same
+    files and plain CLIP, are reused as the flow's conditions instead of rendering views again ("": render)."""
 
     def with_epochs(self, epochs: int, shapes: int) -> "GeneratorTrainConfig":
         """Sets both stages' steps to `epochs` passes over `shapes` shapes at their batch sizes."""
@@ -66,6 +69,10 @@ class TrainGeneratorReport:
     """Wall time of each stage: library, autoencoder, views, flow."""
     resumed: list[str]
     """The stages picked up from OUT.parts."""
+    conditions: str = "rendered"
+    """Where the flow's conditions came from: "rendered", or "index" (a retrieval database's view embeddings)."""
+    notes: list[str] = field(default_factory=list)
+    """Why the index was not reused, and the like."""
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -134,12 +141,16 @@ def train_generator(library_dir: str | Path, out: str | Path, clip, config: Gene
 
     started = time.perf_counter()
     views_path = parts / "views.pt"
+    source, notes, conditions = "rendered", [], None
     if resume and views_path.is_file():
         conditions = torch.load(views_path, weights_only=True)
         resumed.append("views")
-    else:
+    elif config.index_db:
+        conditions, why = index_view_embeddings(config.index_db, library, clip)
+        source, notes = ("index", []) if conditions is not None else ("rendered", [f"index not reused: {why}"])
+    if conditions is None:
         conditions = view_embeddings(library.meshes, clip, config.views, device, staged("views"), cancel)
-        torch.save(conditions, views_path)
+    torch.save(conditions, views_path)
     seconds["views"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -153,11 +164,11 @@ def train_generator(library_dir: str | Path, out: str | Path, clip, config: Gene
     report = TrainGeneratorReport(
         shapes=len(library.meshes), categories=library.category_counts(), skipped=library.skipped,
         autoencoder_loss=ae_losses[-1], flow_loss=flow_losses[-1], reconstruction_iou=float(sum(iou) / len(iou)),
-        stage_seconds={k: round(v, 3) for k, v in seconds.items()}, resumed=resumed)
+        stage_seconds={k: round(v, 3) for k, v in seconds.items()}, resumed=resumed, conditions=source, notes=notes)
     library_info = {"fingerprint": library.fingerprint, "root": str(library.root), "shapes": len(library.meshes),
                     "categories": library.category_counts()}
     train = {"autoencoder_steps": config.autoencoder_training.steps, "flow_steps": config.flow_training.steps,
-             "views": config.views, "autoencoder_loss": report.autoencoder_loss, "flow_loss": report.flow_loss,
+             "views": int(conditions.shape[1]), "conditions": source, "autoencoder_loss": report.autoencoder_loss, "flow_loss": report.flow_loss,
              "reconstruction_iou": report.reconstruction_iou}
     save_generator(out, autoencoder, flow, clip.spec, library_info, train)
     shutil.rmtree(parts, ignore_errors=True)

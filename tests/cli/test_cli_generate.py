@@ -107,3 +107,21 @@ def test_train_generator_bad_input(tmp_path, capsys):
     assert main(["train-generator", "--library", str(tmp_path), "--out", str(tmp_path / "g.pt"), "--clip", "tiny",
                  "--batch", "1"]) == 2
     assert "--batch must be >= 2" in capsys.readouterr().err
+
+
+def test_training_reuses_a_retrieval_index_of_the_same_library(shape_library, tmp_path, capsys):
+    from conftest import TINY_GENERATOR_FLAGS
+
+    db = tmp_path / "db"
+    assert main(["index", str(shape_library), "--db", str(db), "--clip", "tiny", "--device", "cpu"]) == 0
+    report = tmp_path / "r.json"
+    assert main(["train-generator", "--library", str(shape_library), "--out", str(tmp_path / "g.pt"), "--db", str(db),
+                 "--report", str(report), *TINY_GENERATOR_FLAGS]) == 0
+    data = json.loads(report.read_text())
+    assert data["conditions"] == "index" and data["notes"] == []
+    assert load_generator(tmp_path / "g.pt").train["views"] == 6  # the index's views, not --views 2
+    # Another CLIP's index is not reused: the views are rendered, and the run says why.
+    assert main(["train-generator", "--library", str(shape_library), "--out", str(tmp_path / "h.pt"), "--db", str(db),
+                 "--report", str(report), *TINY_GENERATOR_FLAGS, "--clip", "tiny-rn"]) == 0
+    data = json.loads(report.read_text())
+    assert data["conditions"] == "rendered" and "clip:tiny, not clip:tiny-rn" in data["notes"][0]
