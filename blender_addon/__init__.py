@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import bpy
 
-from . import session
+from . import session, setup_ui
 from .operators import OPERATORS
 from .panels import PANELS
 from .preferences import AtelierPreferences
-from .properties import AtelierSceneSettings, AtelierStyleImage, register_properties, unregister_properties
+from .properties import (AtelierSceneSettings, AtelierSegmentPoint, AtelierStyleImage, register_properties,
+                         unregister_properties)
+from .segment_ops import SEGMENT_OPERATORS
 
 CLASSES = (
     AtelierPreferences,
     AtelierStyleImage,
+    AtelierSegmentPoint,
     AtelierSceneSettings,
     *OPERATORS,
+    *SEGMENT_OPERATORS,
     *PANELS,
+    *setup_ui.SETUP_CLASSES,
 )
 """Every Blender class of the add-on, in registration order."""
 
@@ -35,6 +40,7 @@ def register() -> None:
 
 
 def unregister() -> None:
+    setup_ui.unregister()
     session.unregister()
     unregister_properties()
     for cls in reversed(CLASSES):

@@ -24,7 +24,8 @@ COLLECTION = "Atelier"
 """The collection every imported result goes into."""
 PROP_PREFIX = "atelier_"
 """Custom properties on created objects: atelier_kind, atelier_params (JSON), atelier_seed, atelier_source,
-atelier_job, atelier_fields (JSON), and for restyle atelier_styles (JSON list of the style image paths)."""
+atelier_job, atelier_fields (JSON), for restyle atelier_styles (JSON list of the style image paths), for generate
+atelier_sample (the sample's index) and atelier_clip_score_before / atelier_clip_score_after."""
 STYLE_NODE = "Atelier style texture"
 """Name of the unconnected Image Texture node a restyle result's material gets (the style texture alone)."""
 
@@ -215,12 +216,14 @@ def import_render(record: JobRecord, context) -> list[str]:
     return created
 
 
-def import_single_mesh(record: JobRecord, context, what: str) -> bpy.types.Object:
-    """The result's GLB ("mesh" blob) as exactly one new, unparented mesh object (the importer's other objects
-    removed); AddonError naming `what` (and nothing left behind) when the GLB lacks or holds more than one mesh."""
-    glb = record.result.blobs.get("mesh")
+def import_single_mesh(record: JobRecord, context, what: str, blob: str = "mesh") -> bpy.types.Object:
+    """The result's GLB (the `blob`, "mesh" by default) as exactly one new, unparented mesh object (the importer's
+    other objects removed); AddonError naming `what` (and nothing left behind) when the GLB lacks or holds more than
+    one mesh."""
+    glb = record.result.blobs.get(blob)
     if glb is None:
-        raise AddonError(f"the {record.kind} result has no mesh", "this is a backend bug: see its log")
+        raise AddonError(f"the {record.kind} result has no {'mesh' if blob == 'mesh' else blob}",
+                         "this is a backend bug: see its log")
     objects = import_glb(glb, context)
     meshes = [o for o in objects if o.type == "MESH"]
     if len(meshes) != 1:
@@ -247,11 +250,9 @@ def import_result_mesh(record: JobRecord, context, suffix: str) -> bpy.types.Obj
     return obj
 
 
-def import_stylize(record: JobRecord, context) -> list[str]:
-    """`stylize`: the GLB as a new object at the source's transform, colours via a Color Attribute node,
-    the displacement as the shape key "Text2Mesh" at full strength (its slider goes back to the source shape)."""
-    obj = import_result_mesh(record, context, "stylized")
-    base = record.source or "Atelier"
+def show_stylized(obj: bpy.types.Object, material_name: str) -> None:
+    """A Text2Mesh result as it was made: the shape key "Text2Mesh" (the displacement) at full strength and active
+    (its slider goes back to the plain shape), the colours through a Color Attribute node, the materials named."""
     keys = obj.data.shape_keys
     if keys is not None:
         index = keys.key_blocks.find("Text2Mesh")
@@ -261,7 +262,14 @@ def import_stylize(record: JobRecord, context) -> list[str]:
     wire_color_attribute(obj)
     for slot in obj.material_slots:
         if slot.material is not None:
-            slot.material.name = f"{base} stylized"
+            slot.material.name = material_name
+
+
+def import_stylize(record: JobRecord, context) -> list[str]:
+    """`stylize`: the GLB as a new object at the source's transform, colours via a Color Attribute node,
+    the displacement as the shape key "Text2Mesh" at full strength (its slider goes back to the source shape)."""
+    obj = import_result_mesh(record, context, "stylized")
+    show_stylized(obj, f"{record.source or 'Atelier'} stylized")
     pack_images_of(obj)
     store_job(obj, record)
     hide_source(record, context)
@@ -352,8 +360,8 @@ def import_fetch_shape(record: JobRecord, context) -> list[str]:
 
 def import_segment(record: JobRecord, context) -> list[str]:
     """`segment`: the mask (grayscale, white on the object) and the cut-out (RGBA) as packed images
-    "Atelier <prompt> mask" / "... cutout"; nothing enters the scene. The method and scores stay in
-    `record.fields`."""
+    "Atelier <prompt> mask" / "... cutout", the cut-out also as the Segment Photo panel's `segment_cutout`; nothing
+    enters the scene. The method and scores stay in `record.fields`."""
     prompt = str(record.params.get("prompt") or "segment")[:40]
     created = []
     for blob in ("mask", "cutout"):
@@ -363,6 +371,9 @@ def import_segment(record: JobRecord, context) -> list[str]:
         image = load_png_image(f"Atelier {prompt} {blob}", data)
         image["atelier_job"] = record.id
         created.append(image.name)
+    settings = getattr(context.scene, "atelier", None)
+    if settings is not None:  # the Segment Photo panel's cut-out: a search query or a style image
+        settings.segment_cutout = bpy.data.images[created[1]]
     return created
 
 
@@ -384,6 +395,67 @@ def import_photo_to_3d(record: JobRecord, context) -> list[str]:
     return [obj.name, image.name]
 
 
+GENERATE_SPACING = 2.5
+"""Blender units between the generate job's samples along X: each shape fits the unit sphere (2 units across)."""
+
+
+def generate_origin(record: JobRecord, context) -> mathutils.Vector:
+    """Where a generate job's first sample goes: the 3D cursor when the job was submitted (`meta["location"]`),
+    else the cursor now."""
+    location = record.meta.get("location")
+    if location and len(location) == 3:
+        return mathutils.Vector([float(v) for v in location])
+    return context.scene.cursor.location.copy()
+
+
+def import_generate(record: JobRecord, context) -> list[str]:
+    """`generate`: each sample's GLB ("mesh_0" ... "mesh_{N-1}", unit sphere, Y up: Blender's importer turns it
+    Z up) as a new object "<shape prompt> <n>" in the Atelier collection, side by side along X from the 3D cursor
+    (GENERATE_SPACING apart), all selected, the first active. Each keeps the job (`store_job`) plus its sample
+    index (`atelier_sample`, the blob's number) and CLIP scores (`atelier_clip_score_before` / `_after`), so Run
+    Again and Variation work from any of them. Styled samples show their colours through a Color Attribute node
+    and the relief as the shape key "Text2Mesh". A sample that cannot be imported removes the ones before it."""
+    fields = record.result.fields
+    count = int(fields.get("samples") or sum(1 for name in record.result.blobs if name.startswith("mesh_")))
+    if count < 1:
+        raise AddonError("the generate result has no shapes", "this is a backend bug: see its log")
+    base = str(fields.get("shape_prompt") or record.params.get("prompt") or "Generated").strip()
+    base = base if len(base) <= 40 else base[:37] + "..."
+    before = list(fields.get("clip_score_before") or [])
+    after = list(fields.get("clip_score_after") or [])
+    origin = generate_origin(record, context)
+    collection = atelier_collection(context.scene)
+    created: list[bpy.types.Object] = []
+    try:
+        for index in range(count):
+            obj = import_single_mesh(record, context, f"generated sample {index}", blob=f"mesh_{index}")
+            created.append(obj)
+            obj.matrix_world = mathutils.Matrix.Translation(origin + mathutils.Vector((index * GENERATE_SPACING, 0, 0)))
+            obj.name = obj.data.name = f"{base} {index + 1}"
+            move_to_collection(obj, collection)
+            if fields.get("style"):
+                show_stylized(obj, f"{obj.name} styled")
+            pack_images_of(obj)
+            store_job(obj, record)
+            obj[PROP_PREFIX + "sample"] = index
+            if index < len(before) and before[index] is not None:
+                obj[PROP_PREFIX + "clip_score_before"] = float(before[index])
+            if index < len(after) and after[index] is not None:
+                obj[PROP_PREFIX + "clip_score_after"] = float(after[index])
+    except Exception:
+        for obj in created:
+            mesh = obj.data
+            bpy.data.objects.remove(obj)
+            if mesh is not None and mesh.users == 0:
+                bpy.data.meshes.remove(mesh)
+        raise
+    make_active(created[0], context)
+    for obj in created[1:]:
+        if obj.name in context.view_layer.objects:
+            obj.select_set(True)
+    return [obj.name for obj in created]
+
+
 IMPORTERS: dict[str, Callable[[JobRecord, object], list[str]]] = {
     "render": import_render,
     "stylize": import_stylize,
@@ -393,5 +465,6 @@ IMPORTERS: dict[str, Callable[[JobRecord, object], list[str]]] = {
     "fetch_shape": import_fetch_shape,
     "segment": import_segment,
     "photo_to_3d": import_photo_to_3d,
+    "generate": import_generate,
 }
 """Job kind -> importer; the keys equal `kinds.JOB_KINDS` (a test checks)."""

@@ -51,10 +51,16 @@ JOB_KINDS: dict[str, JobKind] = build_registry([
     JobKind("index", "Index library", "atelier.index_library", "ATELIER_PT_library", needs_mesh=False),
     JobKind("search", "Search library", "atelier.search_library", "ATELIER_PT_library", needs_mesh=False),
     JobKind("fetch_shape", "Import library shape", "atelier.import_hit", "ATELIER_PT_library", needs_mesh=False),
-    # Text-guided photo segmentation: params and results are wired, the Image Editor tool is not yet.
-    JobKind("segment", "Segment photo", None, None, needs_mesh=False),
-    JobKind("photo_to_3d", "Photo to 3D", None, None, needs_mesh=False),
+    # Text-guided photo segmentation: the "Segment Photo" panel (its cut-out: a search query or a style image).
+    JobKind("segment", "Segment photo", "atelier.segment_photo", "ATELIER_PT_segment", needs_mesh=False),
+    JobKind("photo_to_3d", "Photo to 3D", "atelier.photo_to_3d", "ATELIER_PT_segment", needs_mesh=False),
+    # Text to shape (CLIP-Forge, optional ISS refinement and Text2Mesh style): the "Generate" panel.
+    JobKind("generate", "Generate", "atelier.generate", "ATELIER_PT_generate", needs_mesh=False),
 ])
+
+PARAMS_ONLY_KINDS = ("generate", "fetch_shape")
+"""Kinds whose stored params alone run the job again ("Run Again" / "Variation" from a result): no source mesh, no
+files. The mesh kinds need their source object; restyle re-reads its style images; the others are not re-run."""
 
 QUALITIES = ("draft", "standard", "high")
 """The stylize and restyle jobs' presets (backend `QUALITY_PRESETS`). stylize: draft 150 steps, standard 500,
@@ -289,13 +295,18 @@ def read_query_image(path_text: str, what: str) -> bytes:
 
 
 def library_search_request(db: str, text: str = "", mode: str = "TEXT", image_path: str = "", k: int = 10,
-                           category: str = "") -> tuple[dict, dict[str, bytes]]:
+                           category: str = "", strokes: list | None = None) -> tuple[dict, dict[str, bytes]]:
     """The Search Library panel's fields -> the `search` job's (params, blobs): a text, a sketch (blob "sketch",
-    optionally with a text) or a photo (blob "photo", no text). AddonError, before anything is sent, for no
-    database, an empty query, a photo with a text, or a bad image file."""
+    or `strokes`: polylines in [0, 1]², y down, from `sketch.py`; optionally with a text) or a photo (blob "photo",
+    no text). AddonError, before anything is sent, for no database, an empty query, a photo with a text, a sketch
+    with no strokes, or a bad image file."""
     if mode not in SEARCH_IMAGE_MODES:
         raise AddonError(f"the search mode must be one of {', '.join(SEARCH_IMAGE_MODES)}, got {mode!r}")
-    params = search_params(db, text, k, category)
+    if strokes is not None and mode != "SKETCH":
+        raise AddonError(f"strokes are a sketch, not a {mode.lower()} query")
+    params = search_params(db, text, k, category, strokes)
+    if strokes is not None:
+        return params, {}
     if mode == "TEXT":
         if "text" not in params:
             raise AddonError("the search query is empty", "type what to look for, e.g. 'a wooden chair', or pick a "
@@ -332,13 +343,18 @@ def image_editor_pixel(u: float, v: float, width: int, height: int) -> tuple[flo
     return x, y
 
 
+SEGMENT_PROPOSERS = ("auto", "sam", "superpixels")
+"""Where the segment job's candidate masks come from (backend `segment.PROPOSERS`): auto is SAM when its weights
+are given or cached, else superpixels."""
+
+
 def segment_params(prompt: str, clip: str = "", sam_checkpoint: str = "", sam_type: str = "",
-                   points: list | None = None, box: list | None = None) -> dict:
+                   points: list | None = None, box: list | None = None, proposer: str = "auto") -> dict:
     """The `segment` job's params (the photo travels as blob "image"); AddonError for a bad prompt, point or box.
 
     points: [(x, y, positive), ...] and box: (x0, y0, x1, y1) in the photo's pixels (`image_editor_pixel`);
     clip "" means the backend's default, sam_checkpoint "" the weights in the backend's cache (superpixels when
-    it has none), sam_type "" any cached SAM.
+    it has none), sam_type "" any cached SAM; proposer "auto" is left to the backend.
     """
     prompt = (prompt or "").strip()
     if not prompt:
@@ -366,4 +382,118 @@ def segment_params(prompt: str, clip: str = "", sam_checkpoint: str = "", sam_ty
         if not (x0 < x1 and y0 < y1):
             raise AddonError("the box is empty", "drag a box around the object")
         params["box"] = [x0, y0, x1, y1]
+    if proposer != "auto":
+        if proposer not in SEGMENT_PROPOSERS:
+            raise AddonError(f"the mask proposer must be one of {', '.join(SEGMENT_PROPOSERS)}, got {proposer!r}")
+        params["proposer"] = proposer
     return params
+
+
+def photo_to_3d_params(prompt: str, db: str, k: int = 5, category: str = "", quality: str = "draft",
+                       steps: int = 0, seed: int = 0, proposer: str = "auto") -> dict:
+    """The `photo_to_3d` job's params (the photo travels as blob "image"): segment the prompt's object, search the
+    database for it, restyle the best of the k hits after the photo. steps 0 means the quality preset's."""
+    params = segment_params(prompt, proposer=proposer)
+    params["db"] = _server_path(db, "database")
+    if not 1 <= int(k) <= SEARCH_MAX_K:
+        raise AddonError(f"the number of results must be in [1, {SEARCH_MAX_K}], got {k}")
+    if quality not in QUALITIES:
+        raise AddonError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
+    if not 0 <= int(steps) <= MAX_STEPS:
+        raise AddonError(f"steps must be in [1, {MAX_STEPS}] (0: the quality preset's), got {steps}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise AddonError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    params.update(k=int(k), quality=quality, seed=int(seed))
+    if steps:
+        params["steps"] = int(steps)
+    if category.strip():
+        params["category"] = category.strip()
+    return params
+
+
+# -- generate ---------------------------------------------------------------------------------------------
+
+GENERATE_MAX_SAMPLES = 16
+"""Shapes one generate job draws (backend `generate` param `samples`: 1 to 16)."""
+GENERATE_MAX_REFINE = 500
+"""ISS refinement steps per sample a generate job takes (backend param `refine`: 0 to 500)."""
+GENERATE_RESOLUTION_RANGE = (32, 256)
+"""The decoding grid's cells per axis (decoded coarse to fine)."""
+GENERATE_THRESHOLD_RANGE = (0.01, 0.99)
+"""The occupancy probability of the surface."""
+GENERATE_TEMPERATURE_RANGE = (0.0, 3.0)
+"""The flow's sampling temperature (below 1: typical shapes; above: variety)."""
+_GENERATE_CHECKPOINT_HINT = ("set Generator checkpoint in the add-on's preferences to a file that `atelier "
+                             "train-generator --library DIR --out FILE` wrote, on the backend's machine")
+
+
+def generate_params(prompt: str, checkpoint: str, samples: int = 1, refine: int = 0, style: bool = False,
+                    style_text: str = "", style_quality: str = "draft", style_steps: int = 0, resolution: int = 64,
+                    threshold: float = 0.5, temperature: float = 0.8, seed: int = 0, clip: str = "") -> dict:
+    """The `generate` job's params from the Generate panel's fields; AddonError, before anything is sent, for an
+    empty or over-long prompt, no checkpoint, or a number outside the backend's range.
+
+    checkpoint: a generator file on the backend's machine (whether it exists is the backend's check: it may be
+    remote). style False: plain shapes; True: stylized after `style_text`, or, when that is empty, "auto" (the
+    backend splits "a chair made of oak" into the shape "a chair" and the whole prompt as the style). style_steps 0
+    means the style quality preset's; clip "" means the CLIP the checkpoint records (another one is refused).
+    """
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise AddonError("the prompt is empty", "type the shape to make, e.g. 'a chair', or with Style it on "
+                         "'a chair made of oak'", code="empty_prompt")
+    if len(prompt) > limits.MAX_PROMPT_CHARS:
+        raise AddonError(f"the prompt has {len(prompt)} characters, over the {limits.MAX_PROMPT_CHARS} limit",
+                         "shorten it")
+    checkpoint = (checkpoint or "").strip()
+    if not checkpoint:
+        raise AddonError("no generator checkpoint is set", _GENERATE_CHECKPOINT_HINT, code="no_checkpoint")
+    if len(checkpoint) > limits.MAX_STRING:
+        raise AddonError(f"the generator checkpoint path is over {limits.MAX_STRING} characters")
+    if not 1 <= int(samples) <= GENERATE_MAX_SAMPLES:
+        raise AddonError(f"samples must be in [1, {GENERATE_MAX_SAMPLES}], got {samples}",
+                         "each sample is one shape to choose from")
+    if not 0 <= int(refine) <= GENERATE_MAX_REFINE:
+        raise AddonError(f"refine steps must be in [0, {GENERATE_MAX_REFINE}], got {refine}",
+                         "0 turns refinement off; 20 to 100 is typical")
+    low, high = GENERATE_RESOLUTION_RANGE
+    if not low <= int(resolution) <= high:
+        raise AddonError(f"resolution must be in [{low}, {high}], got {resolution}")
+    low, high = GENERATE_THRESHOLD_RANGE
+    if not low <= float(threshold) <= high:
+        raise AddonError(f"threshold must be in [{low}, {high}], got {threshold}",
+                         "lower it when the shapes come out empty or thin")
+    low, high = GENERATE_TEMPERATURE_RANGE
+    if not low <= float(temperature) <= high:
+        raise AddonError(f"temperature must be in [{low}, {high}], got {temperature}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise AddonError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    params: dict = {"prompt": prompt, "checkpoint": checkpoint, "samples": int(samples), "refine": int(refine),
+                    "resolution": int(resolution), "threshold": round(float(threshold), 4),
+                    "temperature": round(float(temperature), 4), "seed": int(seed)}
+    if style:
+        style_text = (style_text or "").strip()
+        if len(style_text) > limits.MAX_PROMPT_CHARS:
+            raise AddonError(f"the style text has {len(style_text)} characters, over the {limits.MAX_PROMPT_CHARS} "
+                             "limit", "shorten it")
+        if style_quality not in QUALITIES:
+            raise AddonError(f"style quality must be one of {', '.join(QUALITIES)}, got {style_quality!r}")
+        if not 0 <= int(style_steps) <= MAX_STEPS:
+            raise AddonError(f"style steps must be in [1, {MAX_STEPS}] (0: the quality preset's), got {style_steps}")
+        params["style"] = style_text or "auto"
+        params["style_quality"] = style_quality
+        if style_steps:
+            params["style_steps"] = int(style_steps)
+    clip = (clip or "").strip()
+    if clip:
+        params["clip"] = clip
+    return params
+
+
+def generate_label(prompt: str) -> str:
+    """What the job list calls a generate job: "Generate 'a chair'" (a long prompt cut to 40 characters)."""
+    prompt = (prompt or "").strip()
+    if not prompt:
+        return "Generate"
+    shown = prompt if len(prompt) <= 40 else prompt[:37] + "..."
+    return f"Generate {shown!r}"

@@ -16,8 +16,9 @@ import bpy
 from . import session
 from .errors import AddonError
 from .importers import IMPORTERS, job_of, stored_styles
-from .kinds import (JOB_KINDS, MAX_SEED, MAX_STYLES, fetch_shape_params, index_params, library_search_request,
-                    read_style_images, render_params, restyle_params, stylize_params)
+from .kinds import (JOB_KINDS, MAX_SEED, MAX_STYLES, PARAMS_ONLY_KINDS, fetch_shape_params, generate_label,
+                    generate_params, index_params, library_search_request, read_style_images, render_params,
+                    restyle_params, stylize_params)
 from .meshio import mesh_payload, selected_mesh_object
 from .meshpack import flat_matrix
 from .preferences import get_prefs
@@ -324,14 +325,19 @@ class ATELIER_OT_search_library(JobOperator, bpy.types.Operator):
 
     def request(self, context) -> tuple[dict, dict[str, bytes]]:
         s = context.scene.atelier
+        strokes = None
+        if s.search_mode == "SKETCH" and s.sketch_source != "IMAGE":  # annotations or Grease Pencil, as seen
+            from .sketch_input import sketch_strokes
+            strokes = sketch_strokes(context, s.sketch_source, s.sketch_object)
         return library_search_request(local_path(s.library_db), s.search_text, s.search_mode,
-                                      local_path(s.search_image), s.search_k, s.search_category)
+                                      local_path(s.search_image), s.search_k, s.search_category, strokes)
 
     def params(self, context) -> dict:
-        return self.request(context)[0]
+        self._request = self.request(context)  # read files and strokes once: execute() asks params, then blobs
+        return self._request[0]
 
     def blobs(self, context) -> dict[str, bytes]:
-        return self.request(context)[1]
+        return self._request[1]
 
 
 class ATELIER_OT_import_hit(JobOperator, bpy.types.Operator):
@@ -365,8 +371,34 @@ class ATELIER_OT_import_hit(JobOperator, bpy.types.Operator):
         return f"{JOB_KINDS[self.kind].label} {name}".strip()
 
 
+# -- generate ---------------------------------------------------------------------------------------------
+
+class ATELIER_OT_generate(JobOperator, bpy.types.Operator):
+    """Generate shapes from the prompt (CLIP-Forge; optionally refined and styled): new objects at the 3D cursor"""
+    bl_idname = "atelier.generate"
+    bl_label = "Generate"
+    bl_options = {"REGISTER"}
+    kind = "generate"
+
+    def params(self, context) -> dict:
+        s = context.scene.atelier
+        prefs = get_prefs(context)
+        checkpoint = local_path(prefs.generator_checkpoint) if prefs is not None else ""
+        return generate_params(s.generate_prompt, checkpoint, s.generate_samples, s.generate_refine,
+                               style=s.generate_style, style_text=s.generate_style_text,
+                               style_quality=s.generate_style_quality, style_steps=s.generate_style_steps,
+                               resolution=s.generate_resolution, threshold=s.generate_threshold,
+                               temperature=s.generate_temperature, seed=s.generate_seed)
+
+    def meta(self, context) -> dict:
+        return {"location": list(context.scene.cursor.location)}  # the samples land where the cursor was
+
+    def label(self, source: str) -> str:
+        return generate_label(bpy.context.scene.atelier.generate_prompt)
+
+
 class ATELIER_OT_run_again(bpy.types.Operator):
-    """Run the job that made the active object again on its source (Variations: with a new seed)"""
+    """Run the job that made the active object again (on its source; a generated shape from its settings alone; Variation: a new seed)"""
     bl_idname = "atelier.run_again"
     bl_label = "Run Again"
     bl_options = {"REGISTER"}
@@ -384,6 +416,8 @@ class ATELIER_OT_run_again(bpy.types.Operator):
         if kind not in JOB_KINDS:
             self.report({"ERROR"}, f"this add-on cannot run {kind!r} jobs")
             return {"CANCELLED"}
+        if kind in PARAMS_ONLY_KINDS:
+            return self.again_from_params(context, runtime, kind, params)
         source = bpy.data.objects.get(source_name)
         try:
             if source is None or source.type != "MESH":
@@ -407,6 +441,27 @@ class ATELIER_OT_run_again(bpy.types.Operator):
         if record.state == "failed":
             self.report({"ERROR"}, f"{record.label}: {record.error_text()}")
             return {"CANCELLED"}
+        return {"FINISHED"}
+
+    def again_from_params(self, context, runtime, kind: str, params: dict) -> set[str]:
+        """A kind that needs no source object (PARAMS_ONLY_KINDS): the stored params as they are (a new seed for a
+        Variation); generate's samples land at the 3D cursor."""
+        if self.variation:
+            params = {**params, "seed": random.randint(0, MAX_SEED)}
+        meta = {"location": list(context.scene.cursor.location)} if kind == "generate" else {}
+        label = generate_label(str(params.get("prompt", ""))) if kind == "generate" else JOB_KINDS[kind].label
+        try:
+            record = runtime.submit(kind, params, label=label, meta=meta)
+        except AddonError as exc:
+            runtime.fail_now(kind, label, exc, params)
+            _report_error(self, exc)
+            return {"CANCELLED"}
+        except Exception as exc:  # noqa: BLE001
+            return _unexpected(self, label, exc)
+        if record.state == "failed":
+            self.report({"ERROR"}, f"{record.label}: {record.error_text()}")
+            return {"CANCELLED"}
+        session.tag_redraw()
         return {"FINISHED"}
 
 
@@ -488,6 +543,6 @@ OPERATORS = (
     ATELIER_OT_backend_start, ATELIER_OT_backend_stop, ATELIER_OT_backend_restart, ATELIER_OT_backend_release,
     ATELIER_OT_stylize, ATELIER_OT_restyle, ATELIER_OT_restyle_style_add, ATELIER_OT_restyle_style_remove,
     ATELIER_OT_render_views, ATELIER_OT_index_library, ATELIER_OT_search_library, ATELIER_OT_import_hit,
-    ATELIER_OT_run_again, ATELIER_OT_cancel_job,
+    ATELIER_OT_generate, ATELIER_OT_run_again, ATELIER_OT_cancel_job,
     ATELIER_OT_clear_jobs, ATELIER_OT_import_result, ATELIER_OT_notify,
 )

@@ -10,6 +10,7 @@ import bpy
 from . import session
 from .importers import job_of
 from .kinds import JOB_KINDS, MAX_STYLES
+from .preferences import get_prefs
 
 _STATE_TEXT = {
     "stopped": ("Stopped", "RADIOBUT_OFF"),
@@ -84,6 +85,64 @@ class ATELIER_PT_backend(AtelierPanel, bpy.types.Panel):
             row.operator("wm.path_open", text="", icon="FILE_FOLDER").filepath = os.path.dirname(runtime.log_path)
 
 
+class ATELIER_PT_generate(AtelierPanel, bpy.types.Panel):
+    """Shapes from a text prompt (CLIP-Forge), optionally refined (ISS) and styled (Text2Mesh), at the 3D cursor."""
+
+    bl_idname = "ATELIER_PT_generate"
+    bl_label = "Generate"
+    bl_order = 5
+
+    def draw(self, context):
+        layout = self.layout
+        if not _kind_offered(layout, "generate"):
+            return
+        s = context.scene.atelier
+        prefs = get_prefs(context)
+        if prefs is not None:
+            layout.prop(prefs, "generator_checkpoint", text="Generator")
+            if not prefs.generator_checkpoint.strip():
+                _wrapped(layout, "Set the generator checkpoint: a file from `atelier train-generator` on the "
+                                 "backend's machine", "INFO")
+        layout.prop(s, "generate_prompt", text="")
+        row = layout.row(align=True)
+        row.prop(s, "generate_samples")
+        row.prop(s, "generate_refine")
+        layout.prop(s, "generate_style")
+        if s.generate_style:
+            box = layout.box()
+            box.prop(s, "generate_style_text", text="", icon="BRUSH_DATA")
+            if not s.generate_style_text.strip():
+                box.label(text="Empty: split the prompt ('a chair made of oak')", icon="INFO")
+            row = box.row(align=True)
+            row.prop(s, "generate_style_quality", text="")
+            row.prop(s, "generate_style_steps", text="Steps")
+        layout.prop(s, "generate_show_advanced", icon="TRIA_DOWN" if s.generate_show_advanced else "TRIA_RIGHT",
+                    emboss=False)
+        if s.generate_show_advanced:
+            col = layout.column(align=True)
+            col.prop(s, "generate_resolution")
+            col.prop(s, "generate_threshold")
+            col.prop(s, "generate_temperature")
+            col.prop(s, "generate_seed")
+        layout.operator("atelier.generate", icon="MESH_ICOSPHERE")
+
+        runtime = session.get_runtime(optional=True)
+        latest = _latest(runtime.jobs.all(), ("generate",)) if runtime is not None else None
+        if latest is not None and latest.state in ("failed", "cancelled"):
+            _wrapped(layout.box(), f"{latest.label}: {latest.error_text()}", "ERROR")
+        elif latest is not None and latest.state == "done":
+            box = layout.box()
+            before = latest.fields.get("clip_score_before") or []
+            after = latest.fields.get("clip_score_after") or []
+            refined = bool(latest.fields.get("refine"))
+            for index, name in enumerate(latest.outputs):
+                score = f"{before[index]:.3f}" if index < len(before) and before[index] is not None else "?"
+                if refined and index < len(after) and after[index] is not None:
+                    score += f" -> {after[index]:.3f}"
+                box.label(text=f"{name}: CLIP score {score}", icon="OUTLINER_OB_MESH")
+        _run_again_box(layout, context, "generate")
+
+
 class ATELIER_PT_stylize(AtelierPanel, bpy.types.Panel):
     bl_idname = "ATELIER_PT_stylize"
     bl_label = "Stylize Selected"
@@ -113,7 +172,7 @@ def _run_again_box(layout, context, kind: str) -> None:
         return
     box = layout.box()
     _, _, source = stored
-    box.label(text=f"{context.active_object.name}: {kind} of {source}", icon="INFO")
+    box.label(text=f"{context.active_object.name}: {kind}" + (f" of {source}" if source else ""), icon="INFO")
     row = box.row(align=True)
     row.operator("atelier.run_again", text="Run Again", icon="FILE_REFRESH").variation = False
     row.operator("atelier.run_again", text="Variation", icon="MOD_NOISE").variation = True
@@ -209,8 +268,16 @@ class ATELIER_PT_library(AtelierPanel, bpy.types.Panel):
         row.operator("atelier.index_library", icon="FILE_REFRESH")
         layout.prop(s, "search_mode", expand=True)
         layout.prop(s, "search_text", text="", icon="VIEWZOOM")
-        if s.search_mode != "TEXT":
-            layout.prop(s, "search_image", text="Sketch" if s.search_mode == "SKETCH" else "Photo")
+        if s.search_mode == "SKETCH":
+            layout.prop(s, "sketch_source", expand=True)
+            if s.sketch_source == "IMAGE":
+                layout.prop(s, "search_image", text="Sketch")
+            elif s.sketch_source == "GREASE_PENCIL":
+                layout.prop(s, "sketch_object", text="")
+            else:
+                layout.label(text="Draw with the Annotate tool (3D Cursor placement)", icon="GREASEPENCIL")
+        elif s.search_mode == "PHOTO":
+            layout.prop(s, "search_image", text="Photo")
         row = layout.row(align=True)
         row.prop(s, "search_k")
         row.prop(s, "search_category", text="")
@@ -247,6 +314,80 @@ class ATELIER_PT_library(AtelierPanel, bpy.types.Panel):
             cell.label(text=f"{float(hit.get('score', 0.0)):.3f}  {hit.get('category') or ''}".rstrip())
             op = cell.operator("atelier.import_hit", text="Import", icon="IMPORT")
             op.job_id, op.index = search.id, number
+
+
+SEGMENT_KINDS = ("segment", "photo_to_3d")
+
+
+class ATELIER_PT_segment(AtelierPanel, bpy.types.Panel):
+    """Cut an object out of a photo by a prompt (points and a box from the Image Editor's 2D cursor refine it); the
+    cut-out searches the library or becomes a style image; Photo to 3D restyles the closest library shape."""
+
+    bl_idname = "ATELIER_PT_segment"
+    bl_label = "Segment Photo"
+    bl_order = 35
+
+    def draw(self, context):
+        layout = self.layout
+        if not _kind_offered(layout, "segment"):
+            return
+        s = context.scene.atelier
+        layout.prop(s, "segment_source", expand=True)
+        if s.segment_source == "FILE":
+            layout.prop(s, "segment_photo", text="")
+        else:
+            layout.template_ID(s, "segment_image", open="image.open")
+        layout.prop(s, "segment_prompt", text="", icon="VIEWZOOM")
+        layout.prop(s, "segment_proposer")
+
+        box = layout.box()
+        row = box.row(align=True)
+        row.label(text=f"Points ({len(s.segment_points)})", icon="RESTRICT_SELECT_OFF")
+        row.operator("atelier.segment_point_add", text="On", icon="ADD").positive = True
+        row.operator("atelier.segment_point_add", text="Off", icon="REMOVE").positive = False
+        row.operator("atelier.segment_points_clear", text="", icon="X").index = -1
+        for index, point in enumerate(s.segment_points):
+            row = box.row(align=True)
+            row.label(text=f"{'on' if point.positive else 'off'} at ({point.u:.3f}, {point.v:.3f})",
+                      icon="LAYER_ACTIVE" if point.positive else "LAYER_USED")
+            row.operator("atelier.segment_points_clear", text="", icon="X").index = index
+        row = box.row(align=True)
+        row.prop(s, "segment_use_box")
+        row.operator("atelier.segment_box_corner", text="Corner 1").corner = 0
+        row.operator("atelier.segment_box_corner", text="Corner 2").corner = 1
+        if s.segment_use_box:
+            u0, v0, u1, v1 = s.segment_box
+            box.label(text=f"Box ({u0:.3f}, {v0:.3f}) to ({u1:.3f}, {v1:.3f})")
+        if not len(s.segment_points) and not s.segment_use_box:
+            _wrapped(box, "Optional: place the Image Editor's 2D cursor (Shift + right-click) on the photo, then "
+                          "add it as a point or a box corner", "INFO")
+        layout.operator("atelier.segment_photo", icon="SELECT_SUBTRACT")
+
+        runtime = session.get_runtime(optional=True)
+        latest = _latest(runtime.jobs.all(), SEGMENT_KINDS) if runtime is not None else None
+        if latest is not None and latest.state in ("failed", "cancelled"):
+            _wrapped(layout.box(), f"{latest.label}: {latest.error_text()}", "ERROR")
+        elif latest is not None and latest.kind == "segment" and latest.state == "done":
+            area = latest.fields.get("area")
+            layout.label(text=f"{latest.fields.get('method', '')}"
+                              + (f", {100 * float(area):.0f}% of the photo" if area is not None else ""),
+                         icon="CHECKMARK")
+
+        layout.prop(s, "segment_cutout")
+        cutout = s.segment_cutout
+        if cutout is not None:
+            layout.template_icon(icon_value=layout.icon(cutout), scale=5.0)
+        col = layout.column(align=True)
+        col.enabled = cutout is not None
+        col.operator("atelier.search_cutout", icon="VIEWZOOM")
+        col.operator("atelier.cutout_to_style", icon="TEXTURE")
+
+        box = layout.box()
+        box.label(text="Photo to 3D (the Search Library's database)", icon="MESH_DATA")
+        row = box.row(align=True)
+        row.prop(s, "photo3d_quality", text="")
+        row.prop(s, "photo3d_steps")
+        box.operator("atelier.photo_to_3d", icon="IMPORT")
 
 
 class ATELIER_PT_jobs(AtelierPanel, bpy.types.Panel):
@@ -312,5 +453,5 @@ class ATELIER_PT_jobs(AtelierPanel, bpy.types.Panel):
                                    f"{', '.join(map(str, job.fields['palette']))}", icon="COLOR")
 
 
-PANELS = (ATELIER_UL_style_images, ATELIER_PT_backend, ATELIER_PT_stylize, ATELIER_PT_restyle, ATELIER_PT_render,
-          ATELIER_PT_library, ATELIER_PT_jobs)
+PANELS = (ATELIER_UL_style_images, ATELIER_PT_backend, ATELIER_PT_generate, ATELIER_PT_stylize, ATELIER_PT_restyle,
+          ATELIER_PT_render, ATELIER_PT_library, ATELIER_PT_segment, ATELIER_PT_jobs)

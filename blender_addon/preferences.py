@@ -53,6 +53,10 @@ class AtelierPreferences(bpy.types.AddonPreferences):
         name="Restyle CLIP model", default="",
         description="CLIP the restyle job takes its features from, e.g. RN50:openai, ViT-B-32:openai, or a "
                     "checkpoint path on the backend machine (empty: the backend's default, RN50:openai)")
+    generator_checkpoint: bpy.props.StringProperty(
+        name="Generator checkpoint", subtype="FILE_PATH", default="",
+        description="The generate job's shape generator, on the backend machine: a file `atelier train-generator "
+                    "--library DIR --out FILE` wrote (it records the CLIP it was trained with)")
     log_dir: bpy.props.StringProperty(
         name="Log folder", subtype="DIR_PATH",
         description="Where the local backend writes its log (empty: the add-on's user folder)")
@@ -63,6 +67,28 @@ class AtelierPreferences(bpy.types.AddonPreferences):
         name="Connect timeout", default=10.0, min=0.2, max=600.0, unit="TIME_ABSOLUTE",
         description="Seconds to wait for the backend's answer to the handshake")
 
+    # Install Backend (setup_ui.py draws these and runs installer.py)
+    install_base_python: bpy.props.StringProperty(
+        name="Base Python", subtype="FILE_PATH",
+        description="The Python that creates the backend's environment (3.11 or newer; empty: Blender's own Python)")
+    install_dir: bpy.props.StringProperty(
+        name="Install folder", subtype="DIR_PATH",
+        description="Where the backend's environment (venv/) and the install logs go (empty: the add-on's user folder)")
+    install_source: bpy.props.StringProperty(
+        name="Backend source", subtype="FILE_PATH",
+        description="The Atelier checkout folder (with pyproject.toml) or an atelier wheel (.whl) or sdist (.tar.gz) "
+                    "(empty: the checkout this add-on runs from, if it runs from one)")
+    install_torch: bpy.props.EnumProperty(
+        name="PyTorch", default="AUTO",
+        items=[("AUTO", "Auto", "CUDA wheels when an NVIDIA GPU is found, the macOS wheels (MPS) on Apple silicon, "
+                                "else CPU wheels"),
+               ("CUDA", "CUDA", "NVIDIA GPU (the wheel index follows the driver's CUDA version)"),
+               ("MPS", "MPS", "Apple silicon GPU"), ("CPU", "CPU", "No GPU (smaller download)")])
+    install_nvdiffrast: bpy.props.BoolProperty(
+        name="Also install nvdiffrast (CUDA only, non-commercial licence)", default=False,
+        description="NVIDIA's rasterizer, faster on CUDA; NVIDIA Source Code License: non-commercial use only. "
+                    "Built from source: needs git and the CUDA toolkit")
+
     def settings(self) -> BackendSettings:
         return BackendSettings(
             mode=self.mode.lower(), python=bpy.path.abspath(self.python) if self.python else
@@ -72,7 +98,7 @@ class AtelierPreferences(bpy.types.AddonPreferences):
             start_timeout=self.start_timeout, connect_timeout=self.connect_timeout)
 
     def draw(self, context):
-        from . import session
+        from . import session, setup_ui
 
         layout = self.layout
         layout.prop(self, "mode", expand=True)
@@ -91,12 +117,16 @@ class AtelierPreferences(bpy.types.AddonPreferences):
         col.prop(self, "connect_timeout")
         col.prop(self, "clip")
         col.prop(self, "restyle_clip")
+        col.prop(self, "generator_checkpoint")
         runtime = session.get_runtime(optional=True)
         log_path = runtime.log_path if runtime is not None else str(self.settings().log_path)
         row = layout.row()
         row.label(text=f"Backend log: {log_path or 'named by the remote backend once connected'}", icon="TEXT")
         if log_path:
             row.operator("wm.path_open", text="", icon="FILE_FOLDER").filepath = str(Path(log_path).parent)
+        if self.mode == "LOCAL":
+            setup_ui.draw_install(self, layout)
+        setup_ui.draw_weights(self, layout)
 
 
 def get_prefs(context=None) -> AtelierPreferences | None:

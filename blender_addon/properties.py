@@ -3,7 +3,9 @@
 
 import bpy
 
-from .kinds import MAX_SEED, MAX_STEPS, MAX_STYLES, PATTERN_SCALE_RANGE, SEARCH_MAX_K, TEXTURE_SIZE_RANGE
+from .kinds import (GENERATE_MAX_REFINE, GENERATE_MAX_SAMPLES, GENERATE_RESOLUTION_RANGE, GENERATE_TEMPERATURE_RANGE,
+                    GENERATE_THRESHOLD_RANGE, MAX_SEED, MAX_STEPS, MAX_STYLES, PATTERN_SCALE_RANGE, SEARCH_MAX_K,
+                    SEGMENT_MAX_POINTS, TEXTURE_SIZE_RANGE)
 from .protocol import limits
 
 
@@ -13,6 +15,19 @@ class AtelierStyleImage(bpy.types.PropertyGroup):
     filepath: bpy.props.StringProperty(
         name="Style image", subtype="FILE_PATH",
         description="An image whose look the restyle job transfers (PNG, JPEG, ...; read when the job starts)")
+
+
+class AtelierSegmentPoint(bpy.types.PropertyGroup):
+    """One point prompt of the Segment Photo panel, in the Image Editor's normalised image coordinates."""
+
+    u: bpy.props.FloatProperty(name="U", min=0.0, max=1.0, description="Across the photo, 0 at the left edge")
+    v: bpy.props.FloatProperty(name="V", min=0.0, max=1.0, description="Up the photo, 0 at the bottom edge")
+    positive: bpy.props.BoolProperty(name="On the object", default=True,
+                                     description="On the object (include) or off it (exclude)")
+
+
+def _is_grease_pencil(_settings, obj) -> bool:
+    return obj.type in ("GREASEPENCIL", "GPENCIL")
 
 
 class AtelierSceneSettings(bpy.types.PropertyGroup):
@@ -87,10 +102,94 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
     search_image: bpy.props.StringProperty(
         name="Image", subtype="FILE_PATH", default="",
         description="The sketch or photo file (PNG, JPEG, ...; read when the search starts)")
+    sketch_source: bpy.props.EnumProperty(
+        name="Sketch from", default="IMAGE",
+        items=[("IMAGE", "Image", "A drawing on disk (dark strokes on white)"),
+               ("ANNOTATION", "Annotations", "The scene's annotation strokes (Annotate tool), as the 3D view sees "
+                                             "them"),
+               ("GREASE_PENCIL", "Grease Pencil", "A Grease Pencil object's strokes, as the 3D view sees them")])
+    sketch_object: bpy.props.PointerProperty(
+        type=bpy.types.Object, name="Grease Pencil", poll=_is_grease_pencil,
+        description="The Grease Pencil object whose strokes are the sketch (empty: the active object)")
     search_k: bpy.props.IntProperty(name="Results", default=10, min=1, max=SEARCH_MAX_K,
                                     description="How many shapes to show, best first")
     search_category: bpy.props.StringProperty(
         name="Category", default="", description="Only shapes of this category (the library's sub-folder); empty: all")
+    # -- Segment photo --
+    segment_source: bpy.props.EnumProperty(
+        name="Photo", default="FILE",
+        items=[("FILE", "File", "A photo on disk"),
+               ("IMAGE", "Image", "An image open in Blender (e.g. in the Image Editor)")])
+    segment_photo: bpy.props.StringProperty(
+        name="Photo", subtype="FILE_PATH", default="",
+        description="The photo to cut the object out of (PNG, JPEG, ...; read when the job starts)")
+    segment_image: bpy.props.PointerProperty(
+        type=bpy.types.Image, name="Image", description="The image to cut the object out of")
+    segment_prompt: bpy.props.StringProperty(
+        name="Prompt", default="", maxlen=limits.MAX_PROMPT_CHARS,
+        description="What to cut out of the photo, e.g. 'the red chair'")
+    segment_proposer: bpy.props.EnumProperty(
+        name="Masks", default="auto",
+        items=[("auto", "Auto", "SAM when the backend has its weights, else superpixels"),
+               ("sam", "SAM", "Segment Anything's masks (needs its weights on the backend)"),
+               ("superpixels", "Superpixels", "Colour groups: no weights needed, rougher edges")])
+    segment_points: bpy.props.CollectionProperty(
+        type=AtelierSegmentPoint, name="Points",
+        description=f"Up to {SEGMENT_MAX_POINTS} points on (or off) the object, placed with the Image Editor's "
+                    "2D cursor")
+    segment_use_box: bpy.props.BoolProperty(
+        name="Box", default=False, description="Limit the object to a box (two corners set from the 2D cursor)")
+    segment_box: bpy.props.FloatVectorProperty(
+        name="Box corners", size=4, min=0.0, max=1.0, default=(0.0, 0.0, 1.0, 1.0),
+        description="Two opposite corners (u, v, u, v) in the photo's normalised coordinates, v up")
+    segment_cutout: bpy.props.PointerProperty(
+        type=bpy.types.Image, name="Cut-out",
+        description="The cut-out (RGBA) to search the library with or to use as a style image")
+    photo3d_quality: bpy.props.EnumProperty(
+        name="Quality", default="draft",
+        items=[("draft", "Draft", "A quick restyle"), ("standard", "Standard", ""), ("high", "High", "")])
+    photo3d_steps: bpy.props.IntProperty(
+        name="Steps", default=0, min=0, max=MAX_STEPS, description="Restyle steps (0: the quality preset's)")
+    # -- Generate (text to shape: CLIP-Forge, ISS refinement, Text2Mesh style) --
+    generate_prompt: bpy.props.StringProperty(
+        name="Prompt", default="", maxlen=limits.MAX_PROMPT_CHARS,
+        description="The shape to make, e.g. 'a chair' (with Style it: 'a chair made of oak'); the generator's CLIP "
+                    "reads it (the domain CLIP knows prompts such as 'a photo of a chair')")
+    generate_samples: bpy.props.IntProperty(
+        name="Samples", default=2, min=1, max=GENERATE_MAX_SAMPLES,
+        description="Shapes to draw for the prompt, placed side by side at the 3D cursor to choose from")
+    generate_refine: bpy.props.IntProperty(
+        name="Refine", default=0, min=0, max=GENERATE_MAX_REFINE,
+        description="Test-time refinement steps per shape (ISS: moves the surface so its renders match the prompt "
+                    "better; 0: off)")
+    generate_style: bpy.props.BoolProperty(
+        name="Style it", default=False,
+        description="Also stylize the shapes (Text2Mesh: vertex colours and relief) in the same job")
+    generate_style_text: bpy.props.StringProperty(
+        name="Style", default="", maxlen=limits.MAX_PROMPT_CHARS,
+        description="What the shapes should look like, e.g. 'made of oak' (empty: split the prompt: 'a chair made "
+                    "of oak' makes the shape 'a chair' and styles it with the whole prompt)")
+    generate_style_quality: bpy.props.EnumProperty(
+        name="Style quality", default="draft",
+        items=[("draft", "Draft", "150 steps, 3 views: a quick look"),
+               ("standard", "Standard", "500 steps, 5 views"),
+               ("high", "High", "1500 steps, 5 views")])
+    generate_style_steps: bpy.props.IntProperty(
+        name="Style steps", default=0, min=0, max=MAX_STEPS,
+        description="Stylization steps per shape (0: the style quality preset's)")
+    generate_show_advanced: bpy.props.BoolProperty(name="Advanced", default=False)
+    generate_resolution: bpy.props.IntProperty(
+        name="Resolution", default=64, min=GENERATE_RESOLUTION_RANGE[0], max=GENERATE_RESOLUTION_RANGE[1],
+        description="Grid cells per axis the surface is extracted on (decoded coarse to fine; higher: finer detail, "
+                    "slower)")
+    generate_threshold: bpy.props.FloatProperty(
+        name="Threshold", default=0.5, min=GENERATE_THRESHOLD_RANGE[0], max=GENERATE_THRESHOLD_RANGE[1],
+        description="Occupancy probability of the surface (lower it when shapes come out empty or thin)")
+    generate_temperature: bpy.props.FloatProperty(
+        name="Temperature", default=0.8, min=GENERATE_TEMPERATURE_RANGE[0], max=GENERATE_TEMPERATURE_RANGE[1],
+        description="Sampling temperature (below 1: typical shapes; above: more variety)")
+    generate_seed: bpy.props.IntProperty(name="Seed", default=0, min=0, max=MAX_SEED,
+                                         description="Seed of the shapes' draws (and of refinement and style)")
     # -- Jobs --
     show_history: bpy.props.BoolProperty(name="History", default=True)
 

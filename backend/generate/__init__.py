@@ -1,13 +1,15 @@
-"""backend.generate: CLIP-Forge text-to-shape generation.
+"""backend.generate: CLIP-Forge text-to-shape generation with ISS-style test-time refinement.
 
 - `occupancy`: `OccupancyAutoencoderConfig`, `OccupancyAutoencoder` (32^3 voxels -> latent -> occupancy
   logits), `OccupancySampler` (training points), `voxel_iou`.
-- `decode`: `DecodeConfig`, `decode_latent(model, latent)` -> watertight Mesh via marching cubes.
-- `train_autoencoder`: `AutoencoderTrainConfig`, `train_autoencoder(voxels, ...)`, `load_autoencoder`.
-- `flow`: `FlowConfig`, `ConditionalRealNVP` (latent <-> Gaussian given a CLIP embedding: `forward`,
-  `inverse`, `log_prob`, `sample`).
-- `train_flow`: `FlowTrainConfig`, `train_flow(latents, conditions, ...)` by NLL, `load_flow`.
-
-Not yet here: CLIP embeddings of rendered views as training conditions, sampling from text, ISS-style
-test-time refinement.
+- `decode`: `DecodeConfig`, `decode_grid`, `decode_grid_coarse_to_fine`, `decode_latent(model, latent)` -> a
+  watertight Mesh via marching cubes on a padded grid.
+- `train_autoencoder`, `train_flow`: the two training stages (checkpoints, resume, progress, cancel).
+- `flow`: `FlowConfig`, `ConditionalRealNVP` (latent <-> Gaussian given a CLIP embedding).
+- `library`: a mesh folder read for training (`read_library`: voxels, categories, fingerprint) and the CLIP
+  embeddings of its rendered views (`view_embeddings`, or a retrieval index's: `index_view_embeddings`).
+- `train_generator`: both stages on a library into one file; `generator`: that file (`load_generator`, CLIP and
+  library checks).
+- `refine`: ISS-style refinement of a latent by CLIP consistency of renders of its differentiable iso-surface.
+- `generate`: text or image -> N meshes (`generate`), `split_prompt`, `stylize_shapes` (Text2Mesh on the results).
 """

@@ -85,8 +85,10 @@ def prompt_condition(clip, prompt: str) -> torch.Tensor:
         return clip.encode_text([text])[0].float().cpu()
 
 
-def image_condition(clip, image: torch.Tensor) -> torch.Tensor:
-    """The flow's condition for an image [3, H, W] or [H, W, 3] in [0, 1]: its normalised CLIP embedding [C]."""
+def image_condition(clip, image) -> torch.Tensor:
+    """The flow's condition for an image (tensor or array, [3, H, W] or [H, W, 3|4] in [0, 1], e.g. from
+    `backend.images.load_image`): its normalised CLIP embedding [C]."""
+    image = torch.as_tensor(image, dtype=torch.float32)
     if image.dim() == 3 and image.shape[-1] in (3, 4) and image.shape[0] not in (3, 4):
         image = image[..., :3].permute(2, 0, 1)
     with torch.no_grad():

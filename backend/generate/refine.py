@@ -32,13 +32,16 @@ import torch.nn.functional as F
 
 from backend.devices import resolve_device
 from backend.errors import InvalidInputError
-from backend.generate.decode import DecodeConfig, decode_grid, logits_to_mesh
+from backend.generate.decode import DecodeConfig, decode_grid_coarse_to_fine, logits_to_mesh
 from backend.progress import CancelToken, EtaClock, ProgressFn, no_progress
 from backend.render.camera import Cameras, fit_distance, orbit_cameras
 from backend.render.rasterizer import RasterizerConfig
 from backend.render.renderer import MeshRenderer, RenderConfig
 from backend.render.shading import ShadingConfig
 
+COARSE_BAND = 4.0
+"""Coarse-to-fine grids (`RefineConfig.coarse_resolution`) refine coarse cells within this many logits of the level
+(wider than `DecodeConfig.band`: refinement moves thin parts, which a narrow band drops)."""
 EMPTY_HINT = "lower the threshold, or refine with fewer steps, a lower learning rate or a higher prior_weight"
 
 
@@ -48,7 +51,8 @@ class RefineConfig:
     which is what the domain CLIP saw."""
 
     steps: int = 40
-    """Adam steps on the latent."""
+    """Adam steps on the latent. With the domain CLIP and an 8-shape autoencoder (latent 32), 40 steps raised the
+    held-out score toward another category's prompt in 6 of 7 pairs (mean +0.10), at ~0.4 s/step on one CPU thread."""
     learning_rate: float = 0.02
     """Adam learning rate (latent units per step, roughly: Adam's first steps move each entry by about this)."""
     prior_weight: float = 0.01
@@ -56,6 +60,11 @@ class RefineConfig:
     decoder gives plausible shapes. 0 lets CLIP alone move it."""
     resolution: int = 32
     """Cells per axis of the marching-cubes grid over [-1, 1]^3 (each step decodes resolution^3 points)."""
+    coarse_resolution: int = 0
+    """0: decode the dense grid each step. Else decode this coarse grid first and the fine one only near the surface
+    (`DecodeConfig.coarse_resolution`, band `COARSE_BAND`). With 16 at resolution 32 on an 8-shape autoencoder: 3x
+    fewer decoder points per step, and up to 13 of 32768 cells changed side (thin parts); vertices are still placed
+    by the exact decoder."""
     threshold: float = 0.5
     """Occupancy probability of the surface, in (0, 1)."""
     views_per_step: int = 4
@@ -89,6 +98,10 @@ class RefineConfig:
     """Ambient light; the point light's diffuse share is 1 - ambient (the world's renders)."""
     albedo: float = 0.7
     """Grey level of the surface, in [0, 1], over a white background."""
+    select_views: int = 8
+    """After the last step, the refined and the starting latent are scored on this many fresh random training
+    views (never the held-out ones) and the better one is returned, so refinement that drifted away from the text
+    gives the start back. 0: always return the refined latent."""
     seed: int = 0
     """Seeds the training views and lights."""
     device: str = "cpu"
@@ -97,6 +110,8 @@ class RefineConfig:
     """Rasterizer implementation (see `RasterizerConfig`)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.select_views, bool) or not isinstance(self.select_views, int) or self.select_views < 0:
+            raise ValueError(f"select_views must be an integer >= 0, got {self.select_views!r}")
         for name in ("steps", "views_per_step", "heldout_views"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -109,6 +124,8 @@ class RefineConfig:
             raise ValueError(f"resolution must be in [8, 256] cells, got {self.resolution}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold is a probability in (0, 1), got {self.threshold}")
+        if self.coarse_resolution < 0 or self.coarse_resolution == 1:
+            raise ValueError(f"coarse_resolution must be 0 (dense) or >= 2, got {self.coarse_resolution}")
         if self.image_size != 0 and not 16 <= self.image_size <= 1024:
             raise ValueError(f"image_size must be 0 (the CLIP's) or in [16, 1024] pixels, got {self.image_size}")
         for name in ("azimuth_range", "elevation_range", "distance_scale", "light_azimuth", "light_elevation"):
@@ -154,6 +171,8 @@ class RefineResult:
     seconds_per_step: float = 0.0
     """seconds / steps run."""
     stopped_early: str = ""
+    kept_start: bool = False
+    """True when the selection views scored the starting latent above the refined one, which was dropped."""
     """Empty, or why the run stopped before `steps` (the surface vanished); `latent` is then the last latent
     that still had a surface."""
 
@@ -172,8 +191,9 @@ def iso_surface(model, latent: torch.Tensor, config: RefineConfig) -> tuple[torc
     Raises InvalidInputError when nothing reaches the threshold.
     """
     latent = latent.reshape(-1)
-    decode = DecodeConfig(resolution=config.resolution, threshold=config.threshold)
-    mesh = logits_to_mesh(decode_grid(model, latent.detach(), config.resolution), decode)
+    decode = DecodeConfig(resolution=config.resolution, threshold=config.threshold,
+                          coarse_resolution=config.coarse_resolution, band=COARSE_BAND)
+    mesh = logits_to_mesh(decode_grid_coarse_to_fine(model, latent.detach(), decode)[0], decode)
     v = torch.as_tensor(mesh.vertices, device=latent.device, dtype=latent.dtype)
     faces = torch.as_tensor(mesh.faces, device=latent.device).long()
     level = math.log(config.threshold / (1.0 - config.threshold))
@@ -290,8 +310,9 @@ def refine_latent(model, latent: torch.Tensor, text_embedding: torch.Tensor, cli
     views, and takes one Adam step on loss = -mean cosine + prior_weight * ||z - z0||^2; then calls
     progress(step, steps, clip_score=..., loss=..., eta_s=...).
 
-    Returns the last latent, not the best by training score: training scores come from different random views each
-    step, so picking their maximum picks lucky views, and picking by held-out score would spend the held-out views.
+    Returns the last latent, not the best by training score (training scores come from different random views each
+    step, so picking their maximum picks lucky views, and picking by held-out score would spend the held-out views),
+    unless `select_views` fresh training views score the start higher: then the start (`kept_start`).
     If the surface vanishes mid-run, the run stops and returns the last latent that had one (`stopped_early` says
     so); an empty start raises InvalidInputError.
     """
@@ -337,15 +358,30 @@ def refine_latent(model, latent: torch.Tensor, text_embedding: torch.Tensor, cli
         progress(step + 1, config.steps, clip_score=scores[-1], loss=losses[-1],
                  eta_s=clock.eta(step + 1, config.steps))
     seconds = time.perf_counter() - began
-    final = z.detach().clone()
-    if not stopped:
+    final, kept_start = (good if stopped else z.detach().clone()), False
+    if config.select_views:
+        cameras, lights = training_views(config.select_views, config, generator, device)
+
+        def selection_score(candidate: torch.Tensor) -> float:
+            with torch.no_grad():
+                vertices, faces = iso_surface(model, candidate, config)
+                return float(_view_scores(vertices, faces, cameras, lights, renderer, clip, text).mean())
+
         try:
-            score_after = heldout_score(final)
+            refined = selection_score(final)
         except InvalidInputError:
             stopped = f"the surface vanished after the last step ({EMPTY_HINT})"
-    if stopped:
+            final = good
+            refined = selection_score(final)
+        if selection_score(start) > refined:
+            final, kept_start = start.clone(), True
+    try:
+        score_after = heldout_score(final)
+    except InvalidInputError:
+        stopped = f"the surface vanished after the last step ({EMPTY_HINT})"
         final = good
         score_after = heldout_score(final)
     return RefineResult(latent=final, score_before=score_before, score_after=score_after, scores=scores,
                         losses=losses, seconds=seconds, seconds_per_step=seconds / max(len(scores), 1),
+                        kept_start=kept_start,
                         stopped_early=stopped)

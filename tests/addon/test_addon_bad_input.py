@@ -243,3 +243,52 @@ def test_importing_a_hit_of_a_search_that_is_gone(library):
     outcome, report, seconds = call(lambda: bpy.ops.atelier.import_hit(job_id="no-such-job", index=0))
     record = session.get_runtime().jobs.all()[0]
     assert_refused(outcome, report, seconds, record, "no_search_hit", "that search result is no longer available")
+
+
+# -- Generate panel: refused before anything is sent ------------------------------------------------------
+
+@pytest.fixture
+def generate(scene):
+    s = bpy.context.scene.atelier
+    prefs = bpy.context.preferences.addons["blender_addon"].preferences
+    s.generate_prompt, s.generate_samples, s.generate_refine, s.generate_style = "a chair", 2, 0, False
+    prefs.generator_checkpoint = "/srv/generator.pt"
+    yield s
+    s.generate_prompt, prefs.generator_checkpoint = "", ""
+
+
+def refused_in_the_generate_panel(code: str, words: str) -> None:
+    from blender_addon.panels import ATELIER_PT_generate
+
+    outcome, report, seconds = call(bpy.ops.atelier.generate)
+    record = session.get_runtime().jobs.all()[0]
+    assert record.frames is None and record.result is None, "nothing may be queued"
+    assert_refused(outcome, report, seconds, record, code, words)
+    assert words in panel_texts(ATELIER_PT_generate).replace("\n", " ")
+
+
+def test_a_generate_with_an_empty_prompt(generate):
+    generate.generate_prompt = "   "
+    refused_in_the_generate_panel("empty_prompt", "the prompt is empty")
+
+
+def test_a_generate_without_a_generator_checkpoint(generate):
+    from blender_addon.panels import ATELIER_PT_generate
+
+    bpy.context.preferences.addons["blender_addon"].preferences.generator_checkpoint = ""
+    assert "Set the generator checkpoint" in panel_texts(ATELIER_PT_generate).replace("\n", " ")
+    refused_in_the_generate_panel("no_checkpoint", "no generator checkpoint is set")
+    assert "train-generator" in session.get_runtime().jobs.all()[0].hint
+
+
+def test_a_generate_with_out_of_range_numbers(generate):
+    # The panel's fields clamp what a user types; a script (or a stored job) can still ask for too much.
+    from blender_addon import kinds
+    from blender_addon.errors import AddonError
+
+    with pytest.raises(AddonError, match=r"samples must be in \[1, 16\]"):
+        kinds.generate_params("a chair", "/g.pt", samples=17)
+    with pytest.raises(AddonError, match=r"refine steps must be in \[0, 500\]"):
+        kinds.generate_params("a chair", "/g.pt", refine=501)
+    generate.generate_samples = 99  # clamped to 16 by the property
+    assert generate.generate_samples == 16

@@ -66,7 +66,7 @@ def finish(record, timeout: float = 60.0):
 def test_the_wired_kinds_are_exactly_what_the_backend_offers(backend):
     assert set(backend.job_kinds) == set(JOB_KINDS) == set(IMPORTERS)
     for kind in JOB_KINDS.values():
-        if kind.operator is None:  # wired without a UI yet (segment, photo_to_3d)
+        if kind.operator is None:  # wired without a UI yet
             assert kind.panel is None, kind
             continue
         module, name = kind.operator.split(".")

@@ -233,7 +233,39 @@ def test_segment_params_and_image_editor_points():
                         (lambda: kinds.segment_params("x", box=(5, 5, 5, 9)), "box is empty")):
         with pytest.raises(AddonError, match=words):
             call()
-    assert kinds.JOB_KINDS["segment"].operator is None and not kinds.JOB_KINDS["segment"].needs_mesh
+    segment = kinds.JOB_KINDS["segment"]
+    assert segment.operator == "atelier.segment_photo" and segment.panel == "ATELIER_PT_segment"
+    assert not segment.needs_mesh and not kinds.JOB_KINDS["photo_to_3d"].needs_mesh
+
+
+def test_generate_params():
+    assert kinds.generate_params(" a chair ", " /srv/gen.pt ") == {
+        "prompt": "a chair", "checkpoint": "/srv/gen.pt", "samples": 1, "refine": 0, "resolution": 64,
+        "threshold": 0.5, "temperature": 0.8, "seed": 0}
+    styled = kinds.generate_params("a chair made of oak", "/g.pt", 4, 20, style=True, style_steps=2,
+                                   threshold=0.30000001192092896, seed=7)
+    assert styled["style"] == "auto" and styled["style_quality"] == "draft" and styled["style_steps"] == 2
+    assert styled["threshold"] == 0.3 and (styled["samples"], styled["refine"], styled["seed"]) == (4, 20, 7)
+    assert kinds.generate_params("a chair", "/g.pt", style=True, style_text=" made of oak ")["style"] == "made of oak"
+    assert "style" not in kinds.generate_params("a chair", "/g.pt", style_text="ignored without Style it")
+    assert kinds.generate_label("a chair") == "Generate 'a chair'" and kinds.generate_label("x" * 60).endswith("...'")
+    for kwargs, code, words in (({"prompt": "  "}, "empty_prompt", "the prompt is empty"),
+                                ({"prompt": "x" * 501}, "invalid_input", "over the 500 limit"),
+                                ({"checkpoint": " "}, "no_checkpoint", "no generator checkpoint is set"),
+                                ({"samples": 0}, "invalid_input", "samples must be in [1, 16]"),
+                                ({"samples": 17}, "invalid_input", "samples must be in [1, 16]"),
+                                ({"refine": 501}, "invalid_input", "refine steps must be in [0, 500]"),
+                                ({"resolution": 16}, "invalid_input", "resolution"),
+                                ({"threshold": 1.0}, "invalid_input", "threshold"),
+                                ({"temperature": 4}, "invalid_input", "temperature"),
+                                ({"seed": -1}, "invalid_input", "seed"),
+                                ({"style": True, "style_quality": "ultra"}, "invalid_input", "style quality")):
+        with pytest.raises(AddonError) as info:
+            kinds.generate_params(**{"prompt": "a chair", "checkpoint": "/g.pt", **kwargs})
+        assert info.value.code == code and words in info.value.message, info.value
+    kind = kinds.JOB_KINDS["generate"]
+    assert kind.operator == "atelier.generate" and kind.panel == "ATELIER_PT_generate" and not kind.needs_mesh
+    assert "generate" in kinds.PARAMS_ONLY_KINDS
 
 
 def test_kind_registry_refuses_duplicates():

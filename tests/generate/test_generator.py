@@ -15,6 +15,7 @@ from backend.generate.flow import FlowConfig
 from backend.generate.generate import GenerateConfig, generate, prompt_condition, split_prompt, stylize_shapes
 from backend.generate.generator import load_generator
 from backend.generate.library import read_library
+from backend.generate.refine import RefineConfig, refine_latent
 from backend.generate.occupancy import OccupancyAutoencoderConfig, voxel_iou
 from backend.generate.train_autoencoder import AutoencoderTrainConfig, CHECKPOINT_KIND as AE_KIND
 from backend.generate.train_flow import FlowTrainConfig
@@ -191,13 +192,27 @@ def test_generate_draws_watertight_samples_for_a_prompt(trained, clip):
 
 def test_refinement_reports_scores_and_changes_the_latent(trained, clip):
     generator = load_generator(trained[0])
-    config = GenerateConfig(samples=1, refine_steps=2, decode=DecodeConfig(resolution=32, threshold=0.3))
+    config = GenerateConfig(samples=1, refine_steps=2, decode=DecodeConfig(resolution=32, threshold=0.3),
+                            refine=RefineConfig(select_views=0))  # always keep the refined latent
     shape = generate(generator, clip, prompt_condition(clip, "a lamp"), config)[0]
     unrefined = generate(generator, clip, prompt_condition(clip, "a lamp"),
                          GenerateConfig(samples=1, decode=DecodeConfig(resolution=32, threshold=0.3)))[0]
     assert np.isfinite([shape.clip_score_before, shape.clip_score_after]).all()
     assert shape.clip_score_before == pytest.approx(unrefined.clip_score_before, abs=1e-5)
     assert not torch.allclose(shape.latent, unrefined.latent)
+
+
+def test_refinement_keeps_the_start_when_fresh_views_prefer_it(trained, clip):
+    generator = load_generator(trained[0])
+    condition = prompt_condition(clip, "a lamp")
+    start = generator.flow.sample(condition, 1, torch.Generator().manual_seed(0))[0]
+    results = [refine_latent(generator.autoencoder, start, condition, clip,
+                             RefineConfig(steps=2, threshold=0.3, seed=seed, learning_rate=0.05)) for seed in range(3)]
+    for result in results:
+        if result.kept_start:
+            assert torch.equal(result.latent, start) and result.score_after == pytest.approx(result.score_before)
+        elif not result.stopped_early:
+            assert not torch.equal(result.latent, start)
 
 
 def test_an_empty_threshold_suggests_a_lower_one(trained, clip):
