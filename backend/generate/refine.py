@@ -323,10 +323,13 @@ def refine_latent(model, latent: torch.Tensor, text_embedding: torch.Tensor, cli
     renderer = _renderer(config, clip, device)
     held_cameras, held_lights = heldout_views(config, device)
 
-    def heldout_score(z: torch.Tensor) -> float:
+    def mean_score(z: torch.Tensor, cameras: Cameras, lights: torch.Tensor) -> float:
         with torch.no_grad():
             vertices, faces = iso_surface(model, z, config)
-            return float(_view_scores(vertices, faces, held_cameras, held_lights, renderer, clip, text).mean())
+            return float(_view_scores(vertices, faces, cameras, lights, renderer, clip, text).mean())
+
+    def heldout_score(z: torch.Tensor) -> float:
+        return mean_score(z, held_cameras, held_lights)
 
     try:
         score_before = heldout_score(start)
@@ -360,20 +363,14 @@ def refine_latent(model, latent: torch.Tensor, text_embedding: torch.Tensor, cli
     seconds = time.perf_counter() - began
     final, kept_start = (good if stopped else z.detach().clone()), False
     if config.select_views:
-        cameras, lights = training_views(config.select_views, config, generator, device)
-
-        def selection_score(candidate: torch.Tensor) -> float:
-            with torch.no_grad():
-                vertices, faces = iso_surface(model, candidate, config)
-                return float(_view_scores(vertices, faces, cameras, lights, renderer, clip, text).mean())
-
+        selection = training_views(config.select_views, config, generator, device)
         try:
-            refined = selection_score(final)
+            refined = mean_score(final, *selection)
         except InvalidInputError:
             stopped = f"the surface vanished after the last step ({EMPTY_HINT})"
             final = good
-            refined = selection_score(final)
-        if selection_score(start) > refined:
+            refined = mean_score(final, *selection)
+        if mean_score(start, *selection) > refined:
             final, kept_start = start.clone(), True
     try:
         score_after = heldout_score(final)
