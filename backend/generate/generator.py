@@ -9,6 +9,7 @@ The file is a plain dict (`torch.load(..., weights_only=True)` reads it):
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu",
                                 "train one with `atelier train-generator --library DIR --out FILE`")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise InvalidInputError(f"{path} is not a generator checkpoint (it cannot be read: {type(exc).__name__})",
                                 "pass the file `atelier train-generator` wrote") from exc
     if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
