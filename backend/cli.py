@@ -813,7 +813,9 @@ def _train_generator(args, report: Report) -> None:
 
 @command("generate", "CLIP-Forge: shapes from a text prompt (N samples, optional ISS refinement and Text2Mesh style)")
 def _generate_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prompt", required=True, help="the shape, e.g. 'a round table' or 'a chair made of oak'")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", help="the shape, e.g. 'a round table' or 'a chair made of oak'")
+    what.add_argument("--image", help="or a picture of the shape (its CLIP image embedding conditions the flow)")
     parser.add_argument("--checkpoint", required=True, help="a generator from `atelier train-generator`")
     parser.add_argument("--out", required=True, help="output .glb; with --samples N > 1: OUT_0.glb ... OUT_{N-1}.glb")
     parser.add_argument("--samples", type=int, default=1, help="shapes to draw (1-16)")
@@ -840,19 +842,23 @@ def generated_paths(out: str, count: int) -> list[Path]:
 def _generate(args, report: Report) -> None:
     from backend.errors import InvalidInputError
     from backend.generate.decode import DecodeConfig
-    from backend.generate.generate import (GenerateConfig, check_generate_prompt, generate, prompt_condition,
-                                           split_prompt, stylize_shapes)
+    from backend.generate.generate import (GenerateConfig, check_generate_prompt, generate, image_condition,
+                                           prompt_condition, split_prompt, stylize_shapes)
     from backend.generate.generator import load_generator
     from backend.geometry.glb import export_glb
+    from backend.images import load_image
     from backend.models.clip import load_clip
     from backend.stylize.output import export_stylized_glb
 
-    prompt = check_generate_prompt(args.prompt)
+    prompt = check_generate_prompt(args.prompt) if args.image is None else None
+    image = load_image(args.image, what="shape picture") if args.image is not None else None
     style = args.style
     if style is not None:
         if not style.strip():
             raise InvalidInputError("--style is empty", hint="give a style text, 'auto', or leave --style out")
         if style.strip() == "auto":
+            if prompt is None:
+                raise InvalidInputError("--style auto splits a --prompt", hint="with --image, give the style text")
             prompt, style = split_prompt(prompt)
             style = style or prompt
     if not 32 <= args.resolution <= 256:
@@ -869,7 +875,8 @@ def _generate(args, report: Report) -> None:
     generator.check_clip(clip)
     progress, close = staged_progress_bars()
     try:
-        shapes = generate(generator, clip, prompt_condition(clip, prompt), config, progress=progress)
+        condition = prompt_condition(clip, prompt) if prompt is not None else image_condition(clip, image)
+        shapes = generate(generator, clip, condition, config, progress=progress)
         styled = stylize_shapes(shapes, style, clip, args.style_quality, args.style_steps, args.seed, device,
                                 progress=progress) if style else None
     finally:
@@ -883,7 +890,7 @@ def _generate(args, report: Report) -> None:
             export_glb(shape.mesh, path, name=shape.mesh.name)
     before = [s.clip_score_before for s in shapes]
     after = [s.clip_score_after for s in shapes]
-    report.update(samples=len(shapes), prompt=prompt, style=style, clip=clip.spec, outputs=[str(p) for p in paths],
+    report.update(samples=len(shapes), prompt=prompt, image=args.image, style=style, clip=clip.spec, outputs=[str(p) for p in paths],
                   clip_score_before=sum(before) / len(before), clip_score_after=sum(after) / len(after),
                   clip_scores_before=before, clip_scores_after=after, refine_steps=args.refine,
                   vertices=[s.mesh.num_vertices for s in shapes], faces=[s.mesh.num_faces for s in shapes],

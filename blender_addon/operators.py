@@ -398,7 +398,7 @@ class ATELIER_OT_generate(JobOperator, bpy.types.Operator):
 
 
 class ATELIER_OT_run_again(bpy.types.Operator):
-    """Run the job that made the active object again (on its source; a generated shape from its settings alone; Variation: a new seed)"""
+    """Run the job that made the active object again, on its source or from its settings alone (Variation: new seed)"""
     bl_idname = "atelier.run_again"
     bl_label = "Run Again"
     bl_options = {"REGISTER"}

@@ -35,6 +35,11 @@ TINY_GENERATOR_FLAGS = ["--clip", "tiny", "--device", "cpu", "--ae-steps", "40",
 
 
 @pytest.fixture(scope="session")
+def tiny_generator_flags() -> list[str]:
+    return list(TINY_GENERATOR_FLAGS)
+
+
+@pytest.fixture(scope="session")
 def shape_library(tmp_path_factory) -> Path:
     """Six world shapes as GLB, two per category folder (chair, lamp, table)."""
     from backend.geometry.glb import export_glb

@@ -7,13 +7,16 @@ Run with the Blender environment's python (bpy + pyzmq, no torch):
 Headless: a factory-empty scene with Suzanne; the add-on (enabled as Blender enables it) starts the backend
 itself from the backend environment's python, then Stylize from text and Restyle from a style image run
 through the add-on's operators; a small procedural library is indexed, searched by text and by a sketch,
-and the top hits are imported, through the add-on's job runtime (those kinds have no panel yet).
-Generation from text is not built yet and is skipped. bpy's timers never fire in the module, so this
-script calls the add-on's timer function (`session.drain()`) itself, as the add-on tests do.
+and the top hits are imported, through the add-on's job runtime; a small shape generator is trained on that
+library with the domain CLIP (`atelier train-generator`, or reused from OUT/generator*.pt when its settings match)
+and the Generate operator makes shapes from "a photo of a chair" (the domain CLIP's prompt style). bpy's timers
+never fire in the module, so this script calls the add-on's timer function (`session.drain()`) itself, as the
+add-on tests do.
 
 Writes OUT/scene.blend, OUT/renders/*.png (each result with Workbench, the whole row with Cycles),
 OUT/blender_demo.json (every job's figures), OUT/search/*.png (the hits' thumbnails). Exits non-zero with one
-readable line on any failure. `--fast` shrinks every job (2 steps, tiny textures and renders) for a quick check.
+readable line on any failure. `--fast` shrinks every job (2 steps, tiny textures and renders, a generator trained
+for 40 steps: plumbing only) for a quick check.
 """
 
 from __future__ import annotations
@@ -408,6 +411,95 @@ def search_library(runtime, world: Path, manifest: dict, out: Path, args, figure
     return [obj for _, obj in fetched]
 
 
+def generator_flags(args) -> list[str]:
+    """`atelier train-generator` settings: the domain CLIP; --fast: seconds (plumbing only), else a few hundred
+    steps of a small network."""
+    steps = str(args.generator_steps)
+    flags = ["--clip", "domain", "--device", args.device, "--seed", "0", "--ae-steps", steps, "--flow-steps", steps]
+    if args.fast:
+        return flags + ["--batch", "6", "--points", "256", "--views", "2", "--latent", "16", "--width", "32",
+                        "--encoder-channels", "4"]
+    # About a minute on a 2-core CPU at 600 steps (reconstruction IoU ~0.75 on the 16-shape library).
+    return flags + ["--batch", "8", "--points", "1024", "--views", "4", "--width", "64", "--encoder-channels", "8"]
+
+
+def train_generator(backend_python: Path, world: Path, out: Path, args, figures: dict) -> Path:
+    """A generator checkpoint for the demo's library: reused when OUT holds one made with the same settings on the
+    same library (its sidecar JSON says), else trained through the backend's CLI (the add-on has no job for it: the
+    checkpoint is a file on the backend's machine)."""
+    checkpoint = out / ("generator_fast.pt" if args.fast else "generator.pt")
+    sidecar = checkpoint.with_name(checkpoint.name + ".json")
+    manifest = json.loads((world / "manifest.json").read_text())
+    wanted = {"flags": generator_flags(args), "library": str(world / "library"), "shapes": len(manifest["shapes"])}
+    if checkpoint.is_file() and sidecar.is_file():
+        stored = json.loads(sidecar.read_text())
+        if stored.get("settings") == wanted:
+            say(f"reusing the generator {checkpoint} (trained in {stored['report'].get('seconds', 0):.0f} s with "
+                f"the same settings)")
+            figures["generator"] = {**stored["report"], "reused": True}
+            return checkpoint
+    report = out / "generator_report.json"
+    plumbing = ", plumbing only" if args.fast else ""
+    say(f"training a generator on the {wanted['shapes']}-shape library with the domain CLIP "
+        f"({args.generator_steps} autoencoder + {args.generator_steps} flow steps{plumbing})")
+    command = [str(backend_python), "-c", "import sys; from backend.cli import main; sys.exit(main())",
+               "train-generator", "--library", str(world / "library"), "--out", str(checkpoint),
+               "--report", str(report), *generator_flags(args)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DemoError(f"`atelier train-generator` failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    data = json.loads(report.read_text())
+    keep = ("shapes", "reconstruction_iou", "autoencoder_loss", "flow_loss", "seconds", "clip", "device")
+    summary = {k: data[k] for k in keep if k in data}
+    summary["steps"] = args.generator_steps
+    say(f"  generator: {summary.get('shapes')} shapes, reconstruction IoU {summary.get('reconstruction_iou', 0):.3f}, "
+        f"flow NLL/dim {summary.get('flow_loss', 0):.3f}, {summary.get('seconds', 0):.0f} s")
+    sidecar.write_text(json.dumps({"settings": wanted, "report": summary}, indent=2))
+    figures["generator"] = {**summary, "reused": False}
+    return checkpoint
+
+
+def generate(checkpoint: Path, args, figures: dict) -> list:
+    """The Generate panel's operator: shapes from text at the 3D cursor; returns the imported objects."""
+    import bpy
+
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.generator_checkpoint = str(checkpoint)
+    settings = bpy.context.scene.atelier
+    settings.generate_prompt = args.generate_prompt
+    settings.generate_samples = args.generate_samples
+    settings.generate_refine = args.generate_refine
+    settings.generate_style = False
+    settings.generate_resolution = args.generate_resolution
+    settings.generate_threshold = args.generate_threshold
+    settings.generate_temperature = 0.8
+    settings.generate_seed = 0
+    bpy.context.scene.cursor.location = (0.0, 0.0, 0.0)
+    say(f"generate from text {args.generate_prompt!r} with the domain CLIP (no real weights: the generator and its "
+        f"CLIP scores use the small CLIP trained on the procedural world): {args.generate_samples} samples, "
+        f"{args.generate_refine} refinement steps, grid {args.generate_resolution}")
+    run_operator(bpy.ops.atelier.generate, "atelier.generate")
+    record = wait_job(newest_job(), args.timeout)
+    fields = record.fields
+    objects = [bpy.data.objects[name] for name in record.outputs]
+    if fields["refine"]:
+        scores = "domain-CLIP score before -> after refinement " + ", ".join(
+            f"{b:.3f} -> {a:.3f}" for b, a in zip(fields["clip_score_before"], fields["clip_score_after"]))
+    else:
+        scores = "domain-CLIP score " + ", ".join(f"{b:.3f}" for b in fields["clip_score_before"])
+    shapes = ", ".join(f"{o.name!r} {len(o.data.polygons)} faces" for o in objects)
+    say(f"  generate: {len(objects)} shapes ({shapes}); {scores}; {fields['seconds']:.1f} s on the backend "
+        f"({record.meta['wall_s']:.1f} s in Blender)")
+    figures["generate"] = {
+        "prompt": fields["prompt"], "clip": fields["clip"], "samples": fields["samples"], "refine": fields["refine"],
+        "seed": fields["seed"], "resolution": record.params["resolution"], "threshold": record.params["threshold"],
+        "clip_score_before": fields["clip_score_before"], "clip_score_after": fields["clip_score_after"],
+        "vertices": fields["vertices"], "faces": fields["faces"], "seconds": fields["seconds"],
+        "wall_s": record.meta["wall_s"], "objects": [o.name for o in objects], "checkpoint": str(checkpoint),
+        "note": "domain CLIP (trained on the procedural world), no real weights"}
+    return objects
+
+
 def main(argv: list[str] | None = None) -> int:
     # bpy's module passes its own argv; only what follows "--" (when present) is ours.
     argv = sys.argv[1:] if argv is None else argv
@@ -427,11 +519,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="480x270", help="render size WxH")
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples of the whole-row render")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds any one job may take")
-    parser.add_argument("--fast", action="store_true", help="a quick check: 2 steps, tiny textures, 8 shapes")
+    parser.add_argument("--generator-steps", type=int, default=600,
+                        help="autoencoder and flow training steps of the demo's generator (each)")
+    parser.add_argument("--generate-prompt", default="a photo of a chair",
+                        help="the Generate prompt (the domain CLIP knows 'a photo of a <category>')")
+    parser.add_argument("--generate-samples", type=int, default=3)
+    parser.add_argument("--generate-refine", type=int, default=20, help="ISS refinement steps per sample")
+    parser.add_argument("--generate-resolution", type=int, default=64)
+    parser.add_argument("--generate-threshold", type=float, default=0.5)
+    parser.add_argument("--fast", action="store_true",
+                        help="a quick check: 2 steps, tiny textures, 8 shapes, a 40-step generator")
     args = parser.parse_args(argv)
     if args.fast:
         args.stylize_steps, args.restyle_steps, args.texture_size, args.shapes, args.size = 2, 2, 64, 8, "96x54"
         args.samples = 2
+        args.generator_steps, args.generate_samples, args.generate_refine = 40, 2, 2
+        args.generate_resolution, args.generate_threshold = 32, 0.3  # a barely trained decoder: a lower surface
     try:
         return run(args)
     except DemoError as exc:
@@ -468,20 +571,18 @@ def run(args) -> int:
         restyled = restyle(suzanne, stripes_png(out / "style_stripes.png"), args, figures)
         world = make_world(backend_python, out / "world", args.shapes)
         fetched = search_library(runtime, out / "world", world, out, args, figures)
-        if "generate" in runtime.job_kinds:
-            say("generate from text: the backend offers a generate job, but the add-on does not wire it yet: skipped")
-        else:
-            say("generate from text: not built yet (no `generate` job in this backend): skipped")
-        figures["generate"] = "not built yet"
+        if "generate" not in runtime.job_kinds:
+            raise DemoError("this backend has no `generate` job: update the Atelier backend")
+        generated = generate(train_generator(backend_python, out / "world", out, args, figures), args, figures)
 
-        # The row: the source, its two results, the library hits.
-        row = [suzanne, stylized, restyled, *fetched]
+        # The row: the source, its two results, the library hits, the generated shapes.
+        row = [suzanne, stylized, restyled, *fetched, *generated]
         for position, obj in enumerate(row):
             make_active(obj)
             place(obj, position * 3.0)
         # Workbench colour: the stylized colours are a colour attribute; the rest are image textures (or the
         # material's colour where there is none).
-        colours = {stylized.name: "VERTEX"}
+        colours = {stylized.name: "VERTEX", **{obj.name: "MATERIAL" for obj in generated}}
         camera = add_camera_and_light((len(row) - 1) * 1.5, len(row) * 3.0)
         renders = out / "renders"
         renders.mkdir(exist_ok=True)

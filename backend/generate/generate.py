@@ -1,7 +1,8 @@
 """Text (or image) to shapes: a CLIP embedding conditions the flow, its samples decode to meshes, optionally
 refined by CLIP consistency of rendered views (ISS) and stylized by Text2Mesh ("a chair made of oak" once).
 
-Meshes come out in the voxel frame (the unit sphere, Y up: glTF's frame, metres).
+Meshes come out in the voxel frame (inside the cube [-1, 1]^3 that holds the unit-sphere-normalised training
+shapes; Y up: glTF's frame, metres).
 """
 
 from __future__ import annotations

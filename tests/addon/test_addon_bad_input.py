@@ -253,6 +253,7 @@ def generate(scene):
     prefs = bpy.context.preferences.addons["blender_addon"].preferences
     s.generate_prompt, s.generate_samples, s.generate_refine, s.generate_style = "a chair", 2, 0, False
     prefs.generator_checkpoint = "/srv/generator.pt"
+    session.get_runtime().stop()  # whatever ran before: these must be refused without starting one
     yield s
     s.generate_prompt, prefs.generator_checkpoint = "", ""
 

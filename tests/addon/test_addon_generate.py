@@ -19,10 +19,6 @@ from blender_addon import session
 from blender_addon.importers import COLLECTION, GENERATE_SPACING, IMPORTERS
 from blender_addon.panels import ATELIER_PT_generate, ATELIER_PT_jobs
 
-TINY_GENERATOR_FLAGS = ["--clip", "tiny", "--device", "cpu", "--ae-steps", "40", "--flow-steps", "40", "--batch", "6",
-                        "--points", "256", "--views", "2", "--latent", "16", "--width", "32", "--encoder-channels", "4"]
-"""tests/conftest.py's TINY_GENERATOR_FLAGS (that conftest's fixtures import the backend, which this environment
-lacks, so the flags are repeated here): `atelier train-generator` shrunk to seconds."""
 SMALL = {"resolution": 32, "threshold": 0.3}
 """A coarse grid, and a threshold the barely trained generator's occupancy clears."""
 
@@ -34,14 +30,14 @@ def backend_cli(backend_py, *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def generator(backend_py, tmp_path_factory) -> str:
+def generator(backend_py, tmp_path_factory, tiny_generator_flags) -> str:
     """A generator checkpoint trained on six procedural world shapes with the tiny CLIP (about half a minute)."""
     root = tmp_path_factory.mktemp("generator")
     backend_cli(backend_py, "world", str(root / "world"), "--shapes", "6", "--views", "0", "--size", "64",
                 "--device", "cpu")
     checkpoint = root / "tiny_generator.pt"
     backend_cli(backend_py, "train-generator", "--library", str(root / "world" / "library"), "--out", str(checkpoint),
-                *TINY_GENERATOR_FLAGS)
+                *tiny_generator_flags)
     return str(checkpoint)
 
 

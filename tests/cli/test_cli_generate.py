@@ -50,9 +50,7 @@ def test_generate_with_a_style_colours_the_shape(tiny_generator, tmp_path):
     assert "COLOR_0" in primitive["attributes"] and primitive["targets"]  # colours and the Text2Mesh shape key
 
 
-def test_training_can_resume_and_reports_what_it_picked_up(shape_library, tmp_path):
-    from conftest import TINY_GENERATOR_FLAGS
-
+def test_training_replaces_a_stale_parts_folder_when_not_resuming(shape_library, tmp_path, tiny_generator_flags):
     out = tmp_path / "g.pt"
     report = tmp_path / "r.json"
     parts = tmp_path / "g.pt.parts"
@@ -60,7 +58,7 @@ def test_training_can_resume_and_reports_what_it_picked_up(shape_library, tmp_pa
     # A stale parts folder from another run is replaced when not resuming.
     (parts / "library.json").write_text("{}")
     assert main(["train-generator", "--library", str(shape_library), "--out", str(out), "--report", str(report),
-                 *TINY_GENERATOR_FLAGS]) == 0
+                 *tiny_generator_flags]) == 0
     assert json.loads(report.read_text())["resumed"] == [] and not parts.exists()
 
 
@@ -109,19 +107,32 @@ def test_train_generator_bad_input(tmp_path, capsys):
     assert "--batch must be >= 2" in capsys.readouterr().err
 
 
-def test_training_reuses_a_retrieval_index_of_the_same_library(shape_library, tmp_path, capsys):
-    from conftest import TINY_GENERATOR_FLAGS
-
+def test_training_reuses_a_retrieval_index_of_the_same_library(shape_library, tmp_path, tiny_generator_flags):
     db = tmp_path / "db"
     assert main(["index", str(shape_library), "--db", str(db), "--clip", "tiny", "--device", "cpu"]) == 0
     report = tmp_path / "r.json"
     assert main(["train-generator", "--library", str(shape_library), "--out", str(tmp_path / "g.pt"), "--db", str(db),
-                 "--report", str(report), *TINY_GENERATOR_FLAGS]) == 0
+                 "--report", str(report), *tiny_generator_flags]) == 0
     data = json.loads(report.read_text())
     assert data["conditions"] == "index" and data["notes"] == []
     assert load_generator(tmp_path / "g.pt").train["views"] == 6  # the index's views, not --views 2
     # Another CLIP's index is not reused: the views are rendered, and the run says why.
     assert main(["train-generator", "--library", str(shape_library), "--out", str(tmp_path / "h.pt"), "--db", str(db),
-                 "--report", str(report), *TINY_GENERATOR_FLAGS, "--clip", "tiny-rn"]) == 0
+                 "--report", str(report), *tiny_generator_flags, "--clip", "tiny-rn"]) == 0
     data = json.loads(report.read_text())
     assert data["conditions"] == "rendered" and "clip:tiny, not clip:tiny-rn" in data["notes"][0]
+
+
+def test_generate_from_a_picture(tiny_generator, shape_library, tmp_path):
+    from backend.geometry.png import encode_png
+    from backend.world.shape import make_shape
+    from backend.world.views import render_views
+
+    picture = tmp_path / "chair.png"
+    view = render_views(make_shape(5, "chair"), 1, 64)[0]
+    picture.write_bytes(encode_png((view.clamp(0, 1) * 255).round().byte().numpy()))
+    report = tmp_path / "r.json"
+    assert main(["generate", "--image", str(picture), "--checkpoint", str(tiny_generator), "--out",
+                 str(tmp_path / "x.glb"), "--report", str(report), *GEN]) == 0
+    data = json.loads(report.read_text())
+    assert data["image"] == str(picture) and data["prompt"] is None and (tmp_path / "x.glb").is_file()

@@ -10,7 +10,7 @@ params: prompt: str (required, 1-500 characters); checkpoint: path of a generato
         (default: the one the checkpoint records; another is refused). No mesh payload.
 progress: stage "load", then "refine" (every step: clip_score, loss, sample), "sample" (after each shape),
         "style" (every Text2Mesh step: loss, sample).
-result: blobs {"mesh_0", ..., "mesh_{N-1}": GLB, Y up, in the unit sphere (stylized: vertex colours and the
+result: blobs {"mesh_0", ..., "mesh_{N-1}": GLB, Y up, inside the cube [-1, 1]^3 (stylized: vertex colours and the
         shape key "Text2Mesh")}; fields: samples, prompt, shape_prompt, style, clip, refine, seed,
         clip_score_before, clip_score_after (per sample), vertices, faces (per sample), seconds.
 """
