@@ -9,7 +9,6 @@ The file is a plain dict (`torch.load(..., weights_only=True)` reads it):
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -77,7 +76,7 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu",
                                 "train one with `atelier train-generator --library DIR --out FILE`")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+    except Exception as exc:  # torch raises many types for bytes that are not a checkpoint (struct.error, EOFError...)
         raise InvalidInputError(f"{path} is not a generator checkpoint (it cannot be read: {type(exc).__name__})",
                                 "pass the file `atelier train-generator` wrote") from exc
     if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:

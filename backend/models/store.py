@@ -16,6 +16,7 @@ import hashlib
 import os
 import pickle
 import shutil
+import struct
 import sys
 import urllib.error
 import urllib.request
@@ -360,7 +361,7 @@ def verify_sam_checkpoint(path: Path) -> dict[str, torch.Tensor]:
                 raise
             # Files in torch's legacy (non-zip) format cannot be memory-mapped.
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, struct.error) as exc:
         raise InvalidInputError(f"{path} is not a readable torch checkpoint: {_reason(exc)}", hint=hint) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InvalidInputError(f"{path} is not a state dict (a dict of tensors)", hint=hint)

@@ -112,13 +112,15 @@ def test_import_file_can_link(empty_caches: Path, tmp_path: Path):
     assert dest.is_symlink() and dest.resolve() == src.resolve()
 
 
-@pytest.mark.parametrize("content", ["tensor", "no_encoder", "garbage"])
+@pytest.mark.parametrize("content", ["tensor", "no_encoder", "garbage", "four_bytes"])
 def test_import_file_rejects_what_is_not_a_sam_checkpoint(empty_caches: Path, tmp_path: Path, content: str):
     path = tmp_path / "bad.pth"
     if content == "tensor":
         torch.save(torch.zeros(3), path)
     elif content == "no_encoder":
         torch.save({"visual.proj": torch.zeros(3)}, path)
+    elif content == "four_bytes":
+        path.write_bytes(b"junk")  # torch.load raises struct.error on this one
     else:
         path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(InvalidInputError) as err:
