@@ -66,6 +66,60 @@ QUALITIES = ("draft", "standard", "high")
 """The stylize and restyle jobs' presets (backend `QUALITY_PRESETS`). stylize: draft 150 steps, standard 500,
 high 1500 (the paper); restyle: draft 150 steps, standard 400, high 1000."""
 MAX_SEED = 2**31 - 1
+MAX_STEPS = 100_000
+"""The largest step count a job takes (backend `restyle.MAX_STEPS`); 0 in the panel: the quality preset's."""
+
+
+def _prompt(prompt: str, empty_hint: str, code: str = "invalid_input") -> str:
+    """The stripped prompt; AddonError when it is empty (saying `empty_hint`) or over the protocol's limit."""
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise AddonError("the prompt is empty", empty_hint, code=code)
+    return _text_within_limit(prompt, "the prompt")
+
+
+def _text_within_limit(text: str, what: str) -> str:
+    if len(text) > limits.MAX_PROMPT_CHARS:
+        raise AddonError(f"{what} has {len(text)} characters, over the {limits.MAX_PROMPT_CHARS} limit", "shorten it")
+    return text
+
+
+def _check_quality(quality: str, what: str = "quality") -> None:
+    if quality not in QUALITIES:
+        raise AddonError(f"{what} must be one of {', '.join(QUALITIES)}, got {quality!r}")
+
+
+def _check_steps(steps: int, what: str = "steps") -> None:
+    if not 0 <= int(steps) <= MAX_STEPS:
+        raise AddonError(f"{what} must be in [1, {MAX_STEPS}] (0: the quality preset's), got {steps}")
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise AddonError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+
+
+def read_input_file(path_text: str, name: str, hint: str, missing_code: str, code_prefix: str,
+                    too_large_hint: str = "use a smaller image") -> bytes:
+    """An input file's bytes (an absolute path; an empty one is the caller's check); AddonError, before anything
+    is sent, for a folder, a missing, empty, unreadable or over-large file. `name` starts each message ("the
+    photo"); codes: `missing_code` for a folder or a missing file, else `code_prefix` + _unreadable/_too_large."""
+    path = Path(path_text)
+    if path.is_dir():
+        raise AddonError(f"{name} ({path}) is a folder, not an image file", hint, code=missing_code)
+    if not path.is_file():
+        raise AddonError(f"{name} ({path}) does not exist", hint, code=missing_code)
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise AddonError(f"{name} ({path}) is empty (0 bytes)", hint, code=f"{code_prefix}_unreadable")
+        if size > limits.MAX_BLOB_BYTES:
+            raise AddonError(f"{name} ({path}) is {size >> 20} MiB, over the {limits.MAX_BLOB_BYTES >> 20} MiB limit",
+                             too_large_hint, code=f"{code_prefix}_too_large")
+        return path.read_bytes()
+    except OSError as exc:
+        raise AddonError(f"{name} ({path}) cannot be read: {exc.strerror or exc}", hint,
+                         code=f"{code_prefix}_unreadable") from exc
 
 
 def stylize_params(prompt: str, quality: str = "standard", steps: int = 0, seed: int = 0, clip: str = "",
@@ -74,16 +128,9 @@ def stylize_params(prompt: str, quality: str = "standard", steps: int = 0, seed:
 
     steps 0 means the quality preset's count; clip "" means the backend's default (ViT-B-32:openai).
     """
-    prompt = (prompt or "").strip()
-    if not prompt:
-        raise AddonError("the prompt is empty", "type what the object should look like, e.g. 'a wooden chair'")
-    if len(prompt) > limits.MAX_PROMPT_CHARS:
-        raise AddonError(f"the prompt has {len(prompt)} characters, over the {limits.MAX_PROMPT_CHARS} limit",
-                         "shorten it")
-    if quality not in QUALITIES:
-        raise AddonError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
-    if not 0 <= int(seed) <= MAX_SEED:
-        raise AddonError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    prompt = _prompt(prompt, "type what the object should look like, e.g. 'a wooden chair'")
+    _check_quality(quality)
+    _check_seed(seed)
     params = {"prompt": prompt, "quality": quality, "seed": int(seed)}
     if steps:
         params["steps"] = int(steps)
@@ -109,8 +156,6 @@ def render_params(views: int = 8, size: int = 256) -> dict:
 
 MAX_STYLES = 16
 """Style images a restyle job takes (backend: blobs style_0 .. style_15)."""
-MAX_STEPS = 100_000
-"""The restyle job's largest step count (backend `restyle.MAX_STEPS`)."""
 MAX_PALETTE_COLORS = 16
 """Colours a user palette may have (backend `palette.MAX_PALETTE_COLORS`)."""
 PATTERN_SCALE_RANGE = (0.25, 8.0)
@@ -152,12 +197,9 @@ def restyle_params(quality: str = "standard", steps: int = 0, seed: int = 0, pal
     steps 0 and texture_size 0 mean the quality preset's; clip "" means the backend's default (RN50:openai).
     The style images travel as blobs (`read_style_images`), not params.
     """
-    if quality not in QUALITIES:
-        raise AddonError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
-    if not 0 <= int(steps) <= MAX_STEPS:
-        raise AddonError(f"steps must be in [1, {MAX_STEPS}] (0: the quality preset's), got {steps}")
-    if not 0 <= int(seed) <= MAX_SEED:
-        raise AddonError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    _check_quality(quality)
+    _check_steps(steps)
+    _check_seed(seed)
     low, high = PATTERN_SCALE_RANGE
     if not low <= float(pattern_scale) <= high:
         raise AddonError(f"pattern scale must be in [{low}, {high}], got {pattern_scale}",
@@ -197,23 +239,9 @@ def read_style_images(paths: list[str]) -> dict[str, bytes]:
         if not (text or "").strip():
             raise AddonError(f"{where} has no file path", "pick a file for it or remove it from the list",
                              code="style_missing")
-        path = Path(text)
-        hint = "fix the path or remove the image from the list in the Restyle panel"
-        if path.is_dir():
-            raise AddonError(f"{where} ({path}) is a folder, not an image file", hint, code="style_missing")
-        if not path.is_file():
-            raise AddonError(f"{where} ({path}) does not exist", hint, code="style_missing")
-        try:
-            size = path.stat().st_size
-            if size == 0:
-                raise AddonError(f"{where} ({path}) is empty (0 bytes)", hint, code="style_unreadable")
-            if size > limits.MAX_BLOB_BYTES:
-                raise AddonError(f"{where} ({path}) is {size >> 20} MiB, over the {limits.MAX_BLOB_BYTES >> 20} MiB "
-                                 "limit", "use a smaller image (a few megapixels is plenty)", code="style_too_large")
-            blobs[f"style_{index}"] = path.read_bytes()
-        except OSError as exc:
-            raise AddonError(f"{where} ({path}) cannot be read: {exc.strerror or exc}", hint,
-                             code="style_unreadable") from exc
+        blobs[f"style_{index}"] = read_input_file(
+            text, where, "fix the path or remove the image from the list in the Restyle panel", "style_missing",
+            "style", too_large_hint="use a smaller image (a few megapixels is plenty)")
     return blobs
 
 
@@ -221,6 +249,11 @@ def read_style_images(paths: list[str]) -> dict[str, bytes]:
 
 SEARCH_MAX_K = limits.SEARCH_MAX_K
 """Most hits a search job returns (each with a thumbnail)."""
+
+
+def _check_k(k: int) -> None:
+    if not 1 <= int(k) <= SEARCH_MAX_K:
+        raise AddonError(f"the number of results must be in [1, {SEARCH_MAX_K}], got {k}")
 
 
 def _server_path(value: str, what: str) -> str:
@@ -249,12 +282,8 @@ def search_params(db: str, text: str = "", k: int = 10, category: str = "",
     """The `search` job's params (a sketch PNG or a photo travels as blob "sketch" / "photo" instead);
     AddonError for an empty query, an over-long text or k outside [1, SEARCH_MAX_K]."""
     params: dict = {"db": _server_path(db, "database"), "k": int(k)}
-    if not 1 <= int(k) <= SEARCH_MAX_K:
-        raise AddonError(f"the number of results must be in [1, {SEARCH_MAX_K}], got {k}")
-    text = (text or "").strip()
-    if len(text) > limits.MAX_PROMPT_CHARS:
-        raise AddonError(f"the search text has {len(text)} characters, over the {limits.MAX_PROMPT_CHARS} limit",
-                         "shorten it")
+    _check_k(k)
+    text = _text_within_limit((text or "").strip(), "the search text")
     if text:
         params["text"] = text
     if category.strip():
@@ -276,22 +305,7 @@ def read_query_image(path_text: str, what: str) -> bytes:
     hint = f"pick the {what} image file in the Search Library panel, or search by text only"
     if not (path_text or "").strip():
         raise AddonError(f"no {what} image is chosen", hint, code="search_image_missing")
-    path = Path(path_text)
-    if path.is_dir():
-        raise AddonError(f"the {what} image ({path}) is a folder, not an image file", hint, code="search_image_missing")
-    if not path.is_file():
-        raise AddonError(f"the {what} image ({path}) does not exist", hint, code="search_image_missing")
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            raise AddonError(f"the {what} image ({path}) is empty (0 bytes)", hint, code="search_image_unreadable")
-        if size > limits.MAX_BLOB_BYTES:
-            raise AddonError(f"the {what} image ({path}) is {size >> 20} MiB, over the {limits.MAX_BLOB_BYTES >> 20} "
-                             "MiB limit", "use a smaller image", code="search_image_too_large")
-        return path.read_bytes()
-    except OSError as exc:
-        raise AddonError(f"the {what} image ({path}) cannot be read: {exc.strerror or exc}", hint,
-                         code="search_image_unreadable") from exc
+    return read_input_file(path_text, f"the {what} image", hint, "search_image_missing", "search_image")
 
 
 def library_search_request(db: str, text: str = "", mode: str = "TEXT", image_path: str = "", k: int = 10,
@@ -356,13 +370,7 @@ def segment_params(prompt: str, clip: str = "", sam_checkpoint: str = "", sam_ty
     clip "" means the backend's default, sam_checkpoint "" the weights in the backend's cache (superpixels when
     it has none), sam_type "" any cached SAM; proposer "auto" is left to the backend.
     """
-    prompt = (prompt or "").strip()
-    if not prompt:
-        raise AddonError("the prompt is empty", "name what to cut out of the photo, e.g. 'the red chair'")
-    if len(prompt) > limits.MAX_PROMPT_CHARS:
-        raise AddonError(f"the prompt has {len(prompt)} characters, over the {limits.MAX_PROMPT_CHARS} limit",
-                         "shorten it")
-    params: dict = {"prompt": prompt}
+    params: dict = {"prompt": _prompt(prompt, "name what to cut out of the photo, e.g. 'the red chair'")}
     if clip.strip():
         params["clip"] = clip.strip()
     if sam_checkpoint.strip():
@@ -395,14 +403,10 @@ def photo_to_3d_params(prompt: str, db: str, k: int = 5, category: str = "", qua
     database for it, restyle the best of the k hits after the photo. steps 0 means the quality preset's."""
     params = segment_params(prompt, proposer=proposer)
     params["db"] = _server_path(db, "database")
-    if not 1 <= int(k) <= SEARCH_MAX_K:
-        raise AddonError(f"the number of results must be in [1, {SEARCH_MAX_K}], got {k}")
-    if quality not in QUALITIES:
-        raise AddonError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
-    if not 0 <= int(steps) <= MAX_STEPS:
-        raise AddonError(f"steps must be in [1, {MAX_STEPS}] (0: the quality preset's), got {steps}")
-    if not 0 <= int(seed) <= MAX_SEED:
-        raise AddonError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    _check_k(k)
+    _check_quality(quality)
+    _check_steps(steps)
+    _check_seed(seed)
     params.update(k=int(k), quality=quality, seed=int(seed))
     if steps:
         params["steps"] = int(steps)
@@ -438,13 +442,8 @@ def generate_params(prompt: str, checkpoint: str, samples: int = 1, refine: int 
     backend splits "a chair made of oak" into the shape "a chair" and the whole prompt as the style). style_steps 0
     means the style quality preset's; clip "" means the CLIP the checkpoint records (another one is refused).
     """
-    prompt = (prompt or "").strip()
-    if not prompt:
-        raise AddonError("the prompt is empty", "type the shape to make, e.g. 'a chair', or with Style it on "
-                         "'a chair made of oak'", code="empty_prompt")
-    if len(prompt) > limits.MAX_PROMPT_CHARS:
-        raise AddonError(f"the prompt has {len(prompt)} characters, over the {limits.MAX_PROMPT_CHARS} limit",
-                         "shorten it")
+    prompt = _prompt(prompt, "type the shape to make, e.g. 'a chair', or with Style it on 'a chair made of oak'",
+                     code="empty_prompt")
     checkpoint = (checkpoint or "").strip()
     if not checkpoint:
         raise AddonError("no generator checkpoint is set", _GENERATE_CHECKPOINT_HINT, code="no_checkpoint")
@@ -466,20 +465,14 @@ def generate_params(prompt: str, checkpoint: str, samples: int = 1, refine: int 
     low, high = GENERATE_TEMPERATURE_RANGE
     if not low <= float(temperature) <= high:
         raise AddonError(f"temperature must be in [{low}, {high}], got {temperature}")
-    if not 0 <= int(seed) <= MAX_SEED:
-        raise AddonError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    _check_seed(seed)
     params: dict = {"prompt": prompt, "checkpoint": checkpoint, "samples": int(samples), "refine": int(refine),
                     "resolution": int(resolution), "threshold": round(float(threshold), 4),
                     "temperature": round(float(temperature), 4), "seed": int(seed)}
     if style:
-        style_text = (style_text or "").strip()
-        if len(style_text) > limits.MAX_PROMPT_CHARS:
-            raise AddonError(f"the style text has {len(style_text)} characters, over the {limits.MAX_PROMPT_CHARS} "
-                             "limit", "shorten it")
-        if style_quality not in QUALITIES:
-            raise AddonError(f"style quality must be one of {', '.join(QUALITIES)}, got {style_quality!r}")
-        if not 0 <= int(style_steps) <= MAX_STEPS:
-            raise AddonError(f"style steps must be in [1, {MAX_STEPS}] (0: the quality preset's), got {style_steps}")
+        style_text = _text_within_limit((style_text or "").strip(), "the style text")
+        _check_quality(style_quality, "style quality")
+        _check_steps(style_steps, "style steps")
         params["style"] = style_text or "auto"
         params["style_quality"] = style_quality
         if style_steps:

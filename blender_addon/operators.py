@@ -21,7 +21,7 @@ from .kinds import (JOB_KINDS, MAX_SEED, MAX_STYLES, PARAMS_ONLY_KINDS, fetch_sh
                     restyle_params, stylize_params)
 from .meshio import mesh_payload, selected_mesh_object
 from .meshpack import flat_matrix
-from .preferences import get_prefs
+from .preferences import pref_text
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,28 @@ def _unexpected(op: bpy.types.Operator, what: str, exc: Exception) -> set[str]:
     log.error("Atelier: %s failed:\n%s", what, traceback.format_exc())
     op.report({"ERROR"}, f"{what} failed: {type(exc).__name__}: {exc} (details in the system console)")
     return {"CANCELLED"}
+
+
+def _refused(op: bpy.types.Operator, runtime, kind: str, label: str, exc: AddonError, params: dict,
+             source: str = "") -> set[str]:
+    """Bad input: a failed entry in the job list that says the fix, and the report."""
+    runtime.fail_now(kind, label, exc, params, source)
+    _report_error(op, exc)
+    return {"CANCELLED"}
+
+
+def _queued(op: bpy.types.Operator, record) -> set[str]:
+    """The outcome of a submit: a job the runtime failed at once (e.g. the backend would not start) is reported."""
+    if record.state == "failed":
+        op.report({"ERROR"}, f"{record.label}: {record.error_text()}")
+        return {"CANCELLED"}
+    session.tag_redraw()
+    return {"FINISHED"}
+
+
+def _new_seed(params: dict) -> dict:
+    """The params of a Variation: the same job with a random seed."""
+    return {**params, "seed": random.randint(0, MAX_SEED)}
 
 
 # -- backend --------------------------------------------------------------------------------------------
@@ -142,16 +164,10 @@ class JobOperator:
             record = runtime.submit(self.kind, params, mesh, label=self.label(source), source=source, meta=meta,
                                     blobs=blobs)
         except AddonError as exc:
-            runtime.fail_now(self.kind, self.label(source), exc, params, source)
-            _report_error(self, exc)
-            return {"CANCELLED"}
+            return _refused(self, runtime, self.kind, self.label(source), exc, params, source)
         except Exception as exc:  # noqa: BLE001  a bug: one line in the status bar, the traceback in the console
             return _unexpected(self, JOB_KINDS[self.kind].label, exc)
-        if record.state == "failed":
-            self.report({"ERROR"}, f"{record.label}: {record.error_text()}")
-            return {"CANCELLED"}
-        session.tag_redraw()
-        return {"FINISHED"}
+        return _queued(self, record)
 
     def source_object(self, context) -> bpy.types.Object:
         return selected_mesh_object(context)
@@ -166,9 +182,8 @@ class ATELIER_OT_stylize(JobOperator, bpy.types.Operator):
 
     def params(self, context) -> dict:
         s = context.scene.atelier
-        prefs = get_prefs(context)
         return stylize_params(s.stylize_prompt, s.stylize_quality, s.stylize_steps, s.stylize_seed,
-                              clip=prefs.clip if prefs is not None else "", subdivide=s.stylize_subdivide,
+                              clip=pref_text(context, "clip"), subdivide=s.stylize_subdivide,
                               bake_texture=s.stylize_bake)
 
 
@@ -187,16 +202,21 @@ class ATELIER_OT_restyle(JobOperator, bpy.types.Operator):
 
     def params(self, context) -> dict:
         s = context.scene.atelier
-        prefs = get_prefs(context)
         return restyle_params(s.restyle_quality, s.restyle_steps, s.restyle_seed, s.restyle_palette,
-                              s.restyle_pattern_scale, s.restyle_texture_size,
-                              clip=prefs.restyle_clip if prefs is not None else "")
+                              s.restyle_pattern_scale, s.restyle_texture_size, clip=pref_text(context, "restyle_clip"))
 
     def blobs(self, context) -> dict[str, bytes]:
         return read_style_images(style_paths(context.scene.atelier))
 
     def meta(self, context) -> dict:
         return {"styles": style_paths(context.scene.atelier)}
+
+
+def check_style_room(settings) -> None:
+    """AddonError when the Restyle list already holds the most images a job takes."""
+    if len(settings.restyle_styles) >= MAX_STYLES:
+        raise AddonError(f"the Restyle list holds {MAX_STYLES} images, the most a job takes",
+                         "remove one before adding another", code="too_many_styles")
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".tga", ".gif")
@@ -242,9 +262,7 @@ class ATELIER_OT_restyle_style_add(bpy.types.Operator):
                                      code="style_missing")
                 if path in listed:
                     continue  # already listed: adding it twice would only weigh it twice
-                if len(s.restyle_styles) >= MAX_STYLES:
-                    raise AddonError(f"the Restyle list holds {MAX_STYLES} images, the most a job takes",
-                                     "remove one before adding another", code="too_many_styles")
+                check_style_room(s)
                 s.restyle_styles.add().filepath = path
                 listed.add(path)
                 added += 1
@@ -311,9 +329,8 @@ class ATELIER_OT_index_library(JobOperator, bpy.types.Operator):
 
     def params(self, context) -> dict:
         s = context.scene.atelier
-        prefs = get_prefs(context)
         return index_params(local_path(s.library_folder), local_path(s.library_db),
-                            clip=prefs.clip if prefs is not None else "", views=s.library_views)
+                            clip=pref_text(context, "clip"), views=s.library_views)
 
 
 class ATELIER_OT_search_library(JobOperator, bpy.types.Operator):
@@ -382,8 +399,7 @@ class ATELIER_OT_generate(JobOperator, bpy.types.Operator):
 
     def params(self, context) -> dict:
         s = context.scene.atelier
-        prefs = get_prefs(context)
-        checkpoint = local_path(prefs.generator_checkpoint) if prefs is not None else ""
+        checkpoint = local_path(pref_text(context, "generator_checkpoint"))
         return generate_params(s.generate_prompt, checkpoint, s.generate_samples, s.generate_refine,
                                style=s.generate_style, style_text=s.generate_style_text,
                                style_quality=s.generate_style_quality, style_steps=s.generate_style_steps,
@@ -424,7 +440,7 @@ class ATELIER_OT_run_again(bpy.types.Operator):
                 raise AddonError(f"the source object {source_name!r} is gone",
                                  "select a mesh object and run the job from the panel", code="no_selection")
             if self.variation:
-                params = {**params, "seed": random.randint(0, MAX_SEED)}
+                params = _new_seed(params)
             blobs, meta = {}, {}
             if kind == "restyle":  # the style images are read again from where they were
                 meta["styles"] = stored_styles(context.active_object)
@@ -433,36 +449,25 @@ class ATELIER_OT_run_again(bpy.types.Operator):
             meta["transform"] = list(flat_matrix(source.matrix_world))
             record = runtime.submit(kind, params, mesh, label=label, source=source.name, meta=meta, blobs=blobs)
         except AddonError as exc:
-            runtime.fail_now(kind, label, exc, params, source_name)
-            _report_error(self, exc)
-            return {"CANCELLED"}
+            return _refused(self, runtime, kind, label, exc, params, source_name)
         except Exception as exc:  # noqa: BLE001
             return _unexpected(self, label, exc)
-        if record.state == "failed":
-            self.report({"ERROR"}, f"{record.label}: {record.error_text()}")
-            return {"CANCELLED"}
-        return {"FINISHED"}
+        return _queued(self, record)
 
     def again_from_params(self, context, runtime, kind: str, params: dict) -> set[str]:
         """A kind that needs no source object (PARAMS_ONLY_KINDS): the stored params as they are (a new seed for a
         Variation); generate's samples land at the 3D cursor."""
         if self.variation:
-            params = {**params, "seed": random.randint(0, MAX_SEED)}
+            params = _new_seed(params)
         meta = {"location": list(context.scene.cursor.location)} if kind == "generate" else {}
         label = generate_label(str(params.get("prompt", ""))) if kind == "generate" else JOB_KINDS[kind].label
         try:
             record = runtime.submit(kind, params, label=label, meta=meta)
         except AddonError as exc:
-            runtime.fail_now(kind, label, exc, params)
-            _report_error(self, exc)
-            return {"CANCELLED"}
+            return _refused(self, runtime, kind, label, exc, params)
         except Exception as exc:  # noqa: BLE001
             return _unexpected(self, label, exc)
-        if record.state == "failed":
-            self.report({"ERROR"}, f"{record.label}: {record.error_text()}")
-            return {"CANCELLED"}
-        session.tag_redraw()
-        return {"FINISHED"}
+        return _queued(self, record)
 
 
 class ATELIER_OT_cancel_job(bpy.types.Operator):

@@ -8,14 +8,12 @@ stay right whatever the photo's size.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .errors import AddonError
-from .kinds import SEGMENT_MAX_POINTS, image_editor_pixel
-from .protocol import limits
+from .kinds import SEGMENT_MAX_POINTS, image_editor_pixel, read_input_file
 
 CUTOUT_MARGIN = 0.05
 """Transparent border kept around the cut-out's object when it is cropped (a share of the object's longer side)."""
@@ -64,24 +62,7 @@ def read_photo(path_text: str) -> bytes:
     hint = "pick the photo in the Segment Photo panel (a file, or an image open in Blender)"
     if not (path_text or "").strip():
         raise AddonError("no photo is chosen", hint, code="no_photo")
-    path = Path(path_text)
-    if path.is_dir():
-        raise AddonError(f"the photo ({path}) is a folder, not an image file", hint, code="no_photo")
-    if not path.is_file():
-        raise AddonError(f"the photo ({path}) does not exist", hint, code="no_photo")
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            raise AddonError(f"the photo ({path}) is empty (0 bytes)", hint, code="photo_unreadable")
-        if size > limits.MAX_BLOB_BYTES:
-            raise AddonError(f"the photo ({path}) is {size >> 20} MiB, over the {limits.MAX_BLOB_BYTES >> 20} MiB "
-                             "limit",
-                             "use a smaller image", code="photo_too_large")
-        return path.read_bytes()
-    except OSError as exc:
-        raise AddonError(f"the photo ({path}) cannot be read: {exc.strerror or exc}", hint,
-                         code="photo_unreadable") from exc
-
+    return read_input_file(path_text, "the photo", hint, "no_photo", "photo")
 
 def crop_to_alpha(rgba: np.ndarray, margin: float = CUTOUT_MARGIN) -> np.ndarray:
     """A cut-out [H, W, 4] uint8 (row 0 at the top, alpha 0 off the object) -> the part around its opaque pixels,

@@ -136,6 +136,12 @@ def get_prefs(context=None) -> AtelierPreferences | None:
     return None if addon is None else addon.preferences
 
 
+def pref_text(context, name: str) -> str:
+    """A text preference such as "clip", or "" (the backend's default) when the add-on has no preferences."""
+    prefs = get_prefs(context)
+    return "" if prefs is None else getattr(prefs, name)
+
+
 def current_settings(context=None) -> BackendSettings:
     prefs = get_prefs(context)
     if prefs is None:

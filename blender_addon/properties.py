@@ -4,8 +4,8 @@
 import bpy
 
 from .kinds import (GENERATE_MAX_REFINE, GENERATE_MAX_SAMPLES, GENERATE_RESOLUTION_RANGE, GENERATE_TEMPERATURE_RANGE,
-                    GENERATE_THRESHOLD_RANGE, MAX_SEED, MAX_STEPS, MAX_STYLES, PATTERN_SCALE_RANGE, SEARCH_MAX_K,
-                    SEGMENT_MAX_POINTS, TEXTURE_SIZE_RANGE)
+                    GENERATE_THRESHOLD_RANGE, MAX_SEED, MAX_STEPS, MAX_STYLES, PATTERN_SCALE_RANGE, QUALITIES,
+                    SEARCH_MAX_K, SEGMENT_MAX_POINTS, TEXTURE_SIZE_RANGE)
 from .protocol import limits
 
 
@@ -30,21 +30,35 @@ def _is_grease_pencil(_settings, obj) -> bool:
     return obj.type in ("GREASEPENCIL", "GPENCIL")
 
 
+# The field groups the job sections share.
+
+def _text_field(description: str, name: str = "Prompt"):
+    """A prompt-like text, as long as the protocol takes."""
+    return bpy.props.StringProperty(name=name, default="", maxlen=limits.MAX_PROMPT_CHARS, description=description)
+
+
+def _quality_field(draft: str, standard: str, high: str, default: str = "standard", name: str = "Quality"):
+    """A menu of the quality presets (`kinds.QUALITIES`), each with what it means for this job."""
+    return bpy.props.EnumProperty(name=name, default=default,
+                                  items=[(q, q.title(), text) for q, text in zip(QUALITIES, (draft, standard, high))])
+
+
+def _steps_field(description: str, name: str = "Steps"):
+    """Optimisation steps, 0 meaning the quality preset's."""
+    return bpy.props.IntProperty(name=name, default=0, min=0, max=MAX_STEPS, description=description)
+
+
+def _seed_field(description: str):
+    return bpy.props.IntProperty(name="Seed", default=0, min=0, max=MAX_SEED, description=description)
+
+
 class AtelierSceneSettings(bpy.types.PropertyGroup):
     # -- Stylize selected (Text2Mesh) --
-    stylize_prompt: bpy.props.StringProperty(
-        name="Prompt", default="", maxlen=limits.MAX_PROMPT_CHARS,
-        description="What the selected object should look like, e.g. 'a wooden chair' or 'an iron man'")
-    stylize_quality: bpy.props.EnumProperty(
-        name="Quality", default="standard",
-        items=[("draft", "Draft", "150 steps, 3 views: a quick look"),
-               ("standard", "Standard", "500 steps, 5 views"),
-               ("high", "High", "1500 steps, 5 views: the paper's settings")])
-    stylize_steps: bpy.props.IntProperty(
-        name="Steps", default=0, min=0, max=100_000,
-        description="Optimisation steps (0: the quality preset's)")
-    stylize_seed: bpy.props.IntProperty(name="Seed", default=0, min=0, max=MAX_SEED,
-                                        description="Seed of the style network and the views")
+    stylize_prompt: _text_field("What the selected object should look like, e.g. 'a wooden chair' or 'an iron man'")
+    stylize_quality: _quality_field("150 steps, 3 views: a quick look", "500 steps, 5 views",
+                                    "1500 steps, 5 views: the paper's settings")
+    stylize_steps: _steps_field("Optimisation steps (0: the quality preset's)")
+    stylize_seed: _seed_field("Seed of the style network and the views")
     stylize_subdivide: bpy.props.BoolProperty(
         name="Subdivide sparse meshes", default=False,
         description="Subdivide a mesh with few vertices first, so colour and relief have room")
@@ -59,15 +73,11 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
         name="Palette", default="auto", maxlen=200,
         description="auto: the style images' main colours; none: no colour constraint; or up to 16 colours "
                     "such as #aa3311,#f0e0c0")
-    restyle_quality: bpy.props.EnumProperty(
-        name="Quality", default="standard",
-        items=[("draft", "Draft", "150 steps of 2 views, 512 px texture: a quick look"),
-               ("standard", "Standard", "400 steps of 4 views, 1024 px texture"),
-               ("high", "High", "1000 steps of 8 views, 1024 px texture: the paper's settings")])
-    restyle_steps: bpy.props.IntProperty(
-        name="Steps", default=0, min=0, max=MAX_STEPS, description="Optimisation steps (0: the quality preset's)")
-    restyle_seed: bpy.props.IntProperty(name="Seed", default=0, min=0, max=MAX_SEED,
-                                        description="Seed of the random views (and of the palette's k-means)")
+    restyle_quality: _quality_field("150 steps of 2 views, 512 px texture: a quick look",
+                                    "400 steps of 4 views, 1024 px texture",
+                                    "1000 steps of 8 views, 1024 px texture: the paper's settings")
+    restyle_steps: _steps_field("Optimisation steps (0: the quality preset's)")
+    restyle_seed: _seed_field("Seed of the random views (and of the palette's k-means)")
     restyle_pattern_scale: bpy.props.FloatProperty(
         name="Pattern scale", default=1.0, min=PATTERN_SCALE_RANGE[0], max=PATTERN_SCALE_RANGE[1],
         description="Size of the transferred patterns on the object (1: default; smaller gives finer patterns)")
@@ -91,9 +101,8 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
     library_views: bpy.props.IntProperty(
         name="Views", default=0, min=0, max=24,
         description="Rendered views per shape when indexing (0: the backend's default, 6)")
-    search_text: bpy.props.StringProperty(
-        name="Search", default="", maxlen=limits.MAX_PROMPT_CHARS,
-        description="What to look for, e.g. 'a wooden chair' (with a sketch: optional; with a photo: leave empty)")
+    search_text: _text_field("What to look for, e.g. 'a wooden chair' (with a sketch: optional; with a photo: leave "
+                             "empty)", name="Search")
     search_mode: bpy.props.EnumProperty(
         name="Query", default="TEXT",
         items=[("TEXT", "Text", "Search by the text alone"),
@@ -125,9 +134,7 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
         description="The photo to cut the object out of (PNG, JPEG, ...; read when the job starts)")
     segment_image: bpy.props.PointerProperty(
         type=bpy.types.Image, name="Image", description="The image to cut the object out of")
-    segment_prompt: bpy.props.StringProperty(
-        name="Prompt", default="", maxlen=limits.MAX_PROMPT_CHARS,
-        description="What to cut out of the photo, e.g. 'the red chair'")
+    segment_prompt: _text_field("What to cut out of the photo, e.g. 'the red chair'")
     segment_proposer: bpy.props.EnumProperty(
         name="Masks", default="auto",
         items=[("auto", "Auto", "SAM when the backend has its weights, else superpixels"),
@@ -145,16 +152,12 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
     segment_cutout: bpy.props.PointerProperty(
         type=bpy.types.Image, name="Cut-out",
         description="The cut-out (RGBA) to search the library with or to use as a style image")
-    photo3d_quality: bpy.props.EnumProperty(
-        name="Quality", default="draft",
-        items=[("draft", "Draft", "A quick restyle"), ("standard", "Standard", ""), ("high", "High", "")])
-    photo3d_steps: bpy.props.IntProperty(
-        name="Steps", default=0, min=0, max=MAX_STEPS, description="Restyle steps (0: the quality preset's)")
+    photo3d_quality: _quality_field("A quick restyle", "", "", default="draft")
+    photo3d_steps: _steps_field("Restyle steps (0: the quality preset's)")
     # -- Generate (text to shape: CLIP-Forge, ISS refinement, Text2Mesh style) --
-    generate_prompt: bpy.props.StringProperty(
-        name="Prompt", default="", maxlen=limits.MAX_PROMPT_CHARS,
-        description="The shape to make, e.g. 'a chair' (with Style it: 'a chair made of oak'); the generator's CLIP "
-                    "reads it (the domain CLIP knows prompts such as 'a photo of a chair')")
+    generate_prompt: _text_field(
+        "The shape to make, e.g. 'a chair' (with Style it: 'a chair made of oak'); the generator's CLIP reads it (the "
+        "domain CLIP knows prompts such as 'a photo of a chair')")
     generate_samples: bpy.props.IntProperty(
         name="Samples", default=2, min=1, max=GENERATE_MAX_SAMPLES,
         description="Shapes to draw for the prompt, placed side by side at the 3D cursor to choose from")
@@ -165,18 +168,13 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
     generate_style: bpy.props.BoolProperty(
         name="Style it", default=False,
         description="Also stylize the shapes (Text2Mesh: vertex colours and relief) in the same job")
-    generate_style_text: bpy.props.StringProperty(
-        name="Style", default="", maxlen=limits.MAX_PROMPT_CHARS,
-        description="What the shapes should look like, e.g. 'made of oak' (empty: split the prompt: 'a chair made "
-                    "of oak' makes the shape 'a chair' and styles it with the whole prompt)")
-    generate_style_quality: bpy.props.EnumProperty(
-        name="Style quality", default="draft",
-        items=[("draft", "Draft", "150 steps, 3 views: a quick look"),
-               ("standard", "Standard", "500 steps, 5 views"),
-               ("high", "High", "1500 steps, 5 views")])
-    generate_style_steps: bpy.props.IntProperty(
-        name="Style steps", default=0, min=0, max=MAX_STEPS,
-        description="Stylization steps per shape (0: the style quality preset's)")
+    generate_style_text: _text_field(
+        "What the shapes should look like, e.g. 'made of oak' (empty: split the prompt: 'a chair made of oak' makes "
+        "the shape 'a chair' and styles it with the whole prompt)", name="Style")
+    generate_style_quality: _quality_field("150 steps, 3 views: a quick look", "500 steps, 5 views",
+                                           "1500 steps, 5 views", default="draft", name="Style quality")
+    generate_style_steps: _steps_field("Stylization steps per shape (0: the style quality preset's)",
+                                       name="Style steps")
     generate_show_advanced: bpy.props.BoolProperty(name="Advanced", default=False)
     generate_resolution: bpy.props.IntProperty(
         name="Resolution", default=64, min=GENERATE_RESOLUTION_RANGE[0], max=GENERATE_RESOLUTION_RANGE[1],
@@ -188,8 +186,7 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
     generate_temperature: bpy.props.FloatProperty(
         name="Temperature", default=0.8, min=GENERATE_TEMPERATURE_RANGE[0], max=GENERATE_TEMPERATURE_RANGE[1],
         description="Sampling temperature (below 1: typical shapes; above: more variety)")
-    generate_seed: bpy.props.IntProperty(name="Seed", default=0, min=0, max=MAX_SEED,
-                                         description="Seed of the shapes' draws (and of refinement and style)")
+    generate_seed: _seed_field("Seed of the shapes' draws (and of refinement and style)")
     # -- Jobs --
     show_history: bpy.props.BoolProperty(name="History", default=True)
 

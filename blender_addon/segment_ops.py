@@ -18,10 +18,10 @@ import bpy
 
 from . import photo, session
 from .errors import AddonError
-from .kinds import MAX_STYLES, SEGMENT_MAX_POINTS, photo_to_3d_params, search_params, segment_params
+from .kinds import SEGMENT_MAX_POINTS, photo_to_3d_params, search_params, segment_params
 from .meshpack import encode_png
-from .operators import JobOperator, _report_error, local_path, style_paths
-from .preferences import get_prefs, user_dir
+from .operators import JobOperator, _report_error, check_style_room, local_path, style_paths
+from .preferences import pref_text, user_dir
 
 CUTOUT_FOLDER = "cutouts"
 """The add-on's user sub-folder where "Use as Style Image" writes cut-outs (the Restyle list holds files)."""
@@ -123,7 +123,14 @@ def cutout_png(settings) -> tuple[bytes, str]:
 
 # -- operators ----------------------------------------------------------------------------------------------
 
-class ATELIER_OT_segment_photo(JobOperator, bpy.types.Operator):
+class PhotoJobOperator(JobOperator):
+    """A job that sends the panel's photo as blob "image": `params` reads it into `self._photo`."""
+
+    def blobs(self, context) -> dict[str, bytes]:
+        return {"image": self._photo}
+
+
+class ATELIER_OT_segment_photo(PhotoJobOperator, bpy.types.Operator):
     """Cut the object the prompt names out of the photo: a mask and a cut-out, packed into the .blend"""
     bl_idname = "atelier.segment_photo"
     bl_label = "Segment Photo"
@@ -132,22 +139,18 @@ class ATELIER_OT_segment_photo(JobOperator, bpy.types.Operator):
 
     def params(self, context) -> dict:
         s = context.scene.atelier
-        prefs = get_prefs(context)
         need_size = bool(len(s.segment_points)) or s.segment_use_box
         self._photo, width, height = photo_input(s, need_size)
         points, box = prompts(s, width, height) if need_size else ([], None)
-        return segment_params(s.segment_prompt, clip=prefs.clip if prefs is not None else "", points=points or None,
+        return segment_params(s.segment_prompt, clip=pref_text(context, "clip"), points=points or None,
                               box=list(box) if box else None, proposer=s.segment_proposer)
-
-    def blobs(self, context) -> dict[str, bytes]:
-        return {"image": self._photo}
 
     def label(self, source: str) -> str:
         prompt = bpy.context.scene.atelier.segment_prompt.strip()
         return f"Segment photo: {prompt[:40]}" if prompt else "Segment photo"
 
 
-class ATELIER_OT_photo_to_3d(JobOperator, bpy.types.Operator):
+class ATELIER_OT_photo_to_3d(PhotoJobOperator, bpy.types.Operator):
     """Cut the prompt's object out of the photo, find the closest shape in the Search Library's database and
     restyle its texture after the photo; the result lands at the 3D cursor"""
     bl_idname = "atelier.photo_to_3d"
@@ -161,9 +164,6 @@ class ATELIER_OT_photo_to_3d(JobOperator, bpy.types.Operator):
                                     s.photo3d_quality, s.photo3d_steps, proposer=s.segment_proposer)
         self._photo = photo_input(s, need_size=False)[0]
         return params
-
-    def blobs(self, context) -> dict[str, bytes]:
-        return {"image": self._photo}
 
 
 class ATELIER_OT_search_cutout(JobOperator, bpy.types.Operator):
@@ -313,9 +313,8 @@ class ATELIER_OT_cutout_to_style(bpy.types.Operator):
             data, name = cutout_png(s)
             folder = Path(bpy.path.abspath(self.directory)) if self.directory else user_dir(CUTOUT_FOLDER)
             path = folder / f"{bpy.path.clean_name(name)}.png"
-            if os.path.normpath(str(path)) not in style_paths(s) and len(s.restyle_styles) >= MAX_STYLES:
-                raise AddonError(f"the Restyle list holds {MAX_STYLES} images, the most a job takes",
-                                 "remove one before adding another", code="too_many_styles")
+            if os.path.normpath(str(path)) not in style_paths(s):
+                check_style_room(s)
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)

@@ -37,6 +37,14 @@ def _prefs(context=None):
     return get_prefs(context)
 
 
+def _prefs_or_report(op, context):
+    """The add-on's preferences, or None after reporting that the add-on must be enabled first."""
+    prefs = _prefs(context)
+    if prefs is None:
+        op.report({"ERROR"}, "enable the Atelier add-on in Preferences > Add-ons first")
+    return prefs
+
+
 # -- where things go ------------------------------------------------------------------------------------
 
 def install_root(prefs=None, create: bool = True) -> Path:
@@ -185,9 +193,8 @@ class ATELIER_OT_backend_install(bpy.types.Operator):
         if _install is not None and _install.snapshot().busy:
             self.report({"ERROR"}, "an install is already running (cancel it first)")
             return {"CANCELLED"}
-        prefs = _prefs(context)
+        prefs = _prefs_or_report(self, context)
         if prefs is None:
-            self.report({"ERROR"}, "enable the Atelier add-on in Preferences > Add-ons first")
             return {"CANCELLED"}
         try:
             options = install_options(prefs)
@@ -219,9 +226,8 @@ class ATELIER_OT_backend_install_cancel(bpy.types.Operator):
 
 
 def _weights_call(op, context, action) -> set[str]:
-    prefs = _prefs(context)
+    prefs = _prefs_or_report(op, context)
     if prefs is None:
-        op.report({"ERROR"}, "enable the Atelier add-on in Preferences > Add-ons first")
         return {"CANCELLED"}
     try:
         action(backend_python(prefs), install_root(prefs) / "logs")

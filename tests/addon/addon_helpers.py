@@ -51,21 +51,79 @@ def write_style_image(path: Path, seed: int = 0, size: int = 16) -> Path:
     return path
 
 
-def pump_until(predicate, timeout: float = 60.0, what: str = "the condition"):
-    """Calls the add-on's timer function until `predicate()` is true; fails the test after `timeout` s."""
-    from blender_addon import session
-
+def poll_until(tick, predicate, timeout: float, what: str, situation):
+    """Calls `tick()` (a timer function bpy would call) until `predicate()` is true; after `timeout` s fails the
+    test, naming `what` it waited for and `situation()` (the state worth reading)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        session.drain()
+        tick()
         value = predicate()
         if value:
             return value
         time.sleep(0.03)
-    runtime = session.get_runtime(optional=True)
-    jobs = "" if runtime is None else "; ".join(f"{j.id} {j.state} {j.error_text()}" for j in runtime.jobs.all())
-    state = "" if runtime is None else f" (backend {runtime.state}: {runtime.message}; log {runtime.log_path})"
-    pytest.fail(f"timed out after {timeout} s waiting for {what}{state}; jobs: {jobs}")
+    pytest.fail(f"timed out after {timeout} s waiting for {what}{situation()}")
+
+
+def pump_until(predicate, timeout: float = 60.0, what: str = "the condition"):
+    """Calls the add-on's timer function until `predicate()` is true; fails the test after `timeout` s."""
+    from blender_addon import session
+
+    def situation() -> str:
+        runtime = session.get_runtime(optional=True)
+        jobs = "" if runtime is None else "; ".join(f"{j.id} {j.state} {j.error_text()}" for j in runtime.jobs.all())
+        state = "" if runtime is None else f" (backend {runtime.state}: {runtime.message}; log {runtime.log_path})"
+        return f"{state}; jobs: {jobs}"
+
+    return poll_until(session.drain, predicate, timeout, what, situation)
+
+
+def newest_job():
+    from blender_addon import session
+
+    return session.get_runtime().jobs.all()[0]
+
+
+def finish(record, timeout: float = 60.0):
+    """Waits for the job to end; fails the test unless it is done."""
+    pump_until(lambda: record.state in ("done", "failed", "cancelled"), timeout, f"job {record.id}")
+    assert record.state == "done", record.error_text()
+    return record
+
+
+def running_backend():
+    """The add-on's backend, started through its operator unless an earlier test module left it running."""
+    import bpy
+
+    from blender_addon import session
+
+    runtime = session.get_runtime()
+    if not runtime.ready:
+        assert bpy.ops.atelier.backend_start() == {"FINISHED"}
+        pump_until(lambda: runtime.state not in ("starting", "connecting"), 90, "the backend to start")
+    assert runtime.ready, f"{runtime.message} ({runtime.hint}); log {runtime.log_path}"
+    return runtime
+
+
+CUBE_OBJ = "\n".join(
+    [f"v {x} {y} {z}" for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)]
+    + ["f 1 2 4", "f 1 4 3", "f 5 7 8", "f 5 8 6", "f 1 5 6", "f 1 6 2", "f 3 4 8", "f 3 8 7", "f 1 3 7",
+       "f 1 7 5", "f 2 6 8", "f 2 8 4"]) + "\n"
+TETRA_OBJ = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n"
+
+
+def index_two_shapes(root: Path) -> str:
+    """A box and a tetrahedron written to root/lib and indexed through the Search Library panel's operator into
+    root/db (the panel's database folder); returns the database folder."""
+    import bpy
+
+    (root / "lib").mkdir()
+    (root / "lib" / "box.obj").write_text(CUBE_OBJ)
+    (root / "lib" / "tetra.obj").write_text(TETRA_OBJ)
+    s = bpy.context.scene.atelier
+    s.library_folder, s.library_db, s.library_views = str(root / "lib"), str(root / "db"), 2
+    assert bpy.ops.atelier.index_library() == {"FINISHED"}
+    assert finish(newest_job(), 90).fields["shapes"] == 2
+    return str(root / "db")
 
 
 def decode_png(data: bytes):

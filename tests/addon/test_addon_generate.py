@@ -14,7 +14,7 @@ import bpy
 import numpy as np
 import pytest
 
-from addon_helpers import ROOT, clear_scene, panel_texts, pump_until
+from addon_helpers import ROOT, clear_scene, finish, newest_job, panel_texts, pump_until, running_backend
 from blender_addon import session
 from blender_addon.importers import COLLECTION, GENERATE_SPACING, IMPORTERS
 from blender_addon.panels import ATELIER_PT_generate, ATELIER_PT_jobs
@@ -43,12 +43,7 @@ def generator(backend_py, tmp_path_factory, tiny_generator_flags) -> str:
 
 @pytest.fixture(scope="module")
 def backend(addon):
-    runtime = session.get_runtime()
-    if not runtime.ready:
-        assert bpy.ops.atelier.backend_start() == {"FINISHED"}
-        pump_until(lambda: runtime.state not in ("starting", "connecting"), 90, "the backend to start")
-    assert runtime.ready, f"{runtime.message} ({runtime.hint}); log {runtime.log_path}"
-    return runtime
+    return running_backend()
 
 
 @pytest.fixture
@@ -79,16 +74,6 @@ def results(monkeypatch):
     return seen
 
 
-def newest_job():
-    return session.get_runtime().jobs.all()[0]
-
-
-def finish(record, timeout: float = 120.0):
-    pump_until(lambda: record.state in ("done", "failed", "cancelled"), timeout, f"job {record.id}")
-    assert record.state == "done", record.error_text()
-    return record
-
-
 def glb_positions(data: bytes) -> tuple[int, np.ndarray, np.ndarray]:
     """(vertex count, min, max) of a one-mesh GLB's POSITION accessor (glTF: Y up)."""
     assert data[:4] == b"glTF"
@@ -105,7 +90,7 @@ def test_generate_places_each_sample_side_by_side_at_the_cursor(scene, results, 
     record = newest_job()
     assert record.label == "Generate 'a chair'" and record.meta["location"] == pytest.approx([1.0, 2.0, 3.0])
     bpy.context.scene.cursor.location = (9.0, 9.0, 9.0)  # moved while the job runs: the samples stay put
-    finish(record)
+    finish(record, 120)
     result, fields = results[0], record.fields
     assert set(result.blobs) == {"mesh_0", "mesh_1"} and fields["samples"] == 2 and fields["clip"] == "tiny"
     assert record.params == {"prompt": "a chair", "checkpoint": generator,
@@ -160,18 +145,18 @@ def test_a_styled_generate_colours_the_shape_through_a_color_attribute_node(scen
 def test_run_again_and_variation_from_a_generated_shape(scene):
     scene.generate_samples = 1
     assert bpy.ops.atelier.generate() == {"FINISHED"}
-    first = bpy.data.objects[finish(newest_job()).outputs[0]]
+    first = bpy.data.objects[finish(newest_job(), 120).outputs[0]]
     scene.generate_prompt = "a table"  # the panel changed since: Run Again uses what made the shape
     bpy.context.scene.cursor.location = (0.0, 5.0, 0.0)
 
     assert bpy.ops.atelier.run_again(variation=False) == {"FINISHED"}
-    again = finish(newest_job())
+    again = finish(newest_job(), 120)
     assert again.params == json.loads(first["atelier_params"]) and again.label == "Generate 'a chair'"
     assert tuple(bpy.data.objects[again.outputs[0]].location) == pytest.approx((0.0, 5.0, 0.0))
 
     bpy.context.view_layer.objects.active = first
     assert bpy.ops.atelier.run_again(variation=True) == {"FINISHED"}
-    variation = finish(newest_job())
+    variation = finish(newest_job(), 120)
     assert variation.params["seed"] != first["atelier_seed"]
     assert variation.params == {**json.loads(first["atelier_params"]), "seed": variation.params["seed"]}
     assert bpy.data.objects[variation.outputs[0]]["atelier_seed"] == variation.params["seed"]

@@ -11,7 +11,8 @@ import bpy
 import numpy as np
 import pytest
 
-from addon_helpers import add_object, clear_scene, decode_png, panel_texts, pump_until, write_style_image
+from addon_helpers import (CUBE_OBJ, TETRA_OBJ, add_object, clear_scene, decode_png, finish, newest_job, panel_texts,
+                            pump_until, write_style_image)
 from blender_addon import session
 from blender_addon.importers import COLLECTION, IMPORTERS, STYLE_NODE, load_png_image
 from blender_addon.kinds import JOB_KINDS
@@ -51,16 +52,6 @@ def results(monkeypatch):
             return importer(record, context)
         monkeypatch.setitem(IMPORTERS, kind, keep)
     return seen
-
-
-def newest_job():
-    return session.get_runtime().jobs.all()[0]
-
-
-def finish(record, timeout: float = 60.0):
-    pump_until(lambda: record.state in ("done", "failed", "cancelled"), timeout, f"job {record.id}")
-    assert record.state == "done", record.error_text()
-    return record
 
 
 def test_the_wired_kinds_are_exactly_what_the_backend_offers(backend):
@@ -280,13 +271,6 @@ def test_restyle_with_a_file_that_is_not_an_image_fails_with_the_backends_reason
     assert record.state == "failed" and "style image 0" in record.message and record.hint
     assert "style image 0" in panel_texts(ATELIER_PT_jobs).replace("\n", " ")
     assert session.get_runtime().ready
-
-
-CUBE_OBJ = "\n".join(
-    [f"v {x} {y} {z}" for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)]
-    + ["f 1 2 4", "f 1 4 3", "f 5 7 8", "f 5 8 6", "f 1 5 6", "f 1 6 2", "f 3 4 8", "f 3 8 7", "f 1 3 7",
-       "f 1 7 5", "f 2 6 8", "f 2 8 4"]) + "\n"
-TETRA_OBJ = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n"
 
 
 def test_a_library_is_indexed_searched_and_a_shape_imported_at_the_cursor(scene, tmp_path):

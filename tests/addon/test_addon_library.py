@@ -9,21 +9,15 @@ import bpy
 import numpy as np
 import pytest
 
-from addon_helpers import clear_scene, panel_texts, pump_until
+from addon_helpers import CUBE_OBJ, TETRA_OBJ, clear_scene, finish, newest_job, panel_texts, running_backend
 from blender_addon import session
 from blender_addon.importers import COLLECTION, IMPORTERS
 from blender_addon.panels import ATELIER_PT_library
-from test_addon_jobs import CUBE_OBJ, TETRA_OBJ
 
 
 @pytest.fixture(scope="module")
 def backend(addon):
-    runtime = session.get_runtime()
-    if not runtime.ready:
-        assert bpy.ops.atelier.backend_start() == {"FINISHED"}
-        pump_until(lambda: runtime.state not in ("starting", "connecting"), 90, "the backend to start")
-    assert runtime.ready, f"{runtime.message} ({runtime.hint}); log {runtime.log_path}"
-    return runtime
+    return running_backend()
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +50,6 @@ def thumbnails(monkeypatch):
 
     monkeypatch.setitem(IMPORTERS, "search", keep)
     return seen
-
-
-def newest_job():
-    return session.get_runtime().jobs.all()[0]
-
-
-def finish(record, timeout: float = 60.0):
-    pump_until(lambda: record.state in ("done", "failed", "cancelled"), timeout, f"job {record.id}")
-    assert record.state == "done", record.error_text()
-    return record
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -10,12 +10,10 @@ import bpy
 import numpy as np
 import pytest
 
-from addon_helpers import clear_scene, decode_png, panel_texts, pump_until
-from blender_addon import session
+from addon_helpers import clear_scene, decode_png, finish, index_two_shapes, newest_job, panel_texts, running_backend
 from blender_addon.meshpack import encode_png
 from blender_addon.panels import ATELIER_PT_library, ATELIER_PT_segment
 from blender_addon.segment_ops import image_bytes
-from test_addon_jobs import CUBE_OBJ, TETRA_OBJ
 
 SIZE = 96
 
@@ -53,16 +51,6 @@ def image_editor():
     yield space
     space.image = None
     area.type = before
-
-
-def newest_job():
-    return session.get_runtime().jobs.all()[0]
-
-
-def finish(record, timeout: float = 90.0):
-    pump_until(lambda: record.state in ("done", "failed", "cancelled"), timeout, f"job {record.id}")
-    assert record.state == "done", record.error_text()
-    return record
 
 
 def refused(operator, words: str) -> str:
@@ -162,20 +150,8 @@ def test_bad_input_is_refused_before_anything_is_sent(settings):
 @pytest.fixture(scope="module")
 def library(addon, tmp_path_factory):
     """A running backend and a two-shape library indexed into the Search Library's database folder."""
-    runtime = session.get_runtime()
-    if not runtime.ready:
-        assert bpy.ops.atelier.backend_start() == {"FINISHED"}
-        pump_until(lambda: runtime.state not in ("starting", "connecting"), 90, "the backend to start")
-    assert runtime.ready, f"{runtime.message} ({runtime.hint}); log {runtime.log_path}"
-    root = tmp_path_factory.mktemp("segment-library")
-    (root / "lib").mkdir()
-    (root / "lib" / "box.obj").write_text(CUBE_OBJ)
-    (root / "lib" / "tetra.obj").write_text(TETRA_OBJ)
-    s = bpy.context.scene.atelier
-    s.library_folder, s.library_db, s.library_views = str(root / "lib"), str(root / "db"), 2
-    assert bpy.ops.atelier.index_library() == {"FINISHED"}
-    assert finish(newest_job()).fields["shapes"] == 2
-    return str(root / "db")
+    running_backend()
+    return index_two_shapes(tmp_path_factory.mktemp("segment-library"))
 
 
 def test_segment_with_a_point_then_search_and_restyle_with_the_cutout(library, settings, tmp_path):
@@ -184,7 +160,7 @@ def test_segment_with_a_point_then_search_and_restyle_with_the_cutout(library, s
     point = settings.segment_points[0]
     point.u, point.v, point.positive = 0.5, 0.5, True
     assert bpy.ops.atelier.segment_photo() == {"FINISHED"}
-    record = finish(newest_job())
+    record = finish(newest_job(), 90)
     assert record.kind == "segment" and record.label == "Segment photo: a red box"
     assert record.params == {"prompt": "a red box", "clip": "tiny", "proposer": "superpixels",
                              "points": [[47.5, 47.5, 1]]}
@@ -208,7 +184,7 @@ def test_segment_with_a_point_then_search_and_restyle_with_the_cutout(library, s
 
     # The cut-out as a photo query of the Search Library's database: the grid shows in the Search Library panel.
     assert bpy.ops.atelier.search_cutout() == {"FINISHED"}
-    search = finish(newest_job())
+    search = finish(newest_job(), 90)
     assert search.kind == "search" and search.label == "Search library with cut-out"
     assert search.params == {"db": library, "k": 2} and search.fields["mode"] == "photo"
     assert len(search.fields["hits"]) == 2 and "2 results for photo" in panel_texts(ATELIER_PT_library)
@@ -219,7 +195,7 @@ def test_segment_a_blender_image_with_a_box(library, settings):
     settings.segment_source, settings.segment_image = "IMAGE", image
     settings.segment_use_box, settings.segment_box = True, (0.25, 0.75, 0.75, 0.25)
     assert bpy.ops.atelier.segment_photo() == {"FINISHED"}
-    record = finish(newest_job())
+    record = finish(newest_job(), 90)
     assert record.params["box"] == [23.5, 23.5, 71.5, 71.5] and "points" not in record.params
     assert settings.segment_cutout is not None and settings.segment_cutout.name in record.outputs
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import bpy
 import pytest
 
-from addon_helpers import ROOT, configure_prefs, panel_texts
+from addon_helpers import ROOT, configure_prefs, panel_texts, poll_until
 from blender_addon import setup_ui
 from blender_addon.installer import Step, make_plan, venv_python
 
@@ -41,17 +41,12 @@ def call(operator, **kwargs) -> tuple[set[str], str, float]:
 
 
 def tick_until(predicate, timeout: float = 60.0, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        setup_ui.tick()
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.03)
-    state = setup_ui.install_state()
-    manager = setup_ui.weights_manager()
-    pytest.fail(f"timed out after {timeout} s waiting for {what}; install {state}; weights {manager.state()} "
-                f"{manager.message} {manager.hint}")
+    def situation() -> str:
+        manager = setup_ui.weights_manager()
+        return (f"; install {setup_ui.install_state()}; weights {manager.state()} {manager.message} "
+                f"{manager.hint}")
+
+    return poll_until(setup_ui.tick, predicate, timeout, what, situation)
 
 
 def prefs_texts(prefs) -> str:

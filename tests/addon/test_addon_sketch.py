@@ -11,10 +11,9 @@ import bpy
 import numpy as np
 import pytest
 
-from addon_helpers import clear_scene, panel_texts, pump_until
-from blender_addon import session, sketch, sketch_input
+from addon_helpers import clear_scene, finish, index_two_shapes, newest_job, panel_texts, running_backend
+from blender_addon import sketch, sketch_input
 from blender_addon.panels import ATELIER_PT_library
-from test_addon_jobs import CUBE_OBJ, TETRA_OBJ
 
 
 def _clear_strokes():
@@ -136,31 +135,8 @@ def test_hidden_layers_and_later_keyframes_are_not_read(blank):
 @pytest.fixture(scope="module")
 def library(addon, tmp_path_factory):
     """A running backend and a two-shape library indexed into a database folder (the Search Library's)."""
-    runtime = session.get_runtime()
-    if not runtime.ready:
-        assert bpy.ops.atelier.backend_start() == {"FINISHED"}
-        pump_until(lambda: runtime.state not in ("starting", "connecting"), 90, "the backend to start")
-    assert runtime.ready, f"{runtime.message} ({runtime.hint}); log {runtime.log_path}"
-    root = tmp_path_factory.mktemp("sketch-library")
-    (root / "lib").mkdir()
-    (root / "lib" / "box.obj").write_text(CUBE_OBJ)
-    (root / "lib" / "tetra.obj").write_text(TETRA_OBJ)
-    s = bpy.context.scene.atelier
-    s.library_folder, s.library_db, s.library_views = str(root / "lib"), str(root / "db"), 2
-    assert bpy.ops.atelier.index_library() == {"FINISHED"}
-    index = finish(newest_job(), 90)
-    assert index.fields["shapes"] == 2
-    return str(root / "db")
-
-
-def newest_job():
-    return session.get_runtime().jobs.all()[0]
-
-
-def finish(record, timeout: float = 60.0):
-    pump_until(lambda: record.state in ("done", "failed", "cancelled"), timeout, f"job {record.id}")
-    assert record.state == "done", record.error_text()
-    return record
+    running_backend()
+    return index_two_shapes(tmp_path_factory.mktemp("sketch-library"))
 
 
 def test_a_sketch_from_annotations_searches_the_library(library, blank):
