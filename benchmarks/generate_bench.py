@@ -232,6 +232,8 @@ def main() -> None:
         c2f, dense = timing[f"{res}_coarse_to_fine"], timing[f"{res}_dense"]
         print(f"  {res:<6} {c2f['seconds']:>15.3f} {dense['seconds']:>10.3f} {timing[f'{res}_speedup']:>8.2f} "
               f"{c2f['points']:>11} {dense['points']:>13}")
+    if device.type != "cuda":
+        print("  on a CUDA GPU: not measured (run with --device cuda where one is at hand)")
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(f"\nwrote {args.report}")
