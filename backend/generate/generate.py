@@ -81,7 +81,7 @@ def prompt_condition(clip, prompt: str) -> torch.Tensor:
     """The flow's condition for a text: the normalised CLIP text embedding [C] (CPU float32)."""
     from backend.stylize.losses import check_prompt
 
-    text = check_prompt(prompt, clip.context_length, clip.tokenizer)
+    text = check_prompt(prompt, clip.context_length, clip.tokenizer, hint="describe the shape in words, e.g. 'a round table'")
     with torch.no_grad():
         return clip.encode_text([text])[0].float().cpu()
 
@@ -143,12 +143,10 @@ def generate(generator: Generator, clip, condition: torch.Tensor, config: Genera
 
 
 def check_generate_prompt(prompt) -> str:
-    """The prompt stripped; InvalidInputError for a non-text or empty one (before any model loads)."""
+    """The prompt stripped; InvalidInputError for a non-text, empty or too long one (before any model loads)."""
     from backend.stylize.losses import check_prompt
 
-    if isinstance(prompt, str) and not prompt.strip():
-        raise InvalidInputError("the prompt is empty", hint="describe the shape in words, e.g. 'a round table'")
-    return check_prompt(prompt)
+    return check_prompt(prompt, hint="describe the shape in words, e.g. 'a round table'")
 
 
 def stylize_shapes(shapes: list[GeneratedShape], style: str, clip, quality: str = "draft", steps: int | None = None,

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from backend import external
 from backend.errors import DependencyMissingError, InvalidInputError, WeightsMissingError
 from backend.models.clip import ClipModel
+from backend.stylize.losses import check_prompt
 
 METHODS = ("auto", "clipseg", "dense-clip")
 """`RelevanceConfig.method` choices."""
@@ -249,12 +250,7 @@ def relevance_map(image: np.ndarray, prompt: str, clip: ClipModel, config: Relev
 
 
 def _check_prompt(prompt: Any) -> str:
-    if not isinstance(prompt, str):
-        raise InvalidInputError(f"the prompt must be a string, got {type(prompt).__name__}",
-                                hint='name the object to find, e.g. "a red chair"')
-    if not prompt.strip():
-        raise InvalidInputError("the prompt is empty", hint='name the object to find, e.g. "a red chair"')
-    return prompt.strip()
+    return check_prompt(prompt, hint='name the object to find, e.g. "a red chair"')
 
 
 def _check_image(image: Any) -> None:

@@ -43,7 +43,7 @@ from backend.segment.sam import (
     LoadedSam, SamConfig, find_sam_checkpoint, load_sam, no_weights_note, predict_prompts, propose_sam,
 )
 from backend.segment.superpixels import SuperpixelConfig, propose_superpixels
-from shared_protocol.limits import MAX_PROMPT_CHARS
+from backend.stylize.losses import check_prompt as check_text_prompt
 
 Proposer = Literal["auto", "sam", "superpixels"]
 PROPOSERS = ("auto", "sam", "superpixels")
@@ -134,16 +134,7 @@ class SegmentResult:
 
 def check_prompt(prompt: Any) -> str:
     """The stripped prompt; InvalidInputError when it is not a non-empty string of at most 500 characters."""
-    if not isinstance(prompt, str):
-        raise InvalidInputError(f"the prompt must be a string, got {type(prompt).__name__}",
-                                hint="say what to cut out, e.g. --prompt 'the red chair'")
-    text = prompt.strip()
-    if not text:
-        raise InvalidInputError("the prompt is empty", hint="say what to cut out, e.g. --prompt 'the red chair'")
-    if len(text) > MAX_PROMPT_CHARS:
-        raise InvalidInputError(f"the prompt has {len(text)} characters, over the {MAX_PROMPT_CHARS} limit",
-                                hint="shorten it: name the object")
-    return text
+    return check_text_prompt(prompt, hint="say what to cut out, e.g. --prompt 'the red chair'")
 
 
 def check_image(image: Any) -> np.ndarray:

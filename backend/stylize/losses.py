@@ -19,20 +19,21 @@ Average = Literal["view", "image"]
 (Text2Mesh's `clipavg=view`: one consistent object across views); "image" averages per-image cosines."""
 
 
-def check_prompt(prompt: str, context_length: int | None = None, tokenizer=None) -> str:
-    """A prompt stripped of surrounding space; InvalidInputError when it is empty or too long.
+STYLE_HINT = "describe the style in words, e.g. 'a chair made of red brick'"
+
+
+def check_prompt(prompt: str, context_length: int | None = None, tokenizer=None, *, hint: str = STYLE_HINT) -> str:
+    """A prompt stripped of surrounding space; InvalidInputError when it is not text, empty or too long.
 
     context_length and tokenizer (open_clip's `SimpleTokenizer`): when given, a prompt with more tokens
     than the text tower reads (context_length - 2, for the start and end tokens) is refused rather
-    than silently truncated.
+    than silently truncated. hint: the fix shown for a missing or empty prompt (each job says what to write).
     """
     if not isinstance(prompt, str):
-        raise InvalidInputError(f"the prompt must be text, got {type(prompt).__name__}",
-                                hint="describe the style in words, e.g. 'a chair made of red brick'")
+        raise InvalidInputError(f"the prompt must be a string, got {type(prompt).__name__}", hint=hint)
     text = prompt.strip()
     if not text:
-        raise InvalidInputError("the prompt is empty",
-                                hint="describe the style in words, e.g. 'a chair made of red brick'")
+        raise InvalidInputError("the prompt is empty", hint=hint)
     if len(text) > MAX_PROMPT_CHARS:
         raise InvalidInputError(f"the prompt is {len(text)} characters long, more than {MAX_PROMPT_CHARS}",
                                 hint="shorten the prompt to one sentence")
@@ -45,7 +46,6 @@ def check_prompt(prompt: str, context_length: int | None = None, tokenizer=None)
     return text
 
 
-@torch.no_grad()
 def encode_prompts(clip, prompts: Sequence[str]) -> torch.Tensor:
     """prompts: N checked strings -> [N, D] float32 raw (unnormalised) CLIP text embeddings, no gradient."""
     return clip.encode_text(list(prompts), normalize=False).float()

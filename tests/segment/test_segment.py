@@ -205,7 +205,7 @@ def test_bad_input_is_refused_before_any_model_runs(tiny_clip):
         (dict(image=np.full((20, 20, 3), np.nan, np.float32)), "NaN"),
         (dict(prompt=""), "the prompt is empty"),
         (dict(prompt="   "), "the prompt is empty"),
-        (dict(prompt="x" * 501), "over the 500 limit"),
+        (dict(prompt="x" * 501), "characters long, more than 500"),
         (dict(points=[[500, 5, 1]]), "outside the 120x90 photo"),
         (dict(points=[[5, 5, 2]]), "label 2"),
         (dict(points=[[5, 5]]), "not \\[x, y, label\\]"),

@@ -117,7 +117,7 @@ def one_pixel() -> bytes:
     ({"prompt": "x"}, {"image": "one_pixel"}, "the photo is 1x1 pixels; it needs at least 8x8"),
     ({}, {"image": "photo"}, "the prompt must be a string"),
     ({"prompt": "   "}, {"image": "photo"}, "the prompt is empty"),
-    ({"prompt": "x" * 501}, {"image": "photo"}, "over the 500 limit"),
+    ({"prompt": "x" * 501}, {"image": "photo"}, "characters long, more than 500"),
     ({"prompt": "x", "sam_checkpoint": "/nowhere/sam.pth"}, {"image": "photo"}, "does not exist"),
     ({"prompt": "x", "sam_type": "vit_x"}, {"image": "photo"}, "'sam_type' must be one of vit_b, vit_l, vit_h"),
     ({"prompt": "x", "proposer": "magic"}, {"image": "photo"}, "'proposer' must be one of"),
