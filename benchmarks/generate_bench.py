@@ -40,7 +40,7 @@ from backend.generate.generate import prompt_condition
 from backend.generate.generator import load_generator
 from backend.generate.library import read_library, view_embeddings
 from backend.generate.occupancy import voxel_iou
-from backend.generate.refine import RefineConfig, clip_score, heldout_views, refine_latent
+from backend.generate.refine import RefineConfig, heldout_views, refine_latent
 from backend.generate.train_generator import GeneratorTrainConfig, train_generator
 from backend.generate.flow import FlowConfig
 from backend.generate.occupancy import OccupancyAutoencoderConfig

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render_bench import bumpy_sphere  # noqa: E402  (the render benchmark's ~10k-face mesh)
+from timing import PhaseClock, sync  # noqa: E402
 
 import backend.stylize.nnfm as nnfm  # noqa: E402
 from backend.errors import WeightsMissingError  # noqa: E402
@@ -66,10 +67,6 @@ def style_image(side: int = 512) -> np.ndarray:
     return np.clip(bands + 0.1 * rng.standard_normal((side, side, 3)), 0, 1).astype(np.float32)
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
 
 class NNClock:
     """Times every call of the NNFM loss's nearest-neighbour search (patched in for the benchmark only)."""
@@ -95,16 +92,8 @@ class NNClock:
 
 def step_phases(run: RestyleRun, index: int, device: str) -> dict[str, float]:
     """One optimisation step, timed phase by phase (the calls `RestyleRun.step` makes)."""
-    times = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        sync(device)
-        now = time.perf_counter()
-        times[name] = now - clock
-        clock = now
-
+    clock = PhaseClock(device)
+    times, lap = clock.times, clock.lap
     run.optimizer.zero_grad(set_to_none=True)
     cameras, lights = run.views()
     texture = run.texture()

@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render_bench import bumpy_sphere  # noqa: E402  (the render benchmark's ~10k-face mesh)
+from timing import PhaseClock, sync  # noqa: E402
 
 from backend.errors import WeightsMissingError  # noqa: E402
 from backend.geometry.mesh import Mesh  # noqa: E402
@@ -46,23 +47,11 @@ def vit_b32(device: str):
     return clip_from_config(open_clip.get_model_config("ViT-B-32"), name="ViT-B-32-random", device=device)
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
 
 def step_phases(run: Text2MeshRun, index: int, device: str) -> dict[str, float]:
     """One optimisation step, timed phase by phase (the same calls `Text2MeshRun.step` makes)."""
-    times = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        sync(device)
-        now = time.perf_counter()
-        times[name] = now - clock
-        clock = now
-
+    clock = PhaseClock(device)
+    times, lap = clock.times, clock.lap
     run.optimizer.zero_grad(set_to_none=True)
     colors, offsets = run.predict(index)
     images = run.render(colors, offsets)
