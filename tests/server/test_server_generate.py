@@ -73,3 +73,33 @@ def test_generate_rejects_bad_input_and_keeps_serving(client, tiny_generator, pa
     assert isinstance(error, Error) and error.code == "invalid_input", error
     assert words in error.message and error.hint
     assert status(client).running is None
+
+
+def picture() -> bytes:
+    from backend.geometry.png import encode_png
+    from backend.world.shape import make_shape
+    from backend.world.views import render_views
+
+    view = render_views(make_shape(5, "chair"), 1, 64)[0]
+    return encode_png((view.clamp(0, 1) * 255).round().byte().numpy())
+
+
+def test_generate_from_a_picture_with_refinement(client, tiny_generator):
+    params = {**SMALL, "checkpoint": str(tiny_generator), "refine": 1}
+    result = run_job(client, Submit(job="gi", kind="generate", params=params, blobs={"image": picture()}))[-1]
+    assert isinstance(result, Result), result
+    assert result.fields["condition"] == "image" and result.fields["prompt"] == "" and set(result.blobs) == {"mesh_0"}
+
+
+@pytest.mark.parametrize("params, blobs, words", [
+    ({"style": "auto"}, {"image": picture()}, "the 'auto' style splits a prompt"),
+    ({}, {"image": b"not an image"}, "the shape picture is not an image"),
+    ({}, {"image": picture(), "photo": picture()}, "the generate job takes no blob 'photo'"),
+    ({"prompt": None}, {}, "'prompt'"),
+])
+def test_generate_rejects_bad_pictures(client, tiny_generator, params, blobs, words):
+    base = {**SMALL, "checkpoint": str(tiny_generator)}
+    merged = {k: v for k, v in {**base, **params}.items() if v is not None}
+    error = run_job(client, Submit(job="badpic", kind="generate", params=merged, blobs=blobs))[-1]
+    assert isinstance(error, Error) and error.code == "invalid_input", error
+    assert words in error.message and error.hint

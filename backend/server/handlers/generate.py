@@ -1,6 +1,10 @@
-"""The `generate` job: CLIP-Forge shapes from a text prompt, optionally refined (ISS) and stylized (Text2Mesh).
+"""The `generate` job: CLIP-Forge shapes from a text prompt or a picture, optionally refined (ISS) and stylized
+(Text2Mesh).
 
-params: prompt: str (required, 1-500 characters); checkpoint: path of a generator on the backend's machine
+blobs:  "image" (optional): an encoded picture of the shape (PNG, JPEG, ...) whose CLIP image embedding conditions
+        the flow instead of the prompt (and is what refinement aims at); then `prompt` may be left out (the "auto"
+        style needs one).
+params: prompt: str (1-500 characters; required without an image); checkpoint: path of a generator on the backend's machine
         (required: `atelier train-generator` writes one); samples: int in [1, 16] (default 1); refine: int in
         [0, 500] ISS steps per sample (default 0); style: "" (default: none) | "auto" (split the prompt: "a chair
         made of oak" -> shape "a chair", style the whole prompt) | a style text; style_quality: "draft" |
@@ -11,7 +15,8 @@ params: prompt: str (required, 1-500 characters); checkpoint: path of a generato
 progress: stage "load", then "refine" (every step: clip_score, loss, sample), "sample" (after each shape),
         "style" (every Text2Mesh step: loss, sample).
 result: blobs {"mesh_0", ..., "mesh_{N-1}": GLB, Y up, inside the cube [-1, 1]^3 (stylized: vertex colours and the
-        shape key "Text2Mesh")}; fields: samples, prompt, shape_prompt, style, clip, refine, seed,
+        shape key "Text2Mesh")}; fields: samples, prompt, shape_prompt, condition ("text" | "image"), style, clip,
+        refine, seed,
         clip_score_before, clip_score_after (per sample), vertices, faces (per sample), seconds.
 """
 
@@ -29,22 +34,32 @@ PARAMS = ("prompt", "checkpoint", "samples", "refine", "style", "style_quality",
 
 def run(ctx: JobContext) -> JobOutput:
     from backend.generate.decode import DecodeConfig
-    from backend.generate.generate import (GenerateConfig, check_generate_prompt, generate, prompt_condition,
-                                           split_prompt, stylize_shapes)
+    from backend.generate.generate import (GenerateConfig, check_generate_prompt, generate, image_condition,
+                                           prompt_condition, split_prompt, stylize_shapes)
     from backend.generate.generator import load_generator
     from backend.geometry.glb import export_glb
+    from backend.images import load_image
     from backend.models.clip import load_clip
     from backend.stylize.output import export_stylized_glb
 
     started = time.perf_counter()
     check_known(ctx.params, PARAMS, "generate")
-    prompt = check_generate_prompt(str_param(ctx.params, "prompt", None))
+    unknown = sorted(set(ctx.blobs) - {"image"})
+    if unknown:
+        raise InvalidInputError(f"the generate job takes no blob {unknown[0]!r}",
+                                hint="send a picture of the shape as blob 'image', or only a prompt")
+    image = load_image(ctx.blobs["image"], what="shape picture") if "image" in ctx.blobs else None
+    text = str_param(ctx.params, "prompt", "" if image is not None else None)
+    prompt = check_generate_prompt(text) if image is None or text.strip() else ""
     checkpoint = str_param(ctx.params, "checkpoint", "")
     if not checkpoint.strip():
         raise InvalidInputError("the generate job needs a generator checkpoint",
                                 hint="train one with `atelier train-generator --library DIR --out FILE` and pass its path")
     style = str_param(ctx.params, "style", "").strip()
     shape_prompt = prompt
+    if not prompt and style == "auto":
+        raise InvalidInputError("the 'auto' style splits a prompt, and only a picture was sent",
+                                hint="give the style text itself, or add a prompt")
     if style == "auto":
         shape_prompt, style = split_prompt(prompt)
         style = style or prompt
@@ -66,8 +81,8 @@ def run(ctx: JobContext) -> JobOutput:
     def progress(step: int, total: int, stage: str = "sample", **metrics) -> None:
         ctx.progress(step, total, stage=stage, **metrics)
 
-    shapes = generate(generator, clip, prompt_condition(clip, shape_prompt), config, progress=progress,
-                      cancel=ctx.cancel)
+    condition = image_condition(clip, image) if image is not None else prompt_condition(clip, shape_prompt)
+    shapes = generate(generator, clip, condition, config, progress=progress, cancel=ctx.cancel)
     styled = stylize_shapes(shapes, style, clip, style_quality, style_steps, config.seed, ctx.device,
                             progress=progress, cancel=ctx.cancel) if style else None
     ctx.cancel.check()
@@ -76,7 +91,8 @@ def run(ctx: JobContext) -> JobOutput:
         blobs[f"mesh_{i}"] = (export_stylized_glb(styled[i], name=shape.mesh.name) if styled
                               else export_glb(shape.mesh, name=shape.mesh.name))
     fields = {
-        "samples": len(shapes), "prompt": prompt, "shape_prompt": shape_prompt, "style": style or None,
+        "samples": len(shapes), "prompt": prompt, "shape_prompt": shape_prompt,
+        "condition": "image" if image is not None else "text", "style": style or None,
         "clip": clip.spec, "refine": config.refine_steps, "seed": config.seed,
         "clip_score_before": [s.clip_score_before for s in shapes],
         "clip_score_after": [s.clip_score_after for s in shapes],
