@@ -19,13 +19,15 @@ import mathutils
 
 from .errors import AddonError
 from .jobs import JobRecord
+from .kinds import picture_name
 
 COLLECTION = "Atelier"
 """The collection every imported result goes into."""
 PROP_PREFIX = "atelier_"
 """Custom properties on created objects: atelier_kind, atelier_params (JSON), atelier_seed, atelier_source,
 atelier_job, atelier_fields (JSON), for restyle atelier_styles (JSON list of the style image paths), for generate
-atelier_sample (the sample's index) and atelier_clip_score_before / atelier_clip_score_after."""
+atelier_sample (the sample's index), atelier_clip_score_before / atelier_clip_score_after and, from a picture,
+atelier_picture (JSON: {"file": path} or {"image": Blender image name})."""
 STYLE_NODE = "Atelier style texture"
 """Name of the unconnected Image Texture node a restyle result's material gets (the style texture alone)."""
 
@@ -93,6 +95,8 @@ def store_job(obj: bpy.types.ID, record: JobRecord) -> None:
     obj[PROP_PREFIX + "fields"] = json.dumps(record.fields, sort_keys=True, default=str)
     if "styles" in record.meta:
         obj[PROP_PREFIX + "styles"] = json.dumps(list(record.meta["styles"]))
+    if "picture" in record.meta:
+        obj[PROP_PREFIX + "picture"] = json.dumps(dict(record.meta["picture"]), sort_keys=True)
 
 
 def job_of(obj: bpy.types.ID | None) -> tuple[str, dict, str] | None:
@@ -113,6 +117,15 @@ def stored_styles(obj: bpy.types.ID | None) -> list[str]:
     except (KeyError, TypeError, ValueError):
         return []
     return [str(path) for path in styles] if isinstance(styles, list) else []
+
+
+def stored_picture(obj: bpy.types.ID | None) -> dict | None:
+    """The picture a generate result was made from ({"file": path} or {"image": name}), or None."""
+    try:
+        picture = json.loads(obj[PROP_PREFIX + "picture"]) if obj is not None else None
+    except (KeyError, TypeError, ValueError):
+        return None
+    return picture if isinstance(picture, dict) and picture else None
 
 
 def source_matrix(record: JobRecord) -> mathutils.Matrix:
@@ -409,17 +422,18 @@ def generate_origin(record: JobRecord, context) -> mathutils.Vector:
 
 
 def import_generate(record: JobRecord, context) -> list[str]:
-    """`generate`: each sample's GLB ("mesh_0" ... "mesh_{N-1}", unit sphere, Y up: Blender's importer turns it
-    Z up) as a new object "<shape prompt> <n>" in the Atelier collection, side by side along X from the 3D cursor
-    (GENERATE_SPACING apart), all selected, the first active. Each keeps the job (`store_job`) plus its sample
-    index (`atelier_sample`, the blob's number) and CLIP scores (`atelier_clip_score_before` / `_after`), so Run
-    Again and Variation work from any of them. Styled samples show their colours through a Color Attribute node
-    and the relief as the shape key "Text2Mesh". A sample that cannot be imported removes the ones before it."""
+    """`generate`: each sample's GLB ("mesh_0" ... "mesh_{N-1}", unit sphere, Y up: Blender's importer turns it Z up) as
+    a new object "<shape prompt> <n>" (no prompt: "<picture name> <n>") in the Atelier collection, side by side along X
+    from the 3D cursor (GENERATE_SPACING apart), all selected, the first active. Each keeps the job (`store_job`) plus
+    its sample index (`atelier_sample`, the blob's number) and CLIP scores (`atelier_clip_score_before` / `_after`), so
+    Run Again and Variation work from any of them. Styled samples show their colours through a Color Attribute node and
+    the relief as the shape key "Text2Mesh". A sample that cannot be imported removes the ones before it."""
     fields = record.result.fields
     count = int(fields.get("samples") or sum(1 for name in record.result.blobs if name.startswith("mesh_")))
     if count < 1:
         raise AddonError("the generate result has no shapes", "this is a backend bug: see its log")
-    base = str(fields.get("shape_prompt") or record.params.get("prompt") or "Generated").strip()
+    base = str(fields.get("shape_prompt") or record.params.get("prompt") or picture_name(record.meta.get("picture"))
+               or "Generated").strip()
     base = base if len(base) <= 40 else base[:37] + "..."
     before = list(fields.get("clip_score_before") or [])
     after = list(fields.get("clip_score_after") or [])

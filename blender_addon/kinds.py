@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from .errors import AddonError
 from .protocol import limits
@@ -431,19 +431,30 @@ _GENERATE_CHECKPOINT_HINT = ("set Generator checkpoint in the add-on's preferenc
                              "train-generator --library DIR --out FILE` wrote, on the backend's machine")
 
 
+GENERATE_FROM = ("TEXT", "PICTURE")
+"""What the Generate panel conditions the shapes on: the prompt, or a picture of the shape (blob "image")."""
+
+
 def generate_params(prompt: str, checkpoint: str, samples: int = 1, refine: int = 0, style: bool = False,
                     style_text: str = "", style_quality: str = "draft", style_steps: int = 0, resolution: int = 64,
-                    threshold: float = 0.5, temperature: float = 0.8, seed: int = 0, clip: str = "") -> dict:
+                    threshold: float = 0.5, temperature: float = 0.8, seed: int = 0, clip: str = "",
+                    picture: bool = False) -> dict:
     """The `generate` job's params from the Generate panel's fields; AddonError, before anything is sent, for an
-    empty or over-long prompt, no checkpoint, or a number outside the backend's range.
+    empty (without a picture) or over-long prompt, no checkpoint, "auto" style with no prompt, or a number outside
+    the backend's range.
 
     checkpoint: a generator file on the backend's machine (whether it exists is the backend's check: it may be
     remote). style False: plain shapes; True: stylized after `style_text`, or, when that is empty, "auto" (the
     backend splits "a chair made of oak" into the shape "a chair" and the whole prompt as the style). style_steps 0
     means the style quality preset's; clip "" means the CLIP the checkpoint records (another one is refused).
+    picture True: a picture of the shape goes with the job as blob "image" (`read_generate_picture`) and conditions
+    it instead of the prompt; the prompt may then be empty (it is left out of the params).
     """
-    prompt = _prompt(prompt, "type the shape to make, e.g. 'a chair', or with Style it on 'a chair made of oak'",
-                     code="empty_prompt")
+    if picture and not (prompt or "").strip():
+        prompt = ""
+    else:
+        prompt = _prompt(prompt, "type the shape to make, e.g. 'a chair', or with Style it on 'a chair made of oak'",
+                         code="empty_prompt")
     checkpoint = (checkpoint or "").strip()
     if not checkpoint:
         raise AddonError("no generator checkpoint is set", _GENERATE_CHECKPOINT_HINT, code="no_checkpoint")
@@ -469,8 +480,13 @@ def generate_params(prompt: str, checkpoint: str, samples: int = 1, refine: int 
     params: dict = {"prompt": prompt, "checkpoint": checkpoint, "samples": int(samples), "refine": int(refine),
                     "resolution": int(resolution), "threshold": round(float(threshold), 4),
                     "temperature": round(float(temperature), 4), "seed": int(seed)}
+    if not prompt:
+        del params["prompt"]
     if style:
         style_text = _text_within_limit((style_text or "").strip(), "the style text")
+        if not style_text and not prompt:
+            raise AddonError("Style it with no style text splits the prompt, and there is none",
+                             "type a style text (e.g. 'made of oak'), or a prompt to split", code="empty_style")
         _check_quality(style_quality, "style quality")
         _check_steps(style_steps, "style steps")
         params["style"] = style_text or "auto"
@@ -483,10 +499,29 @@ def generate_params(prompt: str, checkpoint: str, samples: int = 1, refine: int 
     return params
 
 
-def generate_label(prompt: str) -> str:
-    """What the job list calls a generate job: "Generate 'a chair'" (a long prompt cut to 40 characters)."""
+def read_generate_picture(path_text: str) -> bytes:
+    """The Generate panel's picture file (an absolute path) -> its bytes; AddonError, before anything is sent, for
+    no path, a folder, a missing, empty, unreadable or over-large file. Decoding it is the backend's check."""
+    hint = "pick a picture of the shape in the Generate panel (a file, or an image open in Blender)"
+    if not (path_text or "").strip():
+        raise AddonError("no picture is chosen", hint, code="no_picture")
+    return read_input_file(path_text, "the picture", hint, "no_picture", "picture")
+
+
+def picture_name(picture: dict | None) -> str:
+    """What a generate job's picture is called: the file's or the Blender image's name without its extension
+    ("" for none). picture: {"file": absolute path} or {"image": Blender image name}, as the job's meta keeps it."""
+    picture = picture or {}
+    name = str(picture.get("file") or picture.get("image") or "").strip()
+    return PurePath(name.replace("\\", "/")).stem if name else ""
+
+
+def generate_label(prompt: str, picture: str = "") -> str:
+    """What the job list calls a generate job: "Generate 'a chair'" (a long prompt cut to 40 characters), "Generate
+    from chair" for a picture (`picture_name`) alone, "Generate 'a chair' from chair" for both."""
     prompt = (prompt or "").strip()
+    source = f" from {picture}" if picture else ""
     if not prompt:
-        return "Generate"
+        return f"Generate{source}"
     shown = prompt if len(prompt) <= 40 else prompt[:37] + "..."
-    return f"Generate {shown!r}"
+    return f"Generate {shown!r}{source}"

@@ -15,10 +15,10 @@ import bpy
 
 from . import session
 from .errors import AddonError
-from .importers import IMPORTERS, job_of, stored_styles
+from .importers import IMPORTERS, job_of, stored_picture, stored_styles
 from .kinds import (JOB_KINDS, MAX_SEED, MAX_STYLES, PARAMS_ONLY_KINDS, fetch_shape_params, generate_label,
-                    generate_params, index_params, library_search_request, read_style_images, render_params,
-                    restyle_params, stylize_params)
+                    generate_params, index_params, library_search_request, picture_name, read_generate_picture,
+                    read_style_images, render_params, restyle_params, stylize_params)
 from .meshio import mesh_payload, selected_mesh_object
 from .meshpack import flat_matrix
 from .preferences import pref_text
@@ -390,8 +390,33 @@ class ATELIER_OT_import_hit(JobOperator, bpy.types.Operator):
 
 # -- generate ---------------------------------------------------------------------------------------------
 
+def generate_picture(settings) -> dict:
+    """The Generate panel's picture, where it comes from: {"file": absolute path} or {"image": Blender image name}
+    (kept with the job: Run Again reads it again). AddonError when none is chosen."""
+    if settings.generate_picture_source == "IMAGE":
+        if settings.generate_image is None:
+            raise AddonError("no picture image is chosen", "pick an image open in Blender in the Generate panel, or "
+                             "switch Picture to File", code="no_picture")
+        return {"image": settings.generate_image.name}
+    return {"file": local_path(settings.generate_picture)}
+
+
+def read_picture(picture: dict) -> bytes:
+    """A generate picture (`generate_picture`) as encoded bytes for blob "image"; AddonError, before anything is
+    sent, for a missing, empty or unreadable file or a Blender image that is gone or has no pixels."""
+    if "image" in picture:
+        image = bpy.data.images.get(picture["image"])
+        if image is None:
+            raise AddonError(f"the picture image {picture['image']!r} is gone",
+                             "pick the picture again in the Generate panel", code="no_picture")
+        from .segment_ops import image_bytes  # segment_ops imports this module
+        return image_bytes(image)
+    return read_generate_picture(picture.get("file", ""))
+
+
 class ATELIER_OT_generate(JobOperator, bpy.types.Operator):
-    """Generate shapes from the prompt (CLIP-Forge; optionally refined and styled): new objects at the 3D cursor"""
+    """Generate shapes from the prompt or a picture (CLIP-Forge; optionally refined and styled): new objects at the
+    3D cursor"""
     bl_idname = "atelier.generate"
     bl_label = "Generate"
     bl_options = {"REGISTER"}
@@ -400,17 +425,34 @@ class ATELIER_OT_generate(JobOperator, bpy.types.Operator):
     def params(self, context) -> dict:
         s = context.scene.atelier
         checkpoint = local_path(pref_text(context, "generator_checkpoint"))
-        return generate_params(s.generate_prompt, checkpoint, s.generate_samples, s.generate_refine,
-                               style=s.generate_style, style_text=s.generate_style_text,
-                               style_quality=s.generate_style_quality, style_steps=s.generate_style_steps,
-                               resolution=s.generate_resolution, threshold=s.generate_threshold,
-                               temperature=s.generate_temperature, seed=s.generate_seed)
+        from_picture = s.generate_from == "PICTURE"
+        params = generate_params(s.generate_prompt, checkpoint, s.generate_samples, s.generate_refine,
+                                 style=s.generate_style, style_text=s.generate_style_text,
+                                 style_quality=s.generate_style_quality, style_steps=s.generate_style_steps,
+                                 resolution=s.generate_resolution, threshold=s.generate_threshold,
+                                 temperature=s.generate_temperature, seed=s.generate_seed, picture=from_picture)
+        self._picture = generate_picture(s) if from_picture else None
+        self._image = read_picture(self._picture) if from_picture else None  # read once: a bad file fails here
+        return params
+
+    def blobs(self, context) -> dict[str, bytes]:
+        return {"image": self._image} if self._image is not None else {}
 
     def meta(self, context) -> dict:
-        return {"location": list(context.scene.cursor.location)}  # the samples land where the cursor was
+        meta = {"location": list(context.scene.cursor.location)}  # the samples land where the cursor was
+        if self._picture is not None:
+            meta["picture"] = self._picture
+        return meta
 
     def label(self, source: str) -> str:
-        return generate_label(bpy.context.scene.atelier.generate_prompt)
+        s = bpy.context.scene.atelier
+        if s.generate_from != "PICTURE":
+            return generate_label(s.generate_prompt)
+        try:
+            picture = generate_picture(s)
+        except AddonError:
+            picture = None
+        return generate_label(s.generate_prompt, picture_name(picture) or "a picture")
 
 
 class ATELIER_OT_run_again(bpy.types.Operator):
@@ -433,7 +475,7 @@ class ATELIER_OT_run_again(bpy.types.Operator):
             self.report({"ERROR"}, f"this add-on cannot run {kind!r} jobs")
             return {"CANCELLED"}
         if kind in PARAMS_ONLY_KINDS:
-            return self.again_from_params(context, runtime, kind, params)
+            return self.again_from_params(context, runtime, kind, params, stored_picture(context.active_object))
         source = bpy.data.objects.get(source_name)
         try:
             if source is None or source.type != "MESH":
@@ -454,15 +496,20 @@ class ATELIER_OT_run_again(bpy.types.Operator):
             return _unexpected(self, label, exc)
         return _queued(self, record)
 
-    def again_from_params(self, context, runtime, kind: str, params: dict) -> set[str]:
+    def again_from_params(self, context, runtime, kind: str, params: dict, picture: dict | None) -> set[str]:
         """A kind that needs no source object (PARAMS_ONLY_KINDS): the stored params as they are (a new seed for a
-        Variation); generate's samples land at the 3D cursor."""
+        Variation); generate's samples land at the 3D cursor, and its picture (if any) is read again."""
         if self.variation:
             params = _new_seed(params)
         meta = {"location": list(context.scene.cursor.location)} if kind == "generate" else {}
-        label = generate_label(str(params.get("prompt", ""))) if kind == "generate" else JOB_KINDS[kind].label
+        label = JOB_KINDS[kind].label
+        if kind == "generate":
+            label = generate_label(str(params.get("prompt", "")), picture_name(picture))
         try:
-            record = runtime.submit(kind, params, label=label, meta=meta)
+            blobs = {}
+            if kind == "generate" and picture:
+                meta["picture"], blobs["image"] = picture, read_picture(picture)
+            record = runtime.submit(kind, params, label=label, meta=meta, blobs=blobs)
         except AddonError as exc:
             return _refused(self, runtime, kind, label, exc, params)
         except Exception as exc:  # noqa: BLE001

@@ -86,7 +86,8 @@ class ATELIER_PT_backend(AtelierPanel, bpy.types.Panel):
 
 
 class ATELIER_PT_generate(AtelierPanel, bpy.types.Panel):
-    """Shapes from a text prompt (CLIP-Forge), optionally refined (ISS) and styled (Text2Mesh), at the 3D cursor."""
+    """Shapes from a text prompt or a picture (CLIP-Forge), optionally refined (ISS) and styled (Text2Mesh), at the
+    3D cursor."""
 
     bl_idname = "ATELIER_PT_generate"
     bl_label = "Generate"
@@ -103,7 +104,18 @@ class ATELIER_PT_generate(AtelierPanel, bpy.types.Panel):
             if not prefs.generator_checkpoint.strip():
                 _wrapped(layout, "Set the generator checkpoint: a file from `atelier train-generator` on the "
                                  "backend's machine", "INFO")
-        layout.prop(s, "generate_prompt", text="")
+        layout.prop(s, "generate_from", expand=True)
+        from_picture = s.generate_from == "PICTURE"
+        if from_picture:
+            box = layout.box()
+            box.prop(s, "generate_picture_source", expand=True)
+            if s.generate_picture_source == "FILE":
+                box.prop(s, "generate_picture", text="")
+            else:
+                box.template_ID(s, "generate_image", open="image.open")
+            layout.prop(s, "generate_prompt", text="Prompt (optional)")
+        else:
+            layout.prop(s, "generate_prompt", text="")
         row = layout.row(align=True)
         row.prop(s, "generate_samples")
         row.prop(s, "generate_refine")
@@ -112,7 +124,10 @@ class ATELIER_PT_generate(AtelierPanel, bpy.types.Panel):
             box = layout.box()
             box.prop(s, "generate_style_text", text="", icon="BRUSH_DATA")
             if not s.generate_style_text.strip():
-                box.label(text="Empty: split the prompt ('a chair made of oak')", icon="INFO")
+                if from_picture and not s.generate_prompt.strip():
+                    box.label(text="Type a style text (or a prompt to split)", icon="ERROR")
+                else:
+                    box.label(text="Empty: split the prompt ('a chair made of oak')", icon="INFO")
             row = box.row(align=True)
             row.prop(s, "generate_style_quality", text="")
             row.prop(s, "generate_style_steps", text="Steps")

@@ -154,10 +154,24 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
         description="The cut-out (RGBA) to search the library with or to use as a style image")
     photo3d_quality: _quality_field("A quick restyle", "", "", default="draft")
     photo3d_steps: _steps_field("Restyle steps (0: the quality preset's)")
-    # -- Generate (text to shape: CLIP-Forge, ISS refinement, Text2Mesh style) --
+    # -- Generate (text or picture to shape: CLIP-Forge, ISS refinement, Text2Mesh style) --
+    generate_from: bpy.props.EnumProperty(
+        name="From", default="TEXT",
+        items=[("TEXT", "Text", "Shapes from the prompt"),
+               ("PICTURE", "Picture", "Shapes like a picture of one (its CLIP image embedding; refinement aims at it "
+                                      "too); the prompt is optional")])
+    generate_picture_source: bpy.props.EnumProperty(
+        name="Picture", default="FILE",
+        items=[("FILE", "File", "A picture on disk"),
+               ("IMAGE", "Image", "An image open in Blender (e.g. in the Image Editor)")])
+    generate_picture: bpy.props.StringProperty(
+        name="Picture", subtype="FILE_PATH", default="",
+        description="A picture of the shape to make (PNG, JPEG, ...; read when the job starts)")
+    generate_image: bpy.props.PointerProperty(
+        type=bpy.types.Image, name="Image", description="The picture of the shape to make")
     generate_prompt: _text_field(
         "The shape to make, e.g. 'a chair' (with Style it: 'a chair made of oak'); the generator's CLIP reads it (the "
-        "domain CLIP knows prompts such as 'a photo of a chair')")
+        "domain CLIP knows prompts such as 'a photo of a chair'). From a picture: optional")
     generate_samples: bpy.props.IntProperty(
         name="Samples", default=2, min=1, max=GENERATE_MAX_SAMPLES,
         description="Shapes to draw for the prompt, placed side by side at the 3D cursor to choose from")

@@ -15,6 +15,7 @@ from blender_addon.panels import ATELIER_PT_jobs, ATELIER_PT_restyle
 
 @pytest.fixture
 def scene(addon, backend_py, tmp_path):
+    session.get_runtime().stop()  # an earlier module may have left its backend running: none may start here
     clear_scene()
     settings = bpy.context.scene.atelier
     settings.stylize_prompt, settings.stylize_quality, settings.stylize_steps = "a red box", "draft", 2
@@ -254,8 +255,9 @@ def generate(scene):
     s.generate_prompt, s.generate_samples, s.generate_refine, s.generate_style = "a chair", 2, 0, False
     prefs.generator_checkpoint = "/srv/generator.pt"
     session.get_runtime().stop()  # whatever ran before: these must be refused without starting one
+    s.generate_from, s.generate_picture_source, s.generate_picture, s.generate_image = "TEXT", "FILE", "", None
     yield s
-    s.generate_prompt, prefs.generator_checkpoint = "", ""
+    s.generate_prompt, prefs.generator_checkpoint, s.generate_from = "", "", "TEXT"
 
 
 def refused_in_the_generate_panel(code: str, words: str) -> None:
@@ -293,3 +295,27 @@ def test_a_generate_with_out_of_range_numbers(generate):
         kinds.generate_params("a chair", "/g.pt", refine=501)
     generate.generate_samples = 99  # clamped to 16 by the property
     assert generate.generate_samples == 16
+
+
+def test_a_generate_from_a_picture_that_is_missing(generate, tmp_path):
+    generate.generate_from, generate.generate_prompt = "PICTURE", ""  # the prompt is optional with a picture
+    refused_in_the_generate_panel("no_picture", "no picture is chosen")
+    generate.generate_picture = str(tmp_path / "no-such-chair.png")
+    refused_in_the_generate_panel("no_picture", "does not exist")
+    assert "no-such-chair" in session.get_runtime().jobs.all()[0].message
+    generate.generate_picture = str(tmp_path)
+    refused_in_the_generate_panel("no_picture", "is a folder")
+    generate.generate_picture_source = "IMAGE"
+    refused_in_the_generate_panel("no_picture", "no picture image is chosen")
+
+
+def test_a_generate_from_a_picture_with_auto_style_and_no_prompt(generate, tmp_path):
+    from blender_addon.panels import ATELIER_PT_generate
+
+    generate.generate_from, generate.generate_prompt = "PICTURE", " "
+    generate.generate_picture = str(write_style_image(tmp_path / "chair.png"))
+    generate.generate_style, generate.generate_style_text = True, ""  # "auto": splits a prompt there is not
+    assert "Type a style text" in panel_texts(ATELIER_PT_generate)
+    refused_in_the_generate_panel("empty_style", "splits the prompt, and there is none")
+    generate.generate_from = "TEXT"  # in Text mode the empty prompt is what is wrong
+    refused_in_the_generate_panel("empty_prompt", "the prompt is empty")

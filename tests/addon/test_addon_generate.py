@@ -1,7 +1,8 @@
 """The Generate panel against a real backend the add-on starts itself: a tiny generator (the `tiny` CLIP, a few
 training steps: plumbing only) is trained once for the module through the backend's CLI, then the `atelier.generate`
 operator's samples land side by side at the 3D cursor with the job stored on each; Run Again works from a generated
-shape; a checkpoint that does not exist comes back as the backend's error in the job list."""
+shape; a picture (a file or a Blender image) conditions the shapes without a prompt; a checkpoint that does not
+exist comes back as the backend's error in the job list."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import bpy
 import numpy as np
 import pytest
 
-from addon_helpers import ROOT, clear_scene, finish, newest_job, panel_texts, pump_until, running_backend
+from addon_helpers import (ROOT, clear_scene, finish, newest_job, panel_texts, pump_until, running_backend,
+                           write_style_image)
 from blender_addon import session
 from blender_addon.importers import COLLECTION, GENERATE_SPACING, IMPORTERS
 from blender_addon.panels import ATELIER_PT_generate, ATELIER_PT_jobs
@@ -53,6 +55,7 @@ def scene(backend, generator):
     prefs = bpy.context.preferences.addons["blender_addon"].preferences
     prefs.generator_checkpoint = generator
     s.generate_prompt, s.generate_samples, s.generate_refine, s.generate_seed = "a chair", 2, 0, 3
+    s.generate_from, s.generate_picture_source, s.generate_picture, s.generate_image = "TEXT", "FILE", "", None
     s.generate_style, s.generate_style_text, s.generate_style_quality, s.generate_style_steps = False, "", "draft", 0
     s.generate_resolution, s.generate_threshold, s.generate_temperature = SMALL["resolution"], SMALL["threshold"], 0.8
     bpy.context.scene.cursor.location = (0.0, 0.0, 0.0)
@@ -161,6 +164,39 @@ def test_run_again_and_variation_from_a_generated_shape(scene):
     assert variation.params == {**json.loads(first["atelier_params"]), "seed": variation.params["seed"]}
     assert bpy.data.objects[variation.outputs[0]]["atelier_seed"] == variation.params["seed"]
     assert len(bpy.data.collections[COLLECTION].objects) == 3
+
+
+def test_generate_from_a_picture_without_a_prompt(scene, results, tmp_path):
+    # The tiny generator does not care what the picture shows: any small PNG conditions it.
+    picture = write_style_image(tmp_path / "my chair.png", size=32)
+    scene.generate_from, scene.generate_picture, scene.generate_prompt, scene.generate_samples = \
+        "PICTURE", str(picture), "", 1
+    assert bpy.ops.atelier.generate() == {"FINISHED"}
+    record = finish(newest_job(), 120)
+    assert record.label == "Generate from my chair" and "prompt" not in record.params
+    assert record.meta["picture"] == {"file": str(picture)} and record.fields["condition"] == "image"
+    assert record.outputs == ["my chair 1"] and set(results[0].blobs) == {"mesh_0"}
+    obj = bpy.data.objects["my chair 1"]
+    assert len(obj.data.vertices) == record.fields["vertices"][0]
+    assert json.loads(obj["atelier_fields"])["condition"] == "image"
+    assert json.loads(obj["atelier_picture"]) == {"file": str(picture)}
+
+    # Run Again sends the picture again (without it the backend would refuse a job with no prompt).
+    scene.generate_from = "TEXT"
+    assert bpy.ops.atelier.run_again(variation=False) == {"FINISHED"}
+    again = finish(newest_job(), 120)
+    assert again.params == record.params and again.fields["condition"] == "image"
+    assert again.outputs[0].startswith("my chair 1") and again.label == "Generate from my chair"
+
+    # Or an image open in Blender (its file's bytes), with a prompt too: the objects take the shape prompt's name.
+    image = bpy.data.images.load(str(picture))
+    scene.generate_from, scene.generate_picture_source, scene.generate_image = "PICTURE", "IMAGE", image
+    scene.generate_prompt = "a chair"
+    assert bpy.ops.atelier.generate() == {"FINISHED"}
+    record = finish(newest_job(), 120)
+    assert record.label == "Generate 'a chair' from my chair" and record.meta["picture"] == {"image": image.name}
+    assert record.params["prompt"] == "a chair" and record.fields["condition"] == "image"
+    assert record.outputs[0].startswith("a chair 1")
 
 
 def test_a_checkpoint_that_does_not_exist_fails_with_the_backends_reason(scene, tmp_path):

@@ -263,6 +263,18 @@ def test_generate_params():
         with pytest.raises(AddonError) as info:
             kinds.generate_params(**{"prompt": "a chair", "checkpoint": "/g.pt", **kwargs})
         assert info.value.code == code and words in info.value.message, info.value
+    # From a picture (blob "image"): the prompt may be empty (left out), "auto" style then has nothing to split.
+    assert "prompt" not in kinds.generate_params("  ", "/g.pt", picture=True)
+    assert kinds.generate_params("a chair", "/g.pt", picture=True)["prompt"] == "a chair"
+    assert kinds.generate_params("", "/g.pt", style=True, style_text="oak", picture=True)["style"] == "oak"
+    with pytest.raises(AddonError) as info:
+        kinds.generate_params("", "/g.pt", style=True, picture=True)
+    assert info.value.code == "empty_style" and "style text" in info.value.hint
+    assert kinds.picture_name({"file": "/photos/my chair.png"}) == "my chair"
+    assert kinds.picture_name({"file": "C:\\photos\\chair.jpg"}) == "chair"
+    assert kinds.picture_name({"image": "chair.png"}) == "chair" and kinds.picture_name(None) == ""
+    assert kinds.generate_label("", "chair") == "Generate from chair"
+    assert kinds.generate_label("a chair", "chair") == "Generate 'a chair' from chair"
     kind = kinds.JOB_KINDS["generate"]
     assert kind.operator == "atelier.generate" and kind.panel == "ATELIER_PT_generate" and not kind.needs_mesh
     assert "generate" in kinds.PARAMS_ONLY_KINDS
