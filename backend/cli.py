@@ -843,24 +843,16 @@ def _generate(args, report: Report) -> None:
     from backend.errors import InvalidInputError
     from backend.generate.decode import DecodeConfig
     from backend.generate.generate import (GenerateConfig, check_generate_prompt, generate, image_condition,
-                                           prompt_condition, split_prompt, stylize_shapes)
+                                           prompt_condition, resolve_style, shape_glbs, stylize_shapes)
     from backend.generate.generator import load_generator
-    from backend.geometry.glb import export_glb
     from backend.images import load_image
     from backend.models.clip import load_clip
-    from backend.stylize.output import export_stylized_glb
 
     prompt = check_generate_prompt(args.prompt) if args.image is None else None
     image = load_image(args.image, what="shape picture") if args.image is not None else None
-    style = args.style
-    if style is not None:
-        if not style.strip():
-            raise InvalidInputError("--style is empty", hint="give a style text, 'auto', or leave --style out")
-        if style.strip() == "auto":
-            if prompt is None:
-                raise InvalidInputError("--style auto splits a --prompt", hint="with --image, give the style text")
-            prompt, style = split_prompt(prompt)
-            style = style or prompt
+    if args.style is not None and not args.style.strip():
+        raise InvalidInputError("--style is empty", hint="give a style text, 'auto', or leave --style out")
+    prompt, style = resolve_style(prompt, args.style)
     if not 32 <= args.resolution <= 256:
         raise InvalidInputError(f"--resolution must be in [32, 256], got {args.resolution}")
     try:
@@ -872,7 +864,6 @@ def _generate(args, report: Report) -> None:
     device = resolve(args, report)
     generator = load_generator(args.checkpoint, device)
     clip = load_clip(args.clip or generator.clip_spec, device, allow_download=args.allow_download)
-    generator.check_clip(clip)
     progress, close = staged_progress_bars()
     try:
         condition = prompt_condition(clip, prompt) if prompt is not None else image_condition(clip, image)
@@ -882,12 +873,9 @@ def _generate(args, report: Report) -> None:
     finally:
         close()
     paths = generated_paths(args.out, len(shapes))
-    for i, (shape, path) in enumerate(zip(shapes, paths)):
+    for path, glb in zip(paths, shape_glbs(shapes, styled)):
         path.parent.mkdir(parents=True, exist_ok=True)
-        if styled:
-            export_stylized_glb(styled[i], path, name=shape.mesh.name)
-        else:
-            export_glb(shape.mesh, path, name=shape.mesh.name)
+        path.write_bytes(glb)
     before = [s.clip_score_before for s in shapes]
     after = [s.clip_score_after for s in shapes]
     report.update(samples=len(shapes), prompt=prompt, image=args.image, style=style, clip=clip.spec, outputs=[str(p) for p in paths],

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import torch
 
 from backend.errors import InvalidInputError
-from backend.generate.decode import DecodeConfig, decode_grid_coarse_to_fine, logits_to_mesh
+from backend.generate.decode import DecodeConfig, decode_latent
 from backend.generate.generator import Generator
 from backend.generate.refine import RefineConfig, clip_score, heldout_views, refine_latent
 from backend.geometry.mesh import Mesh
 from backend.progress import CancelToken, ProgressFn, no_progress
 
 MAX_SAMPLES = 16
+SHAPE_HINT = "describe the shape in words, e.g. 'a round table'"
 
 _STYLE_MARKERS = re.compile(r"\s+(?:made of|made from|built from|carved from|covered in|in the style of|"
                             r"styled as|with a texture of|textured with)\s+", re.IGNORECASE)
@@ -33,6 +34,20 @@ def split_prompt(prompt: str) -> tuple[str, str | None]:
     if match is None or not prompt[:match.start()].strip():
         return prompt.strip(), None
     return prompt[:match.start()].strip(), prompt.strip()
+
+
+def resolve_style(prompt: str | None, style: str | None) -> tuple[str | None, str | None]:
+    """(the prompt the generator gets, the Text2Mesh style or None) for a request's prompt (None: a picture only)
+    and style (None or "": none; "auto": `split_prompt`, the whole prompt when it names no material; else the text).
+    InvalidInputError for "auto" without a prompt."""
+    style = (style or "").strip() or None
+    if style != "auto":
+        return prompt, style
+    if not prompt:
+        raise InvalidInputError("the 'auto' style splits a prompt, and only a picture was sent",
+                                hint="give the style text itself, or add a prompt")
+    shape_prompt, styled = split_prompt(prompt)
+    return shape_prompt, styled or prompt
 
 
 @dataclass
@@ -73,15 +88,13 @@ class GeneratedShape:
     """The same after refinement (equal to before without refinement)."""
     seconds: float
     """Wall time of this sample: decoding, scoring and refinement."""
-    evaluated_points: int = 0
-    """Decoder evaluations of the final decode (coarse to fine evaluates far fewer than resolution^3)."""
 
 
 def prompt_condition(clip, prompt: str) -> torch.Tensor:
     """The flow's condition for a text: the normalised CLIP text embedding [C] (CPU float32)."""
     from backend.stylize.losses import check_prompt
 
-    text = check_prompt(prompt, clip.context_length, clip.tokenizer, hint="describe the shape in words, e.g. 'a round table'")
+    text = check_prompt(prompt, clip.context_length, clip.tokenizer, hint=SHAPE_HINT)
     with torch.no_grad():
         return clip.encode_text([text])[0].float().cpu()
 
@@ -94,11 +107,6 @@ def image_condition(clip, image) -> torch.Tensor:
         image = image[..., :3].permute(2, 0, 1)
     with torch.no_grad():
         return clip.encode_image(image[None, :3].float())[0].float().cpu()
-
-
-def decode_shape(generator: Generator, latent: torch.Tensor, config: DecodeConfig, name: str) -> tuple[Mesh, int]:
-    logits, evaluated = decode_grid_coarse_to_fine(generator.autoencoder, latent, config)
-    return logits_to_mesh(logits, config, name), evaluated
 
 
 def generate(generator: Generator, clip, condition: torch.Tensor, config: GenerateConfig | None = None, *,
@@ -124,20 +132,20 @@ def generate(generator: Generator, clip, condition: torch.Tensor, config: Genera
         if cancel is not None:
             cancel.check()
         started = time.perf_counter()
-        before = clip_score(generator.autoencoder, latent, condition, clip, cameras, lights, refine_config)
-        after = before
         if config.refine_steps:
             def step_progress(step, total, **metrics):
                 progress(index * config.refine_steps + step, config.samples * config.refine_steps, stage="refine",
                          sample=index, **metrics)
 
+            # refine_latent scores the held-out views before and after itself.
             result = refine_latent(generator.autoencoder, latent, condition, clip, refine_config,
                                    progress=step_progress, cancel=cancel)
             latent, before, after = result.latent, result.score_before, result.score_after
-        mesh, evaluated = decode_shape(generator, latent, config.decode, f"{name}_{index}")
+        else:
+            before = after = clip_score(generator.autoencoder, latent, condition, clip, cameras, lights, refine_config)
+        mesh = decode_latent(generator.autoencoder, latent, config.decode, f"{name}_{index}")
         out.append(GeneratedShape(mesh=mesh, latent=latent.detach().cpu(), clip_score_before=float(before),
-                                  clip_score_after=float(after), seconds=time.perf_counter() - started,
-                                  evaluated_points=evaluated))
+                                  clip_score_after=float(after), seconds=time.perf_counter() - started))
         progress(index + 1, config.samples, stage="sample")
     return out
 
@@ -146,7 +154,7 @@ def check_generate_prompt(prompt) -> str:
     """The prompt stripped; InvalidInputError for a non-text, empty or too long one (before any model loads)."""
     from backend.stylize.losses import check_prompt
 
-    return check_prompt(prompt, hint="describe the shape in words, e.g. 'a round table'")
+    return check_prompt(prompt, hint=SHAPE_HINT)
 
 
 def stylize_shapes(shapes: list[GeneratedShape], style: str, clip, quality: str = "draft", steps: int | None = None,
@@ -165,3 +173,14 @@ def stylize_shapes(shapes: list[GeneratedShape], style: str, clip, quality: str 
 
         results.append(stylize(shape.mesh, style, clip, config, device=device, progress=step_progress, cancel=cancel))
     return results
+
+
+def shape_glbs(shapes: list[GeneratedShape], styled: list | None = None) -> list[bytes]:
+    """GLB bytes of each generated shape: its `stylize_shapes` result when given (vertex colours and the Text2Mesh
+    shape key), else the plain surface."""
+    from backend.geometry.glb import export_glb
+    from backend.stylize.output import export_stylized_glb
+
+    if styled:
+        return [export_stylized_glb(result, name=shape.mesh.name) for shape, result in zip(shapes, styled)]
+    return [export_glb(shape.mesh, name=shape.mesh.name) for shape in shapes]

@@ -35,12 +35,10 @@ PARAMS = ("prompt", "checkpoint", "samples", "refine", "style", "style_quality",
 def run(ctx: JobContext) -> JobOutput:
     from backend.generate.decode import DecodeConfig
     from backend.generate.generate import (GenerateConfig, check_generate_prompt, generate, image_condition,
-                                           prompt_condition, split_prompt, stylize_shapes)
+                                           prompt_condition, resolve_style, shape_glbs, stylize_shapes)
     from backend.generate.generator import load_generator
-    from backend.geometry.glb import export_glb
     from backend.images import load_image
     from backend.models.clip import load_clip
-    from backend.stylize.output import export_stylized_glb
 
     started = time.perf_counter()
     check_known(ctx.params, PARAMS, "generate")
@@ -55,14 +53,7 @@ def run(ctx: JobContext) -> JobOutput:
     if not checkpoint.strip():
         raise InvalidInputError("the generate job needs a generator checkpoint",
                                 hint="train one with `atelier train-generator --library DIR --out FILE` and pass its path")
-    style = str_param(ctx.params, "style", "").strip()
-    shape_prompt = prompt
-    if not prompt and style == "auto":
-        raise InvalidInputError("the 'auto' style splits a prompt, and only a picture was sent",
-                                hint="give the style text itself, or add a prompt")
-    if style == "auto":
-        shape_prompt, style = split_prompt(prompt)
-        style = style or prompt
+    shape_prompt, style = resolve_style(prompt, str_param(ctx.params, "style", ""))
     config = GenerateConfig(
         samples=int_param(ctx.params, "samples", 1, 16, default=1),
         refine_steps=int_param(ctx.params, "refine", 0, 500, default=0),
@@ -76,7 +67,6 @@ def run(ctx: JobContext) -> JobOutput:
     ctx.progress(0, 1, stage="load")
     generator = load_generator(checkpoint, ctx.device)
     clip = load_clip(str_param(ctx.params, "clip", generator.clip_spec), ctx.device)
-    generator.check_clip(clip)
 
     def progress(step: int, total: int, stage: str = "sample", **metrics) -> None:
         ctx.progress(step, total, stage=stage, **metrics)
@@ -86,10 +76,7 @@ def run(ctx: JobContext) -> JobOutput:
     styled = stylize_shapes(shapes, style, clip, style_quality, style_steps, config.seed, ctx.device,
                             progress=progress, cancel=ctx.cancel) if style else None
     ctx.cancel.check()
-    blobs = {}
-    for i, shape in enumerate(shapes):
-        blobs[f"mesh_{i}"] = (export_stylized_glb(styled[i], name=shape.mesh.name) if styled
-                              else export_glb(shape.mesh, name=shape.mesh.name))
+    blobs = {f"mesh_{i}": glb for i, glb in enumerate(shape_glbs(shapes, styled))}
     fields = {
         "samples": len(shapes), "prompt": prompt, "shape_prompt": shape_prompt,
         "condition": "image" if image is not None else "text", "style": style or None,
