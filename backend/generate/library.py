@@ -33,6 +33,8 @@ class ShapeLibrary:
     root: Path
     relpaths: list[str]
     """Each shape's path relative to `root`, POSIX separators."""
+    sha256: list[str]
+    """Each shape's file digest (hex), as retrieval's index records it."""
     categories: list[str | None]
     """Each shape's category (None: the file sits at the top with no categories.json entry)."""
     meshes: list[Mesh]
@@ -51,10 +53,10 @@ class ShapeLibrary:
         return dict(sorted(counts.items()))
 
 
-def library_fingerprint(root: Path, paths: list[Path]) -> str:
+def library_fingerprint(relpaths: list[str], sha256: list[str]) -> str:
     digest = hashlib.sha256()
-    for path in paths:
-        digest.update(f"{path.relative_to(root).as_posix()}\0{file_sha256(path)}\n".encode())
+    for relpath, file_digest in zip(relpaths, sha256):
+        digest.update(f"{relpath}\0{file_digest}\n".encode())
     return digest.hexdigest()
 
 
@@ -76,7 +78,7 @@ def read_library(library_dir: str | Path, resolution: int = 32, max_shapes: int 
     if len(paths) < 2:
         raise InvalidInputError(f"the shape library {root} holds {len(paths)} mesh file(s); training needs at least 2",
                                 "add meshes (obj, ply, stl, glb, gltf, off), one folder per category")
-    relpaths, categories, meshes, grids, skipped, warnings, cache = [], [], [], [], [], [], {}
+    relpaths, digests, categories, meshes, grids, skipped, warnings, cache = [], [], [], [], [], [], [], {}
     for done, path in enumerate(paths, 1):
         if cancel is not None:
             cancel.check()
@@ -86,18 +88,18 @@ def read_library(library_dir: str | Path, resolution: int = 32, max_shapes: int 
             grid = voxelize(mesh, resolution)
         except (AtelierError, OSError, ValueError) as exc:
             skipped.append(f"{relpath}: {getattr(exc, 'message', None) or exc}")
-            continue
-        relpaths.append(relpath)
-        categories.append(category_of(path, root, cache, warnings))
-        meshes.append(mesh)
-        grids.append(grid)
+        else:
+            relpaths.append(relpath)
+            digests.append(file_sha256(path))
+            categories.append(category_of(path, root, cache, warnings))
+            meshes.append(mesh)
+            grids.append(grid)
         progress(done, len(paths))
     if len(meshes) < 2:
         raise InvalidInputError(f"only {len(meshes)} of the {len(paths)} files in {root} could be read; training needs 2",
                                 "; ".join(skipped[:3]) or "check the files")
-    kept = [root / r for r in relpaths]
-    return ShapeLibrary(root=root, relpaths=relpaths, categories=categories, meshes=meshes,
-                        voxels=np.stack(grids), fingerprint=library_fingerprint(root, kept), skipped=skipped)
+    return ShapeLibrary(root=root, relpaths=relpaths, sha256=digests, categories=categories, meshes=meshes,
+                        voxels=np.stack(grids), fingerprint=library_fingerprint(relpaths, digests), skipped=skipped)
 
 
 @torch.no_grad()
@@ -134,9 +136,9 @@ def index_view_embeddings(db_dir: str | Path, library: ShapeLibrary, clip) -> tu
         records = {r.relpath: r for r in db.shapes()}
         _, vectors, labels = db.read_vectors("shaded")
     wanted = []
-    for relpath in library.relpaths:
+    for relpath, file_digest in zip(library.relpaths, library.sha256):
         record = records.get(relpath)
-        if record is None or record.sha256 != file_sha256(library.root / relpath):
+        if record is None or record.sha256 != file_digest:
             return None, f"the database lacks {relpath} or indexed another version of it"
         wanted.append(record.id)
     per_shape = [vectors[labels == shape_id] for shape_id in wanted]

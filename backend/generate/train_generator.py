@@ -8,6 +8,7 @@ embeddings, the library fingerprint); `resume=True` picks them up, a finished ge
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from backend.checkpoints import save_atomic
 from backend.errors import InvalidInputError
 from backend.generate.flow import FlowConfig
 from backend.generate.generator import save_generator
@@ -106,7 +108,7 @@ def train_generator(library_dir: str | Path, out: str | Path, clip, config: Gene
     given, sets both stages' steps (`GeneratorTrainConfig.with_epochs`). progress(step, total, stage=..., **metrics)
     with stage "library", "autoencoder", "views", "flow"; `cancel` is checked at every step.
     """
-    config = config or GeneratorTrainConfig()
+    config = copy.deepcopy(config or GeneratorTrainConfig())  # the device, widths and epochs are set on a copy
     out = Path(out).expanduser()
     device = str(torch.device(device))
     config.autoencoder_training.device = config.flow_training.device = device
@@ -141,16 +143,19 @@ def train_generator(library_dir: str | Path, out: str | Path, clip, config: Gene
 
     started = time.perf_counter()
     views_path = parts / "views.pt"
-    source, notes, conditions = "rendered", [], None
+    notes = []
     if resume and views_path.is_file():
-        conditions = torch.load(views_path, weights_only=True)
+        saved = torch.load(views_path, weights_only=True)
+        conditions, source = saved["conditions"], saved["source"]
         resumed.append("views")
-    elif config.index_db:
-        conditions, why = index_view_embeddings(config.index_db, library, clip)
-        source, notes = ("index", []) if conditions is not None else ("rendered", [f"index not reused: {why}"])
-    if conditions is None:
-        conditions = view_embeddings(library.meshes, clip, config.views, device, staged("views"), cancel)
-    torch.save(conditions, views_path)
+    else:
+        conditions, source = None, "rendered"
+        if config.index_db:
+            conditions, why = index_view_embeddings(config.index_db, library, clip)
+            source, notes = ("index", []) if conditions is not None else ("rendered", [f"index not reused: {why}"])
+        if conditions is None:
+            conditions = view_embeddings(library.meshes, clip, config.views, device, staged("views"), cancel)
+        save_atomic({"conditions": conditions, "source": source}, views_path)
     seconds["views"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -168,8 +173,8 @@ def train_generator(library_dir: str | Path, out: str | Path, clip, config: Gene
     library_info = {"fingerprint": library.fingerprint, "root": str(library.root), "shapes": len(library.meshes),
                     "categories": library.category_counts()}
     train = {"autoencoder_steps": config.autoencoder_training.steps, "flow_steps": config.flow_training.steps,
-             "views": int(conditions.shape[1]), "conditions": source, "autoencoder_loss": report.autoencoder_loss, "flow_loss": report.flow_loss,
-             "reconstruction_iou": report.reconstruction_iou}
+             "views": int(conditions.shape[1]), "conditions": source, "autoencoder_loss": report.autoencoder_loss,
+             "flow_loss": report.flow_loss, "reconstruction_iou": report.reconstruction_iou}
     save_generator(out, autoencoder, flow, clip.spec, library_info, train)
     shutil.rmtree(parts, ignore_errors=True)
     return report
