@@ -19,7 +19,7 @@ from .importers import IMPORTERS, job_of, stored_picture, stored_styles
 from .kinds import (JOB_KINDS, MAX_SEED, MAX_STYLES, PARAMS_ONLY_KINDS, fetch_shape_params, generate_label,
                     generate_params, index_params, library_search_request, picture_name, read_generate_picture,
                     read_style_images, render_params, restyle_params, stylize_params)
-from .meshio import mesh_payload, selected_mesh_object
+from .meshio import image_bytes, mesh_payload, selected_mesh_object
 from .meshpack import flat_matrix
 from .preferences import pref_text
 
@@ -409,7 +409,6 @@ def read_picture(picture: dict) -> bytes:
         if image is None:
             raise AddonError(f"the picture image {picture['image']!r} is gone",
                              "pick the picture again in the Generate panel", code="no_picture")
-        from .segment_ops import image_bytes  # segment_ops imports this module
         return image_bytes(image)
     return read_generate_picture(picture.get("file", ""))
 

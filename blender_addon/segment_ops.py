@@ -19,6 +19,7 @@ import bpy
 from . import photo, session
 from .errors import AddonError
 from .kinds import SEGMENT_MAX_POINTS, photo_to_3d_params, search_params, segment_params
+from .meshio import image_bytes, image_pixels
 from .meshpack import encode_png
 from .operators import JobOperator, _report_error, check_style_room, local_path, style_paths
 from .preferences import pref_text, user_dir
@@ -28,41 +29,6 @@ CUTOUT_FOLDER = "cutouts"
 
 
 # -- the photo ----------------------------------------------------------------------------------------------
-
-def _linear_to_srgb(values: np.ndarray) -> np.ndarray:
-    values = np.clip(values, 0.0, 1.0)
-    return np.where(values <= 0.0031308, values * 12.92, 1.055 * np.power(values, 1 / 2.4) - 0.055)
-
-
-def image_pixels(image: bpy.types.Image) -> np.ndarray:
-    """A Blender image's pixels as [H, W, C] float32 in [0, 1], row 0 at the top, sRGB-encoded (float images,
-    which Blender keeps linear, are encoded). AddonError for an image with no pixels (a missing file)."""
-    width, height = image.size
-    channels = image.channels
-    if width * height == 0 or not channels:
-        raise AddonError(f"the image {image.name!r} has no pixels (is its file missing?)",
-                         "reload it in the Image Editor or pick another photo", code="no_photo")
-    flat = np.empty(width * height * channels, np.float32)
-    image.pixels.foreach_get(flat)
-    pixels = flat.reshape(height, width, channels)[::-1]
-    if image.is_float:
-        pixels = pixels.copy()
-        pixels[..., :3] = _linear_to_srgb(pixels[..., :3])
-    return np.ascontiguousarray(pixels)
-
-
-def image_bytes(image: bpy.types.Image) -> bytes:
-    """An image open in Blender as an encoded file for the backend: its packed file, its file on disk (both
-    untouched since loading), else its pixels as a PNG (a generated or painted image)."""
-    if not image.is_dirty:
-        if image.packed_file is not None:
-            return bytes(image.packed_file.data)
-        if image.source == "FILE" and image.filepath:
-            path = os.path.normpath(bpy.path.abspath(image.filepath, library=image.library))
-            if os.path.isfile(path):
-                return photo.read_photo(path)
-    return encode_png(np.clip(np.rint(image_pixels(image) * 255.0), 0, 255).astype(np.uint8))
-
 
 def _file_size(path: str) -> tuple[int, int]:
     """(width, height) of an image file, read by Blender (any format it opens); AddonError when it cannot."""
