@@ -1,4 +1,4 @@
-"""`python -m backend.server ...` is `atelier serve ...` (one parser, in backend/cli.py)."""
+"""`python -m backend.server ...` is `atelier serve ...` (one parser, in backend/cli/wiring.py)."""
 
 import sys
 

@@ -1,0 +1,239 @@
+"""`atelier train-retrieval`, `eval-retrieval`, `index` and `search`: the shape library and TASK-former."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from backend.cli.common import Report, command, progress_bar, resolve
+
+# -------------------------------------------------------------------------------- train-retrieval
+RETRIEVAL_DEFAULT_CLIP = "domain"
+"""The CLIP `atelier train-retrieval` and `eval-retrieval --zero-shot` start from without --clip."""
+
+
+@command("train-retrieval", "train TASK-former (sketch + text -> shape retrieval) on a world dataset's train split")
+def _train_retrieval_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="world dataset folder (`atelier world DIR --shapes N`)")
+    parser.add_argument("--out", required=True, help="TASK-former checkpoint to write (.pt)")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 240)")
+    parser.add_argument("--batch", type=int, default=None, help="shapes per step (default 64)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate of the CLIP layers (default 1e-4)")
+    parser.add_argument("--train-layers", type=int, default=None,
+                        help="last blocks of each CLIP tower to train (default 1; 0: projections only; -1: all)")
+    parser.add_argument("--hard-negative", action="store_true",
+                        help="embedding loss: the hard-negative contrastive loss (Robinson et al. 2021)")
+    parser.add_argument("--beta", type=float, default=None, help="hard-negative concentration (default 1)")
+    parser.add_argument("--tau-plus", type=float, default=None, help="hard-negative class prior (default 0.1)")
+    parser.add_argument("--checkpoint-every", type=int, default=None, help="also write --out every N steps")
+    parser.add_argument("--resume", default=None, help="continue the run saved in this checkpoint (--steps may grow)")
+    parser.add_argument("--init", default=None,
+                        help="start a new run from this TASK-former's weights (fine-tuning, e.g. --hard-negative)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads while training")
+    parser.add_argument("--no-eval", action="store_true", help="skip the test-split Recall@K after training")
+
+
+@_train_retrieval_args.run
+def _train_retrieval(args, report: Report) -> None:
+    from backend.errors import InvalidInputError
+    from backend.models.clip import load_clip
+    from backend.retrieve.data import load_split
+    from backend.retrieve.evaluate import evaluate, format_table
+    from backend.retrieve.train import TrainConfig, clip_spec_for, resume_config, train
+
+    if args.resume and args.init:
+        raise InvalidInputError("--resume and --init exclude each other",
+                                hint="--resume continues a run; --init starts a new one from a checkpoint")
+    recipe = {"batch": args.batch, "lr": args.lr, "train_layers": args.train_layers, "beta": args.beta,
+              "tau_plus": args.tau_plus, "hard_negative": True if args.hard_negative else None}
+    recipe = {k: v for k, v in recipe.items() if v is not None}
+    run = {"steps": args.steps, "checkpoint_every": args.checkpoint_every, "threads": args.threads}
+    run = {k: v for k, v in run.items() if v is not None}
+    if args.resume:
+        if recipe:
+            raise InvalidInputError(f"a resumed run keeps its recipe; drop {', '.join(sorted(recipe))}",
+                                    hint="only --steps, --checkpoint-every and --threads may change on --resume")
+        config = resume_config(args.resume, **run)
+    else:
+        config = TrainConfig(seed=args.seed, **recipe, **run)
+    source = args.resume or args.init
+    spec = clip_spec_for(source, args.clip) if source else None
+    data = load_split(args.data, "train")
+    test = None if args.no_eval else load_split(args.data, "test")  # an empty test split fails before training
+    device = resolve(args, report)
+    clip = None if source else load_clip(args.clip or RETRIEVAL_DEFAULT_CLIP, device,
+                                         allow_download=args.allow_download)
+    progress, bar = progress_bar(config.steps, "train-retrieval")
+    try:
+        result = train(data, config, clip, out=args.out, resume=args.resume, init=args.init, device=device,
+                       progress=progress)
+    finally:
+        bar.close()
+    first, last = result.losses[0], result.losses[-1]
+    report.update(clip=spec or clip.spec, out=str(args.out), steps=result.steps, start_step=result.start_step,
+                  train_shapes=len(data), seconds_training=round(result.seconds, 3),
+                  seconds_per_step=result.seconds / max(1, result.steps - result.start_step),
+                  loss_first=first["loss"], loss_last=last["loss"],
+                  losses_first={k: first[k] for k in ("embedding", "classification", "caption")},
+                  losses_last={k: last[k] for k in ("embedding", "classification", "caption")},
+                  trainable=result.trainable, parameters=result.parameters, config=result.config.to_dict())
+    print(f"wrote {args.out} (loss {first['loss']:.4g} -> {last['loss']:.4g} over steps "
+          f"{result.start_step}..{result.steps})")
+    if test is not None:
+        evaluation = evaluate(result.model, test)
+        report.update(split="test", **evaluation.to_dict())
+        print(format_table({"taskformer": evaluation}))
+
+
+# --------------------------------------------------------------------------------- eval-retrieval
+@command("eval-retrieval", "Recall@1/5/10 of sketch, text, sketch + text and photo queries on a world dataset")
+def _eval_retrieval_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="world dataset folder (`atelier world DIR --shapes N`)")
+    parser.add_argument("--checkpoint", default=None, help="TASK-former checkpoint (`atelier train-retrieval`)")
+    parser.add_argument("--zero-shot", action="store_true",
+                        help="evaluate the CLIP (--clip, default domain) itself: the baseline, no training")
+    parser.add_argument("--split", choices=("test", "train", "all"), default="test",
+                        help="shapes that form the gallery and the queries (default: the test split)")
+
+
+@_eval_retrieval_args.run
+def _eval_retrieval(args, report: Report) -> None:
+    from backend.errors import InvalidInputError
+    from backend.models.clip import load_clip
+    from backend.retrieve.data import load_split
+    from backend.retrieve.evaluate import ZeroShot, evaluate, format_table
+    from backend.retrieve.taskformer import load_taskformer
+    from backend.retrieve.train import clip_spec_for
+
+    if bool(args.checkpoint) == bool(args.zero_shot):
+        raise InvalidInputError("eval-retrieval needs exactly one of --checkpoint CKPT and --zero-shot",
+                                hint="--checkpoint evaluates a trained TASK-former; --zero-shot the CLIP alone")
+    spec = clip_spec_for(args.checkpoint, args.clip) if args.checkpoint else None
+    data = load_split(args.data, args.split)
+    device = resolve(args, report)
+    if args.checkpoint:
+        model, method = load_taskformer(args.checkpoint, device), "taskformer"
+    else:
+        clip = load_clip(args.clip or RETRIEVAL_DEFAULT_CLIP, device, allow_download=args.allow_download)
+        model, method, spec = ZeroShot(clip), "zero-shot", clip.spec
+    progress, bar = progress_bar(5, "eval-retrieval")
+    try:
+        evaluation = evaluate(model, data, progress=progress)
+    finally:
+        bar.close()
+    report.update(method=method, clip=spec, checkpoint=args.checkpoint, split=args.split, **evaluation.to_dict())
+    print(format_table({method: evaluation}))
+
+
+# ------------------------------------------------------------------------------------------ index
+@command("index", "index a folder of meshes into a shape library database (incremental, resumable)")
+def _index_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("library", help="folder of obj, ply, stl, off, glb, gltf files (subfolders too)")
+    parser.add_argument("--db", required=True, help="database folder (created when missing, updated when present)")
+    parser.add_argument("--views", type=int, default=None,
+                        help="shaded views and line drawings per shape (default 6; an existing database keeps its own)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a TASK-former checkpoint whose encoders embed the views (default: the CLIP's towers)")
+    parser.add_argument("--rehash", action="store_true",
+                        help="hash every file, also those whose size and modification time are unchanged")
+
+
+@_index_args.run
+def _index(args, report: Report) -> None:
+    import dataclasses
+
+    from backend.retrieve.database import LibraryDB, db_exists
+    from backend.retrieve.indexer import IndexConfig, index_library
+    from backend.retrieve.service import load_encoder
+    from backend.retrieve.views import IndexViewConfig
+
+    views = IndexViewConfig()
+    existing = None
+    if db_exists(args.db):
+        with LibraryDB.open(args.db) as db:
+            recorded = IndexViewConfig.from_json(db.views_json)
+            existing = db.clip_spec
+        views = recorded if args.views is None else dataclasses.replace(recorded, views=args.views)
+    elif args.views is not None:
+        views = IndexViewConfig(views=args.views)
+    views.check()
+    device = resolve(args, report)
+    encoder = load_encoder(args.clip or existing, args.checkpoint, device, args.allow_download)
+    progress, bar = progress_bar(1, "index", unit="shape", delay=0.5)
+    try:
+        result = index_library(args.library, args.db, encoder, IndexConfig(views=views, rehash=args.rehash),
+                               progress=progress, device=device)
+    finally:
+        bar.close()
+    figures = result.as_dict()
+    report.update(figures, clip=encoder.spec, encoder=encoder.encoder_id, db=str(args.db), views=views.views)
+    for path, reason in result.failed:
+        print(f"failed: {path}: {reason}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{result.shapes} shapes in {args.db}: {result.indexed} indexed, {result.skipped} skipped, "
+          f"{result.removed} removed, {len(result.failed)} failed ({result.shapes_per_s:.2f} shapes/s)")
+
+
+# ----------------------------------------------------------------------------------------- search
+@command("search", "search a shape library database by text, sketch, image, or sketch + text")
+def _search_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", required=True, help="database folder made by `atelier index`")
+    parser.add_argument("--text", default=None, help="a description, e.g. 'a tall red chair'")
+    parser.add_argument("--sketch", default=None, help="a drawing: dark strokes on white paper, any size (PNG, JPEG)")
+    parser.add_argument("--strokes", default=None,
+                        help="a JSON file of stroke polylines [[[x, y], ...], ...] in [0, 1], y down (instead of --sketch)")
+    parser.add_argument("--image", default=None, help="a photo or render of the object")
+    parser.add_argument("--category", default=None, help="only shapes of this category")
+    parser.add_argument("-k", type=int, default=10, help="number of results (1-100)")
+    parser.add_argument("--checkpoint", default=None, help="the TASK-former checkpoint the database was indexed with")
+    parser.add_argument("--thumbnails", default=None, metavar="DIR",
+                        help="write thumbnails as DIR/<rank>_<name>.png and print their paths "
+                             "(default: each thumbnail is printed as base64 PNG)")
+
+
+@_search_args.run
+def _search(args, report: Report) -> None:
+    import base64
+
+    from backend.errors import InvalidInputError
+    from backend.retrieve.database import LibraryDB
+    from backend.retrieve.search import check_k, search
+    from backend.retrieve.service import load_encoder
+
+    check_k(args.k)
+    if args.sketch is not None and args.strokes is not None:
+        raise InvalidInputError("give --sketch or --strokes, not both")
+    sketch = args.sketch
+    if args.strokes is not None:
+        try:
+            sketch = json.loads(Path(args.strokes).read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read the strokes file {args.strokes}: {exc}",
+                                    hint="write a JSON list of polylines [[[x, y], ...], ...]") from exc
+        if not isinstance(sketch, list):
+            raise InvalidInputError(f"the strokes file {args.strokes} must hold a JSON list of polylines")
+    device = resolve(args, report)
+    with LibraryDB.open(args.db) as db:
+        encoder = load_encoder(args.clip, args.checkpoint, device, args.allow_download, db=db)
+        hits = search(db, encoder, text=args.text, sketch=sketch, photo=args.image, k=args.k, category=args.category)
+        root = db.library_root
+    out = Path(args.thumbnails) if args.thumbnails else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rank, hit in enumerate(hits):
+        if out is not None:
+            thumb = out / f"{rank:03d}_{hit.name}.png"
+            thumb.write_bytes(hit.thumbnail)
+            thumbnail = str(thumb)
+        else:
+            thumbnail = base64.b64encode(hit.thumbnail).decode("ascii")
+        results.append({"path": str(Path(root) / hit.path) if root else hit.path, "name": hit.name,
+                        "score": round(hit.score, 6), "thumbnail": thumbnail, "category": hit.category,
+                        "shape_id": hit.shape_id})
+    report.update(results=[{k: v for k, v in r.items() if k != "thumbnail" or out is not None} for r in results],
+                  clip=encoder.spec, k=args.k, db=str(args.db))
+    print(json.dumps({"results": results}, indent=1))
