@@ -134,7 +134,7 @@ def cmd_demo(args) -> None:
     python, blender_python = cmd_setup(args)
     out = ROOT / "demo_out"
     # Stage 1: render jobs through a real backend process (the wire, the renderer) -> demo_out/render_views/.
-    run([python, "-m", "backend.demo", "--out", str(out / "render_views")], cwd=ROOT)
+    run([python, "-m", "tools.render_demo", "--out", str(out / "render_views")], cwd=ROOT)
     # Stage 2: the main job through the add-on inside the real Blender module (headless): the add-on starts
     # the backend from .venv -> demo_out/scene.blend, demo_out/renders/*.png, demo_out/blender_demo.json.
     env = {**os.environ, "ATELIER_BACKEND_PYTHON": str(python)}
@@ -158,9 +158,10 @@ def cmd_extension(args) -> None:
 
 def cmd_domain_clip(args) -> None:
     python = setup_backend()
-    # Seeded CPU training on the procedural world (about 10 minutes on 2 cores); see backend/models/domain.py.
-    # -c, not -m: backend.models imports the module itself (to register `--clip domain`).
-    run([python, "-c", "import sys; from backend.models.domain import main; sys.exit(main())", *args.extra], cwd=ROOT)
+    # Seeded CPU training on the procedural world (about 10 minutes on 2 cores); see backend/models/domain_train.py.
+    # -c, not -m: the render workers unpickle the trainer's functions by their module's real name.
+    run([python, "-c", "import sys; from backend.models.domain_train import main; sys.exit(main())", *args.extra],
+        cwd=ROOT)
 
 
 def main() -> None:
@@ -172,7 +173,7 @@ def main() -> None:
     sub.add_parser("bench", help="setup, then run every benchmark").set_defaults(fn=cmd_bench)
     sub.add_parser("domain-clip", add_help=False,
                    help="train the domain CLIP and write its checkpoint (arguments, --help included, go to "
-                   "backend.models.domain.main, e.g. --out FILE)").set_defaults(fn=cmd_domain_clip)
+                   "backend.models.domain_train.main, e.g. --out FILE)").set_defaults(fn=cmd_domain_clip)
     from tools.build_extension import add_arguments as extension_arguments
     extension_arguments(sub.add_parser("extension", help="build the Blender extension zips into dist/")).set_defaults(
         fn=cmd_extension)

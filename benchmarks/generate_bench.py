@@ -4,7 +4,7 @@
                                         [--refine-steps 20] [--threads 1] [--checkpoint CKPT]
                                         [--report benchmarks/results/generate_bench.json]
 
-Library: the first `--shapes` train-split shapes of the domain CLIP's plan (`backend.models.domain.training_plan`),
+Library: the first `--shapes` train-split shapes of the domain CLIP's plan (`backend.models.domain_world.training_plan`),
 written as GLB files in category folders. Held-out shapes: `heldout_plan` (neither the domain CLIP nor the generator
 saw them). The generator trains on the CPU (`train_generator`: autoencoder, view embeddings, flow), or is reused
 with --checkpoint (it must have been trained on this library: the fingerprint is checked).
@@ -50,7 +50,7 @@ from backend.geometry.glb import export_glb
 from backend.geometry.normalize import normalize_to_unit_sphere
 from backend.geometry.voxelize import voxelize
 from backend.models.clip import load_clip
-from backend.models.domain import PROMPTS, heldout_plan, training_plan
+from backend.models.domain_world import PROMPTS, heldout_plan, training_plan
 from backend.world.shape import make_shape
 
 

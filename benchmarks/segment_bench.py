@@ -41,7 +41,7 @@ import torch
 
 from backend.errors import InvalidInputError
 from backend.models.clip import load_clip
-from backend.models.domain import heldout_plan
+from backend.models.domain_world import heldout_plan
 from backend.segment.relevance import RelevanceConfig, relevance_map, resolve_method
 from backend.world.shape import make_shape
 from backend.world.views import render_photo

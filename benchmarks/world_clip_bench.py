@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from backend.models import load_clip
-from backend.models.domain import (DOMAIN_WEIGHTS, PROMPTS, config_from_checkpoint, heldout_plan, label_words,
-                                   render_heldout, zero_shot_accuracy)
+from backend.models.domain import DOMAIN_WEIGHTS
+from backend.models.domain_train import config_from_checkpoint
+from backend.models.domain_world import PROMPTS, heldout_plan, label_words, render_heldout, zero_shot_accuracy
 
 MODELS = ("domain", "tiny", "tiny-rn")
 """The trained domain CLIP and the seeded random tiny CLIPs (ViT and ModifiedResNet towers)."""

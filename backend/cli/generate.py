@@ -8,6 +8,7 @@ from pathlib import Path
 
 from backend.cli.common import Report, command, resolve, staged_progress_bars
 
+
 # --------------------------------------------------------------------------------------- generate
 @command("train-generator", "CLIP-Forge: train the occupancy autoencoder and the CLIP-conditioned latent flow on a "
                             "shape library (resumable)")

@@ -6,7 +6,24 @@ import argparse
 
 from backend.cli.common import Report, command
 
-# ----------------------------------------------------------------------------------------- models
+
+def weights_table(rows: list[dict], indent: str = "") -> list[str]:
+    """Lines of a table of `list_models()` / `shipped_models()` rows: status, name, size, licence, then the path
+    (or, for a missing file, its description) and any notes. Column widths follow the content, so a long name
+    or licence moves the columns instead of breaking them."""
+    cells = []
+    for row in rows:
+        status = row.get("status") or ("present" if row["present"] else "missing")
+        where = row.get("path") or "" if row["present"] else row.get("description") or ""
+        tail = "  ".join(part for part in (where, row.get("notes") or "") if part)
+        cells.append((status, row["name"], row.get("size_human") or "", row.get("licence") or "", tail))
+    if not cells:
+        return []
+    widths = [max(len(c[i]) for c in cells) for i in range(4)]
+    return [(f"{indent}{status:<{widths[0]}}  {name:<{widths[1]}}  {size:>{widths[2]}}  {licence:<{widths[3]}}"
+             f"  {tail}").rstrip() for status, name, size, licence, tail in cells]
+
+
 @command("models", "the weights manager: list what is present, pull (download) or import a local file")
 def _models_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("list", "pull", "import"))
@@ -17,14 +34,17 @@ def _models_args(parser: argparse.ArgumentParser) -> None:
 @_models_args.run
 def _models(args, report: Report) -> None:
     from backend.errors import InvalidInputError
-    from backend.models import store
+    from backend.models import import_file, shipped_models, store
 
     if args.action == "list":
         models = store.list_models()
+        shipped = shipped_models()
+        # "models" keeps the catalogue rows the add-on's weights panel reads (pull / import by name); what ships
+        # in the package has nothing to pull or import, so it comes apart.
         report["models"] = models
-        for m in models:
-            print(f"{'present' if m['present'] else 'missing':<8} {m['name']:<22} {m.get('size_human', ''):>9}  "
-                  f"{m.get('licence', '')}  {m.get('path') or ''}")
+        report["shipped"] = shipped
+        for line in weights_table(shipped + models):
+            print(line)
         return
     if not args.name:
         raise InvalidInputError(f"`atelier models {args.action}` needs a weights name", hint="see `atelier models list`")
@@ -33,5 +53,5 @@ def _models(args, report: Report) -> None:
     else:
         if not args.path:
             raise InvalidInputError("`atelier models import NAME PATH` needs the path of the local file")
-        report["path"] = str(store.import_file(args.name, args.path))
+        report["path"] = str(import_file(args.name, args.path))
     print(report["path"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from backend.cli.common import Report, command, progress_bar, resolve
 
+
 # ----------------------------------------------------------------------------------------- render
 @command("render", "shaded views of a mesh as PNGs (the renderer, end to end)")
 def _render_args(parser: argparse.ArgumentParser) -> None:

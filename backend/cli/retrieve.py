@@ -9,6 +9,7 @@ from pathlib import Path
 
 from backend.cli.common import Report, command, progress_bar, resolve
 
+
 # -------------------------------------------------------------------------------- train-retrieval
 RETRIEVAL_DEFAULT_CLIP = "domain"
 """The CLIP `atelier train-retrieval` and `eval-retrieval --zero-shot` start from without --clip."""

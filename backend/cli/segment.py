@@ -9,6 +9,7 @@ from pathlib import Path
 from backend.cli.common import Report, command, progress_bar, resolve
 from backend.errors import AtelierError
 
+
 # ---------------------------------------------------------------------------------------- segment
 @command("segment", "text-guided segmentation: the object a prompt names in a photo, as a mask PNG and an RGBA "
                     "cut-out (SAM masks + text relevance, constrained-IoU merge)")

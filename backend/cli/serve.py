@@ -8,6 +8,7 @@ from pathlib import Path
 
 from backend.cli.common import Report, command, resolve
 
+
 # ----------------------------------------------------------------------------------------- doctor
 @command("doctor", "what is installed, which device and renderer would run, which weights are present")
 def _doctor_args(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +20,8 @@ def _doctor(args, report: Report) -> None:
     import torch
 
     from backend import external
-    from backend.models.store import list_models
+    from backend.cli.models import weights_table
+    from backend.models import list_models, shipped_models
 
     device = resolve(args, report)
     facts = {
@@ -38,14 +40,16 @@ def _doctor(args, report: Report) -> None:
         except ImportError:
             facts[package] = None
     models = list_models()
+    shipped = shipped_models()
     report.update(facts)
     report["models"] = models
+    report["shipped"] = shipped
     width = max(len(k) for k in facts)
     for key, value in {**facts, "device": str(device), "renderer": report["renderer"]}.items():
         print(f"{key:<{width}}  {value}")
     print("weights:")
-    for m in models:
-        print(f"  {'present' if m['present'] else 'missing':<8} {m['name']:<22} {m.get('size_human', '')}")
+    for line in weights_table(shipped + models, indent="  "):
+        print(line)
 
 
 # ------------------------------------------------------------------------------------------ serve

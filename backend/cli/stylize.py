@@ -7,6 +7,7 @@ import sys
 
 from backend.cli.common import Report, command, progress_bar, resolve
 
+
 # ---------------------------------------------------------------------------------------- stylize
 STYLIZE_DEFAULT_CLIP = "ViT-B-32:openai"
 """The CLIP `atelier stylize` uses without --clip (the paper's)."""

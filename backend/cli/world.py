@@ -9,6 +9,7 @@ import argparse
 
 from backend.cli.common import Report, command, progress_bar, resolve
 
+
 # ------------------------------------------------------------------------------------------ world
 @command("world", "write a procedural library and dataset (meshes, categories, captions, views, sketches, photos)")
 def _world_args(parser: argparse.ArgumentParser) -> None:

@@ -23,7 +23,7 @@ from backend.geometry.voxelize import voxelize
 from backend.progress import CancelToken, ProgressFn, no_progress
 from backend.retrieve.indexer import category_of, file_sha256, find_mesh_files
 from backend.retrieve.views import IndexViewConfig, index_cameras
-from backend.world.views import shaded_images
+from backend.render.views import shaded_images
 
 
 @dataclass

@@ -35,7 +35,7 @@ import torch
 from backend.errors import AtelierError, InvalidInputError, JobCancelled
 from backend.geometry.load import SUPPORTED_EXTENSIONS, load_mesh
 from backend.geometry.validate import validate_mesh
-from backend.models.domain import torch_threads
+from backend.models.training import torch_threads
 from backend.progress import CancelToken, ProgressFn, no_progress
 from backend.retrieve.database import LibraryDB, ShapeRecord
 from backend.retrieve.query import QueryEncoder

@@ -28,7 +28,7 @@ import torch
 
 from backend.errors import InvalidInputError, JobCancelled
 from backend.models.clip import ClipModel
-from backend.models.domain import augment, torch_threads
+from backend.models.training import augment, torch_threads
 from backend.progress import CancelToken, ProgressFn, no_progress
 from backend.retrieve.data import RetrievalSplit, to_float
 from backend.retrieve.losses import (LossWeights, caption_loss, classification_loss, hard_negative_loss, info_nce,

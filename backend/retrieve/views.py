@@ -1,9 +1,9 @@
 """What the index sees of a shape: K shaded views, K clean line drawings (the sketch domain) and a thumbnail.
 
 The cameras are fixed and deterministic (no random draws), so re-indexing an unchanged mesh gives the same
-images, and every shape is seen from the same K directions. The renderer and the line extraction are the
-world's (`backend.world.views.shaded_images`, `line_drawings`), so index images look like the images the
-domain CLIP was trained on. Meshes are normalised to the unit sphere first (bounding-box centre).
+images, and every shape is seen from the same K directions. The renderer and the line extraction are the ones
+the procedural world draws with (`backend.render.views.shaded_images`, `line_drawings`), so index images look
+like the images the domain CLIP was trained on. Meshes are normalised to the unit sphere first (bounding-box centre).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from backend.geometry.mesh import Mesh
 from backend.geometry.png import encode_png
 from backend.render.camera import Cameras, fit_distance, orbit_cameras
 from backend.retrieve.sketch import SketchInputConfig, sketch_from_image
-from backend.world.views import SketchConfig, line_drawings, shaded_images
+from backend.render.views import SketchConfig, line_drawings, shaded_images
 
 CLEAN_LINES = SketchConfig(drop_fraction=(0.0, 0.0), width_px=(1.0, 1.0), thick_fraction=0.0,
                            jitter_px=(0.0, 0.0), ink=(1.0, 1.0))

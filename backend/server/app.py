@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import zmq
 
-import backend.models  # noqa: F401  (registers its release hook and models lister)
+import backend.server.registrations  # noqa: F401  (registers the models' release hook and lister)
 from backend import __version__
 from backend.devices import resolve_device
 from backend.errors import AtelierError

@@ -11,11 +11,13 @@ import torch
 
 from backend.errors import WeightsMissingError
 from backend.models import CLIP_RESOLVERS, load_clip, release_all
-from backend.models import domain
+from backend.models import domain, domain_train
 from backend.models.clip import CHECKPOINT_FORMAT, TinyClipConfig
-from backend.models.domain import (DOMAIN_WEIGHTS, DomainClipConfig, agreement, augment, config_from_checkpoint,
-                                   contrastive_loss, heldout_plan, render_heldout, render_training_set,
-                                   sample_caption, train_domain_clip, training_plan, zero_shot_accuracy)
+from backend.models.domain import DOMAIN_WEIGHTS
+from backend.models.domain_train import (agreement, config_from_checkpoint, contrastive_loss, render_training_set,
+                                         sample_caption, train_domain_clip)
+from backend.models.domain_world import DomainClipConfig, heldout_plan, render_heldout, training_plan, zero_shot_accuracy
+from backend.models.training import augment
 from backend.world.appearance import PATTERN_ADJECTIVES
 from backend.world.captions import contains_phrase
 from backend.world.shape import make_shape
@@ -116,7 +118,7 @@ def test_training_is_deterministic_and_learns_from_random_init():
     first, second = (run.model.state_dict() for run in runs)
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert losses[0] == losses[1] and len(losses[0]) == 2 and all(np.isfinite(losses[0]))
-    untrained = domain.clip_from_config(MICRO.model.model_cfg(), name="x", seed=MICRO.model.seed).model.state_dict()
+    untrained = domain_train.clip_from_config(MICRO.model.model_cfg(), name="x", seed=MICRO.model.seed).model.state_dict()
     assert not torch.equal(first["visual.conv1.weight"], untrained["visual.conv1.weight"])
     other = train_domain_clip(replace(MICRO, seed=1), data).model.state_dict()
     assert not torch.equal(first["visual.conv1.weight"], other["visual.conv1.weight"])
@@ -143,7 +145,7 @@ def test_training_captions_state_only_true_labels():
 
 def test_label_aware_targets():
     # Image rows: [category, colour, pattern, attributes...]; captions: -1 = says nothing.
-    width = 3 + len(domain.ATTRIBUTE_NAMES)
+    width = 3 + len(domain_train.ATTRIBUTE_NAMES)
     red_chair = [0, 0, 0] + [0] * (width - 3)
     blue_chair_sketch = [0, -2, -2] + [0] * (width - 3)
     images = torch.tensor([red_chair, blue_chair_sketch])

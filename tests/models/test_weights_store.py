@@ -17,7 +17,8 @@ import torch
 from backend.errors import InvalidInputError, WeightsMissingError
 from backend.models import store
 from backend.models.catalogue import CATALOGUE, WeightsInfo, WeightsSource, open_clip_info
-from backend.models.store import download_url, find_weights, import_file, list_models, pull
+from backend.models.importer import import_file
+from backend.models.store import download_url, find_weights, list_models, pull
 
 
 def _rows() -> dict[str, dict]:
@@ -250,6 +251,7 @@ def test_present_weights_feed_the_server_welcome(empty_caches: Path, monkeypatch
     assert _rows()["sam_vit_b"]["size_human"].endswith(("B", "kB"))
     hooks = pytest.importorskip("backend.server.hooks")
     import backend.models
+    import backend.server.registrations  # noqa: F401  (the server registers the models' hooks)
 
     assert hooks.MODEL_LISTERS["models.weights"] is store.present_weights
     assert hooks.RELEASE_HOOKS["models.clip"] is backend.models.release_all

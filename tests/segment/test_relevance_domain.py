@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from backend.models.clip import load_clip
-from backend.models.domain import heldout_plan
+from backend.models.domain_world import heldout_plan
 from backend.segment.relevance import RelevanceConfig, relevance_map
 from backend.world.appearance import COLOURS
 from backend.world.shape import make_shape

@@ -1,8 +1,9 @@
-"""The demo behind `python build.py demo`: the main job end to end through a real backend process.
+"""The first stage of `python build.py demo` (`python -m tools.render_demo --out DIR`): render jobs through a
+real backend process.
 
-For now (foundation): start `atelier serve` on a free loopback port, shake hands, submit procedural
-meshes as the Blender add-on would (Blender's frame, per-corner UVs, PNG texture), stream progress, and
-write the rendered views and a contact sheet to the output folder. Later stages add their jobs here.
+Starts `atelier serve` on a free loopback port, shakes hands, submits procedural meshes as the Blender add-on
+would (Blender's frame, per-corner UVs, PNG texture), streams progress, and writes the rendered views and a
+contact sheet to the output folder. A tool, not the product: it may use the procedural world (`backend.world`).
 """
 
 from __future__ import annotations
