@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import zmq.auth
 
-from blender_addon.errors import AddonError
-from blender_addon.runtime import BackendSettings, Runtime
-from blender_addon.supervisor import BackendProcess
+from blender_addon.core.errors import AddonError
+from blender_addon.engine.runtime import BackendSettings, Runtime
+from blender_addon.engine.supervisor import BackendProcess
 
 
 def poll_until(runtime: Runtime, predicate, timeout: float) -> None:

@@ -17,10 +17,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.errors import AddonError
+from ..core.protocol import Cancel, Error, ProtocolError, Release, Shutdown, Status, Submit, Welcome, to_frames
 from .client import BackendClient
-from .errors import AddonError
 from .jobs import JobRecord, JobTracker
-from .protocol import Cancel, Error, ProtocolError, Release, Shutdown, Status, Submit, Welcome, to_frames
 from .supervisor import BackendProcess
 
 CLIENT_NAME = "atelier-blender"

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import zmq
 
+from ..core.errors import AddonError
+from ..core.protocol import Hello, ProtocolError, Status, Welcome, from_frames, to_frames
 from . import curve
-from .errors import AddonError
-from .protocol import Hello, ProtocolError, Status, Welcome, from_frames, to_frames
 
 
 @dataclass

@@ -7,10 +7,10 @@ import time
 
 import bpy
 
-from . import session
-from .importers import job_of
-from .kinds import JOB_KINDS, MAX_STYLES
-from .preferences import get_prefs
+from ..core.kinds import JOB_KINDS, MAX_STYLES
+from ..engine import session
+from ..engine.settings import get_prefs
+from ..operators.importers import job_of
 
 _STATE_TEXT = {
     "stopped": ("Stopped", "RADIOBUT_OFF"),
