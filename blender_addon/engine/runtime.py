@@ -328,13 +328,12 @@ class Runtime:
         if recent:
             self._set_failed("lost", f"{what}; it was restarted once already and died again within "
                                      f"{self.settings.healthy_after:g} s, so it is left stopped",
-                             f"see its log {log_path}; Start or the next job starts it again")
+                             "read its log (named below); Start or the next job starts it again")
             self.restart_note = f"the backend exited again (code {code}) after its restart; not restarting it " \
                                 f"(log: {log_path})"
             self._notices.append(("ERROR", self.restart_note))
             return
-        self._set_failed("lost", what, f"it restarts in {self.settings.restart_delay:g} s by itself; see its log "
-                                       f"{log_path}")
+        self._set_failed("lost", what, f"it restarts by itself in {self.settings.restart_delay:g} s")
         self._restart_at = now + self.settings.restart_delay
         self._exit = (code, log_path)
         self.restart_note = f"the backend exited (code {code}); restarting it in {self.settings.restart_delay:g} s " \

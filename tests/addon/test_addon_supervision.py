@@ -49,6 +49,6 @@ def test_a_killed_local_backend_is_restarted_by_the_timer_alone_once(addon):
         assert runtime.state == "lost" and not runtime.restart_pending and runtime.process is None
         time.sleep(0.05)
     assert runtime.restarts == restarts + 1 and second != first
-    assert "not restarting it" in runtime.restart_note and runtime.log_path in runtime.hint
+    assert "not restarting it" in runtime.restart_note and runtime.log_path in runtime.restart_note
     shown = panel_texts(ATELIER_PT_backend).replace("\n", " ")
     assert "Stopped unexpectedly" in shown and "exited again (code -9)" in shown and runtime.log_path in shown

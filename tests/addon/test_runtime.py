@@ -125,7 +125,7 @@ def test_a_dead_local_backend_restarts_once_and_again_after_a_healthy_run(backen
         assert runtime.state == "lost" and not runtime.restart_pending
         time.sleep(0.05)
     assert runtime.restarts == 2 and "not restarting it" in runtime.restart_note
-    assert str(tmp_path) in runtime.hint and str(tmp_path) in runtime.restart_note
+    assert str(tmp_path) in runtime.restart_note and "Start" in runtime.hint
 
     # The artist's Start is a fresh budget.
     runtime.start()
