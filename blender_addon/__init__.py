@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import bpy
 
-from . import session, setup_ui
-from .operators import OPERATORS
-from .panels import PANELS
-from .preferences import AtelierPreferences
-from .properties import (AtelierSceneSettings, AtelierSegmentPoint, AtelierStyleImage, register_properties,
-                         unregister_properties)
-from .segment_ops import SEGMENT_OPERATORS
+from .engine import session
+from .operators.job_ops import OPERATORS
+from .operators.segment_ops import SEGMENT_OPERATORS
+from .ui import setup_ui
+from .ui.panels import PANELS
+from .ui.preferences import AtelierPreferences
+from .ui.properties import (AtelierSceneSettings, AtelierSegmentPoint, AtelierStyleImage, register_properties,
+                            unregister_properties)
 
 CLASSES = (
     AtelierPreferences,

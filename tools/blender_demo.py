@@ -53,7 +53,7 @@ def say(text: str) -> None:
 def pump_until(predicate, timeout: float, what: str, report=None):
     """Calls the add-on's timer function until `predicate()` is true; DemoError after `timeout` seconds.
     `report()` runs about every 5 s (progress lines)."""
-    from blender_addon import session
+    from blender_addon.engine import session
 
     deadline, next_report = time.monotonic() + timeout, time.monotonic() + 5.0
     while time.monotonic() < deadline:
@@ -87,7 +87,7 @@ def wait_job(record, timeout: float):
 
 
 def newest_job():
-    from blender_addon import session
+    from blender_addon.engine import session
 
     return session.get_runtime().jobs.all()[0]
 
@@ -115,7 +115,7 @@ def stripes_png(path: Path, size: int = 256) -> Path:
     """A procedural style image: diagonal stripes in two colours with a thin dark line between them."""
     import numpy as np
 
-    from blender_addon.meshpack import encode_png
+    from blender_addon.core.meshpack import encode_png
 
     y, x = np.mgrid[0:size, 0:size]
     band = ((x + y) // 24) % 3
@@ -246,7 +246,7 @@ def enable_addon(backend_python: Path, out: Path, device: str):
 def start_backend(figures: dict):
     import bpy
 
-    from blender_addon import session
+    from blender_addon.engine import session
 
     started = time.monotonic()
     run_operator(bpy.ops.atelier.backend_start, "atelier.backend_start")
@@ -340,8 +340,8 @@ def make_world(backend_python: Path, world: Path, shapes: int) -> dict:
 def search_library(runtime, world: Path, manifest: dict, out: Path, args, figures: dict):
     import bpy
 
-    from blender_addon import kinds
-    from blender_addon.importers import IMPORTERS
+    from blender_addon.core import kinds
+    from blender_addon.operators.importers import IMPORTERS
 
     db = out / "library_db"
     index = wait_job(runtime.submit("index", kinds.index_params(str(world / "library"), str(db), "domain", 4),
@@ -604,7 +604,7 @@ def run(args) -> int:
             f"{args.samples} samples)")
         figures["renders"] = [str(p.relative_to(out)) for p in written]
     finally:
-        from blender_addon import session
+        from blender_addon.engine import session
 
         runtime = session.get_runtime(optional=True)
         if runtime is not None:

@@ -44,7 +44,7 @@ def write_style_image(path: Path, seed: int = 0, size: int = 16) -> Path:
     """A small random RGB PNG (a style image) at `path`."""
     import numpy as np
 
-    from blender_addon.meshpack import encode_png
+    from blender_addon.core.meshpack import encode_png
 
     pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
     path.write_bytes(encode_png(pixels))
@@ -66,7 +66,7 @@ def poll_until(tick, predicate, timeout: float, what: str, situation):
 
 def pump_until(predicate, timeout: float = 60.0, what: str = "the condition"):
     """Calls the add-on's timer function until `predicate()` is true; fails the test after `timeout` s."""
-    from blender_addon import session
+    from blender_addon.engine import session
 
     def situation() -> str:
         runtime = session.get_runtime(optional=True)
@@ -78,7 +78,7 @@ def pump_until(predicate, timeout: float = 60.0, what: str = "the condition"):
 
 
 def newest_job():
-    from blender_addon import session
+    from blender_addon.engine import session
 
     return session.get_runtime().jobs.all()[0]
 
@@ -94,7 +94,7 @@ def running_backend():
     """The add-on's backend, started through its operator unless an earlier test module left it running."""
     import bpy
 
-    from blender_addon import session
+    from blender_addon.engine import session
 
     runtime = session.get_runtime()
     if not runtime.ready:

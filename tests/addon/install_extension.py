@@ -38,7 +38,7 @@ loaded, enabled = addon_utils.check(module)
 import zmq  # noqa: E402
 
 mod = sys.modules.get(module)
-protocol = sys.modules.get(module + ".protocol")
+protocol = sys.modules.get(module + ".core.protocol")
 print(json.dumps({
     "result": sorted(result), "loaded": loaded, "enabled": enabled, "zmq": zmq.__file__, "zmq_version": zmq.zmq_version(),
     "site": str(site), "panel": hasattr(bpy.types, "ATELIER_PT_backend"),

@@ -9,8 +9,8 @@ import bpy
 import pytest
 
 from addon_helpers import add_object, clear_scene, configure_prefs, panel_texts, pump_until, write_style_image
-from blender_addon import session
-from blender_addon.panels import ATELIER_PT_jobs, ATELIER_PT_restyle
+from blender_addon.engine import session
+from blender_addon.ui.panels import ATELIER_PT_jobs, ATELIER_PT_restyle
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_the_style_list_refuses_missing_files_duplicates_and_a_seventeenth_image
 
 
 def test_the_file_browser_adds_several_images_and_the_list_flags_missing_ones(scene, tmp_path):
-    from blender_addon.panels import ATELIER_UL_style_images
+    from blender_addon.ui.panels import ATELIER_UL_style_images
 
     class Row:  # a UILayout row that keeps its labels
         def __init__(self):
@@ -184,7 +184,7 @@ def test_a_backend_address_that_does_not_answer(scene):
     assert record.state == "waiting"
     pump_until(lambda: not record.active, 10, "the connection to time out")
     assert record.state == "failed" and f"no answer from tcp://127.0.0.1:{port}" in record.message
-    from blender_addon.panels import ATELIER_PT_backend
+    from blender_addon.ui.panels import ATELIER_PT_backend
     assert "no answer from" in panel_texts(ATELIER_PT_backend).replace("\n", " ")
     assert "no answer from" in panel_texts(ATELIER_PT_jobs).replace("\n", " ")
 
@@ -202,7 +202,7 @@ def library(scene, tmp_path):
 
 
 def refused_in_the_library_panel(operator, code: str, words: str) -> None:
-    from blender_addon.panels import ATELIER_PT_library
+    from blender_addon.ui.panels import ATELIER_PT_library
 
     jobs_before = len(session.get_runtime().jobs.all())
     outcome, report, seconds = call(operator)
@@ -261,7 +261,7 @@ def generate(scene):
 
 
 def refused_in_the_generate_panel(code: str, words: str) -> None:
-    from blender_addon.panels import ATELIER_PT_generate
+    from blender_addon.ui.panels import ATELIER_PT_generate
 
     outcome, report, seconds = call(bpy.ops.atelier.generate)
     record = session.get_runtime().jobs.all()[0]
@@ -276,7 +276,7 @@ def test_a_generate_with_an_empty_prompt(generate):
 
 
 def test_a_generate_without_a_generator_checkpoint(generate):
-    from blender_addon.panels import ATELIER_PT_generate
+    from blender_addon.ui.panels import ATELIER_PT_generate
 
     bpy.context.preferences.addons["blender_addon"].preferences.generator_checkpoint = ""
     assert "Set the generator checkpoint" in panel_texts(ATELIER_PT_generate).replace("\n", " ")
@@ -286,8 +286,8 @@ def test_a_generate_without_a_generator_checkpoint(generate):
 
 def test_a_generate_with_out_of_range_numbers(generate):
     # The panel's fields clamp what a user types; a script (or a stored job) can still ask for too much.
-    from blender_addon import kinds
-    from blender_addon.errors import AddonError
+    from blender_addon.core import kinds
+    from blender_addon.core.errors import AddonError
 
     with pytest.raises(AddonError, match=r"samples must be in \[1, 16\]"):
         kinds.generate_params("a chair", "/g.pt", samples=17)
@@ -310,7 +310,7 @@ def test_a_generate_from_a_picture_that_is_missing(generate, tmp_path):
 
 
 def test_a_generate_from_a_picture_with_auto_style_and_no_prompt(generate, tmp_path):
-    from blender_addon.panels import ATELIER_PT_generate
+    from blender_addon.ui.panels import ATELIER_PT_generate
 
     generate.generate_from, generate.generate_prompt = "PICTURE", " "
     generate.generate_picture = str(write_style_image(tmp_path / "chair.png"))

@@ -17,9 +17,9 @@ import pytest
 
 from addon_helpers import (ROOT, clear_scene, finish, newest_job, panel_texts, pump_until, running_backend,
                            write_style_image)
-from blender_addon import session
-from blender_addon.importers import COLLECTION, GENERATE_SPACING, IMPORTERS
-from blender_addon.panels import ATELIER_PT_generate, ATELIER_PT_jobs
+from blender_addon.engine import session
+from blender_addon.operators.importers import COLLECTION, GENERATE_SPACING, IMPORTERS
+from blender_addon.ui.panels import ATELIER_PT_generate, ATELIER_PT_jobs
 
 SMALL = {"resolution": 32, "threshold": 0.3}
 """A coarse grid, and a threshold the barely trained generator's occupancy clears."""

@@ -13,11 +13,11 @@ import pytest
 
 from addon_helpers import (CUBE_OBJ, TETRA_OBJ, add_object, clear_scene, decode_png, finish, newest_job, panel_texts,
                             pump_until, write_style_image)
-from blender_addon import session
-from blender_addon.importers import COLLECTION, IMPORTERS, STYLE_NODE, load_png_image
-from blender_addon.kinds import JOB_KINDS
-from blender_addon.meshpack import from_array
-from blender_addon.panels import ATELIER_PT_backend, ATELIER_PT_jobs, ATELIER_PT_restyle, ATELIER_PT_stylize
+from blender_addon.core.kinds import JOB_KINDS
+from blender_addon.core.meshpack import from_array
+from blender_addon.engine import session
+from blender_addon.operators.importers import COLLECTION, IMPORTERS, STYLE_NODE, load_png_image
+from blender_addon.ui.panels import ATELIER_PT_backend, ATELIER_PT_jobs, ATELIER_PT_restyle, ATELIER_PT_stylize
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +274,7 @@ def test_restyle_with_a_file_that_is_not_an_image_fails_with_the_backends_reason
 
 
 def test_a_library_is_indexed_searched_and_a_shape_imported_at_the_cursor(scene, tmp_path):
-    from blender_addon import kinds
+    from blender_addon.core import kinds
 
     (tmp_path / "lib" / "boxes").mkdir(parents=True)
     (tmp_path / "lib" / "boxes" / "box.obj").write_text(CUBE_OBJ)
@@ -299,7 +299,7 @@ def test_a_library_is_indexed_searched_and_a_shape_imported_at_the_cursor(scene,
 
 
 def test_a_photo_is_segmented_and_its_mask_and_cutout_imported(scene, tmp_path):
-    from blender_addon import kinds
+    from blender_addon.core import kinds
 
     photo = write_style_image(tmp_path / "photo.png", size=48)  # random pixels: the tiny CLIP is plumbing here
     params = kinds.segment_params("a red pattern", clip="tiny")
@@ -315,7 +315,7 @@ def test_a_photo_is_segmented_and_its_mask_and_cutout_imported(scene, tmp_path):
 
 def _red_box_photo(size: int = 96) -> bytes:
     """A red box on a grey ground, as a PNG photo."""
-    from blender_addon.meshpack import encode_png
+    from blender_addon.core.meshpack import encode_png
 
     pixels = np.full((size, size, 3), 128, np.uint8)
     pixels[size // 4:3 * size // 4, size // 4:3 * size // 4] = (220, 30, 30)
@@ -330,7 +330,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 
 def _index_library(tmp_path) -> str:
-    from blender_addon import kinds
+    from blender_addon.core import kinds
 
     (tmp_path / "lib" / "boxes").mkdir(parents=True)
     (tmp_path / "lib" / "boxes" / "box.obj").write_text(CUBE_OBJ)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from addon_helpers import CUBE_OBJ, TETRA_OBJ, clear_scene, finish, newest_job, panel_texts, running_backend
-from blender_addon import session
-from blender_addon.importers import COLLECTION, IMPORTERS
-from blender_addon.panels import ATELIER_PT_library
+from blender_addon.engine import session
+from blender_addon.operators.importers import COLLECTION, IMPORTERS
+from blender_addon.ui.panels import ATELIER_PT_library
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_a_category_filter_and_a_newer_search_replace_the_grid(indexed, thumbnai
 
 
 def test_a_sketch_and_a_photo_search(indexed, thumbnails, tmp_path):
-    from blender_addon.meshpack import encode_png
+    from blender_addon.core.meshpack import encode_png
 
     drawing = np.full((64, 64, 3), 255, np.uint8)
     drawing[16:48, 16] = drawing[16:48, 47] = drawing[16, 16:48] = drawing[47, 16:48] = 0  # a square

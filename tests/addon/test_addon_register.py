@@ -16,7 +16,7 @@ def registered_names(module) -> list[str]:
 
 
 def test_unregister_stops_everything_and_register_brings_it_back(addon, backend_py, tmp_path):
-    session = sys.modules["blender_addon.session"]
+    session = sys.modules["blender_addon.engine.session"]
     module = sys.modules["blender_addon"]
     assert len(registered_names(module)) == len(module.CLASSES)
     assert bpy.app.timers.is_registered(session.drain) and hasattr(bpy.types.Scene, "atelier")
@@ -43,7 +43,7 @@ def test_unregister_stops_everything_and_register_brings_it_back(addon, backend_
         addon_utils.enable("blender_addon", default_set=True, handle_error=None)
         configure_prefs(backend_py, tmp_path)
         module = sys.modules["blender_addon"]
-        session = sys.modules["blender_addon.session"]
+        session = sys.modules["blender_addon.engine.session"]
         assert len(registered_names(module)) == len(module.CLASSES)
         assert bpy.app.timers.is_registered(session.drain)
         assert session.get_runtime().state == "stopped"
@@ -60,7 +60,7 @@ def test_the_previews_collection_comes_and_goes_with_the_add_on(addon, backend_p
     import bpy.utils.previews  # noqa: F401
 
     from addon_helpers import write_style_image
-    from blender_addon.jobs import JobRecord
+    from blender_addon.engine.jobs import JobRecord
 
     def load_one(session):
         record = session.get_runtime().jobs.add(JobRecord(id="search-1", kind="search", label="Search library"))
@@ -70,7 +70,7 @@ def test_the_previews_collection_comes_and_goes_with_the_add_on(addon, backend_p
         return session._previews
 
     module = sys.modules["blender_addon"]
-    session = sys.modules["blender_addon.session"]
+    session = sys.modules["blender_addon.engine.session"]
     first = load_one(session)
     for _ in range(2):
         module.unregister()

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from addon_helpers import clear_scene, decode_png, finish, index_two_shapes, newest_job, panel_texts, running_backend
-from blender_addon.meshpack import encode_png
-from blender_addon.panels import ATELIER_PT_library, ATELIER_PT_segment
-from blender_addon.meshio import image_bytes
+from blender_addon.core.meshpack import encode_png
+from blender_addon.operators.meshio import image_bytes
+from blender_addon.ui.panels import ATELIER_PT_library, ATELIER_PT_segment
 
 SIZE = 96
 

@@ -12,8 +12,8 @@ import bpy
 import pytest
 
 from addon_helpers import ROOT, configure_prefs, panel_texts, poll_until
-from blender_addon import setup_ui
-from blender_addon.installer import Step, make_plan, venv_python
+from blender_addon.engine.installer import Step, make_plan, venv_python
+from blender_addon.ui import setup_ui
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from addon_helpers import clear_scene, finish, index_two_shapes, newest_job, panel_texts, running_backend
-from blender_addon import sketch, sketch_input
-from blender_addon.panels import ATELIER_PT_library
+from blender_addon.core import sketch
+from blender_addon.operators import sketch_input
+from blender_addon.ui.panels import ATELIER_PT_library
 
 
 def _clear_strokes():

@@ -34,7 +34,8 @@ def test_the_zip_holds_the_addon_its_protocol_and_a_wheel(extension_zip):
     with zipfile.ZipFile(extension_zip) as archive:
         names = set(archive.namelist())
         manifest = tomllib.loads(archive.read("blender_manifest.toml").decode())
-    assert {"__init__.py", "client.py", "shared_protocol/__init__.py", "shared_protocol/wire.py"} <= names
+    assert {"__init__.py", "engine/client.py", "ui/panels.py", "operators/job_ops.py", "core/protocol.py",
+            "shared_protocol/__init__.py", "shared_protocol/wire.py"} <= names
     assert manifest["blender_version_max"] == "5.1.0" and manifest["platforms"] == [be.host_platform()]
     assert len(manifest["wheels"]) == 1 and manifest["wheels"][0][2:] in names
     assert not any("__pycache__" in n for n in names)
@@ -62,7 +63,7 @@ import addon_utils
 module = "bl_ext.user_default.atelier"
 addon_utils.enable(module, default_set=True, handle_error=None)
 loaded, enabled = addon_utils.check(module)
-protocol = sys.modules.get(module + ".protocol")
+protocol = sys.modules.get(module + ".core.protocol")
 print(json.dumps({"enabled": enabled, "source": getattr(protocol, "SOURCE", None),
                   "panel": hasattr(bpy.types, "ATELIER_PT_backend")}))
 """

@@ -13,9 +13,9 @@ import pytest
 
 from addon_helpers import ROOT
 
-from blender_addon import installer
-from blender_addon.errors import AddonError
-from blender_addon.installer import CPU_INDEX, InstallOptions, Platform, Runner, Step, make_plan
+from blender_addon.core.errors import AddonError
+from blender_addon.engine import installer
+from blender_addon.engine.installer import CPU_INDEX, InstallOptions, Platform, Runner, Step, make_plan
 
 PY = sys.executable
 
@@ -33,7 +33,7 @@ def torch_step(steps: list[Step]) -> Step:
 
 def test_the_bpy_free_modules_stay_bpy_free():
     for name in ("installer", "weights"):
-        tree = ast.parse((ROOT / "blender_addon" / f"{name}.py").read_text())
+        tree = ast.parse((ROOT / "blender_addon" / "engine" / f"{name}.py").read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module.split(".")[0] for n in ast.walk(tree)
                      if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module}

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import zmq.auth
 
-from blender_addon.errors import AddonError
-from blender_addon.runtime import BackendSettings, Runtime
-from blender_addon.supervisor import BackendProcess
+from blender_addon.core.errors import AddonError
+from blender_addon.engine.runtime import BackendSettings, Runtime
+from blender_addon.engine.supervisor import BackendProcess
 
 
 def poll_until(runtime: Runtime, predicate, timeout: float) -> None:
@@ -87,6 +87,83 @@ def _keys(folder: Path) -> tuple[Path, Path]:
     shutil.copy(server_dir / "client.key_secret", client_dir)
     shutil.copy(server_dir / "server.key", client_dir)
     return server_dir, client_dir
+
+
+def _wait_ready(runtime: Runtime, timeout: float = 90) -> None:
+    poll_until(runtime, lambda: runtime.state not in ("starting", "connecting"), timeout)
+    assert runtime.ready, f"{runtime.message} ({runtime.hint})"
+
+
+def test_a_dead_local_backend_restarts_once_and_again_after_a_healthy_run(backend_py, tmp_path):
+    runtime = Runtime(BackendSettings(python=str(backend_py), device="cpu", log_dir=tmp_path, start_timeout=90,
+                                      restart_delay=0.5, healthy_after=2.0))
+    runtime.start()
+    _wait_ready(runtime)
+    first = runtime.process.pid
+    runtime.process.process.kill()
+    poll_until(runtime, lambda: runtime.restart_pending, 5)
+    assert runtime.state == "lost" and "exit code -9" in runtime.message and "restarting it" in runtime.restart_note
+    poll_until(runtime, lambda: runtime.ready and runtime.process.pid != first, 90)  # polling alone restarts it
+    assert runtime.restarts == 1 and "restarted at" in runtime.restart_note
+
+    # Ready for longer than healthy_after: the budget is back, the next death is restarted too.
+    deadline = time.monotonic() + 2.3
+    while time.monotonic() < deadline:
+        runtime.poll()
+        time.sleep(0.05)
+    second = runtime.process.pid
+    runtime.process.process.kill()
+    poll_until(runtime, lambda: runtime.ready and runtime.process.pid != second, 90)
+    assert runtime.restarts == 2
+
+    # Dying again at once: left lost with the log named, not restarted in a loop.
+    runtime.process.process.kill()
+    poll_until(runtime, lambda: runtime.state == "lost", 5)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        runtime.poll()
+        assert runtime.state == "lost" and not runtime.restart_pending
+        time.sleep(0.05)
+    assert runtime.restarts == 2 and "not restarting it" in runtime.restart_note
+    assert str(tmp_path) in runtime.restart_note and "Start" in runtime.hint
+
+    # The artist's Start is a fresh budget.
+    runtime.start()
+    assert runtime.restart_note == "" and runtime.state == "starting"
+    runtime.shutdown()
+
+
+def test_an_idle_remote_backend_that_dies_shows_within_5_s(backend_py, tmp_path):
+    server_dir, client_dir = _keys(tmp_path)
+    process = BackendProcess(str(backend_py), log_path=tmp_path / "remote.log", device="cpu",
+                             extra_args=("--curve-dir", str(server_dir)), start_timeout=90)
+    process.launch()
+    try:
+        deadline = time.monotonic() + 90
+        while (outcome := process.poll()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert outcome is not None and outcome.ok, outcome and outcome.message
+        runtime = Runtime(BackendSettings(mode="remote", remote_address=outcome.endpoint, curve_dir=str(client_dir),
+                                          connect_timeout=5.0, log_dir=tmp_path))
+        runtime.start()
+        _wait_ready(runtime, 10)
+        # Idle (no job) for several ping rounds: a live backend answers, so it stays ready.
+        deadline = time.monotonic() + 3 * runtime.settings.idle_ping_timeout
+        while time.monotonic() < deadline:
+            runtime.poll()
+            assert runtime.ready, runtime.message
+            time.sleep(0.05)
+        assert runtime.status is not None  # the pings' replies
+        process.kill()
+        killed = time.monotonic()
+        poll_until(runtime, lambda: runtime.state != "ready", 10)
+        seconds = time.monotonic() - killed
+        print(f"idle remote backend's death shown after {seconds:.2f} s")
+        assert runtime.state == "lost" and "stopped answering" in runtime.message and seconds < 5.0
+        assert not runtime.restart_pending  # a remote backend is never restarted from here
+        runtime.shutdown()
+    finally:
+        process.stop(grace=0.1, wait=True)
 
 
 def test_remote_backend_over_curvezmq(backend_py, tmp_path):

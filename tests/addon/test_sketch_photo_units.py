@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from addon_helpers import ROOT
-from blender_addon import kinds, photo, sketch
-from blender_addon.errors import AddonError
+from blender_addon.core import kinds, photo, sketch
+from blender_addon.core.errors import AddonError
 
 
 @pytest.mark.parametrize("module", ["sketch", "photo"])
 def test_the_logic_modules_do_not_import_bpy(module):
-    tree = ast.parse((ROOT / "blender_addon" / f"{module}.py").read_text())
+    tree = ast.parse((ROOT / "blender_addon" / "core" / f"{module}.py").read_text())
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree)
               if isinstance(n, ast.ImportFrom) and n.module and not n.level}

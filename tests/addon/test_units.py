@@ -14,14 +14,16 @@ import zmq.auth
 
 from addon_helpers import ROOT, decode_png
 
-from blender_addon import curve, kinds, meshpack
-from blender_addon.errors import AddonError
-from blender_addon.jobs import JobRecord, JobTracker
-from blender_addon.protocol import Accepted, Error, Progress, Result, Submit, from_frames, to_frames
+from blender_addon.core import kinds, meshpack
+from blender_addon.core.errors import AddonError
+from blender_addon.core.protocol import Accepted, Error, Progress, Result, Submit, from_frames, to_frames
+from blender_addon.engine import curve
+from blender_addon.engine.jobs import JobRecord, JobTracker
 
 ADDON = ROOT / "blender_addon"
-BPY_FREE = ("client", "curve", "errors", "jobs", "kinds", "meshpack", "protocol", "runtime", "supervisor")
-"""Modules that must not import bpy: they are the testable core."""
+BPY_FREE = ("engine/client", "engine/curve", "core/errors", "engine/jobs", "core/kinds", "core/meshpack",
+            "core/protocol", "engine/runtime", "engine/supervisor")
+"""Modules that must not import bpy (paths under blender_addon/): they are the testable core."""
 
 
 def _imports(path: Path) -> set[str]:
@@ -42,7 +44,9 @@ def test_core_modules_do_not_import_bpy(module):
 def test_no_addon_module_imports_the_backend_or_torch():
     allowed = {"bpy", "mathutils", "addon_utils", "numpy", "zmq", "shared_protocol", "__future__"}
     stdlib = set(sys.stdlib_module_names)
-    for path in sorted(ADDON.glob("*.py")):
+    paths = sorted(ADDON.rglob("*.py"))
+    assert len(paths) > 20 and ADDON / "engine" / "client.py" in paths  # the subpackages are searched
+    for path in paths:
         extra = _imports(path) - allowed - stdlib
         assert not extra, f"{path.name} imports {extra}: the add-on may use only bpy, numpy, zmq and the stdlib"
 
@@ -81,6 +85,16 @@ def test_pack_mesh_refuses_what_no_job_can_use(vertices, triangles, match):
     with pytest.raises(AddonError, match=match) as info:
         meshpack.pack_mesh("thing", vertices, triangles)
     assert "'thing'" in info.value.message and info.value.hint
+
+
+@pytest.mark.parametrize("extra_vertices, extra_triangles", [(1, 0), (0, 1)])
+def test_check_size_refuses_a_mesh_over_the_protocol_limits(extra_vertices, extra_triangles):
+    from blender_addon.core.protocol import limits
+
+    meshpack.check_size("thing", limits.MAX_VERTICES, limits.MAX_FACES)  # at the limits: fine
+    with pytest.raises(AddonError, match="over the limits") as info:
+        meshpack.check_size("thing", limits.MAX_VERTICES + extra_vertices, limits.MAX_FACES + extra_triangles)
+    assert info.value.code == "too_large" and "'thing'" in info.value.message and "decimate" in info.value.hint
 
 
 def test_flat_matrix_accepts_rows_and_flat_lists_and_refuses_nan():

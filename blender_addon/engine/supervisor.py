@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AddonError
+from ..core.errors import AddonError
 
 _PYTHON_HINT = ("set the backend's Python in Edit > Preferences > Add-ons > Atelier: the python executable of "
                 "an environment where the Atelier backend is installed (e.g. .venv/bin/python)")

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AddonError
+from ..core.errors import AddonError
 from .installer import Runner, RunState, Step, child_env
 from .supervisor import check_python
 

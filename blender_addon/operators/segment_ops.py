@@ -16,13 +16,15 @@ import numpy as np
 
 import bpy
 
-from . import photo, session
-from .errors import AddonError
-from .kinds import SEGMENT_MAX_POINTS, photo_to_3d_params, search_params, segment_params
+from ..core import photo
+
+from ..core.errors import AddonError
+from ..core.kinds import SEGMENT_MAX_POINTS, photo_to_3d_params, search_params, segment_params
+from ..core.meshpack import encode_png
+from ..engine import session
+from ..engine.settings import pref_text, user_dir
+from .job_ops import JobOperator, _report_error, check_style_room, local_path, style_paths
 from .meshio import image_bytes, image_pixels
-from .meshpack import encode_png
-from .operators import JobOperator, _report_error, check_style_room, local_path, style_paths
-from .preferences import pref_text, user_dir
 
 CUTOUT_FOLDER = "cutouts"
 """The add-on's user sub-folder where "Use as Style Image" writes cut-outs (the Restyle list holds files)."""

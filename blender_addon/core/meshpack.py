@@ -27,6 +27,15 @@ def from_array(array: Array) -> np.ndarray:
     return np.frombuffer(array.data, dtype=dtype).reshape(array.shape).copy()
 
 
+def check_size(name: str, n_vertices: int, n_triangles: int) -> None:
+    """AddonError (code "too_large") when a mesh is over the protocol's vertex or triangle limit. The add-on's one
+    size check: `meshio.mesh_payload` calls it on Blender's counts before copying any array."""
+    if n_vertices > limits.MAX_VERTICES or n_triangles > limits.MAX_FACES:
+        raise AddonError(f"'{name}' has {n_vertices} vertices and {n_triangles} triangles (modifiers applied), over "
+                         f"the limits ({limits.MAX_VERTICES} / {limits.MAX_FACES})",
+                         "lower the subdivision levels or decimate it", code="too_large")
+
+
 def pack_mesh(name: str, vertices: np.ndarray, triangles: np.ndarray, corner_uv: np.ndarray | None = None,
               texture_png: bytes | None = None, matrix_world=None) -> MeshPayload:
     """A triangulated mesh as a `MeshPayload`; AddonError naming `name` for what a job cannot use.
@@ -34,15 +43,13 @@ def pack_mesh(name: str, vertices: np.ndarray, triangles: np.ndarray, corner_uv:
     vertices: [N, 3] float32 object-local (Z up); triangles: [T, 3] int32 vertex indices;
     corner_uv: [3T, 2] float32, the UV of each triangle corner in `triangles` order (Blender's UV
     origin, bottom-left); texture_png: base-colour PNG bytes; matrix_world: 4x4 (nested rows or 16 floats).
+    The caller checks the size first (`check_size`); the protocol refuses an oversized payload as a backstop.
     """
     vertices = np.asarray(vertices, dtype=np.float32).reshape(-1, 3)
     triangles = np.asarray(triangles, dtype=np.int32).reshape(-1, 3)
     if len(triangles) == 0:
         raise AddonError(f"'{name}' has no faces", "a job needs a mesh with faces: add geometry or pick another "
                                                    "object", code="empty_mesh")
-    if len(vertices) > limits.MAX_VERTICES or len(triangles) > limits.MAX_FACES:
-        raise AddonError(f"'{name}' has {len(vertices)} vertices and {len(triangles)} triangles, over the limits "
-                         f"({limits.MAX_VERTICES} / {limits.MAX_FACES})", "decimate it first", code="too_large")
     if not np.isfinite(vertices).all():
         raise AddonError(f"'{name}' has vertices at infinite or NaN positions", "fix or remove them",
                          code="invalid_mesh")

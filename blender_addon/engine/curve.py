@@ -12,7 +12,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from .errors import AddonError
+from ..core.errors import AddonError
 
 CLIENT_SECRET = "client.key_secret"
 SERVER_PUBLIC = "server.key"

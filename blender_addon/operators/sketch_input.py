@@ -19,8 +19,8 @@ import numpy as np
 
 import bpy
 
-from . import sketch
-from .errors import AddonError
+from ..core import sketch
+from ..core.errors import AddonError
 
 STROKE_SOURCES = ("ANNOTATION", "GREASE_PENCIL")
 """Where `sketch_strokes` reads strokes from (the Search Library panel's "Sketch from" besides an image file)."""

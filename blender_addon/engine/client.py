@@ -3,8 +3,10 @@
 Blender's main thread never waits on the network: it hands messages to `send()` (encoded and validated on
 the caller's side, so a bad message fails at once with a readable error) and picks up what came back
 from `events`, a plain queue that the add-on's timer drains. The thread opens with `hello`; no `welcome`
-within `connect_timeout` seconds, or no answer to a `status` ping within `ping_timeout` seconds while
-jobs run, ends the connection with a `lost` event that says why.
+within `connect_timeout` seconds ends the connection with a `lost` event that says why. Once connected, a
+backend silent for `ping_interval` seconds gets a `status` ping, idle or not; no answer within
+`ping_timeout` seconds while jobs run (`watch`), or `idle_ping_timeout` while none do, is `lost` too. (A
+DEALER socket reconnects silently, so a dead peer shows only as silence.)
 
     client = BackendClient("tcp://127.0.0.1:5557")
     client.start()
@@ -23,9 +25,9 @@ from pathlib import Path
 
 import zmq
 
+from ..core.errors import AddonError
+from ..core.protocol import Hello, ProtocolError, Status, Welcome, from_frames, to_frames
 from . import curve
-from .errors import AddonError
-from .protocol import Hello, ProtocolError, Status, Welcome, from_frames, to_frames
 
 
 @dataclass
@@ -45,18 +47,20 @@ class BackendClient:
     """One DEALER socket to `endpoint`, run by a daemon thread; thread-safe `send`, `drain` and `close`."""
 
     def __init__(self, endpoint: str, *, curve_dir: str | Path | None = None, client_name: str = "atelier-blender",
-                 connect_timeout: float = 10.0, ping_interval: float = 2.0, ping_timeout: float = 15.0,
-                 poll_ms: int = 20):
+                 connect_timeout: float = 10.0, ping_interval: float = 0.5, ping_timeout: float = 15.0,
+                 idle_ping_timeout: float = 3.0, poll_ms: int = 20):
         self.endpoint = endpoint
         self.curve_dir = curve_dir
         self.client_name = client_name
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.idle_ping_timeout = idle_ping_timeout
         self.poll_ms = poll_ms
         self.events: queue.Queue[ClientEvent] = queue.Queue()
         self.watch = False
-        """While True (jobs are active) the thread pings an idle backend with `status` to notice a dead one."""
+        """True while jobs are active: a ping then waits `ping_timeout` (a busy backend answers late), else
+        `idle_ping_timeout`."""
         self.connected = False
         """True once `welcome` arrived; False again after `lost`."""
         self._outbox: queue.Queue[list[bytes]] = queue.Queue()
@@ -172,11 +176,12 @@ class BackendClient:
                                f"running at that address?{secure}")
                     return
             elif ping_sent is not None:
-                if now - ping_sent > self.ping_timeout:
+                timeout = self.ping_timeout if self.watch else self.idle_ping_timeout
+                if now - ping_sent > timeout:
                     self._lost(f"the backend at {self.endpoint} stopped answering (no reply to a status ping "
-                               f"within {self.ping_timeout:g} s)")
+                               f"within {timeout:g} s)")
                     return
-            elif self.watch and now - last_recv > self.ping_interval:
+            elif now - last_recv > self.ping_interval:
                 ping_sent = now
                 try:
                     socket.send_multipart(to_frames(Status()), zmq.NOBLOCK)

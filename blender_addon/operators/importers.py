@@ -17,9 +17,9 @@ from typing import Callable
 import bpy
 import mathutils
 
-from .errors import AddonError
-from .jobs import JobRecord
-from .kinds import picture_name
+from ..core.errors import AddonError
+from ..core.kinds import picture_name
+from ..engine.jobs import JobRecord
 
 COLLECTION = "Atelier"
 """The collection every imported result goes into."""
@@ -343,7 +343,7 @@ def import_search(record: JobRecord, context) -> list[str]:
     """`search`: nothing enters the scene; the hits stay in `record.fields["hits"]` (best first) and their
     thumbnail PNGs go into the add-on's previews collection (`session.hit_preview(record.id, index)`), which the
     Search Library panel shows as a grid; its Import buttons fetch a hit with a `fetch_shape` job."""
-    from . import session
+    from ..engine import session
 
     result = record.result
     hits = result.fields.get("hits")

@@ -13,15 +13,15 @@ import traceback
 
 import bpy
 
-from . import session
-from .errors import AddonError
+from ..core.errors import AddonError
+from ..core.kinds import (JOB_KINDS, MAX_SEED, MAX_STYLES, PARAMS_ONLY_KINDS, fetch_shape_params, generate_label,
+                          generate_params, index_params, library_search_request, picture_name, read_generate_picture,
+                          read_style_images, render_params, restyle_params, stylize_params)
+from ..core.meshpack import flat_matrix
+from ..engine import session
+from ..engine.settings import pref_text
 from .importers import IMPORTERS, job_of, stored_picture, stored_styles
-from .kinds import (JOB_KINDS, MAX_SEED, MAX_STYLES, PARAMS_ONLY_KINDS, fetch_shape_params, generate_label,
-                    generate_params, index_params, library_search_request, picture_name, read_generate_picture,
-                    read_style_images, render_params, restyle_params, stylize_params)
 from .meshio import image_bytes, mesh_payload, selected_mesh_object
-from .meshpack import flat_matrix
-from .preferences import pref_text
 
 log = logging.getLogger(__name__)
 

@@ -8,19 +8,26 @@ States: stopped -> starting (local process launched, waiting for its ready line)
 sent) -> ready (welcome received); failed (could not start or connect: `message` says why) and lost (died
 or stopped answering). A job submitted in any state but ready waits and starts the backend; the next
 action after failed/lost starts it again.
+
+Supervision: a local backend that exits by itself is restarted once, `restart_delay` seconds later, without
+any action; if the restarted one dies before it has run `healthy_after` seconds, it stays lost (the error
+names the log) until the artist starts it. `restart_note` says what happened, for the panel. A remote
+backend is pinged every `ping_interval` seconds, idle or not; an idle one that misses `idle_ping_timeout`
+counts as lost.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.errors import AddonError
+from ..core.protocol import Cancel, Error, ProtocolError, Release, Shutdown, Status, Submit, Welcome, to_frames
 from .client import BackendClient
-from .errors import AddonError
 from .jobs import JobRecord, JobTracker
-from .protocol import Cancel, Error, ProtocolError, Release, Shutdown, Status, Submit, Welcome, to_frames
 from .supervisor import BackendProcess
 
 CLIENT_NAME = "atelier-blender"
@@ -53,8 +60,19 @@ class BackendSettings:
     """Seconds a local backend may take to print its ready line."""
     connect_timeout: float = 10.0
     """Seconds to wait for `welcome` after `hello`."""
+    ping_interval: float = 0.5
+    """Seconds of silence from a connected backend before the add-on pings it with `status`."""
     ping_timeout: float = 15.0
-    """Seconds a busy backend may leave a status ping unanswered before it counts as lost."""
+    """Seconds a busy backend (this Blender's jobs are active) may leave a status ping unanswered before it
+    counts as lost: a training step may hold the backend's interpreter for seconds."""
+    idle_ping_timeout: float = 3.0
+    """Seconds an idle backend may leave a status ping unanswered: with `ping_interval`, a dead remote backend
+    shows within about 4 s."""
+    restart_delay: float = 1.0
+    """Seconds between a local backend's unexpected exit and its automatic restart (the back-off)."""
+    healthy_after: float = 60.0
+    """Seconds an automatically restarted backend must stay ready before another death is restarted again;
+    an earlier death is left to the artist, so a backend that keeps crashing is not restarted in a loop."""
     extra_args: tuple[str, ...] = ()
     """More `backend.server` arguments (tests: e.g. "--test-jobs")."""
     client_name: str = CLIENT_NAME
@@ -95,6 +113,18 @@ class Runtime:
         self.endpoint = ""
         self.releases = 0
         """How many `release` requests the backend has acknowledged."""
+        self.restart_note = ""
+        """What supervision did ("the backend exited (code -9); restarted it at 14:02:11"), for the panel;
+        cleared by the artist's start and stop."""
+        self.restarts = 0
+        """Automatic restarts so far (tests and the panel)."""
+        self._restart_at: float | None = None
+        """When a pending automatic restart is due (time.monotonic), or None."""
+        self._auto_started = False
+        """Whether the current backend was started by an automatic restart (it gets no second one soon)."""
+        self._ready_since: float | None = None
+        self._exit: tuple[int, str] = (0, "")
+        """The last unexpected exit's code and log, for the restart's note."""
         self._notices: list[tuple[str, str]] = []
 
     # -- what the panel reads -------------------------------------------------------------------------
@@ -115,8 +145,13 @@ class Runtime:
     @property
     def busy(self) -> bool:
         """Whether anything is under way (the timer then runs more often)."""
-        return self.state in ("starting", "connecting") or any(
+        return self.state in ("starting", "connecting") or self.restart_pending or any(
             j.active or j.state == "importing" for j in self.jobs.all())
+
+    @property
+    def restart_pending(self) -> bool:
+        """Whether a local backend that died is about to be restarted by itself."""
+        return self._restart_at is not None
 
     @property
     def job_kinds(self) -> list[str]:
@@ -142,6 +177,8 @@ class Runtime:
             return
         self._teardown()
         self.message = self.hint = ""
+        # The artist (or a job) starts it: a fresh supervision budget.
+        self._restart_at, self._auto_started, self.restart_note = None, False, ""
         settings = self.settings
         try:
             settings.validate()
@@ -170,7 +207,8 @@ class Runtime:
             self.process.stop(grace=grace, wait=wait)
             self.process = None
         self.state, self.welcome, self.status, self.endpoint = "stopped", None, None, ""
-        self.message = self.hint = ""
+        self.message = self.hint = self.restart_note = ""
+        self._restart_at, self._auto_started = None, False
 
     def restart(self) -> None:
         self.stop()
@@ -255,10 +293,9 @@ class Runtime:
         if self.process is not None and self.state in ("connecting", "ready"):
             code = self.process.exit_code()
             if code is not None:
-                tail = self.process.stderr_tail(300)
-                self._set_failed("lost", f"the backend stopped unexpectedly (exit code {code})"
-                                         + (f": {tail}" if tail else ""),
-                                 "the next job or Start restarts it")
+                self._on_exit(code)
+        if self._restart_at is not None and time.monotonic() >= self._restart_at:
+            self._restart()
         if self.client is not None:
             for event in self.client.drain():
                 if event.kind == "message":
@@ -277,13 +314,56 @@ class Runtime:
                 self.client.watch = bool(self.jobs.active())
         return results
 
+    # -- supervision ----------------------------------------------------------------------------------
+
+    def _on_exit(self, code: int) -> None:
+        """The local backend exited by itself: fail its jobs, then restart it once after the back-off, unless it
+        is itself a recent automatic restart (then it stays lost, with its log named)."""
+        tail = self.process.stderr_tail(300)
+        log_path = self.log_path
+        what = f"the backend stopped unexpectedly (exit code {code})" + (f": {tail}" if tail else "")
+        now = time.monotonic()
+        recent = self._auto_started and (self._ready_since is None
+                                         or now - self._ready_since < self.settings.healthy_after)
+        if recent:
+            self._set_failed("lost", f"{what}; it was restarted once already and died again within "
+                                     f"{self.settings.healthy_after:g} s, so it is left stopped",
+                             "read its log (named below); Start or the next job starts it again")
+            self.restart_note = f"the backend exited again (code {code}) after its restart; not restarting it " \
+                                f"(log: {log_path})"
+            self._notices.append(("ERROR", self.restart_note))
+            return
+        self._set_failed("lost", what, f"it restarts by itself in {self.settings.restart_delay:g} s")
+        self._restart_at = now + self.settings.restart_delay
+        self._exit = (code, log_path)
+        self.restart_note = f"the backend exited (code {code}); restarting it in {self.settings.restart_delay:g} s " \
+                            f"(log: {log_path})"
+        self._notices.append(("WARNING", self.restart_note))
+
+    def _restart(self) -> None:
+        code, log_path = self._exit
+        self._restart_at = None
+        if self.state != "lost":  # started or stopped meanwhile: nothing left to do
+            return
+        try:
+            self.start()
+        except AddonError as exc:  # the settings changed under it (e.g. the python was removed)
+            self._notices.append(("ERROR", f"the backend could not be restarted: {exc}"))
+            return
+        self.restarts += 1
+        self._auto_started = True
+        self.restart_note = (f"the backend exited (code {code}) and was restarted at {time.strftime('%H:%M:%S')} "
+                             f"(log: {log_path})")
+        self._notices.append(("INFO", self.restart_note))
+
     # -- internals ------------------------------------------------------------------------------------
 
     def _connect(self, endpoint: str, curve_dir: str | None) -> None:
         self.endpoint = endpoint
         self.client = BackendClient(endpoint, curve_dir=curve_dir, client_name=self.settings.client_name,
                                     connect_timeout=self.settings.connect_timeout,
-                                    ping_timeout=self.settings.ping_timeout)
+                                    ping_interval=self.settings.ping_interval, ping_timeout=self.settings.ping_timeout,
+                                    idle_ping_timeout=self.settings.idle_ping_timeout)
         self.client.start()
         self.state = "connecting"
 
@@ -291,6 +371,7 @@ class Runtime:
         if isinstance(msg, Welcome):
             self.welcome = msg
             self.state, self.message, self.hint = "ready", "", ""
+            self._ready_since = time.monotonic()
             self._send_pending()
             return None
         if isinstance(msg, Status):
@@ -344,4 +425,4 @@ class Runtime:
         if self.process is not None:
             self.process.stop(grace=1.0)
             self.process = None
-        self.welcome, self.status = None, None
+        self.welcome, self.status, self._ready_since = None, None, None

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import AddonError
+from ..core.errors import AddonError
 
 PACKAGE_NAME = "atelier"
 """The backend's distribution name (pyproject.toml `[project] name`)."""
@@ -225,7 +225,7 @@ def check_source(source: str) -> Path:
 
 def default_source() -> str:
     """The checkout this add-on runs from, when it runs from one (a developer's link); else ""."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # <checkout>/blender_addon/engine/installer.py
     try:
         check_source(str(root))
     except AddonError:

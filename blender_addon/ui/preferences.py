@@ -1,24 +1,14 @@
-"""Add-on preferences: where the backend runs and how to reach it."""
-
+"""Add-on preferences: where the backend runs and how to reach it. `engine/settings.py` reads them."""
 
 import os
 from pathlib import Path
 
 import bpy
 
-from .runtime import BackendSettings, default_log_dir
-
-ADDON_ID = __package__
-"""The add-on's module name: `bl_ext.<repo>.atelier` when installed as an extension, `blender_addon` in tests."""
-
-
-def user_dir(sub: str) -> Path:
-    """A folder for the add-on's user data: the extension's user folder, or the temp dir when the add-on
-    runs from a checkout (not installed as an extension)."""
-    try:
-        return Path(bpy.utils.extension_path_user(ADDON_ID, path=sub, create=True))
-    except ValueError:
-        return default_log_dir() / sub
+from ..engine import session
+from ..engine.runtime import BackendSettings
+from ..engine.settings import ADDON_ID, backend_settings
+from . import setup_ui
 
 
 class AtelierPreferences(bpy.types.AddonPreferences):
@@ -90,16 +80,9 @@ class AtelierPreferences(bpy.types.AddonPreferences):
                     "Built from source: needs git and the CUDA toolkit")
 
     def settings(self) -> BackendSettings:
-        return BackendSettings(
-            mode=self.mode.lower(), python=bpy.path.abspath(self.python) if self.python else
-            os.environ.get("ATELIER_BACKEND_PYTHON", ""), device=self.device,
-            remote_address=self.remote_address, curve_dir=bpy.path.abspath(self.curve_dir) if self.curve_dir else "",
-            log_dir=Path(bpy.path.abspath(self.log_dir)) if self.log_dir else user_dir("logs"),
-            start_timeout=self.start_timeout, connect_timeout=self.connect_timeout)
+        return backend_settings(self)
 
     def draw(self, context):
-        from . import session, setup_ui
-
         layout = self.layout
         layout.prop(self, "mode", expand=True)
         col = layout.column()
@@ -127,23 +110,3 @@ class AtelierPreferences(bpy.types.AddonPreferences):
         if self.mode == "LOCAL":
             setup_ui.draw_install(self, layout)
         setup_ui.draw_weights(self, layout)
-
-
-def get_prefs(context=None) -> AtelierPreferences | None:
-    """The add-on's preferences, or None when it is not enabled through Blender (plain `register()`)."""
-    context = context or bpy.context
-    addon = context.preferences.addons.get(ADDON_ID)
-    return None if addon is None else addon.preferences
-
-
-def pref_text(context, name: str) -> str:
-    """A text preference such as "clip", or "" (the backend's default) when the add-on has no preferences."""
-    prefs = get_prefs(context)
-    return "" if prefs is None else getattr(prefs, name)
-
-
-def current_settings(context=None) -> BackendSettings:
-    prefs = get_prefs(context)
-    if prefs is None:
-        return BackendSettings(python=os.environ.get("ATELIER_BACKEND_PYTHON", ""), log_dir=user_dir("logs"))
-    return prefs.settings()

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .protocol import Accepted, Error, Progress, Result
+from ..core.protocol import Accepted, Error, Progress, Result
 
 ACTIVE_STATES = ("waiting", "queued", "running")
 """States in which a job still waits for the backend."""

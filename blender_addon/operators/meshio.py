@@ -9,10 +9,10 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import photo
-from .errors import AddonError
-from .meshpack import encode_png, pack_mesh, pixels_to_png
-from .protocol import MeshPayload, limits
+from ..core import photo
+from ..core.errors import AddonError
+from ..core.meshpack import check_size, encode_png, pack_mesh, pixels_to_png
+from ..core.protocol import MeshPayload
 
 _SELECT_HINT = "select a mesh object in the 3D Viewport (click it), then run the job again"
 
@@ -45,10 +45,7 @@ def mesh_payload(obj: bpy.types.Object, depsgraph=None, with_texture: bool = Tru
                                                            "another object", code="empty_mesh")
         mesh.calc_loop_triangles()
         n_vertices, n_triangles = len(mesh.vertices), len(mesh.loop_triangles)
-        if n_vertices > limits.MAX_VERTICES or n_triangles > limits.MAX_FACES:
-            raise AddonError(f"'{obj.name}' has {n_vertices} vertices and {n_triangles} triangles (modifiers "
-                             f"applied), over the limits ({limits.MAX_VERTICES} / {limits.MAX_FACES})",
-                             "lower the subdivision levels or decimate it", code="too_large")
+        check_size(obj.name, n_vertices, n_triangles)
         vertices = np.empty(n_vertices * 3, np.float32)
         mesh.vertices.foreach_get("co", vertices)
         triangles = np.empty(n_triangles * 3, np.int32)

@@ -7,10 +7,10 @@ import time
 
 import bpy
 
-from . import session
-from .importers import job_of
-from .kinds import JOB_KINDS, MAX_STYLES
-from .preferences import get_prefs
+from ..core.kinds import JOB_KINDS, MAX_STYLES
+from ..engine import session
+from ..engine.settings import get_prefs
+from ..operators.importers import job_of
 
 _STATE_TEXT = {
     "stopped": ("Stopped", "RADIOBUT_OFF"),
@@ -62,6 +62,8 @@ class ATELIER_PT_backend(AtelierPanel, bpy.types.Panel):
             layout.label(text="The add-on is not registered", icon="ERROR")
             return
         text, icon = _STATE_TEXT.get(runtime.state, (runtime.state, "QUESTION"))
+        if runtime.restart_pending:
+            text, icon = "Restarting...", "TIME"
         box = layout.box()
         row = box.row()
         row.label(text=text, icon=icon)
@@ -75,6 +77,9 @@ class ATELIER_PT_backend(AtelierPanel, bpy.types.Panel):
             col.label(text=f"Device: {runtime.welcome.device}   Renderer: {runtime.welcome.renderer}")
             col.label(text=f"Address: {runtime.endpoint}")
             col.operator("atelier.backend_release", icon="TRASH")
+        if runtime.restart_note:  # supervision restarted it (INFO) or gave up (ERROR)
+            _wrapped(box, runtime.restart_note, "ERROR" if runtime.state == "lost" and not runtime.restart_pending
+                     else "INFO")
         if runtime.message:
             _wrapped(box, runtime.message, "ERROR")
             if runtime.hint:

@@ -4,7 +4,7 @@
    `python build.py extension`: it never depends on what else is on Blender's `sys.path`.
 2. Otherwise (a checkout) the top-level `shared_protocol` package when it is importable: the tests put the
    repository root on `sys.path`.
-3. Otherwise the checkout's `shared_protocol/` next to this folder (a developer who links `blender_addon/`
+3. Otherwise the checkout's `shared_protocol/` next to the add-on's folder (a developer who links `blender_addon/`
    into Blender's extensions folder), loaded under its own name without touching `sys.path`.
 """
 
@@ -15,11 +15,13 @@ import importlib.util
 import sys
 from pathlib import Path
 
-_VENDORED = f"{__package__}.shared_protocol" if __package__ else None
+_ADDON = __package__.rpartition(".")[0] if __package__ else ""
+"""The add-on's top package (this module lives in its `core` subpackage)."""
+_VENDORED = f"{_ADDON}.shared_protocol" if _ADDON else None
 
 
 def _from_checkout():
-    folder = Path(__file__).resolve().parent.parent / "shared_protocol"
+    folder = Path(__file__).resolve().parents[2] / "shared_protocol"  # <checkout>/blender_addon/core/
     if not (folder / "__init__.py").is_file():
         raise ImportError(
             "the Atelier add-on cannot find its protocol package: install the extension zip that "

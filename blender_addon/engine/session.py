@@ -17,9 +17,9 @@ import bpy
 import bpy.utils.previews
 from bpy.app.handlers import persistent
 
-from .errors import AddonError
-from .preferences import current_settings
+from ..core.errors import AddonError
 from .runtime import Runtime
+from .settings import current_settings, get_prefs
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,6 @@ def register() -> None:
     bpy.app.handlers.load_pre.append(_on_load_pre)
     atexit.register(_at_exit)
     settings = _runtime.settings
-    from .preferences import get_prefs
     prefs = get_prefs()
     if prefs is not None and prefs.auto_start and settings.mode == "local" and not bpy.app.background:
         try:

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import bpy
 
-from .errors import AddonError
-from .installer import (NVDIFFRAST_LICENCE, InstallOptions, Runner, RunState, default_source, detect_platform,
-                        make_plan, quick_platform, torch_variant)
-from .weights import WeightsManager
+from ..core.errors import AddonError
+from ..engine.installer import (NVDIFFRAST_LICENCE, InstallOptions, Runner, RunState, default_source, detect_platform,
+                                make_plan, quick_platform, torch_variant)
+from ..engine.settings import ADDON_ID, backend_settings, get_prefs
+from ..engine.weights import WeightsManager
 
 TICK_INTERVAL = 0.2
 
@@ -32,8 +33,6 @@ _weights = WeightsManager()
 
 
 def _prefs(context=None):
-    from .preferences import get_prefs
-
     return get_prefs(context)
 
 
@@ -50,8 +49,6 @@ def _prefs_or_report(op, context):
 def install_root(prefs=None, create: bool = True) -> Path:
     """The folder holding the backend's venv and the install/weights logs: the preference "Install folder", else
     the extension's user folder, else (the add-on loaded from a checkout) Blender's user data folder."""
-    from .preferences import ADDON_ID
-
     if prefs is not None and prefs.install_dir:
         return Path(bpy.path.abspath(prefs.install_dir))
     try:
@@ -78,7 +75,7 @@ def build_plan(options: InstallOptions):
 
 def backend_python(prefs) -> str:
     """The Backend Python the weights manager runs (the preference, else $ATELIER_BACKEND_PYTHON)."""
-    return prefs.settings().python
+    return backend_settings(prefs).python
 
 
 # -- the timer ------------------------------------------------------------------------------------------
