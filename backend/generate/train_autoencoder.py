@@ -20,6 +20,7 @@ from backend.generate.occupancy import OccupancyAutoencoder, OccupancyAutoencode
 from backend.geometry.mesh import Mesh
 from backend.geometry.voxelize import voxelize_normalized
 from backend.progress import CancelToken, ProgressFn, no_progress
+from backend.train_loop import TrainLoop, run_training_loop
 
 CHECKPOINT_KIND = "atelier.occupancy_autoencoder"
 
@@ -99,29 +100,27 @@ def train_autoencoder(
     samplers = [OccupancySampler(grid, config.near_fraction, config.near_sigma) for grid in voxels]
     grids = torch.from_numpy(voxels).to(device)
     batch = min(config.batch_size, len(voxels))
-    order, cursor = rng.permutation(len(voxels)), 0
     model.train()
-    for step in range(start, config.steps):
-        if cancel is not None:
-            cancel.check()
-        if cursor + batch > len(order):
-            order, cursor = rng.permutation(len(voxels)), 0
-        chosen = order[cursor:cursor + batch]
-        cursor += batch
+    state = {"order": rng.permutation(len(voxels)), "cursor": 0}
+
+    def loss_at(step: int) -> torch.Tensor:
+        if state["cursor"] + batch > len(state["order"]):
+            state["order"], state["cursor"] = rng.permutation(len(voxels)), 0
+        chosen = state["order"][state["cursor"]:state["cursor"] + batch]
+        state["cursor"] += batch
         samples = [samplers[i].sample(config.points_per_shape, rng) for i in chosen]
         points = torch.from_numpy(np.stack([p for p, _ in samples])).to(device)
         labels = torch.from_numpy(np.stack([y for _, y in samples])).to(device)
         logits = model(grids[torch.from_numpy(chosen).to(device)], points)
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * cosine_factor(step, config.steps)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        progress(step + 1, config.steps, loss=losses[-1])
-        if checkpoint_path is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-            save_checkpoint(checkpoint_path, model, optimizer, config, step + 1, losses)
+        return F.binary_cross_entropy_with_logits(logits, labels)
+
+    def save(step: int) -> None:
+        save_checkpoint(checkpoint_path, model, optimizer, config, step, losses)
+
+    run_training_loop(optimizer, loss_at, TrainLoop(
+        steps=config.steps, start=start, lr_at=lambda step, group: config.learning_rate * cosine_factor(step, config.steps),
+        checkpoint_every=config.checkpoint_every, save=save if checkpoint_path is not None else None,
+        on_record=lambda record: losses.append(record["loss"])), progress=progress, cancel=cancel)
     if checkpoint_path is not None and start < config.steps:
         save_checkpoint(checkpoint_path, model, optimizer, config, config.steps, losses)
     return model.eval(), losses

@@ -15,6 +15,7 @@ from backend.checkpoints import cosine_factor, read_model_checkpoint, resume_tra
 from backend.errors import InvalidInputError
 from backend.generate.flow import ConditionalRealNVP, FlowConfig
 from backend.progress import CancelToken, ProgressFn, no_progress
+from backend.train_loop import TrainLoop, run_training_loop
 
 CHECKPOINT_KIND = "atelier.latent_flow"
 
@@ -97,29 +98,27 @@ def train_flow(
         generator.manual_seed(config.seed * 1_000_003 + start)
     n, views = len(latents), conditions.shape[1]
     batch = max(2, min(config.batch_size, n))
-    order, cursor = torch.randperm(n, generator=generator), 0
+    state = {"order": torch.randperm(n, generator=generator), "cursor": 0}
     flow.train()
-    for step in range(start, config.steps):
-        if cancel is not None:
-            cancel.check()
-        if cursor + batch > n:
-            order, cursor = torch.randperm(n, generator=generator), 0
-        chosen = order[cursor:cursor + batch]
-        cursor += batch
+
+    def loss_at(step: int) -> torch.Tensor:
+        if state["cursor"] + batch > n:
+            state["order"], state["cursor"] = torch.randperm(n, generator=generator), 0
+        chosen = state["order"][state["cursor"]:state["cursor"] + batch]
+        state["cursor"] += batch
         view = torch.randint(views, (len(chosen),), generator=generator)
         z = latents[chosen]
         if config.latent_noise:
             z = z + config.latent_noise * torch.randn(z.shape, generator=generator)
-        loss = -flow.log_prob(z.to(device), conditions[chosen, view].to(device)).mean() / d
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * cosine_factor(step, config.steps)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        progress(step + 1, config.steps, loss=losses[-1])
-        if checkpoint_path is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-            save_flow_checkpoint(checkpoint_path, flow, optimizer, config, step + 1, losses)
+        return -flow.log_prob(z.to(device), conditions[chosen, view].to(device)).mean() / d
+
+    def save(step: int) -> None:
+        save_flow_checkpoint(checkpoint_path, flow, optimizer, config, step, losses)
+
+    run_training_loop(optimizer, loss_at, TrainLoop(
+        steps=config.steps, start=start, lr_at=lambda step, group: config.learning_rate * cosine_factor(step, config.steps),
+        checkpoint_every=config.checkpoint_every, save=save if checkpoint_path is not None else None,
+        on_record=lambda record: losses.append(record["loss"])), progress=progress, cancel=cancel)
     if checkpoint_path is not None and start < config.steps:
         save_flow_checkpoint(checkpoint_path, flow, optimizer, config, config.steps, losses)
     return flow.eval(), losses

@@ -49,6 +49,7 @@ from backend.models.domain_world import (PROMPTS, DomainClipConfig, heldout_plan
 from backend.models.store import atelier_home
 from backend.models.training import augment, torch_threads
 from backend.progress import CancelToken, ProgressFn, no_progress
+from backend.train_loop import TrainLoop, run_training_loop
 from backend.world.appearance import PATTERNS
 from backend.world.captions import ALL, contains_phrase, make_caption
 from backend.world.families import CATEGORIES, FAMILIES
@@ -307,15 +308,14 @@ def _train(config: DomainClipConfig, data: TrainingSet, progress: ProgressFn, ca
                                                     data.attributes[s], kind) for s in range(n)])
                   for kind in ("render", "sketch")}
     generator = torch.Generator().manual_seed(config.seed)
-    order, cursor = torch.randperm(len(items), generator=generator), 0
+    state = {"order": torch.randperm(len(items), generator=generator), "cursor": 0}
     batch = min(config.batch, len(items))
-    for step in range(config.steps):
-        if cancel is not None:
-            cancel.check()
-        if cursor + batch > len(order):
-            order, cursor = torch.randperm(len(items), generator=generator), 0
-        picked = items[order[cursor:cursor + batch]]
-        cursor += batch
+
+    def loss_at(step: int) -> torch.Tensor:
+        if state["cursor"] + batch > len(state["order"]):
+            state["order"], state["cursor"] = torch.randperm(len(items), generator=generator), 0
+        picked = items[state["order"][state["cursor"]:state["cursor"] + batch]]
+        state["cursor"] += batch
         shape, is_sketch, view = picked.unbind(1)
         sketch = is_sketch.bool()
         images = torch.empty((batch, *data.renders.shape[2:]), dtype=torch.uint8)
@@ -333,18 +333,18 @@ def _train(config: DomainClipConfig, data: TrainingSet, progress: ProgressFn, ca
             facts.append(fact)
         rows = torch.where(sketch[:, None], label_rows["sketch"][shape], label_rows["render"][shape])
         positives = agreement(rows, torch.tensor(facts))
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, config)
         image_emb = model.encode_image(clip.preprocess(images), normalize=True)
         text_emb = model.encode_text(clip.tokenizer(captions), normalize=True)
-        loss = contrastive_loss(image_emb, text_emb, model.logit_scale.exp(), positives)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        return contrastive_loss(image_emb, text_emb, model.logit_scale.exp(), positives)
+
+    def clamp_scale() -> dict[str, float]:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(config.max_logit_scale))
-        progress(step + 1, config.steps, loss=loss.item(), lr=optimizer.param_groups[0]["lr"],
-                 temperature=math.exp(-model.logit_scale.item()))
+        return {"temperature": math.exp(-model.logit_scale.item())}
+
+    run_training_loop(optimizer, loss_at, TrainLoop(steps=config.steps, lr_at=lambda step, group: _lr_at(step, config),
+                                                    after_step=clamp_scale, report_lr=True),
+                      progress=progress, cancel=cancel)
     model.to(memory_format=torch.contiguous_format).eval().requires_grad_(False)
     return clip
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend.errors import InvalidInputError, JobCancelled
+from backend.errors import InvalidInputError
 from backend.models.clip import ClipModel
 from backend.models.training import augment, torch_threads
 from backend.progress import CancelToken, ProgressFn, no_progress
@@ -35,6 +35,7 @@ from backend.retrieve.losses import (LossWeights, caption_loss, classification_l
                                      total_loss)
 from backend.retrieve.taskformer import (TaskFormer, TaskFormerConfig, build_vocab, check_clip_spec,
                                          model_from_checkpoint, read_checkpoint, save_checkpoint, set_trainable)
+from backend.train_loop import TrainLoop, run_training_loop
 from backend.world.captions import make_caption
 
 MAX_LOGIT_SCALE = 100.0
@@ -332,13 +333,8 @@ def _train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None, ou
 
     started = time.perf_counter()
     weights = config.weights
-    for step in range(start, config.steps):
-        if cancel is not None and cancel.cancelled:
-            save(step)
-            raise JobCancelled()
-        factor = lr_factor(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = group["peak_lr"] * factor
+
+    def loss_at(step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = make_batch(data, step, config)
         tokens = model.tokenize(batch["captions"])
         result = model(batch["images"].to(device), batch["sketches"].to(device), tokens)
@@ -352,17 +348,17 @@ def _train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None, ou
         loss = total_loss(embedding, classification, caption, weights)
         if not torch.isfinite(loss):
             raise RuntimeError(f"the TASK-former loss became {loss.item()} at step {step}; lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        return loss, {"embedding": embedding.detach(), "classification": classification.detach(),
+                      "caption": caption.detach()}
+
+    def clamp_scale() -> None:
         with torch.no_grad():
             model.clip_model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
-        record = {"loss": loss.item(), "embedding": embedding.item(), "classification": classification.item(),
-                  "caption": caption.item()}
-        history.append(record)
-        progress(step + 1, config.steps, **record, lr=optimizer.param_groups[0]["lr"])
-        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            save(step + 1)
+
+    run_training_loop(optimizer, loss_at, TrainLoop(
+        steps=config.steps, start=start, lr_at=lambda step, group: group["peak_lr"] * lr_factor(step, config),
+        checkpoint_every=config.checkpoint_every, save=save, save_on_cancel=True, after_step=clamp_scale,
+        report_lr=True, on_record=history.append), progress=progress, cancel=cancel)
     seconds = time.perf_counter() - started
     save(config.steps)
     model.eval()

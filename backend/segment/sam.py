@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from backend.checkpoints import save_atomic
 from backend.errors import InvalidInputError
 from backend.models.catalogue import lookup
 from backend.models.store import find_weights, missing_weights_error, weights_dir
@@ -189,21 +190,13 @@ def save_sam_checkpoint(model, arch: SamArch, path: str | Path, name: str = "cus
     The file is a torch dict {"format": "atelier-sam-1", "name", "arch" (SamArch as a dict), "state_dict" (CPU
     tensors)}, loadable with `weights_only=True`. Returns the path.
     """
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "name": str(name),
         "arch": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(arch).items()},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    part = path.with_name(path.name + ".part")
-    try:
-        torch.save(payload, part)
-        part.replace(path)
-    finally:
-        part.unlink(missing_ok=True)
-    return path
+    return save_atomic(payload, Path(path).expanduser())
 
 
 def _short(exc: BaseException) -> str:

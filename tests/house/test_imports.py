@@ -28,7 +28,7 @@ MAX_LINES = 600
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("protocol", ("shared_protocol",)),
     ("core", ("backend", "backend.errors", "backend.devices", "backend.progress", "backend.checkpoints",
-              "backend.external", "backend.images")),
+              "backend.external", "backend.images", "backend.train_loop")),
     ("geometry", ("backend.geometry",)),
     ("render", ("backend.render",)),
     ("models", ("backend.models",)),
