@@ -83,7 +83,8 @@ def test_every_bound_is_enforced_on_both_sides(kind):
                 continue
             with pytest.raises(ParamError) as wire:
                 cls.from_params({**params, name: value}, blobs)
-            assert (getattr(spec, "what", "") or name) in str(wire.value), (name, value, wire.value)
+            message = str(wire.value)
+            assert f"'{name}'" in message or (getattr(spec, "what", "") and spec.what in message), message
             with pytest.raises(ParamError) as code:
                 cls(**{**params, name: value})
             assert str(code.value) == str(wire.value)
