@@ -20,3 +20,17 @@ class ProtocolError(Exception):
         self.job = job
         self.hint = hint
         self.peer_protocol = peer_protocol
+
+
+class ParamError(ValueError):
+    """A job param (or blob) that the job does not take: unknown, missing, of the wrong type or out of range.
+
+    The server answers it as `invalid_input`, the CLI as one line, the add-on in its panel, all with the same
+    `message` and `hint` (the fix). `param` names the param when there is one.
+    """
+
+    def __init__(self, message: str, hint: str = "", param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.param = param

@@ -60,3 +60,38 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 SEARCH_MAX_K = 100
 """Most results one `search` job returns (each result carries a thumbnail blob, so it fits MAX_FRAMES)."""
+
+# -- job params both sides check (the request dataclasses in `shared_protocol.requests` use these) ---------------
+
+MAX_SEED = 2**31 - 1
+"""Largest `seed` a job takes."""
+
+MAX_JOB_STEPS = 100_000
+"""Largest optimisation step count a job takes (stylize, restyle, the generate job's style steps)."""
+
+QUALITIES = ("draft", "standard", "high")
+"""The stylize and restyle presets (`high` is each paper's setting)."""
+
+TEXTURE_SIZE_RANGE = (64, 4096)
+"""Side in pixels of a texture a job paints (stylize's bake, restyle's style texture)."""
+
+MAX_STYLE_IMAGES = 16
+"""Style images one restyle job takes (blobs style_0 .. style_15)."""
+
+MAX_PALETTE_COLORS = 16
+"""Colours a user palette may have."""
+
+INDEX_VIEWS_RANGE = (1, 24)
+"""Views per shape an index job may render."""
+
+SEGMENT_MAX_POINTS = 64
+"""Point prompts one segment job takes."""
+
+SAM_TYPES = ("vit_b", "vit_l", "vit_h")
+"""The Segment Anything checkpoints the backend knows."""
+
+GENERATE_MAX_SAMPLES = 16
+"""Shapes one generate job draws."""
+
+GENERATE_MAX_REFINE = 500
+"""ISS refinement steps per sample a generate job takes."""
