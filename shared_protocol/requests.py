@@ -93,6 +93,9 @@ class RestyleRequest(JobRequest):
     clip: str = param(_CLIP, "")
     preview_every: int = param(_PREVIEW, 0)
 
+    def check_blobs(self, blobs: Collection[str]) -> None:
+        """Left to `requires`, which names every blob the job expects."""
+
     def requires(self, blobs: Collection[str]) -> None:
         names = sorted(blobs, key=lambda n: (len(n), n))
         expected = [f"style_{i}" for i in range(len(names))]
@@ -103,7 +106,7 @@ class RestyleRequest(JobRequest):
             raise ParamError(f"unexpected blob names {names}; expected {expected}",
                              hint="send the style images as blobs style_0, style_1, ... without gaps")
         if len(names) > limits.MAX_STYLE_IMAGES:
-            raise ParamError(f"{len(names)} style images, over the {limits.MAX_STYLE_IMAGES} limit",
+            raise ParamError(f"{len(names)} style images were given; at most {limits.MAX_STYLE_IMAGES} are used",
                              hint=f"send 1 to {limits.MAX_STYLE_IMAGES} style images")
 
 

@@ -63,6 +63,24 @@ def progress_bar(total: int, desc: str, unit: str = "step", delay: float = 0.0):
     return progress, bar
 
 
+class LazyBar:
+    """A `progress(step, total, **metrics)` whose bar appears at the first step: nothing is printed while the
+    models load, so a load that fails prints only its error line. `close()` it when done."""
+
+    def __init__(self, desc: str):
+        self.desc = desc
+        self._progress = self._bar = None
+
+    def __call__(self, step: int, total: int, **metrics: float) -> None:
+        if self._bar is None:
+            self._progress, self._bar = progress_bar(total, self.desc)
+        self._progress(step, total, **metrics)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def resolve(args, report: Report):
     """The torch device for this run, recorded in the report with the renderer it gets by default."""
     from backend.devices import resolve_device

@@ -6,6 +6,8 @@ import math
 from collections.abc import Iterable
 
 from backend.errors import InvalidInputError
+from shared_protocol.errors import ParamError
+from shared_protocol.params import JobRequest
 
 _MISSING = object()
 
@@ -76,3 +78,12 @@ def bool_param(params: dict, name: str, default: bool) -> bool:
         raise InvalidInputError(f"param {name!r} must be true or false, got {value!r:.40}",
                                 hint=f"send {name} as a JSON boolean")
     return value
+
+
+def read_request(cls: type[JobRequest], ctx) -> JobRequest:
+    """The job's request (`shared_protocol.requests`) from its params and blob names; a bad one is an
+    InvalidInputError with the request's own message and fix."""
+    try:
+        return cls.from_params(ctx.params, list(ctx.blobs))
+    except ParamError as exc:
+        raise InvalidInputError(exc.message, hint=exc.hint) from exc

@@ -44,8 +44,9 @@ from backend.stylize.loop import StepOutput, optimise
 from backend.stylize.nnfm import StyleBank, build_style_bank, content_loss, nearest_neighbours, nnfm_loss
 from backend.stylize.palette import extract_palette, nearest_palette_distance, palette_weight
 from backend.stylize.surface import check_size
+from shared_protocol.limits import MAX_JOB_STEPS, TEXTURE_SIZE_RANGE
 
-MAX_STEPS = 100_000
+MAX_STEPS = MAX_JOB_STEPS
 """Most optimisation steps a run may ask for."""
 MAX_STYLE_IMAGES = 16
 """Most style images one run takes (each adds its features to the nearest-neighbour search)."""
@@ -117,8 +118,9 @@ class RestyleConfig:
         if not 32 <= self.render_size <= 2048:
             raise InvalidInputError(f"render_size must be in [32, 2048] pixels, got {self.render_size}",
                                     hint="the paper renders at 512")
-        if not 16 <= self.texture_size <= 8192:
-            raise InvalidInputError(f"texture_size must be in [16, 8192] pixels, got {self.texture_size}",
+        low, high = TEXTURE_SIZE_RANGE
+        if not low <= self.texture_size <= high:
+            raise InvalidInputError(f"texture_size must be in [{low}, {high}] pixels, got {self.texture_size}",
                                     hint="the paper uses 1024")
         if self.style_size is not None and not 32 <= self.style_size <= 2048:
             raise InvalidInputError(f"style_size must be in [32, 2048] pixels, got {self.style_size}")
@@ -390,7 +392,7 @@ def restyle(mesh: Mesh, style_images: Sequence[np.ndarray], clip, config: Restyl
 
     mesh: a triangle mesh (glTF frame, any scale); style_images: 1-16 arrays [H, W, 3|4] float in [0, 1]
     (`backend.images.load_image`); clip: a `ClipModel` (used when config.features.extractor is "clip", may be
-    None for VGG); palette: [K, 3] display RGB in [0, 1], or None to extract `palette_colors` from the style
+    None for VGG), or a function that loads it, called once the mesh, images and settings are checked; palette: [K, 3] display RGB in [0, 1], or None to extract `palette_colors` from the style
     images (k-means) when `use_palette`; generator: a CPU torch.Generator (default: seeded with config.seed).
     Calls progress(step, steps, loss=..., loss_style=..., loss_content=..., loss_palette=..., eta_s=...)
     after every step and on_preview(step, front view uint8) every config.preview_every steps and at the end.
@@ -412,6 +414,8 @@ def restyle(mesh: Mesh, style_images: Sequence[np.ndarray], clip, config: Restyl
         else:
             palette_source = "user"
     palette_tensor = torch.as_tensor(np.asarray(palette, dtype=np.float32)) if palette_source != "none" else None
+    if callable(clip):
+        clip = clip()
     extractor = make_extractor(config.features, clip, device)
     bank = build_style_bank(extractor, styles)
     run = RestyleRun(prepared, bank, extractor, palette_tensor, config, device, generator)

@@ -38,8 +38,9 @@ from backend.stylize.augment import AugmentConfig, augment
 from backend.stylize.loop import StepOutput, optimise
 from backend.stylize.losses import Average, check_prompt, clip_scores, cosine_loss, encode_prompts
 from backend.stylize.surface import WeldedSurface, check_size, subdivide_to, weld
+from shared_protocol.limits import MAX_JOB_STEPS
 
-MAX_STEPS = 100_000
+MAX_STEPS = MAX_JOB_STEPS
 """Most optimisation steps a run may ask for (a typo like 1500000 would otherwise run for days)."""
 
 Quality = Literal["draft", "standard", "high"]
@@ -447,7 +448,8 @@ def stylize(mesh: Mesh, prompt: str, clip, config: Text2MeshConfig | None = None
     """Stylizes `mesh` so that CLIP finds its renders close to `prompt` (Text2Mesh).
 
     mesh: a triangle mesh (glTF frame, any scale and place); prompt: 1-500 characters that fit the CLIP's
-    context; clip: a `ClipModel` (`load_clip`); generator: a CPU torch.Generator (default: seeded with
+    context; clip: a `ClipModel` (`load_clip`), or a function that loads one, called once the mesh and the
+    settings are checked (so bad input fails before a model loads); generator: a CPU torch.Generator (default: seeded with
     config.seed). Calls progress(step, steps, loss=..., loss_global=..., ..., eta_s=...) after every step,
     checks `cancel` before each, and calls on_preview(step, front view [H, W, 3] uint8) every
     config.preview_every steps and after the last.
@@ -458,6 +460,8 @@ def stylize(mesh: Mesh, prompt: str, clip, config: Text2MeshConfig | None = None
     config.check()
     check_size(mesh, config.max_faces)
     mesh = validate_mesh(mesh, max_faces=config.max_faces)
+    if callable(clip):
+        clip = clip()
     text = check_prompt(prompt, clip.context_length, clip.tokenizer)
     levels = 0
     if config.subdivide:

@@ -8,12 +8,11 @@ not listed: the tests check that this registry equals the `job_kinds` a backend 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from .errors import AddonError
-from .protocol import limits
+from .protocol import ParamError, limits, requests
 
 
 @dataclass(frozen=True)
@@ -62,12 +61,21 @@ PARAMS_ONLY_KINDS = ("generate", "fetch_shape")
 """Kinds whose stored params alone run the job again ("Run Again" / "Variation" from a result): no source mesh, no
 files. The mesh kinds need their source object; restyle re-reads its style images; the others are not re-run."""
 
-QUALITIES = ("draft", "standard", "high")
-"""The stylize and restyle jobs' presets (backend `QUALITY_PRESETS`). stylize: draft 150 steps, standard 500,
-high 1500 (the paper); restyle: draft 150 steps, standard 400, high 1000."""
-MAX_SEED = 2**31 - 1
-MAX_STEPS = 100_000
-"""The largest step count a job takes (backend `restyle.MAX_STEPS`); 0 in the panel: the quality preset's."""
+QUALITIES = limits.QUALITIES
+"""The stylize and restyle jobs' presets. stylize: draft 150 steps, standard 500, high 1500 (the paper); restyle:
+draft 150 steps, standard 400, high 1000."""
+MAX_SEED = limits.MAX_SEED
+MAX_STEPS = limits.MAX_JOB_STEPS
+"""The largest step count a job takes; 0 in the panel: the quality preset's."""
+
+
+def _request(cls, **values):
+    """The job's request (`shared_protocol.requests`) from the panel's values: the checks and messages the
+    backend applies, raised here as AddonError before anything is sent."""
+    try:
+        return cls(**values)
+    except ParamError as exc:
+        raise AddonError(exc.message, exc.hint) from exc
 
 
 def _prompt(prompt: str, empty_hint: str, code: str = "invalid_input") -> str:
@@ -124,100 +132,43 @@ def read_input_file(path_text: str, name: str, hint: str, missing_code: str, cod
 
 def stylize_params(prompt: str, quality: str = "standard", steps: int = 0, seed: int = 0, clip: str = "",
                    subdivide: bool = False, bake_texture: bool = False) -> dict:
-    """The `stylize` job's params from the panel's fields; AddonError for a bad prompt.
+    """The `stylize` job's params from the panel's fields (`StylizeRequest`); AddonError for a bad value.
 
-    steps 0 means the quality preset's count; clip "" means the backend's default (ViT-B-32:openai).
+    steps 0 means the quality preset's; clip "" means the backend's default (ViT-B-32:openai).
     """
-    prompt = _prompt(prompt, "type what the object should look like, e.g. 'a wooden chair'")
-    _check_quality(quality)
-    _check_seed(seed)
-    params = {"prompt": prompt, "quality": quality, "seed": int(seed)}
-    if steps:
-        params["steps"] = int(steps)
-    if clip:
-        params["clip"] = clip
-    if subdivide:
-        params["subdivide"] = True
-    if bake_texture:
-        params["bake_texture"] = True
-    return params
+    return _request(requests.StylizeRequest, prompt=prompt or "", quality=quality, steps=int(steps), seed=int(seed),
+                    clip=(clip or "").strip(), subdivide=bool(subdivide), bake_texture=bool(bake_texture)).to_params()
 
 
 def render_params(views: int = 8, size: int = 256) -> dict:
-    """The `render` job's params; AddonError outside the protocol's ranges."""
-    if not limits.RENDER_MIN_VIEWS <= views <= limits.RENDER_MAX_VIEWS:
-        raise AddonError(f"views must be in [{limits.RENDER_MIN_VIEWS}, {limits.RENDER_MAX_VIEWS}], got {views}")
-    if not limits.RENDER_MIN_SIZE <= size <= limits.RENDER_MAX_SIZE:
-        raise AddonError(f"size must be in [{limits.RENDER_MIN_SIZE}, {limits.RENDER_MAX_SIZE}] px, got {size}")
-    return {"views": int(views), "size": int(size)}
+    """The `render` job's params (`RenderRequest`); AddonError outside the protocol's ranges."""
+    return _request(requests.RenderRequest, views=int(views), size=int(size)).to_params()
 
 
 # -- restyle ----------------------------------------------------------------------------------------------
 
-MAX_STYLES = 16
+MAX_STYLES = limits.MAX_STYLE_IMAGES
 """Style images a restyle job takes (backend: blobs style_0 .. style_15)."""
-MAX_PALETTE_COLORS = 16
-"""Colours a user palette may have (backend `palette.MAX_PALETTE_COLORS`)."""
-PATTERN_SCALE_RANGE = (0.25, 8.0)
+_RESTYLE_SPECS = requests.RestyleRequest.specs()
+PATTERN_SCALE_RANGE = (_RESTYLE_SPECS["pattern_scale"].lo, _RESTYLE_SPECS["pattern_scale"].hi)
 """The restyle job's `pattern_scale` range (1: the default camera distance; smaller: finer patterns)."""
-TEXTURE_SIZE_RANGE = (64, 4096)
+TEXTURE_SIZE_RANGE = limits.TEXTURE_SIZE_RANGE
 """The restyle job's `texture_size` range in pixels (0 in the panel: the quality preset's)."""
-_PALETTE_HINT = "write auto, none, or 1 to 16 colours such as #aa3311,#f0e0c0 (each #rrggbb or #rgb)"
-_HEX = re.compile(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
-
-
 def palette_param(text: str) -> str:
     """The panel's palette text -> the `palette` param: "auto", "none" or "#rrggbb,#rrggbb,..." (lower case,
     #rgb expanded); AddonError naming the bad colour. Empty text means "auto"."""
-    stripped = (text or "").strip()
-    if stripped.lower() in ("", "auto"):
-        return "auto"
-    if stripped.lower() == "none":
-        return "none"
-    tokens = [token.strip() for token in stripped.split(",")]
-    if len(tokens) > MAX_PALETTE_COLORS:
-        raise AddonError(f"the palette has {len(tokens)} colours, over the {MAX_PALETTE_COLORS} limit", _PALETTE_HINT)
-    colors = []
-    for position, token in enumerate(tokens, start=1):
-        match = _HEX.fullmatch(token)
-        if match is None:
-            what = "is empty" if not token else f"{token!r} is not a hex colour"
-            raise AddonError(f"palette colour {position} of {len(tokens)} {what}", _PALETTE_HINT)
-        digits = match.group(1).lower()
-        if len(digits) == 3:
-            digits = "".join(d * 2 for d in digits)  # #abc is #aabbcc
-        colors.append("#" + digits)
-    return ",".join(colors)
+    return _request(requests.RestyleRequest, palette=text or "").palette
 
 
 def restyle_params(quality: str = "standard", steps: int = 0, seed: int = 0, palette: str = "auto",
                    pattern_scale: float = 1.0, texture_size: int = 0, clip: str = "") -> dict:
-    """The `restyle` job's params from the panel's fields; AddonError for a value the backend would refuse.
-
-    steps 0 and texture_size 0 mean the quality preset's; clip "" means the backend's default (RN50:openai).
-    The style images travel as blobs (`read_style_images`), not params.
+    """The `restyle` job's params from the panel's fields (`RestyleRequest`); AddonError for a value the backend
+    would refuse. steps 0 and texture_size 0 mean the quality preset's; clip "" means the backend's default
+    (RN50:openai). The style images travel as blobs (`read_style_images`), not params.
     """
-    _check_quality(quality)
-    _check_steps(steps)
-    _check_seed(seed)
-    low, high = PATTERN_SCALE_RANGE
-    if not low <= float(pattern_scale) <= high:
-        raise AddonError(f"pattern scale must be in [{low}, {high}], got {pattern_scale}",
-                         "1 is the default; smaller gives finer patterns")
-    low_size, high_size = TEXTURE_SIZE_RANGE
-    if texture_size and not low_size <= int(texture_size) <= high_size:
-        raise AddonError(f"texture size must be in [{low_size}, {high_size}] px (0: the quality preset's), "
-                         f"got {texture_size}")
-    params = {"quality": quality, "seed": int(seed), "palette": palette_param(palette),
-              "pattern_scale": round(float(pattern_scale), 4)}
-    if steps:
-        params["steps"] = int(steps)
-    if texture_size:
-        params["texture_size"] = int(texture_size)
-    clip = (clip or "").strip()
-    if clip:
-        params["clip"] = clip
-    return params
+    return _request(requests.RestyleRequest, quality=quality, steps=int(steps), seed=int(seed), palette=palette or "",
+                    pattern_scale=round(float(pattern_scale), 4), texture_size=int(texture_size),
+                    clip=(clip or "").strip()).to_params()
 
 
 def read_style_images(paths: list[str]) -> dict[str, bytes]:

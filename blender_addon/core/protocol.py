@@ -69,9 +69,12 @@ from_frames = sp.from_frames
 is_job_id = sp.is_job_id
 to_frames = sp.to_frames
 limits = importlib.import_module(f"{sp.__name__}.limits")
+requests = importlib.import_module(f"{sp.__name__}.requests")
+"""One request dataclass per job kind: the params' defaults, bounds and checks the backend applies too."""
+ParamError = importlib.import_module(f"{sp.__name__}.errors").ParamError
 
 __all__ = [
     "Accepted", "Array", "Cancel", "Error", "Hello", "MeshPayload", "PROTOCOL_VERSION", "Progress",
-    "ProtocolError", "Release", "Result", "SOURCE", "Shutdown", "Status", "Submit", "Welcome", "from_frames",
-    "is_job_id", "limits", "shared_protocol", "to_frames",
+    "ParamError", "ProtocolError", "Release", "Result", "SOURCE", "Shutdown", "Status", "Submit", "Welcome", "from_frames",
+    "is_job_id", "limits", "requests", "shared_protocol", "to_frames",
 ]

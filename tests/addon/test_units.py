@@ -120,35 +120,39 @@ def test_png_encoder_and_blender_pixel_order():
 # -- job kinds and params -------------------------------------------------------------------------------
 
 def test_stylize_params():
+    # The backend's request with every default spelled out (StylizeRequest), steps 0 (the preset's) left out.
     assert kinds.stylize_params(" a red box ", "draft", 0, 3, clip="tiny") == \
-        {"prompt": "a red box", "quality": "draft", "seed": 3, "clip": "tiny"}
+        {"prompt": "a red box", "quality": "draft", "seed": 3, "clip": "tiny", "subdivide": False,
+         "subdivide_vertices": 10_000, "bake_texture": False, "texture_size": 1024}
     assert kinds.stylize_params("x", steps=7, subdivide=True)["steps"] == 7
     with pytest.raises(AddonError, match="prompt is empty"):
         kinds.stylize_params("   ")
-    with pytest.raises(AddonError, match="over the 500 limit"):
+    with pytest.raises(AddonError, match="501 characters long, more than 500"):
         kinds.stylize_params("x" * 501)
     with pytest.raises(AddonError, match="quality"):
         kinds.stylize_params("x", quality="ultra")
 
 
 def test_render_params_follow_the_protocol_limits():
-    assert kinds.render_params(2, 32) == {"views": 2, "size": 32}
+    assert kinds.render_params(2, 32) == {"views": 2, "size": 32, "background": [1.0, 1.0, 1.0]}
     for views, size in ((0, 32), (65, 32), (2, 8), (2, 4096)):
         with pytest.raises(AddonError):
             kinds.render_params(views, size)
 
 
 def test_restyle_params():
-    assert kinds.restyle_params() == {"quality": "standard", "seed": 0, "palette": "auto", "pattern_scale": 1.0}
+    defaults = {"palette_weight": 2000.0, "features": "clip"}
+    assert kinds.restyle_params() == {"quality": "standard", "seed": 0, "palette": "auto", "pattern_scale": 1.0,
+                                      **defaults}
     assert kinds.restyle_params("draft", 2, 7, " #F00, 00ff00 ,#abc", 0.5, 64, clip=" tiny-rn ") == {
         "quality": "draft", "steps": 2, "seed": 7, "palette": "#ff0000,#00ff00,#aabbcc", "pattern_scale": 0.5,
-        "texture_size": 64, "clip": "tiny-rn"}
+        "texture_size": 64, "clip": "tiny-rn", **defaults}
     assert kinds.restyle_params(palette="None")["palette"] == "none"
     assert kinds.restyle_params(palette="  ")["palette"] == "auto"
     for kwargs, match in (({"quality": "ultra"}, "quality"), ({"steps": 100_001}, "steps"),
-                          ({"seed": -1}, "seed"), ({"pattern_scale": 0.1}, "pattern scale"),
-                          ({"pattern_scale": 9}, "pattern scale"), ({"texture_size": 32}, "texture size"),
-                          ({"texture_size": 8192}, "texture size"),
+                          ({"seed": -1}, "seed"), ({"pattern_scale": 0.1}, "'pattern_scale'"),
+                          ({"pattern_scale": 9}, "'pattern_scale'"), ({"texture_size": 32}, "'texture_size'"),
+                          ({"texture_size": 8192}, "'texture_size'"),
                           ({"palette": "#ff0000,,#00ff00"}, "palette colour 2 of 3 is empty"),
                           ({"palette": "red"}, "'red' is not a hex colour"),
                           ({"palette": ",".join(["#000"] * 17)}, "17 colours, over the 16 limit")):

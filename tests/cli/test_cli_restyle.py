@@ -112,8 +112,8 @@ def write_points_obj(tmp_path: Path) -> Path:
     (None, ["--palette", "red,"], None, "palette colour 1 of 2 'red' is not a hex colour"),
     (None, ["--palette", "#ff0000,"], None, "palette colour 2 of 2 is empty"),
     (None, ["--steps", "0"], None, "steps must be an integer in [1, 100000]"),
-    (None, ["--texture-size", "8"], None, "texture_size must be in [16, 8192] pixels"),
-    (None, ["--palette-weight", "-1"], None, "palette_weight must be >= 0, got -1.0"),
+    (None, ["--texture-size", "8"], None, "--texture-size must be an integer in [64, 4096], got 8"),
+    (None, ["--palette-weight", "-1"], None, "--palette-weight must be a number in [0.0, 1000000.0], got -1.0"),
     (None, [], write_points_obj, "points.obj: the file contains no triangles"),
 ])
 def test_restyle_bad_input_is_one_readable_line(make_style, extra, make_mesh, message, sphere_obj, styles,

@@ -58,7 +58,7 @@ def test_unknown_param_is_named_with_the_ones_taken(kind):
 @pytest.mark.parametrize("kind", sorted(MINIMAL))
 def test_unknown_blob_is_refused(kind):
     params, blobs = MINIMAL[kind]
-    with pytest.raises(ParamError, match="takes no blob 'junk'"):
+    with pytest.raises(ParamError, match="takes no blob 'junk'|unexpected blob names"):
         REQUESTS[kind].from_params(params, (*blobs, "junk"))
 
 
@@ -137,7 +137,7 @@ def test_restyle_blobs_are_numbered_without_gaps():
     with pytest.raises(ParamError, match="unexpected blob names"):
         RestyleRequest.from_params({}, ["style_0", "style_2"])
     too_many = [f"style_{i}" for i in range(limits.MAX_STYLE_IMAGES + 1)]
-    with pytest.raises(ParamError, match="over the 16 limit"):
+    with pytest.raises(ParamError, match="17 style images were given; at most 16 are used"):
         RestyleRequest.from_params({}, too_many)
 
 
