@@ -47,18 +47,6 @@ def float_param(params: dict, name: str, lo: float, hi: float, default: float | 
     return float(value)
 
 
-def color_param(params: dict, name: str, default: tuple[float, float, float]) -> tuple[float, float, float]:
-    """An [r, g, b] colour with components in [0, 1]."""
-    value = params.get(name, _MISSING)
-    if value is _MISSING:
-        return default
-    if (not isinstance(value, list) or len(value) != 3
-            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0.0 <= c <= 1.0 for c in value)):
-        raise InvalidInputError(f"param {name!r} must be [r, g, b] with components in [0, 1], got {value!r:.60}",
-                                hint="send e.g. [1.0, 1.0, 1.0] for white")
-    return (float(value[0]), float(value[1]), float(value[2]))
-
-
 def str_param(params: dict, name: str, default: str | None, choices: tuple[str, ...] | None = None) -> str:
     """A string (one of `choices` when given); `default` when absent (None: required)."""
     value = params.get(name, default)

@@ -1,7 +1,7 @@
 """The `render` job: shaded turntable views of the submitted mesh, as PNGs.
 
-params: views: int in [1, 64] (default 8), size: int in [16, 2048] pixels (default 256),
-        background: [r, g, b] in [0, 1] (default white). Needs a mesh payload.
+params: `shared_protocol.requests.RenderRequest`: views (1-64, default 8), size (16-2048 px, default 256),
+        background ([r, g, b] in [0, 1], default white). Needs a mesh payload.
 result: fields {"views": V, "size": S, "names": ["view_000", ...]}, blobs view_000.. (PNG, S x S RGB).
 """
 
@@ -14,17 +14,13 @@ from backend.render.turntable import render_turntable
 from backend.server.context import JobContext, JobOutput
 from backend.geometry.png import encode_png
 from backend.server.meshes import to_backend_mesh
-from backend.server.params import check_known, color_param, int_param
-from shared_protocol.limits import RENDER_MAX_SIZE, RENDER_MAX_VIEWS, RENDER_MIN_SIZE, RENDER_MIN_VIEWS
-
-PARAMS = ("views", "size", "background")
+from backend.server.params import read_request
+from shared_protocol.requests import RenderRequest
 
 
 def run(ctx: JobContext) -> JobOutput:
-    check_known(ctx.params, PARAMS, "render")
-    views = int_param(ctx.params, "views", RENDER_MIN_VIEWS, RENDER_MAX_VIEWS, default=8)
-    size = int_param(ctx.params, "size", RENDER_MIN_SIZE, RENDER_MAX_SIZE, default=256)
-    background = color_param(ctx.params, "background", (1.0, 1.0, 1.0))
+    request = read_request(RenderRequest, ctx)
+    views, size, background = request.views, request.size, tuple(request.background)
     if ctx.mesh is None:
         raise InvalidInputError("the render job needs a mesh", hint="send the object's mesh in the submit message")
     mesh = validate_mesh(to_backend_mesh(ctx.mesh))
