@@ -120,3 +120,16 @@ def test_stylize_needs_a_mesh_and_existing_weights(client, tmp_path):
     error = run_job(client, Submit(job="noweights", kind="stylize", params={"prompt": "a box", "clip": missing},
                                    mesh=cube_payload()))[-1]
     assert isinstance(error, Error) and "does not exist" in error.message and error.hint
+
+
+@pytest.mark.parametrize("content", [b"root:x:0:0:root:/root:/bin/bash\n", bytes(range(256)) * 8, b""])
+def test_a_junk_clip_file_is_invalid_input_and_the_server_keeps_serving(client, tmp_path, content):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(content)
+    error = run_job(client, Submit(job="junkclip", kind="stylize", params={"prompt": "a box", "clip": str(junk)},
+                                   mesh=cube_payload()))[-1]
+    assert isinstance(error, Error) and error.code == "invalid_input", error
+    assert str(junk) in error.message and error.hint
+    done = run_job(client, Submit(job="after", kind="stylize", params={"prompt": "a box", "clip": "tiny", "steps": 1,
+                                                                       "quality": "draft"}, mesh=cube_payload()))[-1]
+    assert isinstance(done, Result)
