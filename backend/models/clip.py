@@ -398,7 +398,7 @@ def _load_atelier_checkpoint(path: Path, spec: str, device: torch.device) -> Cli
     except Exception as exc:  # noqa: BLE001  any file at all may be named: the unpickler fails in many ways on junk
         reason = _short(exc)
         reason = reason if len(reason) <= 160 else reason[:157] + "..."
-        raise InvalidInputError(f"{path} is not a checkpoint torch can read ({type(exc).__name__}: {reason})",
+        raise InvalidInputError(f"could not read {path}: not a checkpoint torch can read ({type(exc).__name__}: {reason})",
                                 hint=arch_hint) from exc
     if not isinstance(ckpt, dict) or "format" not in ckpt:
         raise InvalidInputError(f"{path} is not an Atelier CLIP checkpoint (it has no 'format' entry)", hint=arch_hint)

@@ -49,7 +49,7 @@ def test_passwd_is_not_a_clip(capsys, sphere_obj, tmp_path):
                  "--clip", "/etc/passwd", "--device", "cpu"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert "/etc/passwd is not a checkpoint torch can read" in err and "Traceback" not in err
+    assert "could not read /etc/passwd: not a checkpoint torch can read" in err and "Traceback" not in err
     assert not (tmp_path / "o.glb").exists()
 
 
