@@ -108,6 +108,9 @@ class Text(Spec):
     """How messages call it ("the prompt"); "" uses "param 'name'"."""
     empty_hint: str = ""
     """The fix an empty required value gets."""
+    path: str = ""
+    """"file": a path on the backend's machine; "clip": a CLIP spec that may name one; "": not a path. A server
+    confines both to the folders it was started with (`backend.server.paths`)."""
 
     def check(self, name: str, value: Any) -> str:
         if not isinstance(value, str):

@@ -20,7 +20,7 @@ from shared_protocol.params import (Bool, Choice, Color, Float, Int, JobRequest,
 _QUALITY_HELP = "draft, standard or high (the paper's setting)"
 _STEPS = Int(1, limits.MAX_JOB_STEPS, unset=0, help="optimisation steps (0 or left out: the quality preset's)")
 _SEED = Int(0, limits.MAX_SEED, help="random seed")
-_CLIP = Text(unset="", help="CLIP spec, e.g. ViT-B-32:openai, domain, or a checkpoint path (default: the job's)")
+_CLIP = Text(unset="", path="clip", help="CLIP spec, e.g. ViT-B-32:openai, domain, or a checkpoint path (default: the job's)")
 _PREVIEW = Int(1, 10_000, unset=0, help="steps between preview images (0: the preset's)")
 _TEXTURE_SIZE = Int(*limits.TEXTURE_SIZE_RANGE, help="texture side in pixels")
 
@@ -31,7 +31,7 @@ def _prompt(empty_hint: str, required: bool = True) -> Text:
 
 
 def _server_path(what: str, required: bool = True) -> Text:
-    return Text(required=required, **unset_unless(required, ""), what=f"the {what} path",
+    return Text(required=required, **unset_unless(required, ""), what=f"the {what} path", path="file",
                 empty_hint=f"type the {what}'s path on the backend's machine",
                 help=f"the {what}, a path on the backend's machine")
 
@@ -225,7 +225,7 @@ class GenerateRequest(JobRequest):
     BLOBS = ("image",)
     prompt: str = param(_prompt("type the shape to make, e.g. 'a chair', or with a style 'a chair made of oak'",
                                 required=False), "")
-    checkpoint: str = param(Text(required=True, what="the generator checkpoint path",
+    checkpoint: str = param(Text(required=True, what="the generator checkpoint path", path="file",
                                  empty_hint="train one with `atelier train-generator --library DIR --out FILE` "
                                             "and pass its path", help="a generator file on the backend's machine"))
     samples: int = param(Int(1, limits.GENERATE_MAX_SAMPLES, help="shapes to draw"), 1)

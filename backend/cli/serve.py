@@ -62,6 +62,9 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
                         help="ZeroMQ endpoint; tcp://127.0.0.1:* picks a free port (announced on the ready line)")
     parser.add_argument("--curve-dir", default=None,
                         help="folder made by `atelier keys`: encrypt, and serve only its authorised client keys")
+    parser.add_argument("--data-root", action="append", default=[], metavar="DIR",
+                        help="a folder job paths (databases, libraries, checkpoints) may lie in; repeatable. Without "
+                             "it a local backend takes any path and a --curve-dir (remote) one none")
     parser.add_argument("--log", default=None, help="log file (default: a file under the temp dir)")
     parser.add_argument("--log-level", default=defaults.log_level, help="DEBUG | INFO | WARNING | ERROR")
     parser.add_argument("--max-blob-bytes", type=int, default=defaults.max_blob_bytes, help="largest blob frame accepted")
@@ -77,6 +80,7 @@ def _serve(args, report: Report) -> None:
     from backend.server.config import ServerConfig
 
     config = ServerConfig(bind=args.bind, device=args.device, curve_dir=args.curve_dir, log_path=args.log,
+                          data_roots=tuple(args.data_root),
                           log_level=args.log_level, max_blob_bytes=args.max_blob_bytes, max_queue=args.max_queue,
                           test_jobs=args.test_jobs, watch_pid=args.watch_pid)
     report["exit_code"] = serve(config)

@@ -28,6 +28,7 @@ from backend.server.config import ServerConfig
 from backend.server.context import JobHandler
 from backend.server.hooks import models_present, release_memory
 from backend.server.jobqueue import Job, JobQueue
+from backend.server.paths import PathPolicy
 from backend.render.rasterizer import renderer_name
 from backend.server.jobs import JOB_HANDLERS, diagnostic_handlers
 from backend.server.watch import process_alive
@@ -57,6 +58,7 @@ class Server:
                 self.handlers[name] = handler
         self.device = resolve_device(config.device)
         self.queue = JobQueue(config.max_queue)
+        self.paths = PathPolicy.build(tuple(config.data_roots), remote=config.curve_dir is not None)
         self.endpoint: str | None = None
         self._stop = threading.Event()
         self._context: zmq.Context | None = None
@@ -101,7 +103,7 @@ class Server:
         events_endpoint = f"inproc://atelier-events-{id(self)}"
         self._events.bind(events_endpoint)
         self._worker = Worker(self.queue, self.handlers, self.device, self._context, events_endpoint,
-                              cfg.log_path, cfg.progress_rate, cfg.linger_ms)
+                              cfg.log_path, cfg.progress_rate, cfg.linger_ms, self.paths)
         self._worker.start()
         log.info("listening on %s (device %s, protocol %d, job kinds %s, log %s)", self.endpoint, self.device,
                  PROTOCOL_VERSION, ", ".join(sorted(self.handlers)), cfg.log_path)

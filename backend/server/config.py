@@ -26,6 +26,10 @@ class ServerConfig:
     curve_dir: Path | None = None
     """Folder made by `make_keys` (`atelier keys`): serve CurveZMQ-encrypted, and only to client keys in
     its `authorized_clients/`. Needed whenever the bind address is reachable from another machine."""
+    data_roots: tuple[str, ...] = ()
+    """Folders job paths (databases, libraries, checkpoints, CLIP files) must lie in (`atelier serve --data-root`);
+    a path outside is refused before anything touches the disk. Empty: a local server takes any path, a CurveZMQ
+    (remote) server none (`backend.server.paths`)."""
     max_blob_bytes: int = MAX_BLOB_BYTES
     """Largest blob frame accepted; a bigger one gets a `too_large` error. At most the protocol limit."""
     max_queue: int = 16

@@ -24,6 +24,7 @@ from backend.server.arrays import from_numpy, to_numpy
 from backend.server.context import JobContext, JobHandler, JobOutput
 from backend.server.jobqueue import Job, JobQueue
 from backend.server.meshes import decode_mesh
+from backend.server.paths import PathPolicy
 from shared_protocol import Array, Error, Message, Progress, Result, is_name, to_frames
 from shared_protocol.limits import MAX_NAME_CHARS, MAX_STRING
 
@@ -97,8 +98,9 @@ class Worker(threading.Thread):
 
     def __init__(self, queue: JobQueue, handlers: dict[str, JobHandler], device: torch.device,
                  context: zmq.Context, events_endpoint: str, log_path: Path, progress_rate: float,
-                 linger_ms: int):
+                 linger_ms: int, paths: PathPolicy | None = None):
         super().__init__(name="atelier-worker", daemon=True)
+        self.paths = paths or PathPolicy()
         self.queue = queue
         self.handlers = handlers
         self.device = device
@@ -157,7 +159,7 @@ class Worker(threading.Thread):
     def _context(self, job: Job) -> JobContext:
         submit = job.submit
         return JobContext(
-            job=job.id, kind=job.kind, params=submit.params,
+            job=job.id, kind=job.kind, params=self.paths.confine_params(job.kind, submit.params),
             mesh=None if submit.mesh is None else decode_mesh(submit.mesh),
             arrays={name: to_numpy(arr) for name, arr in submit.arrays.items()},
             blobs=dict(submit.blobs), device=self.device,
