@@ -150,7 +150,8 @@ def test_stylize_creates_the_result_at_the_source_transform(scene, results):
     # The job travels with the object, for Run again / Variations.
     assert obj["atelier_kind"] == "stylize" and obj["atelier_source"] == "Box" and obj["atelier_seed"] == 0
     assert json.loads(obj["atelier_params"]) == {"prompt": "a red box", "quality": "draft", "steps": 2, "seed": 0,
-                                                 "clip": "tiny"}
+                                                 "clip": "tiny", "subdivide": False, "subdivide_vertices": 10_000,
+                                                 "bake_texture": False, "texture_size": 1024}
     assert "Run Again" in panel_texts(ATELIER_PT_stylize) and "Variation" in panel_texts(ATELIER_PT_stylize)
     shown = panel_texts(ATELIER_PT_jobs).replace("\n", " ")
     assert "Stylize Box - done" in shown and "'a red box'" in shown
@@ -222,7 +223,8 @@ def test_restyle_imports_the_textured_object_and_the_style_texture(scene, result
 
     assert obj["atelier_kind"] == "restyle" and json.loads(obj["atelier_styles"]) == [str(style)]
     assert json.loads(obj["atelier_params"]) == {"quality": "draft", "steps": 2, "seed": 0, "palette": "auto",
-                                                 "pattern_scale": 1.0, "texture_size": 64, "clip": "tiny-rn"}
+                                                 "pattern_scale": 1.0, "texture_size": 64, "clip": "tiny-rn",
+                                                 "palette_weight": 2000.0, "features": "clip"}
     assert "Run Again" in panel_texts(ATELIER_PT_restyle) and "Run Again" not in panel_texts(ATELIER_PT_stylize)
     shown = panel_texts(ATELIER_PT_jobs).replace("\n", " ")
     assert "Restyle Crate - done" in shown and "Loss " in shown and " -> " in shown
