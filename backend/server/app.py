@@ -61,6 +61,8 @@ class Server:
         self.paths = PathPolicy.build(tuple(config.data_roots), remote=config.curve_dir is not None)
         self.endpoint: str | None = None
         self._stop = threading.Event()
+        self._answered: set[tuple[bytes, str]] = set()
+        """(client, job) of running jobs whose cancel was answered: the worker's later messages about them drop."""
         self._context: zmq.Context | None = None
         self._router: zmq.Socket | None = None
         self._events: zmq.Socket | None = None
@@ -176,6 +178,13 @@ class Server:
                 frames = self._events.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if self._answered:
+                header = json.loads(frames[1])
+                key = (frames[0], header.get("job"))
+                if key in self._answered:
+                    if header.get("type") in ("result", "error"):
+                        self._answered.discard(key)
+                    continue
             self._router.send_multipart(frames)
 
     def _reply(self, client: bytes, msg: Message) -> None:
@@ -249,10 +258,17 @@ class Server:
         elif state is None:
             self._reply(client, error_message("unknown_job", f"no job {msg.job!r} is queued or running for this client",
                                               "it may have finished already", job=msg.job))
-        # A running job answers itself, with `cancelled`, at its next step.
+        elif state == "running":
+            # Answered now, not at the job's next step: a model load or one long step may take seconds. Whatever
+            # the worker still sends about this job is dropped (`_forward_events`); the next job starts once the
+            # worker reaches a cancel check.
+            self._answered.add((client, msg.job))
+            self._reply(client, error_message("cancelled", f"job {msg.job!r} was cancelled", job=msg.job))
 
     def _on_status(self, client: bytes, msg: Status) -> None:
         mine, running, busy, queued_total = self.queue.snapshot(client)
+        if (client, running) in self._answered:
+            running = None  # cancelled and answered; the worker is still unwinding it (busy stays true)
         self._reply(client, Status(queue=mine, running=running, busy=busy, queued_total=queued_total,
                                    device=str(self.device)))
 

@@ -35,9 +35,11 @@ def echo(ctx: JobContext) -> JobOutput:
 
 
 def sleep(ctx: JobContext) -> JobOutput:
-    check_known(ctx.params, ("steps", "seconds", "preview"), "sleep")
+    check_known(ctx.params, ("steps", "seconds", "preview", "load_seconds"), "sleep")
     steps = int_param(ctx.params, "steps", 0, 100_000, default=10)
     seconds = float_param(ctx.params, "seconds", 0.0, 10.0, default=0.05)
+    # A stand-in for a model load: one blocking call that never looks at the cancel flag.
+    time.sleep(float_param(ctx.params, "load_seconds", 0.0, 30.0, default=0.0))
     preview = ctx.params.get("preview", False)
     if not isinstance(preview, bool):
         raise InvalidInputError(f"param 'preview' must be true or false, got {preview!r:.40}")
