@@ -62,6 +62,10 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
                         help="ZeroMQ endpoint; tcp://127.0.0.1:* picks a free port (announced on the ready line)")
     parser.add_argument("--curve-dir", default=None,
                         help="folder made by `atelier keys`: encrypt, and serve only its authorised client keys")
+    parser.add_argument("--max-client-bytes", type=int, default=defaults.max_client_bytes,
+                        help="bytes of submitted data one client's queued and running jobs may hold")
+    parser.add_argument("--max-total-bytes", type=int, default=defaults.max_total_bytes,
+                        help="bytes of submitted data all clients' jobs may hold together")
     parser.add_argument("--data-root", action="append", default=[], metavar="DIR",
                         help="a folder job paths (databases, libraries, checkpoints) may lie in; repeatable. Without "
                              "it a local backend takes any path and a --curve-dir (remote) one none")
@@ -80,7 +84,8 @@ def _serve(args, report: Report) -> None:
     from backend.server.config import ServerConfig
 
     config = ServerConfig(bind=args.bind, device=args.device, curve_dir=args.curve_dir, log_path=args.log,
-                          data_roots=tuple(args.data_root),
+                          data_roots=tuple(args.data_root), max_client_bytes=args.max_client_bytes,
+                          max_total_bytes=args.max_total_bytes,
                           log_level=args.log_level, max_blob_bytes=args.max_blob_bytes, max_queue=args.max_queue,
                           test_jobs=args.test_jobs, watch_pid=args.watch_pid)
     report["exit_code"] = serve(config)

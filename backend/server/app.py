@@ -57,10 +57,11 @@ class Server:
                     raise ValueError(f"job kind {name!r} is registered twice")
                 self.handlers[name] = handler
         self.device = resolve_device(config.device)
-        self.queue = JobQueue(config.max_queue)
+        self.queue = JobQueue(config.max_queue, config.max_client_bytes, config.max_total_bytes)
         self.paths = PathPolicy.build(tuple(config.data_roots), remote=config.curve_dir is not None)
         self.endpoint: str | None = None
         self._stop = threading.Event()
+        self._incoming_bytes = 0
         self._answered: set[tuple[bytes, str]] = set()
         """(client, job) of running jobs whose cancel was answered: the worker's later messages about them drop."""
         self._context: zmq.Context | None = None
@@ -207,6 +208,8 @@ class Server:
                 "bad_message", f"a client cannot send a '{msg.TYPE}' message; the backend sends those",
                 f"send one of: {', '.join(m.TYPE for m in self._dispatch)}", job=getattr(msg, "job", None)))
             return
+        # What a submit holds while its job is queued or running, for the in-flight budgets (`_on_submit`).
+        self._incoming_bytes = sum(len(frame) for frame in frames[1:])
         try:
             handler(client, msg)
         except Exception as exc:  # a bug answering one message must not stop the server for everyone
@@ -242,7 +245,7 @@ class Server:
                 job=msg.job))
             return
         try:
-            position = self.queue.put(Job(client=client, submit=msg))
+            position = self.queue.put(Job(client=client, submit=msg, nbytes=self._incoming_bytes))
         except AtelierError as exc:
             self._reply(client, error_message(exc.code, exc.message, exc.hint, job=msg.job))
             return

@@ -32,6 +32,11 @@ class ServerConfig:
     (remote) server none (`backend.server.paths`)."""
     max_blob_bytes: int = MAX_BLOB_BYTES
     """Largest blob frame accepted; a bigger one gets a `too_large` error. At most the protocol limit."""
+    max_client_bytes: int = 1 << 30
+    """Bytes of submitted data one client's queued and running jobs may hold (1 GiB: a 4M-face mesh is ~100 MiB);
+    a submit past it is refused (`busy`, or `too_large` when it could never fit) and nothing of it is kept."""
+    max_total_bytes: int = 2 << 30
+    """Bytes of submitted data all clients' jobs may hold together (2 GiB), so a few clients cannot fill memory."""
     max_queue: int = 16
     """Jobs waiting (not counting the running one) before `submit` is refused with `queue_full`."""
     log_path: Path | None = None
@@ -58,6 +63,9 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not 0 < self.max_blob_bytes <= MAX_BLOB_BYTES:
             raise ValueError(f"max_blob_bytes must be in (0, {MAX_BLOB_BYTES}], got {self.max_blob_bytes}")
+        if not 0 < self.max_client_bytes <= self.max_total_bytes:
+            raise ValueError(f"need 0 < max_client_bytes <= max_total_bytes, got {self.max_client_bytes} and "
+                             f"{self.max_total_bytes}")
         if self.max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
         if self.progress_rate <= 0:

@@ -28,6 +28,8 @@ class Job:
     """Set by `cancel` (or shutdown); the handler checks it each step."""
     submitted_at: float = field(default_factory=time.monotonic)
     """When the job was queued (monotonic seconds)."""
+    nbytes: int = 0
+    """Bytes of its submit's frames, held until it ends (counted against the in-flight budgets)."""
 
     @property
     def id(self) -> str:
@@ -41,8 +43,10 @@ class Job:
 class JobQueue:
     """FIFO of waiting jobs plus the one running job."""
 
-    def __init__(self, max_queued: int):
+    def __init__(self, max_queued: int, max_client_bytes: int | None = None, max_total_bytes: int | None = None):
         self.max_queued = max_queued
+        self.max_client_bytes = max_client_bytes
+        self.max_total_bytes = max_total_bytes
         self._cond = threading.Condition()
         self._queued: deque[Job] = deque()
         self._running: Job | None = None
@@ -64,10 +68,30 @@ class JobQueue:
             if not idle and len(self._queued) >= self.max_queued:
                 raise AtelierError(f"the job queue is full ({len(self._queued)} waiting)",
                                    hint="wait for a job to finish or cancel one", code="queue_full")
+            self._check_budget(job)
             position = len(self._queued) + (self._running is not None)
             self._queued.append(job)
             self._cond.notify()
             return position
+
+    def _check_budget(self, job: Job) -> None:
+        """AtelierError when holding `job` would pass the bytes in flight allowed per client or in total: `too_large`
+        when it could never fit, `busy` when it fits once other jobs end."""
+        mib = lambda n: f"{n / (1 << 20):.1f} MiB"  # noqa: E731
+        active = [*self._queued, *([self._running] if self._running is not None else [])]
+        for limit, held, whose, flag in (
+                (self.max_client_bytes, sum(j.nbytes for j in active if j.client == job.client), "this client's",
+                 "--max-client-bytes"),
+                (self.max_total_bytes, sum(j.nbytes for j in active), "all clients'", "--max-total-bytes")):
+            if limit is None or held + job.nbytes <= limit:
+                continue
+            if job.nbytes > limit:
+                raise AtelierError(f"the job's data is {mib(job.nbytes)}, over the {mib(limit)} {whose} jobs may hold",
+                                   hint=f"send a smaller mesh or images, or start the backend with a larger {flag}",
+                                   code="too_large")
+            raise AtelierError(f"{whose} queued and running jobs hold {mib(held)}; this job's {mib(job.nbytes)} would "
+                               f"pass the {mib(limit)} limit", hint="wait for a job to finish or cancel one",
+                               code="busy")
 
     def take(self) -> Job | None:
         """Blocks until a job is waiting and marks it running; None once the queue is closed."""
