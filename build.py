@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Atelier's one task runner. Standard library only, so it runs on a fresh machine.
 
-    python build.py setup     create .venv (backend, torch) and .venv-blender (bpy + pyzmq, no torch)
-    python build.py test      setup, then run the whole test suite
+    python build.py setup     create .venv (backend, torch) and one Blender environment per supported bpy (bpy +
+                              pyzmq, no torch): .venv-blender (5.0.1, the demo's), .venv-blender-4.5, .venv-blender-4.2
+    python build.py test      setup, then the backend tests, then the add-on tests in each of those Blenders
     python build.py demo      setup, then the main job end to end: through a real backend, then through the
                               add-on inside the Blender module (tools/blender_demo.py) -> demo_out/
     python build.py bench     setup, then run the benchmarks in benchmarks/
@@ -25,7 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-BLENDER_VENV = ROOT / ".venv-blender"
 
 # torch / torchvision pins per machine architecture (the code runs on any torch >= 2.4).
 TORCH_PINS = {
@@ -34,9 +34,13 @@ TORCH_PINS = {
     "aarch64": ("torch==2.9.1", "torchvision==0.24.1"),
     "arm64": ("torch==2.9.1", "torchvision==0.24.1"),
 }
-# The add-on's world: Blender 5.0's Python module and the one package the add-on bundles. No torch.
-BLENDER_PACKAGES = ("bpy==5.0.1", "pyzmq>=26", "pytest>=8", "pytest-timeout>=2.3")
-BLENDER_PYTHON = (3, 11)  # bpy 5.0.1 is built for Python 3.11 only
+# The add-on's world: Blender's Python module and the one package the add-on bundles. No torch. The add-on tests run in
+# every supported Blender: the 4.2 and 4.5 LTS and 5.0 (the demo uses 5.0). bpy 4.2-5.0 are built for Python 3.11.
+BLENDER_MATRIX = {"5.0.1": ROOT / ".venv-blender", "4.5.15": ROOT / ".venv-blender-4.5",
+                  "4.2.23": ROOT / ".venv-blender-4.2"}
+"""bpy version -> its environment; the first is the demo's."""
+BLENDER_TOOLS = ("pyzmq>=26", "pytest>=8", "pytest-timeout>=2.3")
+BLENDER_PYTHON = (3, 11)
 
 
 def log(message: str) -> None:
@@ -97,22 +101,26 @@ def setup_backend() -> Path:
     return python
 
 
-def setup_blender() -> Path:
-    fingerprint = hashlib.sha256(repr(BLENDER_PACKAGES).encode()).hexdigest()
-    if stamp_matches(BLENDER_VENV, fingerprint):
-        return venv_python(BLENDER_VENV)
-    python = make_venv(BLENDER_VENV, find_python(BLENDER_PYTHON))
-    run([python, "-m", "pip", "install", *BLENDER_PACKAGES])
-    write_stamp(BLENDER_VENV, fingerprint)
+def setup_blender(version: str) -> Path:
+    """The environment of bpy `version` (BLENDER_MATRIX), made or refreshed when its packages change."""
+    venv, packages = BLENDER_MATRIX[version], (f"bpy=={version}", *BLENDER_TOOLS)
+    fingerprint = hashlib.sha256(repr(packages).encode()).hexdigest()
+    if stamp_matches(venv, fingerprint):
+        return venv_python(venv)
+    python = make_venv(venv, find_python(BLENDER_PYTHON))
+    run([python, "-m", "pip", "install", *packages])
+    write_stamp(venv, fingerprint)
     return python
 
 
-def cmd_setup(_args) -> tuple[Path, Path]:
-    return setup_backend(), setup_blender()
+def cmd_setup(_args) -> tuple[Path, dict[str, Path]]:
+    """The backend's python and each Blender version's python (BLENDER_MATRIX order: the demo's first)."""
+    return setup_backend(), {version: setup_blender(version) for version in BLENDER_MATRIX}
 
 
 def cmd_test(args) -> None:
-    python, blender_python = cmd_setup(args)
+    python, blenders = cmd_setup(args)
+    blender_python = next(iter(blenders.values()))
     env = {**os.environ, "ATELIER_BLENDER_PYTHON": str(blender_python)}
     failed = False
     backend_tests = [str(p) for p in sorted((ROOT / "tests").iterdir()) if p.is_dir() and p.name != "addon"
@@ -121,17 +129,22 @@ def cmd_test(args) -> None:
     failed |= result.returncode != 0
     addon_tests = ROOT / "tests" / "addon"
     if addon_tests.is_dir() and any(addon_tests.glob("test_*.py")):
-        # The add-on's tests run where Blender's Python runs: bpy and pyzmq, no torch.
-        env["ATELIER_BACKEND_PYTHON"] = str(python)
-        result = subprocess.run([str(blender_python), "-m", "pytest", "-q", "-ra", str(addon_tests), *args.pytest_args],
-                                cwd=ROOT, env=env)
-        failed |= result.returncode != 0
+        # The add-on's tests run where Blender's Python runs: bpy and pyzmq, no torch; once per supported Blender.
+        for version, bpy_python in blenders.items():
+            log(f"add-on tests in bpy {version}")
+            run_env = {**env, "ATELIER_BACKEND_PYTHON": str(python), "ATELIER_BLENDER_PYTHON": str(bpy_python),
+                       "ATELIER_EXPECT_BPY": version}
+            result = subprocess.run([str(bpy_python), "-m", "pytest", "-q", "-ra", str(addon_tests),
+                                     *args.pytest_args], cwd=ROOT, env=run_env)
+            log(f"add-on tests in bpy {version}: exit {result.returncode}")
+            failed |= result.returncode != 0
     if failed:
         sys.exit(1)
 
 
 def cmd_demo(args) -> None:
-    python, blender_python = cmd_setup(args)
+    python, blenders = cmd_setup(args)
+    blender_python = next(iter(blenders.values()))
     out = ROOT / "demo_out"
     # Stage 1: render jobs through a real backend process (the wire, the renderer) -> demo_out/render_views/.
     run([python, "-m", "tools.render_demo", "--out", str(out / "render_views")], cwd=ROOT)

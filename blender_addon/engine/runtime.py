@@ -116,6 +116,8 @@ class Runtime:
         self.restart_note = ""
         """What supervision did ("the backend exited (code -9); restarted it at 14:02:11"), for the panel;
         cleared by the artist's start and stop."""
+        self._dead_log = ""
+        """The log of the local backend that died last (what `log_path` names until another one starts)."""
         self.restarts = 0
         """Automatic restarts so far (tests and the panel)."""
         self._restart_at: float | None = None
@@ -134,6 +136,8 @@ class Runtime:
         """The backend's log: the local process's, or the one the remote backend named in `welcome`."""
         if self.process is not None:
             return str(self.process.log_path)
+        if self.settings.mode == "local" and self._dead_log:
+            return self._dead_log  # the log of the process that died, not where a new one would write
         if self.welcome is not None and self.welcome.log_path:
             return self.welcome.log_path
         return str(self.settings.log_path) if self.settings.mode == "local" else ""
@@ -320,7 +324,7 @@ class Runtime:
         """The local backend exited by itself: fail its jobs, then restart it once after the back-off, unless it
         is itself a recent automatic restart (then it stays lost, with its log named)."""
         tail = self.process.stderr_tail(300)
-        log_path = self.log_path
+        log_path = self._dead_log = self.log_path
         what = f"the backend stopped unexpectedly (exit code {code})" + (f": {tail}" if tail else "")
         now = time.monotonic()
         recent = self._auto_started and (self._ready_since is None

@@ -71,6 +71,10 @@ def view_projection(context, views: bool = True) -> tuple[np.ndarray, float, str
     return sketch.FRONT_ORTHO.copy(), 1.0, "front"
 
 
+STROKES_SINCE = (4, 3, 0)
+"""The first Blender with the annotation and Grease Pencil v3 APIs this module reads."""
+
+
 def _shown_frame(frames, current: int):
     """The keyframe a layer shows at frame `current`: the last one at or before it (None: nothing shown yet)."""
     shown = None
@@ -127,6 +131,12 @@ def sketch_strokes(context, source: str, obj: bpy.types.Object | None = None,
     """The search job's `strokes` from the annotations ("ANNOTATION") or a Grease Pencil object ("GREASE_PENCIL":
     `obj`, else the active object), seen through `view_projection`. AddonError with the fix for a missing object
     and for a sketch with no strokes (code "empty_sketch")."""
+    if tuple(bpy.app.version) < STROKES_SINCE:
+        # 4.3 replaced both the annotation data (scene.annotation, bpy.data.annotations) and Grease Pencil (v3);
+        # the 4.2 LTS API has neither, so a drawn sketch comes from an image there.
+        raise AddonError("a sketch from strokes needs Blender 4.3 or newer",
+                         "in Blender 4.2 draw the sketch as an image and pick Sketch image in the Search Library panel",
+                         code="empty_sketch")
     if source == "ANNOTATION":
         lines, what = annotation_polylines(context), "the annotation sketch"
     elif source == "GREASE_PENCIL":

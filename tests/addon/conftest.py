@@ -9,6 +9,7 @@ settings: CPU, the `tiny` CLIP, a few steps). bpy's timers never fire here, so t
 from __future__ import annotations
 
 import importlib.abc
+import os
 import sys
 from pathlib import Path
 
@@ -64,3 +65,28 @@ def addon(backend_py, tmp_path_factory):
     configure_prefs(backend_py, tmp_path_factory.mktemp("addon-logs"))
     yield module
     addon_utils.disable("blender_addon", default_set=True, handle_error=None)
+
+
+# -- the Blender version matrix (`python build.py test` runs these tests in bpy 4.2 LTS, 4.5 LTS and 5.0) ----------
+
+def pytest_report_header(config):
+    if bpy is not None:
+        return f"Blender module: bpy {bpy.app.version_string} (expected: {os.environ.get('ATELIER_EXPECT_BPY', 'any')})"
+
+
+_EXIT = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT["status"] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    # bpy < 5.0 crashes (4.2) or hangs (4.5) in its own teardown at interpreter exit once the add-on's classes were
+    # registered: end the run here, after pytest has written everything, with its exit status (tools/bpy_exit.py).
+    if bpy is not None and "status" in _EXIT:
+        sys.path.insert(0, str(ROOT / "tools"))
+        from bpy_exit import exit_blender_module
+
+        if tuple(bpy.app.version) < (5, 0, 0):
+            exit_blender_module(_EXIT["status"])

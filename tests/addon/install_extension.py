@@ -45,3 +45,7 @@ print(json.dumps({
     "protocol_source": getattr(protocol, "SOURCE", None), "addon_file": getattr(mod, "__file__", None),
     "prefs": module in bpy.context.preferences.addons,
 }))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from bpy_exit import exit_blender_module  # noqa: E402  bpy < 5.0 crashes or hangs in its own teardown at exit
+
+exit_blender_module(0)

@@ -17,7 +17,14 @@ from blender_addon.operators import sketch_input
 from blender_addon.ui.panels import ATELIER_PT_library
 
 
+STROKES = tuple(bpy.app.version) >= sketch_input.STROKES_SINCE
+needs_strokes = pytest.mark.skipif(not STROKES, reason="annotations and Grease Pencil v3 arrived in Blender 4.3 "
+                                                       "(4.2 refuses a stroke sketch: test_4_2_refuses_stroke_sketches)")
+
+
 def _clear_strokes():
+    if not STROKES:
+        return
     for annotation in list(bpy.data.annotations):
         bpy.data.annotations.remove(annotation)
     for data in list(bpy.data.grease_pencils):
@@ -80,6 +87,7 @@ RIGHT_ANGLE = [[(400, 300), (600, 300)], [(600, 300), (600, 400)]]
 because the Annotate tool smooths the inner points of longer ones."""
 
 
+@needs_strokes
 def test_annotation_strokes_are_projected_to_the_3d_view(blank):
     for stroke in RIGHT_ANGLE:
         draw_annotation(stroke)
@@ -93,6 +101,7 @@ def test_annotation_strokes_are_projected_to_the_3d_view(blank):
     np.testing.assert_allclose([bottom, side], fitted_pixels(RIGHT_ANGLE), atol=2e-3)
 
 
+@needs_strokes
 def test_without_a_3d_view_the_camera_then_the_front_view_is_used(blank):
     # A right angle in the XZ plane, 1 unit from the origin along each axis, on an object moved 10 along +X.
     obj = grease_pencil_object([[(-1, 0, -1), (1, 0, -1), (1, 0, 1)]], location=(10, 0, 0))
@@ -120,6 +129,7 @@ def test_without_a_3d_view_the_camera_then_the_front_view_is_used(blank):
         sketch_input.sketch_strokes(bpy.context, "GREASE_PENCIL", obj, views=False)
 
 
+@needs_strokes
 def test_hidden_layers_and_later_keyframes_are_not_read(blank):
     obj = grease_pencil_object([[(0, 0, 0), (1, 0, 0)]])
     assert len(sketch_input.grease_pencil_polylines(obj)) == 1
@@ -140,6 +150,7 @@ def library(addon, tmp_path_factory):
     return index_two_shapes(tmp_path_factory.mktemp("sketch-library"))
 
 
+@needs_strokes
 def test_a_sketch_from_annotations_searches_the_library(library, blank):
     blank.library_db = library
     draw_annotation([(400, 300), (600, 300), (600, 500), (400, 500), (400, 300)])  # a square
@@ -151,6 +162,7 @@ def test_a_sketch_from_annotations_searches_the_library(library, blank):
     assert "2 results for sketch" in panel_texts(ATELIER_PT_library)
 
 
+@needs_strokes
 def test_a_sketch_from_a_grease_pencil_object_with_a_text(library, blank):
     blank.library_db, blank.search_text = library, "a box"
     obj = grease_pencil_object([[(-1, 0, -1), (1, 0, -1), (1, 0, 1), (-1, 0, 1), (-1, 0, -1)]])
@@ -178,6 +190,7 @@ def _refused(words: str):
     return record
 
 
+@needs_strokes
 def test_a_sketch_with_no_strokes_is_refused_with_the_reason_in_the_panel(blank):
     blank.library_db = "/no/such/db"
     record = _refused("the annotation sketch has no strokes")
@@ -192,3 +205,13 @@ def test_a_sketch_with_no_strokes_is_refused_with_the_reason_in_the_panel(blank)
     blank.sketch_object = None
     bpy.context.view_layer.objects.active = None
     _refused("no Grease Pencil object is chosen")
+
+
+@pytest.mark.skipif(STROKES, reason="Blender 4.3+ reads stroke sketches")
+def test_4_2_refuses_stroke_sketches_with_the_fix():
+    from blender_addon.core.errors import AddonError
+
+    for source in ("ANNOTATION", "GREASE_PENCIL"):
+        with pytest.raises(AddonError, match="needs Blender 4.3 or newer") as err:
+            sketch_input.sketch_strokes(bpy.context, source, None, views=False)
+        assert "image" in err.value.hint

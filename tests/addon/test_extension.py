@@ -66,7 +66,10 @@ loaded, enabled = addon_utils.check(module)
 protocol = sys.modules.get(module + ".core.protocol")
 print(json.dumps({"enabled": enabled, "source": getattr(protocol, "SOURCE", None),
                   "panel": hasattr(bpy.types, "ATELIER_PT_backend")}))
-"""
+sys.path.insert(0, TOOLS)
+from bpy_exit import exit_blender_module  # bpy < 5.0 crashes or hangs in its own teardown at exit
+exit_blender_module(0)
+""".replace("TOOLS", repr(str(ROOT / "tools")))
 
 
 def test_a_developer_can_link_the_checkout_into_blender(tmp_path):
