@@ -71,7 +71,7 @@ def view_projection(context, views: bool = True) -> tuple[np.ndarray, float, str
     return sketch.FRONT_ORTHO.copy(), 1.0, "front"
 
 
-STROKES_SINCE = (4, 3, 0)
+STROKES_SINCE = (5, 0, 0)
 """The first Blender with the annotation and Grease Pencil v3 APIs this module reads."""
 
 
@@ -132,11 +132,11 @@ def sketch_strokes(context, source: str, obj: bpy.types.Object | None = None,
     `obj`, else the active object), seen through `view_projection`. AddonError with the fix for a missing object
     and for a sketch with no strokes (code "empty_sketch")."""
     if tuple(bpy.app.version) < STROKES_SINCE:
-        # 4.3 replaced both the annotation data (scene.annotation, bpy.data.annotations) and Grease Pencil (v3);
-        # the 4.2 LTS API has neither, so a drawn sketch comes from an image there.
-        raise AddonError("a sketch from strokes needs Blender 4.3 or newer",
-                         "in Blender 4.2 draw the sketch as an image and pick Sketch image in the Search Library panel",
-                         code="empty_sketch")
+        # The annotation data this reads (scene.annotation, bpy.data.annotations) is 5.0's, and Grease Pencil v3
+        # objects arrived in 4.3: the 4.2 and 4.5 LTS APIs differ, so a drawn sketch comes from an image there.
+        raise AddonError("a sketch from strokes needs Blender 5.0 or newer",
+                         f"in Blender {bpy.app.version_string} draw the sketch as an image and pick Sketch image in "
+                         "the Search Library panel", code="empty_sketch")
     if source == "ANNOTATION":
         lines, what = annotation_polylines(context), "the annotation sketch"
     elif source == "GREASE_PENCIL":

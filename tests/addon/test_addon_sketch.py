@@ -18,8 +18,9 @@ from blender_addon.ui.panels import ATELIER_PT_library
 
 
 STROKES = tuple(bpy.app.version) >= sketch_input.STROKES_SINCE
-needs_strokes = pytest.mark.skipif(not STROKES, reason="annotations and Grease Pencil v3 arrived in Blender 4.3 "
-                                                       "(4.2 refuses a stroke sketch: test_4_2_refuses_stroke_sketches)")
+needs_strokes = pytest.mark.skipif(not STROKES, reason="the annotation API read here is Blender 5.0's "
+                                                       "(4.x refuses a stroke sketch: test_before_5_0_stroke_sketches_"
+                                                       "are_refused_with_the_fix)")
 
 
 def _clear_strokes():
@@ -207,11 +208,11 @@ def test_a_sketch_with_no_strokes_is_refused_with_the_reason_in_the_panel(blank)
     _refused("no Grease Pencil object is chosen")
 
 
-@pytest.mark.skipif(STROKES, reason="Blender 4.3+ reads stroke sketches")
-def test_4_2_refuses_stroke_sketches_with_the_fix():
+@pytest.mark.skipif(STROKES, reason="Blender 5.0+ reads stroke sketches")
+def test_before_5_0_stroke_sketches_are_refused_with_the_fix():
     from blender_addon.core.errors import AddonError
 
     for source in ("ANNOTATION", "GREASE_PENCIL"):
-        with pytest.raises(AddonError, match="needs Blender 4.3 or newer") as err:
+        with pytest.raises(AddonError, match="needs Blender 5.0 or newer") as err:
             sketch_input.sketch_strokes(bpy.context, source, None, views=False)
         assert "image" in err.value.hint
