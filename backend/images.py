@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +65,13 @@ def load_image(source: bytes | str | os.PathLike, *, what: str = "image", min_si
             raise InvalidInputError(f"{label} is empty (0 bytes)", hint=_FORMAT_HINT)
         opener = path
     try:
-        with Image.open(opener) as image:
-            _check_size(image.size, label, min_side, max_side)  # from the header, before decoding pixels
-            image.load()
-            rgba = _to_rgba(ImageOps.exif_transpose(image))
+        # Pillow warns on its own about huge images before our size check refuses them with one line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(opener) as image:
+                _check_size(image.size, label, min_side, max_side)  # from the header, before decoding pixels
+                image.load()
+                rgba = _to_rgba(ImageOps.exif_transpose(image))
     except Image.DecompressionBombError as exc:  # Pillow's own pixel cap, hit in Image.open before our check
         raise InvalidInputError(f"{label} is too large to decode: {exc}",
                                 hint=f"downscale it to at most {max_side} pixels on its longer side") from exc

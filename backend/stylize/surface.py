@@ -29,8 +29,7 @@ def check_size(mesh, max_faces: int) -> None:
         raise InvalidInputError(
             f"the mesh has {faces} faces; stylization handles at most {max_faces} "
             "(each step renders every face several times)",
-            hint=f"decimate it first (Blender: Decimate modifier, ratio {ratio:.2f} or lower), "
-                 "or raise max_faces in the stylize settings if this machine is fast enough")
+            hint=f"decimate it first (Blender: Decimate modifier, ratio {ratio:.2f} or lower)")
 
 
 def subdivide_to(mesh: Mesh, min_vertices: int, max_faces: int) -> tuple[Mesh, int]:

@@ -269,3 +269,43 @@ def test_resize_short_side_antialiases():
     image[..., ::8] = 1.0
     out = resize_short_side(image, 8)[..., 1:-1]  # the filter is cut short at the borders
     torch.testing.assert_close(out, torch.full_like(out, 1 / 8), atol=0.01, rtol=0)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (no pixel data): enough for Pillow's open-time checks."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_a_huge_image_is_one_clear_error_without_pillows_warning():
+    import warnings
+
+    from backend.errors import InvalidInputError
+    from backend.images import load_image
+
+    # 10,000 x 10,000 = 100 M pixels: over Pillow's 89 M warning threshold, under its 179 M error.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(InvalidInputError, match="10000"):
+            load_image(_png_header(10_000, 10_000), what="style image")
+    assert not [w for w in caught if "DecompressionBomb" in type(w.message).__name__], caught
+
+
+def test_the_large_mesh_refusal_names_a_real_fix():
+    import numpy as np
+
+    from backend.errors import InvalidInputError
+    from backend.stylize.surface import check_size
+
+    class Big:
+        faces = np.zeros((200_001, 3), np.int32)
+
+    with pytest.raises(InvalidInputError) as err:
+        check_size(Big(), 200_000)
+    assert "Decimate modifier" in err.value.hint and "max_faces" not in err.value.hint
