@@ -77,10 +77,14 @@ def search(db: LibraryDB, encoder: QueryEncoder, text: str | None = None, sketch
     given, must agree with what the query holds. category: only shapes of this category. kind: compare with
     "shaded" or "lines" vectors instead of the mode's default (for experiments).
     InvalidInputError for an empty or mixed-up query, an empty text, a blank sketch, k outside [1, MAX_K],
-    an unknown category, and a database indexed with another CLIP or encoder.
+    an unknown category, a database indexed with another CLIP or encoder, and one with no shapes yet.
     """
     k = check_k(k)
     db.check_compatible(clip=encoder.spec, encoder=encoder.encoder_id)
+    if db.count() == 0:
+        raise InvalidInputError(f"the database {db.directory} holds no shapes yet: its first index run did not finish "
+                                "(or the library had no mesh it could read)",
+                                hint="run `atelier index LIBRARY_DIR --db DIR` again; it resumes where it stopped")
     found = query_mode(text, sketch, photo)
     if mode is not None and mode != found:
         if mode not in MODES:

@@ -114,3 +114,18 @@ def test_bad_input_is_one_readable_line(indexed, tmp_path, capsys, argv, words):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and words in err[0] and "Traceback" not in err[0], err
+
+
+def test_searching_a_database_with_no_shapes_says_why(tmp_path, capsys):
+    """A first index run killed before its first shape (or a library with nothing readable) leaves a database with
+    no shapes: a search says so and how to go on, instead of answering with no hits."""
+    library = tmp_path / "empty_library"
+    library.mkdir()
+    (library / "broken.obj").write_bytes(b"not a mesh")
+    db = tmp_path / "db"
+    assert main(["index", str(library), "--db", str(db), "--clip", "tiny", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    code = main(["search", "--db", str(db), "--text", "a chair", "--clip", "tiny", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "holds no shapes yet" in err and "atelier index" in err
