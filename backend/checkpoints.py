@@ -9,6 +9,20 @@ from typing import Any
 import torch
 
 
+def unreadable_reason(exc: BaseException) -> str:
+    """Why `torch.load` could not read a file, in a few words for a one-line error.
+
+    torch raises many types for bytes that are not a checkpoint (KeyError, IndexError, EOFError, struct.error,
+    UnpicklingError with a paragraph about `weights_only`); their texts mean nothing to a user, so only OS and
+    archive errors keep theirs."""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    if "Weights only load failed" in str(exc):
+        return "it holds data other than tensors and plain values, or is not a torch file at all"
+    if isinstance(exc, (OSError, RuntimeError)) and text:
+        return f"{type(exc).__name__}: {text[:200]}"
+    return f"{type(exc).__name__}: not a torch file"
+
+
 def save_atomic(payload: Any, path: str | os.PathLike) -> Path:
     """torch.save(payload) to `path` through a `.part` file renamed into place (os.replace is atomic), so readers
     see the old file or the whole new one. Creates the parent folder. Returns the path."""

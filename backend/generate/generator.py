@@ -87,14 +87,20 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu",
     if int(state.get("version", 0)) > VERSION:
         raise InvalidInputError(f"{path} was written by a newer Atelier (format {state['version']})",
                                 "update Atelier, or retrain the generator")
-    library = dict(state["library"])
+    library = state.get("library") if isinstance(state.get("library"), dict) else {}
     if library_fingerprint is not None and library.get("fingerprint") != library_fingerprint:
         raise InvalidInputError(f"the generator {path} was trained on another library "
                                 f"(fingerprint {str(library.get('fingerprint'))[:12]}, this one {library_fingerprint[:12]})",
                                 "retrain the generator on this library, or pass the library it was trained on")
-    autoencoder = OccupancyAutoencoder(OccupancyAutoencoderConfig(**state["autoencoder"]["model_config"]))
-    autoencoder.load_state_dict(state["autoencoder"]["model"])
-    flow = ConditionalRealNVP(FlowConfig(**state["flow"]["model_config"]))
-    flow.load_state_dict(state["flow"]["model"])
-    return Generator(autoencoder=autoencoder.to(device).eval(), flow=flow.to(device).eval(),
-                     clip_spec=str(state["clip"]), library=library, train=dict(state.get("train", {})), path=path)
+    try:
+        autoencoder = OccupancyAutoencoder(OccupancyAutoencoderConfig(**state["autoencoder"]["model_config"]))
+        autoencoder.load_state_dict(state["autoencoder"]["model"])
+        flow = ConditionalRealNVP(FlowConfig(**state["flow"]["model_config"]))
+        flow.load_state_dict(state["flow"]["model"])
+        return Generator(autoencoder=autoencoder.to(device).eval(), flow=flow.to(device).eval(),
+                         clip_spec=str(state["clip"]), library=dict(state["library"]),
+                         train=dict(state.get("train", {})), path=path)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:  # a damaged or hand-made file
+        raise InvalidInputError(f"{path} is a damaged generator checkpoint ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200] if str(exc) else 'incomplete'})",
+                                "train the generator again with `atelier train-generator`") from exc

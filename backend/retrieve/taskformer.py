@@ -27,7 +27,6 @@ import copy
 import dataclasses
 import json
 import os
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -373,9 +372,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise InvalidInputError(f"TASK-former checkpoint {path} does not exist", hint=hint)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise InvalidInputError(f"{path} is not a TASK-former checkpoint (unreadable: {first[:200]})",
+    except MemoryError:
+        raise
+    except Exception as exc:  # a text file makes torch's unpickler raise KeyError or IndexError, not only OSError
+        from backend.checkpoints import unreadable_reason
+
+        raise InvalidInputError(f"{path} is not a TASK-former checkpoint (unreadable: {unreadable_reason(exc)})",
                                 hint=hint) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
