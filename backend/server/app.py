@@ -41,6 +41,10 @@ from shared_protocol.limits import MAX_HEADER_BYTES
 
 log = logging.getLogger("backend.server")
 
+_RCVHWM = 4
+"""Whole messages libzmq queues per peer before it stops reading that peer's socket (its default is 1000):
+what a flooding client can park in the server beyond the in-flight budgets is this many messages."""
+
 _BATCH = 64
 """Messages handled per socket per loop turn, so neither side starves the other."""
 
@@ -85,6 +89,7 @@ class Server:
         # Frames far over the limit are cut off by libzmq (the peer is disconnected) before they fill
         # memory; frames up to twice the limit still arrive and get a readable `too_large` reply.
         router.maxmsgsize = 2 * max(cfg.max_blob_bytes, MAX_HEADER_BYTES)
+        router.rcvhwm = _RCVHWM
         if cfg.curve_dir is not None:
             self._auth = curve.start_authenticator(self._context, cfg.curve_dir)
             curve.secure_server_socket(router, cfg.curve_dir)
