@@ -18,7 +18,7 @@ from shared_protocol.params import (Bool, Choice, Color, Float, Int, JobRequest,
                                     param, unset_unless)
 
 _QUALITY_HELP = "draft, standard or high (the paper's setting)"
-_STEPS = Int(1, limits.MAX_JOB_STEPS, unset=0, help="optimisation steps (0 or left out: the quality preset's)")
+_STEPS = Int(1, limits.MAX_JOB_STEPS, unset=0, help="optimisation steps (not given: the quality preset's)")
 _SEED = Int(0, limits.MAX_SEED, help="random seed")
 _CLIP = Text(unset="", path="clip", help="CLIP spec, e.g. ViT-B-32:openai, domain, or a checkpoint path (default: the job's)")
 _PREVIEW = Int(1, 10_000, unset=0, help="steps between preview images (0: the preset's)")
