@@ -5,13 +5,9 @@ Layout of the folder:
     index_shaded.npz        FAISS index of the shaded-view vectors   } caches, rebuilt from SQLite whenever
     index_lines.npz         FAISS index of the line-drawing vectors  } their recorded generation is stale
 
-Tables:
-    meta(key, value)        format, version, clip (spec), encoder (id), embed_dim, views (IndexViewConfig
-                            JSON), library (the folder last indexed), generation (bumped by every change)
-    shapes                  id, relpath (unique, '/'-separated, relative to the library folder), sha256,
-                            size, mtime_ns, name, category, faces, vertices, bbox (JSON [min xyz, max xyz]),
-                            thumbnail (PNG), indexed_at (unix seconds)
-    vectors                 shape_id, kind ('shaded' | 'lines'), view, vector (float32 little-endian [D])
+Tables: see `backend.retrieve.db_schema` (meta, files, shapes, vectors, and the keyword index shape_text).
+A library file gives one shape (a loose mesh, an FBX, USD, ...) or one per asset (a .blend); everything a
+file gave is replaced in one transaction (`put_file`).
 
 Crash safety: a shape and its vectors go in with one transaction (`put_shape`), so killing the indexer loses
 at most the shape in flight, and SQLite's journal keeps the file readable whatever instant the process dies.
@@ -28,86 +24,24 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from backend.errors import InvalidInputError
+from backend.retrieve import db_schema
+from backend.retrieve.filters import ShapeFilter
+from backend.retrieve.db_schema import SHAPE_COLUMNS, SHAPE_WIDTH, FileState, ShapeRecord, shape_from_row
+from backend.retrieve.keywords import index_text
 from backend.retrieve.query import KINDS
 from backend.retrieve.vector_index import RowFilter, VectorIndex, VectorIndexConfig
 
 DB_FILE = "library.sqlite"
 """The SQLite file inside a database folder."""
 FORMAT = "atelier-library"
-VERSION = 1
-"""Database format version; `LibraryDB.open` refuses others."""
+VERSION = db_schema.VERSION
+"""Database format version; `LibraryDB.open` upgrades version 1 in place and refuses others."""
 INDEX_HINT = "index a library first: `atelier index LIBRARY_DIR --db DIR`"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS shapes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    relpath TEXT NOT NULL UNIQUE,
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    category TEXT,
-    faces INTEGER NOT NULL,
-    vertices INTEGER NOT NULL,
-    bbox TEXT NOT NULL,
-    thumbnail BLOB NOT NULL,
-    indexed_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS shapes_category ON shapes (category);
-CREATE TABLE IF NOT EXISTS vectors (
-    shape_id INTEGER NOT NULL REFERENCES shapes (id) ON DELETE CASCADE,
-    kind TEXT NOT NULL CHECK (kind IN ('shaded', 'lines')),
-    view INTEGER NOT NULL,
-    vector BLOB NOT NULL,
-    PRIMARY KEY (kind, shape_id, view)
-) WITHOUT ROWID;
-"""
-
-
-@dataclass
-class ShapeRecord:
-    """One library shape's row (without its vectors)."""
-
-    relpath: str
-    """Path relative to the library folder, '/'-separated."""
-    sha256: str
-    """Hex digest of the file's bytes."""
-    size: int
-    """File size in bytes when indexed."""
-    mtime_ns: int
-    """File modification time when indexed (a fast "unchanged" check before hashing)."""
-    name: str
-    """Display name (the file stem)."""
-    category: str | None
-    """From a categories.json sidecar or the parent folder's name; None at the library's top level."""
-    faces: int
-    """Triangle count."""
-    vertices: int
-    """Vertex count."""
-    bbox: list[list[float]]
-    """[[min x, y, z], [max x, y, z]] in the file's units and frame."""
-    thumbnail: bytes = b""
-    """PNG bytes (empty when not loaded)."""
-    indexed_at: float = field(default_factory=time.time)
-    """Unix time of indexing."""
-    id: int | None = None
-    """Row id (None before insertion)."""
-
-
-_COLUMNS = "id, relpath, sha256, size, mtime_ns, name, category, faces, vertices, bbox, indexed_at"
-
-
-def _record(row, thumbnail: bytes = b"") -> ShapeRecord:
-    return ShapeRecord(id=row[0], relpath=row[1], sha256=row[2], size=row[3], mtime_ns=row[4], name=row[5],
-                       category=row[6], faces=row[7], vertices=row[8], bbox=json.loads(row[9]), indexed_at=row[10],
-                       thumbnail=thumbnail)
 
 
 def db_exists(directory: str | Path) -> bool:
@@ -124,7 +58,7 @@ class LibraryDB:
         self.vector_config = vector_config
         self._lock = threading.RLock()
         self._indexes: dict[str, tuple[int, VectorIndex]] = {}
-        self._filters: dict[tuple[str, str], tuple[VectorIndex, str, RowFilter]] = {}
+        self._filters: dict[tuple[str, ShapeFilter], tuple[VectorIndex, str, RowFilter]] = {}
 
     # -- opening -------------------------------------------------------------------------------------
 
@@ -156,12 +90,36 @@ class LibraryDB:
             db.close()
             raise InvalidInputError(f"the shape library database in {directory} is empty (indexing never finished "
                                     "its first shape)", INDEX_HINT)
+        if meta.get("format") == FORMAT and meta.get("version") == "1":
+            cls._upgrade(db, directory)
+            meta["version"] = str(VERSION)
         if meta.get("format") != FORMAT or meta.get("version") != str(VERSION):
             db.close()
             raise InvalidInputError(f"{directory / DB_FILE} is format {meta.get('format')!r} version "
                                     f"{meta.get('version')!r}, expected {FORMAT!r} version {VERSION}",
                                     "index the library again into a new folder with this version of Atelier")
         return cls(directory, db, vector_config or VectorIndexConfig())
+
+    @staticmethod
+    def _has_meta(db: sqlite3.Connection) -> bool:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is not None
+
+    @staticmethod
+    def _upgrade(db: sqlite3.Connection, directory: Path) -> None:
+        """A version-1 database to the current version, in one transaction (a kill leaves version 1)."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db_schema.upgrade_v1(db, index_text)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.close()
+            raise InvalidInputError(f"cannot upgrade the shape library database {directory} to version {VERSION}: "
+                                    f"{exc}", "make its folder writable, or index the library again into a new "
+                                    "folder") from exc
 
     @classmethod
     def create(cls, directory: str | Path, *, clip: str, encoder: str, embed_dim: int, views_json: str,
@@ -182,7 +140,10 @@ class LibraryDB:
             db.execute("PRAGMA journal_mode = WAL")
             # WAL + NORMAL: a killed process loses nothing committed; only a power cut may drop the last commits.
             db.execute("PRAGMA synchronous = NORMAL")
-            db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall()) if cls._has_meta(db) else {}
+            if meta.get("format") == FORMAT and meta.get("version") == "1":
+                cls._upgrade(db, directory)
+            db.executescript("BEGIN IMMEDIATE;" + db_schema.SCHEMA + "COMMIT;")
         except sqlite3.DatabaseError as exc:
             raise InvalidInputError(f"{directory / DB_FILE} is not a shape library database: {exc}",
                                     "choose an empty folder for --db") from exc
@@ -302,51 +263,111 @@ class LibraryDB:
     def _maybe_write(self):
         return contextlib.nullcontext(self._db) if self._in_batch else self._write()
 
-    def put_shape(self, record: ShapeRecord, vectors: dict[str, np.ndarray]) -> int:
-        """Inserts a shape and its vectors ({"shaded": [K, D], "lines": [K, D]} float32), replacing any shape
-        at the same relpath, in one transaction. Returns the shape id."""
+    def _check_vectors(self, vectors: dict[str, np.ndarray]) -> None:
         dim = self.embed_dim
         for kind in KINDS:
             array = vectors.get(kind)
             if array is None or array.ndim != 2 or array.shape[1] != dim:
                 raise ValueError(f"vectors[{kind!r}] must be [K, {dim}], got "
                                  f"{None if array is None else array.shape}")
-        with self._maybe_write() as db:
-            db.execute("DELETE FROM shapes WHERE relpath = ?", (record.relpath,))
-            cursor = db.execute(
-                "INSERT INTO shapes (relpath, sha256, size, mtime_ns, name, category, faces, vertices, bbox, "
-                "thumbnail, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.relpath, record.sha256, int(record.size), int(record.mtime_ns), record.name,
-                 record.category, int(record.faces), int(record.vertices), json.dumps(record.bbox),
-                 record.thumbnail, float(record.indexed_at)))
-            shape_id = int(cursor.lastrowid)
-            db.executemany("INSERT INTO vectors (shape_id, kind, view, vector) VALUES (?, ?, ?, ?)",
-                           [(shape_id, kind, view, np.ascontiguousarray(row, dtype="<f4").tobytes())
-                            for kind in KINDS for view, row in enumerate(vectors[kind])])
-            if not self._in_batch:
-                self._bump(db)
+
+    def _insert(self, db: sqlite3.Connection, record: ShapeRecord, vectors: dict[str, np.ndarray]) -> int:
+        db.execute("DELETE FROM shapes WHERE relpath = ?", (record.relpath,))
+        cursor = db.execute(
+            "INSERT INTO shapes (relpath, sha256, size, mtime_ns, name, category, faces, vertices, bbox, thumbnail, "
+            "indexed_at, file, asset, format, catalog, tags, description, author, license, mesh) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.relpath, record.sha256, int(record.size), int(record.mtime_ns), record.name, record.category,
+             int(record.faces), int(record.vertices), json.dumps(record.bbox), record.thumbnail,
+             float(record.indexed_at), record.file, record.asset, record.format, record.catalog,
+             json.dumps(list(record.tags)), record.description, record.author, record.license, record.mesh))
+        shape_id = int(cursor.lastrowid)
+        db.executemany("INSERT INTO vectors (shape_id, kind, view, vector) VALUES (?, ?, ?, ?)",
+                       [(shape_id, kind, view, np.ascontiguousarray(row, dtype="<f4").tobytes())
+                        for kind in KINDS for view, row in enumerate(vectors[kind])])
+        db.execute("INSERT INTO shape_text (rowid, name, tags, catalog, description) VALUES (?, ?, ?, ?, ?)",
+                   (shape_id, *index_text(record.name, record.tags, record.catalog, record.description)))
         record.id = shape_id
         return shape_id
 
-    def remove_shape(self, relpath: str) -> bool:
-        """Removes a shape and its vectors; False when there was none at `relpath`."""
-        with self._write() as db:
-            removed = db.execute("DELETE FROM shapes WHERE relpath = ?", (relpath,)).rowcount > 0
-            if removed:
+    @staticmethod
+    def _put_file_row(db: sqlite3.Connection, state: FileState) -> None:
+        db.execute("INSERT OR REPLACE INTO files (relpath, sha256, size, mtime_ns, category, format, options, entries, "
+                   "indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (state.relpath, state.sha256, int(state.size), int(state.mtime_ns), state.category, state.format,
+                    state.options, int(state.entries), time.time()))
+
+    def put_shape(self, record: ShapeRecord, vectors: dict[str, np.ndarray]) -> int:
+        """Inserts a shape that is a whole file (a loose mesh) and its vectors ({"shaded": [K, D], "lines":
+        [K, D]} float32), replacing any shape at the same relpath, in one transaction. Returns the shape id."""
+        self._check_vectors(vectors)
+        with self._maybe_write() as db:
+            shape_id = self._insert(db, record, vectors)
+            self._put_file_row(db, FileState(record.file, record.sha256, record.size, record.mtime_ns,
+                                             record.category, record.format, entries=1))
+            if not self._in_batch:
                 self._bump(db)
-        return removed
+        return shape_id
+
+    def put_file(self, state: FileState, shapes: list[tuple[ShapeRecord, dict[str, np.ndarray]]]) -> list[int]:
+        """Replaces everything one library file gave (a .blend's assets, ...) with `shapes`, and records the
+        file's state, in ONE transaction: a run killed at any instant leaves the file's old entries or its new
+        ones, never a mix or a duplicate. Returns the new shape ids."""
+        for _, vectors in shapes:
+            self._check_vectors(vectors)
+        state.entries = len(shapes)
+        with self._maybe_write() as db:
+            db.execute("DELETE FROM shapes WHERE file = ?", (state.relpath,))
+            ids = [self._insert(db, record, vectors) for record, vectors in shapes]
+            self._put_file_row(db, state)
+            if not self._in_batch:
+                self._bump(db)
+        return ids
+
+    def remove_file(self, relpath: str) -> int:
+        """Removes a library file's record and every shape it gave; the number of shapes removed."""
+        with self._write() as db:
+            removed = db.execute("DELETE FROM shapes WHERE file = ?", (relpath,)).rowcount
+            known = db.execute("DELETE FROM files WHERE relpath = ?", (relpath,)).rowcount
+            if removed or known:
+                self._bump(db, vectors=removed > 0)
+        return int(removed)
+
+    def remove_shape(self, relpath: str) -> bool:
+        """Removes one shape and its vectors; False when there was none at `relpath`."""
+        with self._write() as db:
+            row = db.execute("SELECT file FROM shapes WHERE relpath = ?", (relpath,)).fetchone()
+            if row is None:
+                return False
+            db.execute("DELETE FROM shapes WHERE relpath = ?", (relpath,))
+            db.execute("UPDATE files SET entries = entries - 1 WHERE relpath = ?", (row[0],))
+            db.execute("DELETE FROM files WHERE relpath = ? AND entries <= 0", (row[0],))
+            self._bump(db)
+        return True
 
     def update_file_state(self, relpath: str, *, size: int, mtime_ns: int, new_relpath: str | None = None,
-                          name: str | None = None, category: str | None = None, set_category: bool = False) -> None:
-        """Records a file's new size/mtime (content unchanged), and optionally a move or a new category. The
-        vectors and shape ids stay, so the generation (what the FAISS caches depend on) does not change."""
+                          category: str | None = None, set_category: bool = False) -> None:
+        """Records a file's new size/mtime (content unchanged), and optionally a move or a new category, for
+        the file and every shape it gave. The vectors and shape ids stay, so the generation (what the FAISS
+        caches depend on) does not change."""
         with self._write() as db:
-            db.execute("UPDATE shapes SET size = ?, mtime_ns = ? WHERE relpath = ?", (int(size), int(mtime_ns), relpath))
+            db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE relpath = ?", (int(size), int(mtime_ns), relpath))
+            db.execute("UPDATE shapes SET size = ?, mtime_ns = ? WHERE file = ?", (int(size), int(mtime_ns), relpath))
             if set_category:
-                db.execute("UPDATE shapes SET category = ? WHERE relpath = ?", (category, relpath))
+                db.execute("UPDATE files SET category = ? WHERE relpath = ?", (category, relpath))
+                db.execute("UPDATE shapes SET category = ? WHERE file = ?", (category, relpath))
             if new_relpath is not None:
-                db.execute("UPDATE shapes SET relpath = ?, name = ? WHERE relpath = ?",
-                           (new_relpath, name if name is not None else Path(new_relpath).stem, relpath))
+                db.execute("UPDATE files SET relpath = ? WHERE relpath = ?", (new_relpath, relpath))
+                # A loose file's shape is named after the file; a .blend asset keeps its own name.
+                db.execute("UPDATE shapes SET name = ? WHERE file = ? AND asset IS NULL",
+                           (Path(new_relpath).stem, relpath))
+                db.execute("UPDATE shapes SET relpath = ? || substr(relpath, ?), file = ? WHERE file = ?",
+                           (new_relpath, len(relpath) + 1, new_relpath, relpath))
+                for shape_id, name, tags, catalog, description in db.execute(
+                        "SELECT id, name, tags, catalog, description FROM shapes WHERE file = ? AND asset IS NULL",
+                        (new_relpath,)).fetchall():
+                    db.execute("UPDATE shape_text SET name = ? WHERE rowid = ?",
+                               (index_text(name, json.loads(tags), catalog, description)[0], shape_id))
             self._bump(db, vectors=False)
 
     # -- reading -------------------------------------------------------------------------------------
@@ -355,15 +376,16 @@ class LibraryDB:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM shapes").fetchone()[0])
 
-    def file_states(self) -> dict[str, tuple[int, str, int, int, str | None]]:
-        """relpath -> (id, sha256, size, mtime_ns, category) for every shape."""
+    def file_states(self) -> dict[str, FileState]:
+        """relpath -> what is recorded of each library file indexed."""
         with self._lock:
-            rows = self._db.execute("SELECT relpath, id, sha256, size, mtime_ns, category FROM shapes").fetchall()
-        return {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in rows}
+            rows = self._db.execute("SELECT relpath, sha256, size, mtime_ns, category, format, options, entries "
+                                    "FROM files").fetchall()
+        return {r[0]: FileState(*r) for r in rows}
 
     def shapes(self, ids: list[int] | None = None, thumbnails: bool = False) -> list[ShapeRecord]:
         """Shape records (all, or those of `ids` in that order; unknown ids are left out)."""
-        columns = _COLUMNS + (", thumbnail" if thumbnails else "")
+        columns = SHAPE_COLUMNS + (", thumbnail" if thumbnails else "")
         with self._lock:
             if ids is None:
                 rows = self._db.execute(f"SELECT {columns} FROM shapes ORDER BY id").fetchall()
@@ -376,7 +398,7 @@ class LibraryDB:
                                              f"({','.join('?' * len(chunk))})", chunk).fetchall()
                 order = {i: n for n, i in enumerate(wanted)}
                 rows.sort(key=lambda r: order[r[0]])
-        return [_record(r[:11], r[11] if thumbnails else b"") for r in rows]
+        return [shape_from_row(r[:SHAPE_WIDTH], r[SHAPE_WIDTH] if thumbnails else b"") for r in rows]
 
     def shape(self, shape_id: int) -> ShapeRecord:
         """One shape with its thumbnail; InvalidInputError for an unknown id."""
@@ -393,14 +415,44 @@ class LibraryDB:
                                     "GROUP BY category ORDER BY category").fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
-    def shape_ids(self, category: str | None = None) -> np.ndarray:
-        """[M] int64 ids of every shape, or of one category's."""
+    def catalogs(self) -> dict[str, int]:
+        """Blender asset catalog path -> shape count."""
+        return self._counts("SELECT catalog, COUNT(*) FROM shapes WHERE catalog IS NOT NULL GROUP BY catalog")
+
+    def tags(self) -> dict[str, int]:
+        """Asset tag -> shape count."""
+        return self._counts("SELECT json_each.value, COUNT(*) FROM shapes, json_each(shapes.tags) "
+                            "GROUP BY json_each.value")
+
+    def formats(self) -> dict[str, int]:
+        """File format (extension) -> shape count."""
+        return self._counts("SELECT format, COUNT(*) FROM shapes GROUP BY format")
+
+    def _counts(self, sql: str) -> dict[str, int]:
         with self._lock:
-            if category is None:
-                rows = self._db.execute("SELECT id FROM shapes").fetchall()
-            else:
-                rows = self._db.execute("SELECT id FROM shapes WHERE category = ?", (category,)).fetchall()
+            return {r[0]: int(r[1]) for r in sorted(self._db.execute(sql).fetchall())}
+
+    def shape_ids(self, category: "str | ShapeFilter | None" = None) -> np.ndarray:
+        """[M] int64 ids of every shape, of one category's, or of those a ShapeFilter lets through."""
+        if isinstance(category, str):
+            category = ShapeFilter(category=category)
+        where, args = (category or ShapeFilter()).where()
+        with self._lock:
+            rows = self._db.execute(f"SELECT id FROM shapes WHERE {where}", args).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def mesh_paths(self) -> set[str]:
+        """The extracted GLBs shapes refer to (relative to the database folder)."""
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT mesh FROM shapes WHERE mesh IS NOT NULL").fetchall()}
+
+    def keyword_rows(self, match: str, limit: int) -> list[tuple[int, tuple[str, str, str, str]]]:
+        """(shape id, its four keyword columns) of the best `limit` shapes for an FTS5 MATCH expression."""
+        with self._lock:
+            rows = self._db.execute("SELECT rowid, name, tags, catalog, description FROM shape_text "
+                                    "WHERE shape_text MATCH ? ORDER BY bm25(shape_text, 4.0, 2.0, 1.5, 1.0) LIMIT ?",
+                                    (match, int(limit))).fetchall()
+        return [(int(r[0]), tuple(r[1:])) for r in rows]
 
     def read_vectors(self, kind: str) -> tuple[int, np.ndarray, np.ndarray]:
         """(generation, [N, D] float32 vectors, [N] int64 shape ids) of one kind, read in one transaction."""
@@ -449,16 +501,18 @@ class LibraryDB:
             self._indexes[kind] = (generation, index)
             return index
 
-    def category_filter(self, kind: str, category: str) -> RowFilter:
-        """The rows of `kind`'s index whose shape has `category`, cached until the catalog changes."""
+    def category_filter(self, kind: str, category: "str | ShapeFilter") -> RowFilter:
+        """The rows of `kind`'s index whose shape has `category` (or passes a ShapeFilter), cached until the
+        catalog changes."""
+        shape_filter = ShapeFilter(category=category) if isinstance(category, str) else category
         index = self.vector_index(kind)
         with self._lock:
             catalog = self.meta()["catalog"]
-            held = self._filters.get((kind, category))
+            held = self._filters.get((kind, shape_filter))
             if held is not None and held[0] is index and held[1] == catalog:
                 return held[2]
-            allowed = RowFilter(np.isin(index.labels, self.shape_ids(category)))
-            self._filters[(kind, category)] = (index, catalog, allowed)
+            allowed = RowFilter(np.isin(index.labels, self.shape_ids(shape_filter)))
+            self._filters[(kind, shape_filter)] = (index, catalog, allowed)
             return allowed
 
     def _vector_rows(self, kind: str) -> int:

@@ -3,23 +3,42 @@
 `search` checks the query, embeds it (`QueryEncoder`), picks the index vectors its mode is compared with
 (`QueryEncoder.target_kind`) and ranks shapes by their best view (`VectorIndex.search`); `search_vector` is
 the part after the encoder (what the latency benchmark times).
+
+Hybrid text search: a query with words is also matched against each shape's name, tags, catalog and
+description (`keywords`: SQLite FTS5 finds the candidates). A hit's score is
+    score = clip_score + keyword_weight x keyword_score
+with clip_score the cosine of the query with the shape's best view and keyword_score in [0, 1] (1: every
+query word is in the name; a word found only in the tags, catalog or description counts less). So "oak
+chair" finds the asset named Chair_Oak even when the CLIP model knows no oak, and words no shape carries
+leave the CLIP ranking as it is. Both parts are reported with each hit. The fusion is exact: a shape outside
+the CLIP candidates and without a keyword match scores below every candidate.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from backend.errors import InvalidInputError
-from backend.retrieve.database import LibraryDB
+from backend.retrieve.database import LibraryDB, ShapeRecord
+from backend.retrieve.filters import ShapeFilter, check_filter
+from backend.retrieve.keywords import fts_query, keyword_score, query_terms
 from backend.retrieve.query import KINDS, MODES, QueryEncoder, query_mode
 from backend.retrieve.views import IndexViewConfig
-from shared_protocol.limits import MAX_STRING, SEARCH_MAX_K
+from shared_protocol.limits import SEARCH_MAX_K
 
 MAX_K = SEARCH_MAX_K
 """Most results one search returns (each carries a thumbnail)."""
+KEYWORD_WEIGHT = 0.5
+"""What a full keyword match (every query word in a shape's name) adds to the cosine score: enough to put an
+asset named after the query above any CLIP-only ranking (cosines of one query rarely span more than 0.3)."""
+CLIP_CANDIDATES = 50
+"""Shapes taken from the vector index before fusing with keyword matches (at least k)."""
+KEYWORD_CANDIDATES = 500
+"""Most keyword matches (best BM25 first) fused per query."""
 
 
 @dataclass
@@ -29,20 +48,37 @@ class Hit:
     shape_id: int
     """The shape's id in its database (what `fetch_shape` takes)."""
     path: str
-    """The file, relative to the library folder ('/'-separated)."""
+    """The entry, relative to the library folder ('/'-separated): a file, or file/datablock/name of an asset."""
     name: str
-    """Display name (the file stem)."""
+    """Display name (the file stem, or the asset's name)."""
     category: str | None
     """The shape's category, if it has one."""
     score: float
-    """Cosine similarity of the query with the shape's best-matching view, in [-1, 1]."""
+    """The fused score: clip_score + keyword_weight x keyword_score."""
     thumbnail: bytes
-    """PNG bytes of the shape's thumbnail."""
+    """PNG bytes of the shape's thumbnail (a .blend asset's own preview when it has one)."""
+    clip_score: float = 0.0
+    """Cosine similarity of the query with the shape's best-matching view, in [-1, 1]."""
+    keyword_score: float = 0.0
+    """How much of the query's words the name, tags, catalog and description cover, in [0, 1]."""
+    record: ShapeRecord | None = None
+    """The shape's row (metadata: format, catalog, tags, description, author, licence, source)."""
+    library: str = ""
+    """The library folder the database indexed (absolute, on the server)."""
 
     def as_dict(self) -> dict:
         """The JSON fields (without the thumbnail bytes)."""
-        return {"shape_id": self.shape_id, "path": self.path, "name": self.name, "category": self.category,
-                "score": round(self.score, 6)}
+        fields = {"shape_id": self.shape_id, "path": self.path, "name": self.name, "category": self.category,
+                  "score": round(self.score, 6), "clip_score": round(self.clip_score, 6),
+                  "keyword_score": round(self.keyword_score, 6)}
+        record = self.record
+        if record is not None:
+            source = record.source
+            if source is not None and self.library:
+                source["file"] = str(Path(self.library) / source["file"])
+            fields.update(format=record.format, catalog=record.catalog, tags=list(record.tags),
+                          description=record.description, author=record.author, license=record.license, source=source)
+        return fields
 
 
 def check_k(k: Any) -> int:
@@ -55,29 +91,24 @@ def check_k(k: Any) -> int:
 
 def check_category(db: LibraryDB, category: Any) -> str | None:
     """The category filter, or None; InvalidInputError for a category the library does not have."""
-    if category is None:
-        return None
-    if not isinstance(category, str) or not category.strip() or len(category) > MAX_STRING:
-        raise InvalidInputError(f"category must be a non-empty name, got {category!r:.60}")
-    known = db.categories()
-    if category not in known:
-        listed = ", ".join(known) if known else "none (no shape has a category)"
-        raise InvalidInputError(f"the library has no shape of category {category!r}",
-                                hint=f"its categories are: {listed}"[:1000])
-    return category
+    return check_filter(db, category=category).category
 
 
 def search(db: LibraryDB, encoder: QueryEncoder, text: str | None = None, sketch: Any = None, photo: Any = None,
-           k: int = 10, category: str | None = None, mode: str | None = None, kind: str | None = None) -> list[Hit]:
+           k: int = 10, category: str | None = None, mode: str | None = None, kind: str | None = None, *,
+           catalog: str | None = None, tag: str | None = None, format: str | None = None,
+           keyword_weight: float = KEYWORD_WEIGHT) -> list[Hit]:
     """The k best shapes for a query, best first.
 
     text: a description. sketch: PNG bytes, an image path, an array (black strokes on white, any size), or
     stroke polylines in [0, 1]² (a list; y down). photo: encoded bytes, a path or an [H, W, 3] array.
     A query is a text, a sketch, a photo, or a sketch with a text (fused as in TASK-former). mode: when
-    given, must agree with what the query holds. category: only shapes of this category. kind: compare with
-    "shaded" or "lines" vectors instead of the mode's default (for experiments).
+    given, must agree with what the query holds. Filters: category, catalog (that Blender asset catalog and
+    everything below it), tag, format (file extension). kind: compare with "shaded" or "lines" vectors
+    instead of the mode's default (for experiments). keyword_weight: see the module docstring (0: CLIP only).
     InvalidInputError for an empty or mixed-up query, an empty text, a blank sketch, k outside [1, MAX_K],
-    an unknown category, a database indexed with another CLIP or encoder, and one with no shapes yet.
+    an unknown category, catalog, tag or format, a database indexed with another CLIP or encoder, and one
+    with no shapes yet.
     """
     k = check_k(k)
     db.check_compatible(clip=encoder.spec, encoder=encoder.encoder_id)
@@ -91,20 +122,54 @@ def search(db: LibraryDB, encoder: QueryEncoder, text: str | None = None, sketch
             raise InvalidInputError(f"unknown search mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
         raise InvalidInputError(f"search mode {mode!r} does not match the query, which holds a {found}",
                                 hint="leave the mode out, or send what the mode needs")
-    category = check_category(db, category)
+    if isinstance(keyword_weight, bool) or not isinstance(keyword_weight, (int, float)) or not 0 <= keyword_weight <= 10:
+        raise InvalidInputError(f"keyword_weight must be a number from 0 to 10, got {keyword_weight!r}",
+                                hint=f"0 ranks by CLIP alone; the default is {KEYWORD_WEIGHT}")
+    shape_filter = check_filter(db, category=category, catalog=catalog, tag=tag, format=format)
     fill = IndexViewConfig.from_json(db.views_json).line_fill  # frame sketches as the index's drawings are
     mode, vector = encoder.encode_query(text=text, sketch=sketch, photo=photo, fill=fill)
     if kind is not None and kind not in KINDS:
-        raise InvalidInputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    return search_vector(db, vector, kind or encoder.target_kind(mode), k, category)
+        raise InvalidInputError(f"kind must be one of {KINDS}, got {kind!r}")
+    terms = query_terms(text) if text else []
+    return search_vector(db, vector, kind or encoder.target_kind(mode), k, shape_filter=shape_filter, terms=terms,
+                         keyword_weight=keyword_weight)
 
 
-def search_vector(db: LibraryDB, vector: np.ndarray, kind: str, k: int, category: str | None = None) -> list[Hit]:
-    """The k best shapes for an embedded query ([D] float32 unit vector) against `kind` vectors."""
+def search_vector(db: LibraryDB, vector: np.ndarray, kind: str, k: int, category: str | None = None, *,
+                  shape_filter: ShapeFilter | None = None, terms: list[str] | None = None,
+                  keyword_weight: float = KEYWORD_WEIGHT) -> list[Hit]:
+    """The k best shapes for an embedded query ([D] float32 unit vector) against `kind` vectors, fused with
+    the keyword matches of `terms` (see the module docstring)."""
+    k = check_k(k)
+    shape_filter = shape_filter or ShapeFilter(category=category)
     index = db.vector_index(kind)
-    allowed = None if category is None else db.category_filter(kind, category)
-    ranked = index.search(vector, check_k(k), allowed)
-    records = {r.id: r for r in db.shapes([shape_id for shape_id, _ in ranked], thumbnails=True)}
-    return [Hit(shape_id=shape_id, path=records[shape_id].relpath, name=records[shape_id].name,
-                category=records[shape_id].category, score=score, thumbnail=records[shape_id].thumbnail)
-            for shape_id, score in ranked if shape_id in records]
+    allowed = None if shape_filter.empty else db.category_filter(kind, shape_filter)
+    fuse = bool(terms) and keyword_weight > 0
+    clip = dict(index.search(vector, max(k, CLIP_CANDIDATES) if fuse else k, allowed))
+    keyword: dict[int, float] = {}
+    if fuse:
+        permitted = None if shape_filter.empty else set(db.shape_ids(shape_filter).tolist())
+        for shape_id, columns in db.keyword_rows(fts_query(terms), KEYWORD_CANDIDATES):
+            if permitted is None or shape_id in permitted:
+                keyword[shape_id] = keyword_score(terms, columns)
+        clip.update(_exact_scores(index, vector, [i for i in keyword if i not in clip]))
+    fused = {shape_id: score + keyword_weight * keyword.get(shape_id, 0.0) for shape_id, score in clip.items()}
+    ranked = sorted(fused, key=lambda shape_id: (-fused[shape_id], shape_id))[:k]
+    records = {r.id: r for r in db.shapes(ranked, thumbnails=True)}
+    library = db.library_root
+    return [Hit(shape_id=i, path=records[i].relpath, name=records[i].name, category=records[i].category,
+                score=fused[i], thumbnail=records[i].thumbnail, clip_score=clip[i], keyword_score=keyword.get(i, 0.0),
+                record=records[i], library=library)
+            for i in ranked if i in records]
+
+
+def _exact_scores(index, vector: np.ndarray, shape_ids: list[int]) -> dict[int, float]:
+    """Each shape's best-view cosine with the query, from the index's stored vectors."""
+    if not shape_ids:
+        return {}
+    rows = np.flatnonzero(np.isin(index.labels, np.asarray(shape_ids, dtype=np.int64)))
+    scores = index.vectors()[rows] @ np.asarray(vector, dtype=np.float32).reshape(-1)
+    best: dict[int, float] = {}
+    for label, score in zip(index.labels[rows].tolist(), scores.tolist()):
+        best[label] = max(score, best.get(label, -2.0))
+    return best
