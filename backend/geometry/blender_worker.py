@@ -201,7 +201,8 @@ def extract_blend(path: str, out: str, blend_objects: str) -> dict:
     try:
         bpy.ops.wm.open_mainfile(filepath=path, load_ui=False)
     except RuntimeError as exc:
-        raise FileProblem(f"Blender cannot open it: {first_line(exc)}",
+        # Blender's message repeats the path twice ("Loading "/p" failed: Failed to read blend file '/p': why").
+        raise FileProblem(f"Blender cannot open it: {first_line(exc).rsplit(': ', 1)[-1]}",
                           "the file is corrupt, truncated or not a .blend; re-save it from Blender") from exc
     file_version = tuple(bpy.data.version)
     if file_version[:2] > tuple(bpy.app.version[:2]):
