@@ -38,6 +38,8 @@ BLENDER_EXTENSIONS = (".blend", ".fbx", ".usd", ".usda", ".usdc", ".usdz", ".abc
 """File types only a Blender worker reads (case-insensitive)."""
 READY = "ATELIER-READY "
 MARKER = "ATELIER-RESULT "
+TEST_HOOK_ENV = "ATELIER_BLENDER_WORKER_TEST"
+"""Tests only, read by the worker: `hang:SUBSTR` / `crash:SUBSTR` on files whose path contains SUBSTR."""
 NO_BLENDER_HINT = ("give a Blender with --blender PATH (a blender executable, or a Python with the bpy module), "
                    f"set {BLENDER_ENV}, or run `python build.py setup` to make .venv-blender")
 STARTUP_TIMEOUT_S = 120.0
