@@ -352,11 +352,28 @@ class BlenderPool:
         self.version = worker.version
         return worker
 
-    def start(self) -> str:
-        """Start one worker now (so a broken Blender fails before any file is queued); returns its version."""
+    def start(self, count: int = 1) -> str:
+        """Start `count` workers now (the first alone, so a broken Blender fails once, before any file is
+        queued; the rest in parallel); returns the Blender version. Others start on demand in `extract`."""
         with self._lock:
             if self._workers[0] is None:
                 self._workers[0] = self._start_worker()
+            missing = [slot for slot in range(min(count, self.size)) if self._workers[slot] is None]
+            errors: list[BaseException] = []
+
+            def launch(slot: int) -> None:
+                try:
+                    self._workers[slot] = self._start_worker()
+                except BlenderStartError as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=launch, args=(slot,)) for slot in missing]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if errors:
+                raise errors[0]
         return self.version
 
     def extract(self, paths: Iterable[str | Path], out_root: str | Path) -> Iterator[ExtractedFile]:
