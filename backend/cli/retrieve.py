@@ -129,9 +129,11 @@ def _eval_retrieval(args, report: Report) -> None:
 
 
 # ------------------------------------------------------------------------------------------ index
-@command("index", "index a folder of meshes into a shape library database (incremental, resumable)")
+@command("index", "index a folder of meshes or a Blender asset library into a shape library database "
+                  "(incremental, resumable)")
 def _index_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("library", help="folder of obj, ply, stl, off, glb, gltf files (subfolders too)")
+    parser.add_argument("library", help="folder of .blend, fbx, usd/usda/usdc/usdz, abc, obj, ply, stl, off, glb, gltf "
+                                        "files (subfolders too), e.g. an asset library")
     parser.add_argument("--db", required=True, help="database folder (created when missing, updated when present)")
     parser.add_argument("--views", type=int, default=None,
                         help="shaded views and line drawings per shape (default 6; an existing database keeps its own)")
@@ -139,6 +141,16 @@ def _index_args(parser: argparse.ArgumentParser) -> None:
                         help="a TASK-former checkpoint whose encoders embed the views (default: the CLIP's towers)")
     parser.add_argument("--rehash", action="store_true",
                         help="hash every file, also those whose size and modification time are unchanged")
+    parser.add_argument("--blender", default=None, metavar="PATH",
+                        help="the Blender that reads .blend, FBX, USD and Alembic files: its executable, or a Python "
+                             "with the bpy module (default: $ATELIER_BLENDER, .venv-blender, `blender` on PATH)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="Blender worker processes extracting files in parallel (default: one per CPU core)")
+    parser.add_argument("--blend-objects", choices=("assets", "all"), default="assets",
+                        help="a .blend's entries: its objects and collections marked as assets (default), or also "
+                             "every other mesh object")
+    parser.add_argument("--file-timeout", type=float, default=300.0, metavar="S",
+                        help="seconds a Blender worker may spend on one file before it is replaced (default 300)")
 
 
 @_index_args.run
@@ -160,12 +172,18 @@ def _index(args, report: Report) -> None:
     elif args.views is not None:
         views = IndexViewConfig(views=args.views)
     views.check()
+    if args.workers < 0 or args.file_timeout <= 0:
+        from backend.errors import InvalidInputError
+
+        raise InvalidInputError("--workers must be >= 0 and --file-timeout > 0",
+                                hint="--workers 0 uses one Blender worker per CPU core")
     device = resolve(args, report)
     encoder = load_encoder(args.clip or existing, args.checkpoint, device, args.allow_download)
     progress, bar = progress_bar(1, "index", unit="shape", delay=0.5)
     try:
-        result = index_library(args.library, args.db, encoder, IndexConfig(views=views, rehash=args.rehash),
-                               progress=progress, device=device)
+        config = IndexConfig(views=views, rehash=args.rehash, blender=args.blender, workers=args.workers,
+                             blend_objects=args.blend_objects, file_timeout_s=args.file_timeout)
+        result = index_library(args.library, args.db, encoder, config, progress=progress, device=device)
     finally:
         bar.close()
     figures = result.as_dict()
@@ -188,6 +206,13 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         help="a JSON file of stroke polylines [[[x, y], ...], ...] in [0, 1], y down (instead of --sketch)")
     parser.add_argument("--image", default=None, help="a photo or render of the object")
     parser.add_argument("--category", default=None, help="only shapes of this category")
+    parser.add_argument("--catalog", default=None,
+                        help="only assets of this Blender asset catalog or below it, e.g. 'Furniture/Chairs'")
+    parser.add_argument("--tag", default=None, help="only assets with this tag")
+    parser.add_argument("--format", default=None, help="only entries from files of this format (blend, fbx, obj, ...)")
+    parser.add_argument("--keyword-weight", type=float, default=None,
+                        help="what a full match of the text's words in an asset's name adds to the CLIP score "
+                             "(default 0.5; 0: CLIP alone)")
     parser.add_argument("-k", type=int, default=10, help="number of results (1-100)")
     parser.add_argument("--checkpoint", default=None, help="the TASK-former checkpoint the database was indexed with")
     parser.add_argument("--thumbnails", default=None, metavar="DIR",
@@ -219,7 +244,9 @@ def _search(args, report: Report) -> None:
     device = resolve(args, report)
     with LibraryDB.open(args.db) as db:
         encoder = load_encoder(args.clip, args.checkpoint, device, args.allow_download, db=db)
-        hits = search(db, encoder, text=args.text, sketch=sketch, photo=args.image, k=args.k, category=args.category)
+        weight = {} if args.keyword_weight is None else {"keyword_weight": args.keyword_weight}
+        hits = search(db, encoder, text=args.text, sketch=sketch, photo=args.image, k=args.k, category=args.category,
+                      catalog=args.catalog, tag=args.tag, format=args.format, **weight)
         root = db.library_root
     out = Path(args.thumbnails) if args.thumbnails else None
     if out is not None:
@@ -227,14 +254,14 @@ def _search(args, report: Report) -> None:
     results = []
     for rank, hit in enumerate(hits):
         if out is not None:
-            thumb = out / f"{rank:03d}_{hit.name}.png"
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in hit.name)[:80]
+            thumb = out / f"{rank:03d}_{safe}.png"
             thumb.write_bytes(hit.thumbnail)
             thumbnail = str(thumb)
         else:
             thumbnail = base64.b64encode(hit.thumbnail).decode("ascii")
-        results.append({"path": str(Path(root) / hit.path) if root else hit.path, "name": hit.name,
-                        "score": round(hit.score, 6), "thumbnail": thumbnail, "category": hit.category,
-                        "shape_id": hit.shape_id})
+        fields = hit.as_dict()
+        results.append({**fields, "path": str(Path(root) / hit.path) if root else hit.path, "thumbnail": thumbnail})
     report.update(results=[{k: v for k, v in r.items() if k != "thumbnail" or out is not None} for r in results],
                   clip=encoder.spec, k=args.k, db=str(args.db))
     print(json.dumps({"results": results}, indent=1))

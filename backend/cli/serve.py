@@ -73,6 +73,9 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=defaults.log_level, help="DEBUG | INFO | WARNING | ERROR")
     parser.add_argument("--max-blob-bytes", type=int, default=defaults.max_blob_bytes, help="largest blob frame accepted")
     parser.add_argument("--max-queue", type=int, default=defaults.max_queue, help="jobs waiting before submit is refused")
+    parser.add_argument("--blender", default=None, metavar="PATH",
+                        help="the Blender index jobs read .blend, FBX, USD and Alembic files with (default: "
+                             "$ATELIER_BLENDER, .venv-blender, `blender` on PATH)")
     parser.add_argument("--test-jobs", action="store_true", help="also offer the echo, sleep and fail job kinds")
     parser.add_argument("--watch-pid", type=int, default=None,
                         help="stop when this process is gone (the add-on passes Blender's pid)")
@@ -87,7 +90,7 @@ def _serve(args, report: Report) -> None:
                           data_roots=tuple(args.data_root), max_client_bytes=args.max_client_bytes,
                           max_total_bytes=args.max_total_bytes,
                           log_level=args.log_level, max_blob_bytes=args.max_blob_bytes, max_queue=args.max_queue,
-                          test_jobs=args.test_jobs, watch_pid=args.watch_pid)
+                          test_jobs=args.test_jobs, watch_pid=args.watch_pid, blender=args.blender)
     report["exit_code"] = serve(config)
 
 

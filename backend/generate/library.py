@@ -2,7 +2,7 @@
 the CLIP image embeddings of rendered views that condition the flow.
 
 A library is any folder of meshes (the formats `atelier index` reads); a shape's category is its folder's
-`categories.json` entry or its folder name, as in retrieval (`backend.retrieve.indexer.category_of`).
+`categories.json` entry or its folder name, as in retrieval (`backend.retrieve.library_files.category_of`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from backend.geometry.normalize import normalize_to_unit_sphere
 from backend.geometry.validate import validate_mesh
 from backend.geometry.voxelize import voxelize
 from backend.progress import CancelToken, ProgressFn, no_progress
-from backend.retrieve.indexer import category_of, file_sha256, find_mesh_files
+from backend.retrieve.library_files import category_of, file_sha256, find_mesh_files
 from backend.retrieve.views import IndexViewConfig, index_cameras
 from backend.render.views import shaded_images
 

@@ -26,42 +26,47 @@ EXTRACTED = "extracted"
 """Folder of the database holding the GLBs extracted from Blender's formats."""
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 """An asset in no catalog ("Unassigned")."""
-NO_BLENDER = ("{count} file(s) in Blender's formats (.blend, FBX, USD, Alembic) were skipped: no Blender was found "
-              "to read them; install Blender and pass --blender PATH (or set ATELIER_BLENDER), or run "
-              "`python build.py setup`, which makes .venv-blender with the bpy module")
 
-
-def find_blender_or_warn(config, files, warnings: list[str]):
-    """The Blender command for the pool, or None with one warning line (the other formats still index). A
-    Blender the user named that does not work is an error, not a warning: they asked for it."""
-    from backend.geometry.blender_pool import find_blender
+def find_blender_or_warn(config, files, warnings: list[str]) -> list[str] | None:
+    """The command that starts a Blender worker, or None with one warning line (the other formats still
+    index). A Blender the user named that does not exist is an error, not a warning: they asked for it."""
+    from backend.geometry.blender_pool import find_blender, no_blender_message
 
     found = find_blender(config.blender)
     if found is None:
-        count = sum(1 for f in files if f.needs_blender)
-        warnings.append(NO_BLENDER.format(count=count))
+        warnings.append(no_blender_message(sum(1 for f in files if f.needs_blender)))
     return found
 
 
-def open_pool(blender, config, db_dir: Path):
-    """The worker pool (a context manager) with the run's settings; its scratch folder is in the database."""
+@contextlib.contextmanager
+def extracted_files(paths: list[Path], config, db_dir: Path):
+    """Yields an iterator of `ExtractedFile`s (completion order) from a pool of Blender workers with the run's
+    settings; their scratch folder is in the database folder. Leaving the block stops the workers."""
     from backend.geometry.blender_pool import BlenderConfig, BlenderPool
 
     scratch = Path(db_dir) / EXTRACTED / ".work"
     shutil.rmtree(scratch, ignore_errors=True)  # what a killed run left
-    return BlenderPool(BlenderConfig(blender=blender, workers=config.workers, timeout_s=config.file_timeout_s,
-                                     blend_objects=config.blend_objects), scratch)
+    settings = BlenderConfig(blender=config.blender, workers=config.workers, timeout_s=config.file_timeout_s,
+                             blend_objects=config.blend_objects)
+    with BlenderPool(settings) as pool:
+        results = pool.extract(paths, scratch)
+        try:
+            yield results
+        finally:
+            results.close()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
-_catalog_cache: dict[tuple[Path, int], tuple[dict, list[str]]] = {}
+_catalog_cache: dict[tuple[Path, int], object] = {}
 
 
-def _catalogs(blend: Path, library: Path) -> tuple[dict[str, str], list[str]]:
+def _catalogs(blend: Path, library: Path):
+    """The `Catalogs` of the nearest blender_assets.cats.txt (None when there is none)."""
     from backend.retrieve.catalogs import find_catalog_file, read_catalogs
 
     cats = find_catalog_file(blend, library)
     if cats is None:
-        return {}, []
+        return None
     key = (cats, cats.stat().st_mtime_ns)
     if key not in _catalog_cache:
         _catalog_cache[key] = read_catalogs(cats)
@@ -95,18 +100,22 @@ def file_entries(result, f, sha: str, library: Path, db_dir: Path, encoder, view
     from backend.retrieve.indexer import embed_mesh, reason
 
     if result.error:
-        raise InvalidInputError(result.error)
+        raise InvalidInputError(result.error, result.hint or "")
     warnings: list[str] = []
     if f.format == "blend" and not result.assets:
         warnings.append(f"{f.relpath}: no assets in it; mark objects or collections as assets in Blender "
                         "(right click > Mark as Asset), or index with --blend-objects all")
-    catalogs, catalog_warnings = _catalogs(f.path, library) if f.format == "blend" else ({}, [])
-    warnings += [f"{f.relpath}: {w}" for w in catalog_warnings]
+    catalogs = _catalogs(f.path, library) if f.format == "blend" else None
+    if catalogs is not None:
+        warnings += [f"{f.relpath}: {w}" for w in catalogs.warnings]
     store = Path(db_dir) / EXTRACTED / sha[:2] / f"{sha}-{blend_objects if f.format == 'blend' else 'file'}"
     store.mkdir(parents=True, exist_ok=True)
     entries, failures = [], []
     for number, asset in enumerate(result.assets):
         relpath = entry_relpath(f.relpath, asset.datablock, asset.name)
+        if asset.error or asset.glb is None:
+            failures.append((relpath, asset.error or "Blender exported no mesh for it"))
+            continue
         try:
             glb = store / f"{number:04d}.glb"
             shutil.copyfile(asset.glb, glb)
@@ -119,7 +128,7 @@ def file_entries(result, f, sha: str, library: Path, db_dir: Path, encoder, view
             continue
         catalog = None
         if asset.catalog_id and asset.catalog_id != NIL_UUID:
-            catalog = catalogs.get(asset.catalog_id)
+            catalog = catalogs.path_of(asset.catalog_id) if catalogs is not None else None
             if catalog is None:
                 warnings.append(f"{relpath}: its catalog {asset.catalog_simple_name or asset.catalog_id} is not in "
                                 "any blender_assets.cats.txt of the library (left without a catalog)")

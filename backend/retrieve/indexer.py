@@ -299,11 +299,11 @@ class _Run:
         """Blender's formats: extracted by the worker pool while results are embedded here as they come."""
         report = self.report
         started = time.perf_counter()
-        by_path = {f.path: (f, sha) for f, sha in to_extract}
-        with asset_entries.open_pool(blender, self.config, self.db.directory) as pool:
-            for result in pool.extract([f.path for f, _ in to_extract]):
+        by_path = {f.path.resolve(): (f, sha) for f, sha in to_extract}
+        with asset_entries.extracted_files([f.path for f, _ in to_extract], self.config, self.db.directory) as results:
+            for result in results:
                 self._check_cancel()
-                f, sha = by_path[Path(result.path)]
+                f, sha = by_path[Path(result.path).resolve()]
                 report.extracted_files += 1
                 report.extract_seconds = time.perf_counter() - started
                 known = f.relpath in states

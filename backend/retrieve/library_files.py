@@ -42,9 +42,9 @@ class LibraryFile:
         return "." + self.format in BLENDER_EXTENSIONS
 
 
-def find_library_files(library: Path) -> list[Path]:
-    """Indexable files under `library` (nested), sorted by relative path; hidden names are skipped."""
-    wanted = set(SUPPORTED_EXTENSIONS) | set(BLENDER_EXTENSIONS)
+def find_library_files(library: Path, extensions=SUPPORTED_EXTENSIONS + BLENDER_EXTENSIONS) -> list[Path]:
+    """Files with these extensions under `library` (nested), sorted by relative path; hidden names skipped."""
+    wanted = set(extensions)
     found = []
     for folder, dirs, files in os.walk(library):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -103,3 +103,8 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def find_mesh_files(library: Path) -> list[Path]:
+    """The loose mesh files (what `load_mesh` reads) under `library`, as `find_library_files`."""
+    return find_library_files(library, SUPPORTED_EXTENSIONS)

@@ -70,23 +70,33 @@ def close_cached() -> None:
 
 
 def shape_file(db: LibraryDB, record: ShapeRecord) -> Path:
-    """The shape's file on this machine; InvalidInputError when it is no longer there."""
+    """The shape's library file on this machine; InvalidInputError when it is no longer there."""
     root = db.library_root
-    path = Path(root) / record.relpath
+    path = Path(root) / record.file
     if not root or not path.is_file():
-        raise InvalidInputError(f"the file of shape {record.id} ({record.relpath}) is no longer in the library "
+        raise InvalidInputError(f"the file of shape {record.id} ({record.file}) is no longer in the library "
                                 f"{root or '(unknown)'}", hint="index the library again: `atelier index LIBRARY_DIR --db DIR`")
     return path
 
 
 def shape_glb(db: LibraryDB, shape_id: int) -> tuple[bytes, ShapeRecord, bool]:
-    """(GLB bytes of the shape's mesh as loaded from its file, its record, whether the file changed since it
-    was indexed). The mesh keeps its file's frame and units (glTF files: Y up, metres)."""
+    """(GLB bytes of the shape's mesh, its record, whether its library file changed since it was indexed).
+
+    A loose mesh is loaded from its file (its own frame and units; glTF files: Y up, metres); an entry read
+    by Blender (a .blend asset, an FBX, USD, ...) is the GLB extracted when it was indexed.
+    """
     from backend.geometry.glb import export_glb
     from backend.geometry.load import load_mesh
-    from backend.retrieve.indexer import file_sha256
+    from backend.retrieve.library_files import file_sha256
 
     record = db.shape(shape_id)
     path = shape_file(db, record)
     changed = file_sha256(path) != record.sha256
+    if record.mesh:
+        extracted = db.directory / record.mesh
+        if not extracted.is_file():
+            raise InvalidInputError(f"the extracted mesh of shape {record.id} ({record.relpath}) is missing from the "
+                                    f"database folder {db.directory}",
+                                    hint="index the library again with --rehash: `atelier index LIBRARY_DIR --db DIR --rehash`")
+        return export_glb(load_mesh(extracted), name=record.name), record, changed
     return export_glb(load_mesh(path), name=record.name), record, changed

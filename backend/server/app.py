@@ -315,6 +315,8 @@ def serve(config: ServerConfig, ready: Callable[[dict], None] | None = None) -> 
     Raises AtelierError when it cannot start (port taken, keys missing, device unavailable).
     """
     handler = setup_logging(config)
+    if config.blender:
+        os.environ["ATELIER_BLENDER"] = config.blender  # what `find_blender` takes when a job names none
     previous: dict[int, object] = {}
     try:
         server = Server(config)

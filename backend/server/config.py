@@ -45,6 +45,10 @@ class ServerConfig:
     """Logging level for the log file: DEBUG | INFO | WARNING | ERROR."""
     progress_rate: float = 20.0
     """Most progress messages per second per job; the first, stage changes and the last step always go out."""
+    blender: str | None = None
+    """The Blender that `index` jobs read .blend, FBX, USD and Alembic files with (an executable, or a Python with
+    the bpy module); None: $ATELIER_BLENDER, .venv-blender, `blender` on PATH. A server setting, never a job
+    param: a client must not choose what program the server runs."""
     test_jobs: bool = False
     """Also offer the diagnostic job kinds `echo`, `sleep` and `fail` (used by tests and `doctor`)."""
     poll_ms: int = 100

@@ -3,10 +3,13 @@
 params: library: str (required): the mesh folder, a path on the server; db: str (required): the database
         folder on the server (created when missing); clip: CLIP spec (default: the database's recorded one,
         else "ViT-B-32:openai"); checkpoint: a TASK-former checkpoint path on the server (optional);
-        views: int in [1, 24] (default 6; an existing database keeps its own); rehash: bool (default false).
+        views: int in [1, 24] (default 6; an existing database keeps its own); rehash: bool (default false);
+        blend_objects: "assets" (a .blend's asset-marked objects and collections, default) | "all" (also every
+        mesh object); workers: Blender worker processes, 0-64 (default 0: one per core). The Blender that reads
+        .blend, FBX, USD and Alembic files is the server's (`atelier serve --blender PATH`), never a param.
 progress: stage "index", after each file that needed work: shapes_per_s.
 result: fields shapes, files, indexed, skipped, removed, moved, failed ([{"path", "reason"}], paths relative
-        to the library), warnings, seconds, shapes_per_s, clip, encoder, views.
+        to the library), warnings, seconds, shapes_per_s, extracted_files, extract_seconds, clip, encoder, views.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import dataclasses
 from backend.server.context import JobContext, JobOutput
 from backend.server.params import bool_param, check_known, int_param, str_param
 
-PARAMS = ("library", "db", "clip", "checkpoint", "views", "rehash")
+PARAMS = ("library", "db", "clip", "checkpoint", "views", "rehash", "blend_objects", "workers")
 
 
 def run(ctx: JobContext) -> JobOutput:
@@ -32,6 +35,8 @@ def run(ctx: JobContext) -> JobOutput:
     checkpoint = ctx.params.get("checkpoint") and str_param(ctx.params, "checkpoint", None)
     views_count = int_param(ctx.params, "views", MIN_VIEWS, MAX_VIEWS, default=0) or None
     rehash = bool_param(ctx.params, "rehash", False)
+    blend_objects = str_param(ctx.params, "blend_objects", "assets", ("assets", "all"))
+    workers = int_param(ctx.params, "workers", 0, 64, default=0)
 
     views, recorded_clip = IndexViewConfig(views=views_count or 6), None
     if db_exists(db_dir):
@@ -46,7 +51,8 @@ def run(ctx: JobContext) -> JobOutput:
         ctx.progress(step, total, stage="index", **metrics)
 
     close_cached()  # searches reopen the database afresh after it changed
-    report = index_library(library, db_dir, encoder, IndexConfig(views=views, rehash=rehash), progress=progress,
+    report = index_library(library, db_dir, encoder, IndexConfig(views=views, rehash=rehash,
+                                                                       blend_objects=blend_objects, workers=workers), progress=progress,
                            cancel=ctx.cancel, device=ctx.device)
     fields = report.as_dict()
     fields.update(clip=encoder.spec, encoder=encoder.encoder_id, views=views.views)

@@ -1,14 +1,19 @@
 """The `search` job: the top k shapes of a library database for a text, sketch, photo, or sketch + text.
 
 params: db: str (required): the database folder on the server; text: str (1-500 characters); k: int in
-        [1, 100] (default 10); category: str (only shapes of it); mode: "text" | "sketch" | "photo" |
+        [1, 100] (default 10); category: str (only shapes of it); catalog: str (only assets of that Blender
+        catalog or below it); tag: str; format: str (file extension); keyword_weight: number in [0, 10]
+        (what a full keyword match adds to the CLIP score; default 0.5, 0: CLIP only); mode: "text" | "sketch" | "photo" |
         "sketch+text" (optional: checked against what the query holds); strokes: the sketch as polylines
         [[[x, y], ...], ...] in [0, 1]² (y down), instead of a sketch blob; clip: CLIP spec (default: the
         database's); checkpoint: a TASK-former checkpoint path on the server (the one the database was
         indexed with).
 blobs:  "sketch": an encoded drawing (PNG, dark strokes on white, any size); "photo": an encoded photo.
-result: fields {"hits": [{"shape_id", "path", "name", "category", "score", "thumbnail": blob name}], "mode",
-        "clip", "k"}, best first; blobs "thumb_000", "thumb_001", ...: PNG thumbnails (128 px) of the hits.
+result: fields {"hits": [{"shape_id", "path", "name", "category", "score", "clip_score", "keyword_score",
+        "format", "catalog", "tags", "description", "author", "license", "source", "thumbnail": blob name}],
+        "mode", "clip", "k"}, best first; `source` is null, or for a .blend asset {"file": the .blend's absolute
+        path on the server, "datablock": "Object" | "Collection", "name"} (for append/link when the client sees
+        the same file); blobs "thumb_000", "thumb_001", ...: PNG thumbnails (128 px) of the hits.
         `path` is relative to the library folder; fetch the mesh itself with the `fetch_shape` job.
 """
 
@@ -17,9 +22,10 @@ from __future__ import annotations
 from backend.errors import InvalidInputError
 from backend.server.context import JobContext, JobOutput
 from backend.server.hooks import register_release_hook
-from backend.server.params import check_known, int_param, str_param
+from backend.server.params import check_known, float_param, int_param, str_param
 
-PARAMS = ("db", "text", "k", "category", "mode", "strokes", "clip", "checkpoint")
+PARAMS = ("db", "text", "k", "category", "catalog", "tag", "format", "keyword_weight", "mode", "strokes", "clip",
+          "checkpoint")
 BLOBS = ("sketch", "photo")
 
 
@@ -35,7 +41,7 @@ register_release_hook("retrieve.databases", _close_databases)
 
 def run(ctx: JobContext) -> JobOutput:
     from backend.retrieve.query import MODES, query_mode
-    from backend.retrieve.search import MAX_K, search
+    from backend.retrieve.search import KEYWORD_WEIGHT, MAX_K, search
     from backend.retrieve.service import load_encoder, open_cached
 
     check_known(ctx.params, PARAMS, "search")
@@ -49,6 +55,8 @@ def run(ctx: JobContext) -> JobOutput:
     if text is not None and not isinstance(text, str):
         raise InvalidInputError(f"param 'text' must be a string, got {text!r:.40}")
     category = ctx.params.get("category")
+    filters = {name: ctx.params.get(name) for name in ("catalog", "tag", "format")}
+    keyword_weight = float_param(ctx.params, "keyword_weight", 0.0, 10.0, default=KEYWORD_WEIGHT)
     mode = str_param(ctx.params, "mode", "", MODES + ("",)) or None
     clip = ctx.params.get("clip") and str_param(ctx.params, "clip", None)
     checkpoint = ctx.params.get("checkpoint") and str_param(ctx.params, "checkpoint", None)
@@ -66,7 +74,8 @@ def run(ctx: JobContext) -> JobOutput:
     db = open_cached(db_dir)
     ctx.progress(0, 1, stage="load")
     encoder = load_encoder(clip, checkpoint, ctx.device, db=db)
-    hits = search(db, encoder, text=text, sketch=sketch, photo=photo, k=k, category=category, mode=mode)
+    hits = search(db, encoder, text=text, sketch=sketch, photo=photo, k=k, category=category, mode=mode,
+                  keyword_weight=keyword_weight, **filters)
     fields, blobs = [], {}
     for rank, hit in enumerate(hits):
         name = f"thumb_{rank:03d}"
