@@ -323,7 +323,9 @@ class ATELIER_PT_library(AtelierPanel, bpy.types.Panel):
         layout.label(text=f"{len(hits)} results for {query}" if hits else f"No results for {query}",
                      icon="IMGDISPLAY")
         if any_blend_hit(hits):
-            layout.prop(s, "blend_import_mode", expand=True)
+            row = layout.row(align=True)
+            row.label(text=".blend assets:")
+            row.prop(s, "blend_import_mode", expand=True)
         grid = layout.grid_flow(row_major=True, columns=GRID_COLUMNS, even_columns=True, even_rows=True, align=True)
         for number, hit in enumerate(hits):
             cell = grid.box().column(align=True)
