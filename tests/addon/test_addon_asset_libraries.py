@@ -80,6 +80,7 @@ def submitted(addon, monkeypatch):
     s = bpy.context.scene.atelier
     s.blend_import_mode, s.search_library, s.search_catalog, s.search_tag = "AUTO", "", "", ""
     s.asset_libraries_chosen.clear()
+    s.library_views, s.asset_blend_objects, s.asset_workers = 0, "assets", 0
     bpy.context.scene.cursor.location = CURSOR
     yield sent
     clean()
