@@ -107,9 +107,10 @@ class ATELIER_OT_index_asset_libraries(bpy.types.Operator):
                                  "panel (register them in Preferences > File Paths > Asset Libraries)",
                                  code="no_library_chosen")
             root = index_root(context)
-            jobs = [(f"{label} {name}", path, index_params(path, library_db(root, path), clip=pref_text(context, "clip"),
-                                                           views=s.library_views, blend_objects=s.asset_blend_objects,
-                                                           workers=s.asset_workers))
+            clip = pref_text(context, "clip")
+            jobs = [(f"{label} {name}", path,
+                     index_params(path, library_db(root, path), clip=clip, views=s.library_views,
+                                  blend_objects=s.asset_blend_objects, workers=s.asset_workers))
                     for name, path in libraries]
         except AddonError as exc:
             return _refused(self, runtime, "index", label, exc, {})
