@@ -13,19 +13,22 @@ import bpy
 
 from .engine import session
 from .operators.job_ops import OPERATORS
+from .operators.library_ops import LIBRARY_OPERATORS
 from .operators.segment_ops import SEGMENT_OPERATORS
 from .ui import setup_ui
 from .ui.panels import PANELS
 from .ui.preferences import AtelierPreferences
-from .ui.properties import (AtelierSceneSettings, AtelierSegmentPoint, AtelierStyleImage, register_properties,
-                            unregister_properties)
+from .ui.properties import (AtelierChosenLibrary, AtelierSceneSettings, AtelierSegmentPoint, AtelierStyleImage,
+                            register_properties, unregister_properties)
 
 CLASSES = (
     AtelierPreferences,
     AtelierStyleImage,
     AtelierSegmentPoint,
+    AtelierChosenLibrary,
     AtelierSceneSettings,
     *OPERATORS,
+    *LIBRARY_OPERATORS,
     *SEGMENT_OPERATORS,
     *PANELS,
     *setup_ui.SETUP_CLASSES,

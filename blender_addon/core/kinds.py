@@ -216,8 +216,16 @@ def _server_path(value: str, what: str) -> str:
     return value
 
 
-def index_params(library: str, db: str, clip: str = "", views: int = 0) -> dict:
-    """The `index` job's params: folders on the backend's machine; views 0 means the default (6)."""
+INDEX_MAX_WORKERS = 64
+"""Most Blender worker processes the panel asks an index job for."""
+
+
+def index_params(library: str, db: str, clip: str = "", views: int = 0, blend_objects: str = "assets",
+                 workers: int = 0) -> dict:
+    """The `index` job's params: folders on the backend's machine; views 0 means the default (6). `blend_objects`
+    ("assets": what is marked as an asset, "all": every mesh object) and `workers` (Blender worker processes, 0: the
+    backend's choice) are sent only when not the default, so a backend older than .blend indexing still takes the
+    job."""
     params = {"library": _server_path(library, "library"), "db": _server_path(db, "database")}
     if clip.strip():
         params["clip"] = clip.strip()
@@ -225,11 +233,19 @@ def index_params(library: str, db: str, clip: str = "", views: int = 0) -> dict:
         if not 1 <= int(views) <= 24:
             raise AddonError(f"views must be in [1, 24], got {views}")
         params["views"] = int(views)
+    if blend_objects not in ("assets", "all"):
+        raise AddonError(f"blend_objects must be 'assets' or 'all', got {blend_objects!r}")
+    if blend_objects != "assets":
+        params["blend_objects"] = blend_objects
+    if workers:
+        if not 1 <= int(workers) <= INDEX_MAX_WORKERS:
+            raise AddonError(f"workers must be in [1, {INDEX_MAX_WORKERS}], got {workers}")
+        params["workers"] = int(workers)
     return params
 
 
 def search_params(db: str, text: str = "", k: int = 10, category: str = "",
-                  strokes: list | None = None) -> dict:
+                  strokes: list | None = None, catalog: str = "", tag: str = "") -> dict:
     """The `search` job's params (a sketch PNG or a photo travels as blob "sketch" / "photo" instead);
     AddonError for an empty query, an over-long text or k outside [1, SEARCH_MAX_K]."""
     params: dict = {"db": _server_path(db, "database"), "k": int(k)}
@@ -239,6 +255,10 @@ def search_params(db: str, text: str = "", k: int = 10, category: str = "",
         params["text"] = text
     if category.strip():
         params["category"] = category.strip()
+    for name, value in (("catalog", catalog), ("tag", tag)):  # sent only when set: older backends lack them
+        value = _text_within_limit((value or "").strip().strip("/"), f"the {name} filter")
+        if value:
+            params[name] = value
     if strokes is not None:
         if not strokes:
             raise AddonError("the sketch has no strokes", "draw something first")
@@ -260,7 +280,8 @@ def read_query_image(path_text: str, what: str) -> bytes:
 
 
 def library_search_request(db: str, text: str = "", mode: str = "TEXT", image_path: str = "", k: int = 10,
-                           category: str = "", strokes: list | None = None) -> tuple[dict, dict[str, bytes]]:
+                           category: str = "", strokes: list | None = None, catalog: str = "",
+                           tag: str = "") -> tuple[dict, dict[str, bytes]]:
     """The Search Library panel's fields -> the `search` job's (params, blobs): a text, a sketch (blob "sketch",
     or `strokes`: polylines in [0, 1]², y down, from `sketch.py`; optionally with a text) or a photo (blob "photo",
     no text). AddonError, before anything is sent, for no database, an empty query, a photo with a text, a sketch
@@ -269,7 +290,7 @@ def library_search_request(db: str, text: str = "", mode: str = "TEXT", image_pa
         raise AddonError(f"the search mode must be one of {', '.join(SEARCH_IMAGE_MODES)}, got {mode!r}")
     if strokes is not None and mode != "SKETCH":
         raise AddonError(f"strokes are a sketch, not a {mode.lower()} query")
-    params = search_params(db, text, k, category, strokes)
+    params = search_params(db, text, k, category, strokes, catalog, tag)
     if strokes is not None:
         return params, {}
     if mode == "TEXT":

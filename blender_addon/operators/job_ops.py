@@ -14,9 +14,9 @@ import traceback
 import bpy
 
 from ..core.errors import AddonError
-from ..core.kinds import (JOB_KINDS, MAX_SEED, MAX_STYLES, PARAMS_ONLY_KINDS, fetch_shape_params, generate_label,
-                          generate_params, index_params, library_search_request, picture_name, read_generate_picture,
-                          read_style_images, render_params, restyle_params, stylize_params)
+from ..core.kinds import (JOB_KINDS, MAX_SEED, MAX_STYLES, PARAMS_ONLY_KINDS, generate_label, generate_params,
+                          picture_name, read_generate_picture, read_style_images, render_params, restyle_params,
+                          stylize_params)
 from ..core.meshpack import flat_matrix
 from ..engine import session
 from ..engine.settings import pref_text
@@ -311,81 +311,13 @@ class ATELIER_OT_render_views(JobOperator, bpy.types.Operator):
         return render_params(s.render_views, s.render_size)
 
 
-# -- shape library ----------------------------------------------------------------------------------------
+# -- paths --------------------------------------------------------------------------------------------------
 
 def local_path(text: str) -> str:
     """A path field's value as an absolute path ("//" resolved against the .blend); "" stays "" (the params
     builders then say what is missing)."""
     text = (text or "").strip()
     return os.path.normpath(bpy.path.abspath(text)) if text else ""
-
-
-class ATELIER_OT_index_library(JobOperator, bpy.types.Operator):
-    """Index the library folder's meshes into the database folder (renders views and CLIP-embeds them)"""
-    bl_idname = "atelier.index_library"
-    bl_label = "Index Library"
-    bl_options = {"REGISTER"}
-    kind = "index"
-
-    def params(self, context) -> dict:
-        s = context.scene.atelier
-        return index_params(local_path(s.library_folder), local_path(s.library_db),
-                            clip=pref_text(context, "clip"), views=s.library_views)
-
-
-class ATELIER_OT_search_library(JobOperator, bpy.types.Operator):
-    """Search the indexed library by the text, a sketch or a photo: a grid of the best shapes to import"""
-    bl_idname = "atelier.search_library"
-    bl_label = "Search Library"
-    bl_options = {"REGISTER"}
-    kind = "search"
-
-    def request(self, context) -> tuple[dict, dict[str, bytes]]:
-        s = context.scene.atelier
-        strokes = None
-        if s.search_mode == "SKETCH" and s.sketch_source != "IMAGE":  # annotations or Grease Pencil, as seen
-            from .sketch_input import sketch_strokes
-            strokes = sketch_strokes(context, s.sketch_source, s.sketch_object)
-        return library_search_request(local_path(s.library_db), s.search_text, s.search_mode,
-                                      local_path(s.search_image), s.search_k, s.search_category, strokes)
-
-    def params(self, context) -> dict:
-        self._request = self.request(context)  # read files and strokes once: execute() asks params, then blobs
-        return self._request[0]
-
-    def blobs(self, context) -> dict[str, bytes]:
-        return self._request[1]
-
-
-class ATELIER_OT_import_hit(JobOperator, bpy.types.Operator):
-    """Import this library shape at the 3D cursor"""
-    bl_idname = "atelier.import_hit"
-    bl_label = "Import Library Shape"
-    bl_options = {"REGISTER"}
-    kind = "fetch_shape"
-
-    job_id: bpy.props.StringProperty(name="Search job", options={"SKIP_SAVE"})
-    index: bpy.props.IntProperty(name="Hit", default=0, min=0, options={"SKIP_SAVE"})
-
-    def hit(self) -> tuple[str, dict]:
-        """(database, hit) of the search job's hit number `index`; AddonError when the search is gone."""
-        record = session.get_runtime().jobs.get(self.job_id)
-        hits = record.fields.get("hits") if record is not None and record.state == "done" else None
-        if not hits or not 0 <= self.index < len(hits):
-            raise AddonError("that search result is no longer available", "search the library again",
-                             code="no_search_hit")
-        return str(record.params.get("db", "")), hits[self.index]
-
-    def params(self, context) -> dict:
-        db, hit = self.hit()
-        return fetch_shape_params(db, hit.get("shape_id", 0))
-
-    def label(self, source: str) -> str:
-        try:
-            name = self.hit()[1].get("name") or ""
-        except AddonError:
-            name = ""
-        return f"{JOB_KINDS[self.kind].label} {name}".strip()
 
 
 # -- generate ---------------------------------------------------------------------------------------------
@@ -593,7 +525,6 @@ class ATELIER_OT_notify(bpy.types.Operator):
 OPERATORS = (
     ATELIER_OT_backend_start, ATELIER_OT_backend_stop, ATELIER_OT_backend_restart, ATELIER_OT_backend_release,
     ATELIER_OT_stylize, ATELIER_OT_restyle, ATELIER_OT_restyle_style_add, ATELIER_OT_restyle_style_remove,
-    ATELIER_OT_render_views, ATELIER_OT_index_library, ATELIER_OT_search_library, ATELIER_OT_import_hit,
-    ATELIER_OT_generate, ATELIER_OT_run_again, ATELIER_OT_cancel_job,
+    ATELIER_OT_render_views, ATELIER_OT_generate, ATELIER_OT_run_again, ATELIER_OT_cancel_job,
     ATELIER_OT_clear_jobs, ATELIER_OT_import_result, ATELIER_OT_notify,
 )

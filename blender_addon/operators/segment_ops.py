@@ -24,6 +24,7 @@ from ..core.meshpack import encode_png
 from ..engine import session
 from ..engine.settings import pref_text, user_dir
 from .job_ops import JobOperator, _report_error, check_style_room, local_path, style_paths
+from .library_ops import search_db
 from .meshio import image_bytes, image_pixels
 
 CUTOUT_FOLDER = "cutouts"
@@ -128,7 +129,7 @@ class ATELIER_OT_photo_to_3d(PhotoJobOperator, bpy.types.Operator):
 
     def params(self, context) -> dict:
         s = context.scene.atelier
-        params = photo_to_3d_params(s.segment_prompt, local_path(s.library_db), s.search_k, s.search_category,
+        params = photo_to_3d_params(s.segment_prompt, search_db(context), s.search_k, s.search_category,
                                     s.photo3d_quality, s.photo3d_steps, proposer=s.segment_proposer)
         self._photo = photo_input(s, need_size=False)[0]
         return params
@@ -145,7 +146,8 @@ class ATELIER_OT_search_cutout(JobOperator, bpy.types.Operator):
     def params(self, context) -> dict:
         s = context.scene.atelier
         self._cutout = cutout_png(s)[0]
-        return search_params(local_path(s.library_db), "", s.search_k, s.search_category)
+        return search_params(search_db(context), "", s.search_k, s.search_category, None, s.search_catalog,
+                             s.search_tag)
 
     def blobs(self, context) -> dict[str, bytes]:
         return {"photo": self._cutout}

@@ -11,6 +11,7 @@ from ..core.kinds import JOB_KINDS, MAX_STYLES
 from ..engine import session
 from ..engine.settings import get_prefs
 from ..operators.importers import job_of
+from .library_ui import any_blend_hit, draw_asset_libraries, draw_filters, draw_hit_details
 
 _STATE_TEXT = {
     "stopped": ("Stopped", "RADIOBUT_OFF"),
@@ -269,7 +270,8 @@ def _latest(jobs, kinds) -> object | None:
 
 
 class ATELIER_PT_library(AtelierPanel, bpy.types.Panel):
-    """Index a folder of meshes, search it by text, sketch or photo, import a hit at the 3D cursor."""
+    """Index a folder of meshes or the registered asset libraries, search by text, sketch or photo (filtered by
+    catalog and tag), import a hit at the 3D cursor (a .blend asset appended or linked from its file)."""
 
     bl_idname = "ATELIER_PT_library"
     bl_label = "Search Library"
@@ -280,7 +282,9 @@ class ATELIER_PT_library(AtelierPanel, bpy.types.Panel):
         if not _kind_offered(layout, "search"):
             return
         s = context.scene.atelier
-        layout.prop(s, "library_db")
+        runtime = session.get_runtime(optional=True)
+        jobs = runtime.jobs.all() if runtime is not None else []
+        draw_asset_libraries(layout, context, jobs)
         box = layout.box()
         box.prop(s, "library_folder")
         row = box.row(align=True)
@@ -301,12 +305,8 @@ class ATELIER_PT_library(AtelierPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(s, "search_k")
         row.prop(s, "search_category", text="")
+        draw_filters(layout, context)
         layout.operator("atelier.search_library", icon="VIEWZOOM")
-
-        runtime = session.get_runtime(optional=True)
-        if runtime is None:
-            return
-        jobs = runtime.jobs.all()
         latest = _latest(jobs, LIBRARY_KINDS)
         if latest is not None and latest.state in ("failed", "cancelled"):
             _wrapped(layout.box(), f"{latest.label}: {latest.error_text()}", "ERROR")
@@ -322,6 +322,10 @@ class ATELIER_PT_library(AtelierPanel, bpy.types.Panel):
         query = search.params.get("text") or search.fields.get("mode", "")
         layout.label(text=f"{len(hits)} results for {query}" if hits else f"No results for {query}",
                      icon="IMGDISPLAY")
+        if any_blend_hit(hits):
+            row = layout.row(align=True)
+            row.label(text=".blend assets:")
+            row.prop(s, "blend_import_mode", expand=True)
         grid = layout.grid_flow(row_major=True, columns=GRID_COLUMNS, even_columns=True, even_rows=True, align=True)
         for number, hit in enumerate(hits):
             cell = grid.box().column(align=True)
@@ -332,6 +336,7 @@ class ATELIER_PT_library(AtelierPanel, bpy.types.Panel):
                 cell.label(text="", icon="MESH_DATA")
             cell.label(text=str(hit.get("name", "?")))
             cell.label(text=f"{float(hit.get('score', 0.0)):.3f}  {hit.get('category') or ''}".rstrip())
+            draw_hit_details(cell, hit)
             op = cell.operator("atelier.import_hit", text="Import", icon="IMPORT")
             op.job_id, op.index = search.id, number
 

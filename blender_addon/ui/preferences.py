@@ -47,6 +47,10 @@ class AtelierPreferences(bpy.types.AddonPreferences):
         name="Generator checkpoint", subtype="FILE_PATH", default="",
         description="The generate job's shape generator, on the backend machine: a file `atelier train-generator "
                     "--library DIR --out FILE` wrote (it records the CLIP it was trained with)")
+    library_index_dir: bpy.props.StringProperty(
+        name="Asset library indexes", subtype="DIR_PATH",
+        description="Where the Search Library panel keeps one index per asset library registered in File Paths "
+                    "(empty: the add-on's user folder); a remote backend must see the same path")
     log_dir: bpy.props.StringProperty(
         name="Log folder", subtype="DIR_PATH",
         description="Where the local backend writes its log (empty: the add-on's user folder)")
@@ -101,6 +105,7 @@ class AtelierPreferences(bpy.types.AddonPreferences):
         col.prop(self, "clip")
         col.prop(self, "restyle_clip")
         col.prop(self, "generator_checkpoint")
+        col.prop(self, "library_index_dir")
         runtime = session.get_runtime(optional=True)
         log_path = runtime.log_path if runtime is not None else str(self.settings().log_path)
         row = layout.row()

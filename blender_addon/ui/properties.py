@@ -3,7 +3,8 @@
 
 import bpy
 
-from ..core.kinds import (GENERATE_MAX_REFINE, GENERATE_MAX_SAMPLES, GENERATE_RESOLUTION_RANGE,
+from ..core.assetlib import BLEND_IMPORT_MODES
+from ..core.kinds import (INDEX_MAX_WORKERS, GENERATE_MAX_REFINE, GENERATE_MAX_SAMPLES, GENERATE_RESOLUTION_RANGE,
                           GENERATE_TEMPERATURE_RANGE, GENERATE_THRESHOLD_RANGE, MAX_SEED, MAX_STEPS, MAX_STYLES,
                           PATTERN_SCALE_RANGE, QUALITIES, SEARCH_MAX_K, SEGMENT_MAX_POINTS, TEXTURE_SIZE_RANGE)
 from ..core.protocol import limits
@@ -15,6 +16,12 @@ class AtelierStyleImage(bpy.types.PropertyGroup):
     filepath: bpy.props.StringProperty(
         name="Style image", subtype="FILE_PATH",
         description="An image whose look the restyle job transfers (PNG, JPEG, ...; read when the job starts)")
+
+
+class AtelierChosenLibrary(bpy.types.PropertyGroup):
+    """An asset library (Preferences > File Paths) ticked for indexing in the Search Library panel, by its folder."""
+
+    path: bpy.props.StringProperty(name="Folder", description="The library's folder (`assetlib.library_key`)")
 
 
 class AtelierSegmentPoint(bpy.types.PropertyGroup):
@@ -124,6 +131,28 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
                                     description="How many shapes to show, best first")
     search_category: bpy.props.StringProperty(
         name="Category", default="", description="Only shapes of this category (the library's sub-folder); empty: all")
+    asset_libraries_chosen: bpy.props.CollectionProperty(
+        type=AtelierChosenLibrary, name="Libraries to index",
+        description="The asset libraries ticked in the Search Library panel (Index Selected Libraries indexes them)")
+    asset_blend_objects: bpy.props.EnumProperty(
+        name="Index", default="assets",
+        items=[("assets", "Assets", "Objects and collections marked as assets in each .blend"),
+               ("all", "All meshes", "Every mesh object of each .blend, marked or not")])
+    asset_workers: bpy.props.IntProperty(
+        name="Workers", default=0, min=0, max=INDEX_MAX_WORKERS,
+        description="Blender processes reading .blend files in parallel (0: the backend's choice)")
+    search_library: bpy.props.StringProperty(
+        name="Search in", default="",
+        description="The asset library (its folder) whose index the search reads; empty: the Database folder")
+    search_catalog: bpy.props.StringProperty(
+        name="Catalog", default="", description="Only assets in this catalog or below it, e.g. Furniture/Chairs")
+    search_tag: bpy.props.StringProperty(name="Tag", default="", description="Only assets with this tag")
+    blend_import_mode: bpy.props.EnumProperty(
+        name="Import .blend assets", default=BLEND_IMPORT_MODES[0],
+        items=[("AUTO", "Auto", "Link collections (an instance), append objects (a local copy)"),
+               ("APPEND", "Append", "A local copy with its own materials, modifiers and rig"),
+               ("LINK", "Link", "Linked from the library file: a collection instance, or a library override of "
+                                "an object")])
     # -- Segment photo --
     segment_source: bpy.props.EnumProperty(
         name="Photo", default="FILE",
