@@ -21,6 +21,7 @@ from backend.geometry.load import load_mesh
 from backend.geometry.png import encode_png
 from backend.geometry.validate import validate_mesh
 from backend.retrieve.database import ShapeRecord
+from backend.retrieve.entry_views import embed_mesh, reason
 
 EXTRACTED = "extracted"
 """Folder of the database holding the GLBs extracted from Blender's formats."""
@@ -97,8 +98,6 @@ def file_entries(result, f, sha: str, library: Path, db_dir: Path, encoder, view
                  blend_objects: str = "assets"):
     """([(record, vectors)] of one extracted file, [(asset relpath, reason)] of assets that failed, warnings).
     Raises InvalidInputError when the whole file failed (the worker's reason)."""
-    from backend.retrieve.indexer import embed_mesh, reason
-
     if result.error:
         raise InvalidInputError(result.error, result.hint or "")
     warnings: list[str] = []

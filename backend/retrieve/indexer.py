@@ -35,17 +35,18 @@ from pathlib import Path
 
 import torch
 
-from backend.errors import AtelierError, InvalidInputError, JobCancelled
+from backend.errors import InvalidInputError, JobCancelled
 from backend.geometry.load import load_mesh
 from backend.geometry.validate import validate_mesh
 from backend.models.training import torch_threads
 from backend.progress import CancelToken, ProgressFn, no_progress
 from backend.retrieve import asset_entries
 from backend.retrieve.database import FileState, LibraryDB, ShapeRecord
+from backend.retrieve.entry_views import embed_mesh, reason
 from backend.retrieve.library_files import LibraryFile, file_sha256, scan_library
 from backend.retrieve.query import QueryEncoder
 from backend.retrieve.vector_index import VectorIndexConfig
-from backend.retrieve.views import IndexViewConfig, render_index_views
+from backend.retrieve.views import IndexViewConfig
 
 BLEND_OBJECTS = ("assets", "all")
 """What a .blend's entries are: its asset-marked objects and collections, or also every mesh object."""
@@ -112,25 +113,6 @@ class IndexReport:
                 "failed": [{"path": p, "reason": r} for p, r in self.failed], "seconds": round(self.seconds, 3),
                 "shapes_per_s": round(self.shapes_per_s, 3), "warnings": list(self.warnings),
                 "extracted_files": self.extracted_files, "extract_seconds": round(self.extract_seconds, 3)}
-
-
-def reason(exc: BaseException) -> str:
-    """One readable line for why a file could not be indexed."""
-    if isinstance(exc, AtelierError):
-        return exc.message
-    if isinstance(exc, OSError):
-        return f"cannot read the file: {exc.strerror or exc}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def embed_mesh(mesh, encoder: QueryEncoder, views: IndexViewConfig, device) -> tuple[dict, bytes, dict]:
-    """(vectors {"shaded", "lines"}, thumbnail PNG, geometry fields of a ShapeRecord) of a validated mesh."""
-    pictured = render_index_views(mesh, views, device)
-    vectors = encoder.encode_views(pictured.shaded, pictured.lines)
-    low, high = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
-    geometry = {"faces": mesh.num_faces, "vertices": mesh.num_vertices,
-                "bbox": [[float(v) for v in low], [float(v) for v in high]]}
-    return vectors, pictured.thumbnail, geometry
 
 
 def index_shape(path: Path, relpath: str, sha256: str, size: int, mtime_ns: int, category: str | None,

@@ -10,6 +10,7 @@ which indexes and searches a registered library of OBJ files through a real back
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import bpy
@@ -355,3 +356,53 @@ def test_a_registered_library_indexed_and_searched_through_the_backend(addon, tm
         bpy.ops.preferences.asset_library_remove(index=next(i for i, x in enumerate(registered) if x == library))
         prefs.library_index_dir = ""
         bpy.context.scene.atelier.search_library = ""
+
+
+def test_a_registered_blend_library_indexed_searched_appended_and_linked_through_the_backend(addon, blend, tmp_path):
+    """The whole path with a real backend and its Blender workers: a registered asset library holding a .blend
+    is indexed, searched, and one hit is appended (own material and modifiers), another linked (an instance
+    of the collection from the source file)."""
+    running_backend()
+    clean()
+    bpy.context.scene.cursor.location = CURSOR
+    prefs = bpy.context.preferences.addons["blender_addon"].preferences
+    prefs.library_index_dir = str(tmp_path / "indexes")
+    folder = tmp_path / "Blend Assets"
+    folder.mkdir()
+    shutil.copyfile(blend, folder / "chairs.blend")
+    library = add_library(folder, "Blend Assets")
+    try:
+        s = bpy.context.scene.atelier
+        s.asset_libraries_chosen.clear()
+        s.library_views, s.asset_blend_objects, s.asset_workers = 2, "assets", 1
+        path = library_key(str(folder))
+        bpy.ops.atelier.asset_library_toggle(path=path)
+        assert bpy.ops.atelier.index_asset_libraries() == {"FINISHED"}
+        indexed = finish(newest_job(), 180)
+        assert indexed.state == "done", indexed.message
+        assert indexed.fields["shapes"] == 2 and indexed.fields["failed"] == [], indexed.fields
+        bpy.ops.atelier.asset_library_search_in(path=path)
+        s.search_mode, s.search_text, s.search_k, s.search_category = "TEXT", "oak chair", 2, ""
+        assert bpy.ops.atelier.search_library() == {"FINISHED"}
+        found = finish(newest_job())
+        hits = found.fields["hits"]
+        assert [h["name"] for h in hits] == ["Chair_Oak", "Table_Set"]  # the name words put the chair first
+        assert hits[0]["keyword_score"] == 1.0 and hits[0]["tags"] == ["wood"]
+        assert hits[0]["source"] == {"file": str(folder / "chairs.blend"), "datablock": "Object", "name": "Chair_Oak"}
+        bpy.context.scene.atelier.blend_import_mode = "AUTO"
+        assert import_hit(found, 0) == ({"FINISHED"}, "")
+        chair = bpy.data.objects[newest_job().outputs[0]]
+        assert chair.library is None and [slot.material.name for slot in chair.material_slots] == ["Oak"]
+        assert [(m.name, m.type) for m in chair.modifiers] == [("Bevel", "BEVEL"), ("Subdivision", "SUBSURF")]
+        assert_placed(chair)
+        assert import_hit(found, 1) == ({"FINISHED"}, "")
+        empty = bpy.data.objects[newest_job().outputs[0]]
+        assert empty.instance_type == "COLLECTION" and empty.instance_collection.name == "Table_Set"
+        assert same_file(empty.instance_collection.library.filepath, folder / "chairs.blend")
+        assert_placed(empty)
+    finally:
+        registered = bpy.context.preferences.filepaths.asset_libraries
+        bpy.ops.preferences.asset_library_remove(index=next(i for i, x in enumerate(registered) if x == library))
+        prefs.library_index_dir = ""
+        bpy.context.scene.atelier.search_library = ""
+        bpy.context.scene.atelier.blend_import_mode = "AUTO"
