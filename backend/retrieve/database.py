@@ -293,9 +293,9 @@ class LibraryDB:
     @staticmethod
     def _put_file_row(db: sqlite3.Connection, state: FileState) -> None:
         db.execute("INSERT OR REPLACE INTO files (relpath, sha256, size, mtime_ns, category, format, options, entries, "
-                   "indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   "indexed_at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (state.relpath, state.sha256, int(state.size), int(state.mtime_ns), state.category, state.format,
-                    state.options, int(state.entries), time.time()))
+                    state.options, int(state.entries), time.time(), state.error))
 
     def put_shape(self, record: ShapeRecord, vectors: dict[str, np.ndarray]) -> int:
         """Inserts a shape that is a whole file (a loose mesh) and its vectors ({"shaded": [K, D], "lines":
@@ -310,9 +310,9 @@ class LibraryDB:
         return shape_id
 
     def put_file(self, state: FileState, shapes: list[tuple[ShapeRecord, dict[str, np.ndarray]]]) -> list[int]:
-        """Replaces everything one library file gave (a .blend's assets, ...) with `shapes`, and records the
-        file's state, in ONE transaction: a run killed at any instant leaves the file's old entries or its new
-        ones, never a mix or a duplicate. Returns the new shape ids."""
+        """Replaces everything one library file gave (a .blend's assets, ...) with `shapes` (none for a file
+        that failed: `state.error`), and records the file's state, in ONE transaction: a run killed at any
+        instant leaves the file's old entries or its new ones, never a mix or a duplicate. Returns the new ids."""
         for _, vectors in shapes:
             self._check_vectors(vectors)
         state.entries = len(shapes)
@@ -379,8 +379,8 @@ class LibraryDB:
     def file_states(self) -> dict[str, FileState]:
         """relpath -> what is recorded of each library file indexed."""
         with self._lock:
-            rows = self._db.execute("SELECT relpath, sha256, size, mtime_ns, category, format, options, entries "
-                                    "FROM files").fetchall()
+            rows = self._db.execute("SELECT relpath, sha256, size, mtime_ns, category, format, options, entries, "
+                                    "error FROM files").fetchall()
         return {r[0]: FileState(*r) for r in rows}
 
     def shapes(self, ids: list[int] | None = None, thumbnails: bool = False) -> list[ShapeRecord]:

@@ -2,8 +2,9 @@
 
     meta(key, value)   format, version, clip, encoder, embed_dim, views, library, generation, catalog
     files              one row per library file indexed (loose meshes, .blend, FBX, USD, ...): what decides
-                       whether it must be read again (sha256, size, mtime_ns, options) and how many shapes it
-                       gave (0 for a .blend without assets: remembered, so it is not re-read every run)
+                       whether it must be read again (sha256, size, mtime_ns, options), how many shapes it
+                       gave (0 for a .blend without assets: remembered, so it is not re-read every run) and,
+                       for a file whose content cannot be indexed, why (it is re-read once it changes)
     shapes             one row per library entry (a loose mesh file, or one asset of a .blend): its file, its
                        asset key (`Object/Name`, `Collection/Name`; NULL for a whole file), metadata, thumbnail
     vectors            shape_id, kind ('shaded' | 'lines'), view, vector (float32 little-endian [D])
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS files (
     format TEXT NOT NULL,
     options TEXT NOT NULL DEFAULT '',
     entries INTEGER NOT NULL DEFAULT 0,
-    indexed_at REAL NOT NULL
+    indexed_at REAL NOT NULL,
+    error TEXT
 );
 CREATE TABLE IF NOT EXISTS shapes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -201,3 +203,5 @@ class FileState:
     """The extraction options its entries were made with (a .blend read with other options is read again)."""
     entries: int = 0
     """Shapes it gave (0: a .blend without assets, remembered so it is not read again every run)."""
+    error: str | None = None
+    """Why it could not be indexed (its content: a corrupt file is not read again until it changes)."""

@@ -18,7 +18,9 @@ What a run does:
 4. Each entry is validated, rendered (K shaded views, K line drawings and a thumbnail, the asset's own preview
    when it has one), embedded, and everything one file gave is committed in one transaction (`put_file`).
    A file (or one asset) that cannot be read, validated or rendered is reported with its reason and the run
-   goes on; what a file that now fails gave before is removed.
+   goes on; what a file that now fails gave before is removed. A file whose content fails (corrupt, from a
+   newer Blender, ...) is remembered with its reason: later runs report it without reading it again until it
+   changes (or `rehash`); one that timed out, crashed a worker or could not be opened is tried again.
 5. Brings the FAISS caches up to date.
 
 Killing a run at any instant loses at most the file in flight; running it again picks up where it stopped
@@ -50,6 +52,8 @@ from backend.retrieve.views import IndexViewConfig
 
 BLEND_OBJECTS = ("assets", "all")
 """What a .blend's entries are: its asset-marked objects and collections, or also every mesh object."""
+TRANSIENT = ("timed out", "crashed", "cannot read the file", "cancelled")
+"""Failures that may pass on the next run (so they are not recorded against the file's content)."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +216,7 @@ class _Run:
                 if state.category != f.category:
                     db.update_file_state(f.relpath, size=f.size, mtime_ns=f.mtime_ns, category=f.category,
                                          set_category=True)
-                report.skipped += 1
+                self._skip(state)
             else:
                 work.append(f)
 
@@ -224,16 +228,17 @@ class _Run:
             options = _options(f, config)
             try:
                 sha = file_sha256(f.path)
-            except OSError as exc:
+            except OSError as exc:  # unreadable now (permissions, a dangling link): tried again next run
                 report.failed.append((f.relpath, reason(exc)))
                 report.removed += db.remove_file(f.relpath) if state is not None else 0
                 self._tick()
                 continue
-            if state is not None and state.sha256 == sha and state.options == options:
+            if state is not None and state.sha256 == sha and state.options == options and not (
+                    config.rehash and state.error):
                 # Touched but not changed: record the new stat so the next run skips it without hashing.
                 db.update_file_state(f.relpath, size=f.size, mtime_ns=f.mtime_ns, category=f.category,
                                      set_category=state.category != f.category)
-                report.skipped += 1
+                self._skip(state)
                 self._tick()
             elif state is None and (sha, options) in gone_by_hash:
                 old = gone_by_hash.pop((sha, options))
@@ -246,7 +251,7 @@ class _Run:
             elif f.needs_blender:
                 to_extract.append((f, sha))
             else:
-                self._index_loose(f, sha, state is not None)
+                self._index_loose(f, sha, state)
 
         if to_extract:
             self._index_extracted(to_extract, blender, states)
@@ -261,7 +266,25 @@ class _Run:
         report.shapes_per_s = _rate(report.indexed, self.indexing_seconds)
         return report
 
-    def _index_loose(self, f: LibraryFile, sha: str, known: bool) -> None:
+    def _skip(self, state: FileState) -> None:
+        """An unchanged file: nothing to do, but one that failed is still reported (not read again)."""
+        self.report.skipped += 1
+        if state.error:
+            self.report.failed.append((state.relpath, state.error))
+
+    def _fail(self, f: LibraryFile, sha: str, why: str, state: FileState | None) -> None:
+        """Reports a file that cannot be indexed and drops what it gave before. Its failure is recorded, so it
+        is not read again until it changes (or `rehash`), unless it may pass next time (a timeout, a crash)."""
+        self.report.failed.append((f.relpath, why))
+        self.report.removed += state.entries if state is not None else 0
+        if any(word in why for word in TRANSIENT):
+            if state is not None:
+                self.db.remove_file(f.relpath)
+        else:
+            self.db.put_file(FileState(f.relpath, sha, f.size, f.mtime_ns, f.category, f.format,
+                                       _options(f, self.config), error=why), [])
+
+    def _index_loose(self, f: LibraryFile, sha: str, state: FileState | None) -> None:
         tick = time.perf_counter()
         try:
             record, vectors = index_shape(f.path, f.relpath, sha, f.size, f.mtime_ns, f.category, self.encoder,
@@ -269,8 +292,7 @@ class _Run:
         except (JobCancelled, KeyboardInterrupt):
             raise
         except Exception as exc:  # one broken file never stops the run: report it, go on
-            self.report.failed.append((f.relpath, reason(exc)))
-            self.report.removed += self.db.remove_file(f.relpath) if known else 0
+            self._fail(f, sha, reason(exc), state)
         else:
             self.db.put_file(FileState(f.relpath, sha, f.size, f.mtime_ns, f.category, f.format), [(record, vectors)])
             self.report.indexed += 1
@@ -288,7 +310,6 @@ class _Run:
                 f, sha = by_path[Path(result.path).resolve()]
                 report.extracted_files += 1
                 report.extract_seconds = time.perf_counter() - started
-                known = f.relpath in states
                 tick = time.perf_counter()
                 try:
                     entries, failures, warnings = asset_entries.file_entries(
@@ -297,8 +318,7 @@ class _Run:
                 except (JobCancelled, KeyboardInterrupt):
                     raise
                 except Exception as exc:
-                    report.failed.append((f.relpath, reason(exc)))
-                    report.removed += self.db.remove_file(f.relpath) if known else 0
+                    self._fail(f, sha, reason(exc), states.get(f.relpath))
                     self._tick()
                     continue
                 report.failed += failures

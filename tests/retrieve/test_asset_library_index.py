@@ -158,9 +158,8 @@ def test_blend_objects_all_adds_the_unmarked_mesh_only(library, tmp_path):
     assert len(rock) == 1 and rock[0].relpath == "scans/unmarked_rock.blend/Object/Rock_Scan"
     # Only the .blend files are read again (their options changed); what is new is exactly the mesh objects
     # nobody marked: the unmarked rock and the members of collection assets (their collection stays one entry).
-    retried = [path for path, _ in first.failed if not path.endswith(".blend")]  # a failed file is read again
-    assert retried == [BAD_INPUTS["encrypted"]]
-    assert again.extracted_files == sum(1 for f in library.files() if f.suffix == ".blend") + len(retried)
+    assert again.extracted_files == sum(1 for f in library.files() if f.suffix == ".blend")
+    assert sorted(again.failed) == sorted(first.failed)  # the unchanged locked .usdz is reported, not read again
     members = {part["name"] for spec in library.assets.values() for part in spec.get("members", [])}
     members |= {part["name"] for spec in library.assets.values() for group in spec.get("children", []) for part in group}
     grown = {r.name for r in entries.values()} - names
@@ -187,7 +186,7 @@ def test_incremental_delete_one_blend_add_another(library, tmp_path):
           f"{first.indexed} indexed); second {seconds:.1f} s: {second.extracted_files} read, {second.indexed} indexed, "
           f"{second.removed} removed, {second.skipped} skipped")
     assert second.extracted_files == 1 and second.indexed == tables and second.removed == lighting
-    assert second.failed == first.failed  # the bad files are retried (and still fail), nothing else is read
+    assert sorted(second.failed) == sorted(first.failed)  # the bad files are still reported, but not read again
     assert second.shapes == first.shapes - lighting + tables
     entries = _entries(tmp_path / "db")
     assert not any(r.file == "props/lighting.blend" for r in entries.values())
@@ -248,4 +247,4 @@ def test_without_blender_the_blender_formats_are_skipped_with_one_line(library, 
         report = index_library(lib, tmp_path / "db", QueryEncoder(load_clip("tiny")), IndexConfig(views=SMALL))
     assert report.indexed == 1 and report.failed == [] and report.skipped == 2
     lines = [w for w in report.warnings if "Blender" in w]
-    assert len(lines) == 1 and "2 file" in lines[0] and "--blender" in lines[0], report.warnings
+    assert len(lines) == 1 and "skipped 2 " in lines[0] and "--blender" in lines[0], report.warnings
