@@ -179,7 +179,7 @@ def _index(args, report: Report) -> None:
                                 hint="--workers 0 uses one Blender worker per CPU core")
     device = resolve(args, report)
     encoder = load_encoder(args.clip or existing, args.checkpoint, device, args.allow_download)
-    progress, bar = progress_bar(1, "index", unit="shape", delay=0.5)
+    progress, bar = progress_bar(1, "index", unit="file", delay=0.5)
     try:
         config = IndexConfig(views=views, rehash=args.rehash, blender=args.blender, workers=args.workers,
                              blend_objects=args.blend_objects, file_timeout_s=args.file_timeout)
