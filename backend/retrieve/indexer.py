@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,9 @@ def index_library(library_dir: str | os.PathLike, db_dir: str | os.PathLike, enc
     if config.blend_objects not in BLEND_OBJECTS:
         raise InvalidInputError(f"blend_objects must be one of {', '.join(BLEND_OBJECTS)}, got {config.blend_objects!r}",
                                 "use assets (objects and collections marked as assets) or all (every mesh object)")
+    if config.blender and not (Path(config.blender).expanduser().is_file() or shutil.which(config.blender)):
+        raise InvalidInputError(f"the Blender {config.blender} does not exist",
+                                "give the path of a Blender executable, or of a Python with the bpy module")
     library = Path(library_dir).expanduser().resolve()
     if not library.exists():
         raise InvalidInputError(f"the library folder {library_dir} does not exist", "check the path")
