@@ -34,6 +34,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -283,8 +284,8 @@ class VectorIndex:
                 labels = np.array(data["labels"], dtype=np.int64)
                 removed = np.array(data["removed"], dtype=np.int64) if "removed" in data.files else np.zeros(0, np.int64)
                 index = faiss.deserialize_index(np.array(data["index"]))
-        except (OSError, ValueError, KeyError, RuntimeError, io.UnsupportedOperation):
-            return None
+        except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, io.UnsupportedOperation):
+            return None  # a truncated file is not a zip archive any more (BadZipFile)
         if not isinstance(meta, dict) or index.ntotal != len(labels) or labels.ndim != 1 or removed.ndim != 1:
             return None
         config = config or VectorIndexConfig()
