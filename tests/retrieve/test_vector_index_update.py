@@ -78,11 +78,10 @@ def test_a_small_change_updates_the_cache_in_place_and_searches_like_a_rebuild(t
         live = set(db.shape_ids().tolist())
         for q in _queries():
             got, want = updated.search(q, 10), fresh.search(q, 10)
+            # The same shapes in the same order, the same scores (but for FAISS's last bit: with several threads
+            # its flat search sums in another order without a row filter than with one).
             assert [s for s, _ in got] == [s for s, _ in want]
-            if config is EXACT:
-                assert got == want  # the same rows in the same order: identical scores
-            else:
-                assert np.allclose([v for _, v in got], [v for _, v in want], atol=1e-6)
+            assert np.allclose([v for _, v in got], [v for _, v in want], rtol=0, atol=1e-6)
             everything = updated.search(q, 1000)
             assert {s for s, _ in everything} == live and not gone & {s for s, _ in everything}
             for category in CATEGORIES:
