@@ -95,7 +95,8 @@ def _check(hnsw: VectorIndex, exact_updated: VectorIndex, exact_rebuilt: VectorI
         got = hnsw.search(q, k)
         found += bool(near_ids) and bool(got) and got[0][0] == near_ids[i]
         assert not removed & {s for s, _ in got}, "a removed shape was returned"
-    return {"exact_updated_equals_rebuilt": same / len(queries), f"hnsw_recall_at_{k}_random": round(float(np.mean(recall)), 4),
+    return {"exact_updated_equals_rebuilt": same / len(queries),
+            f"hnsw_recall_at_{k}_random": round(float(np.mean(recall)), 4),
             "hnsw_near_found_first": round(found / max(len(near_ids), 1), 4)}
 
 
@@ -122,8 +123,8 @@ def update_benchmark(shapes: int, views: int, dim: int, change: int, queries: in
             nonlocal exact
             assert index.type == "hnsw", index.type
             rebuilt, times = _exact_pair(db, exact)
-            near_q = _unit(np.stack([v[0] for v in near]) + rng.standard_normal((len(near), dim)).astype(np.float32) * 0.02) \
-                if near else np.zeros((0, dim), np.float32)
+            noise = rng.standard_normal((len(near), dim)).astype(np.float32) * 0.02
+            near_q = _unit(np.stack([v[0] for v in near]) + noise) if near else np.zeros((0, dim), np.float32)
             figures["steps"][name] = {"update_seconds": round(seconds, 3), "sqlite_commits_seconds": round(puts, 3),
                                       "rows": index.rows, "removed_rows": index.removed_rows, **times,
                                       **_check(index, exact, rebuilt, random_queries, near_q, near_ids, removed)}
@@ -183,7 +184,7 @@ def update_benchmark(shapes: int, views: int, dim: int, change: int, queries: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", type=int, default=16_667, help="shapes in the database (x views = vectors per kind)")
+    parser.add_argument("--shapes", type=int, default=16_667, help="shapes in the database (x views: vectors per kind)")
     parser.add_argument("--views", type=int, default=6, help="views per shape and kind")
     parser.add_argument("--dim", type=int, default=512, help="embedding width (512: ViT-B-32; 64: the domain CLIP)")
     parser.add_argument("--change", type=int, default=100, help="shapes added (twice) and removed")

@@ -429,7 +429,8 @@ class LibraryDB:
         """The FAISS index of `kind`, current with the database: from memory, else from its cache file; one
         older than the database is updated in place (`VectorIndex.catch_up`: new shapes' rows added, removed
         shapes' rows masked out) and rebuilt from SQLite only when that cannot be done. The cache file is
-        rewritten (atomically) whenever the index changed."""
+        rewritten (atomically) whenever the index changed. The object returned earlier is the one updated (no
+        copy of a large index): search and update it from one thread at a time (the server's worker does both)."""
         with self._lock:
             generation = self.generation
             held = self._indexes.get(kind)
@@ -469,7 +470,8 @@ class LibraryDB:
             return None
         return generation, index
 
-    def read_vectors_after(self, kind: str, after_id: int, samples: list[int] = ()) -> VectorDelta:
+    def read_vectors_after(self, kind: str, after_id: int, samples: tuple[int, ...] | list[int] = ()
+                           ) -> VectorDelta:
         """What an index holding `kind`'s vectors of the shapes up to id `after_id` lacks (read in one
         transaction): the rows of the shapes above it, which shapes up to it are still present (and their row
         counts), and the stored rows of the `samples` shapes still present (to check the index against)."""

@@ -282,7 +282,8 @@ class VectorIndex:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(bytes(data["meta"]).decode())
                 labels = np.array(data["labels"], dtype=np.int64)
-                removed = np.array(data["removed"], dtype=np.int64) if "removed" in data.files else np.zeros(0, np.int64)
+                # Files written before updates in place have no removed ids.
+                removed = np.array(data["removed"] if "removed" in data.files else [], dtype=np.int64)
                 index = faiss.deserialize_index(np.array(data["index"]))
         except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, io.UnsupportedOperation):
             return None  # a truncated file is not a zip archive any more (BadZipFile)
