@@ -24,8 +24,10 @@ rows of the shapes above M (`index.add`: an HNSW graph takes new nodes without a
 rows of the shapes removed since (tombstones: excluded from every search by the row filter; an HNSW graph
 cannot drop nodes cheaply). It is rebuilt from scratch only when the tombstones pass
 `rebuild_removed_fraction` of its rows, when the exact/HNSW threshold is crossed, or when it does not match
-the database. Measured (benchmarks/index_update.py): adding 100 shapes x 6 views to a 100,000-vector HNSW
-index of 512 dimensions and rewriting its cache takes about a second against minutes for a rebuild.
+the database. Measured (benchmarks/index_update.py, 1 thread): adding 100 shapes x 6 views to a 100,000-vector
+HNSW index of 512 dimensions and rewriting its 222 MiB cache file takes about 2 s (4 s when the cache file
+is read first), removing 100 about 1 s, against 150 s for a rebuild. Exact indexes are updated in place too:
+0.2 to 0.4 s against 0.6 to 1.3 s for a rebuild at 100,000 vectors, the same hits.
 """
 
 from __future__ import annotations
@@ -284,7 +286,7 @@ class VectorIndex:
                 labels = np.array(data["labels"], dtype=np.int64)
                 # Files written before updates in place have no removed ids.
                 removed = np.array(data["removed"] if "removed" in data.files else [], dtype=np.int64)
-                index = faiss.deserialize_index(np.array(data["index"]))
+                index = faiss.deserialize_index(np.asarray(data["index"]))  # no second copy of a large index
         except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, io.UnsupportedOperation):
             return None  # a truncated file is not a zip archive any more (BadZipFile)
         if not isinstance(meta, dict) or index.ntotal != len(labels) or labels.ndim != 1 or removed.ndim != 1:
