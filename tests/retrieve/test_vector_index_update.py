@@ -67,6 +67,7 @@ def test_a_small_change_updates_the_cache_in_place_and_searches_like_a_rebuild(t
     with _create(tmp_path / "db", config) as db:
         index = db.vector_index("shaded")
         assert index.type == ("hnsw" if config is HNSW else "exact") and index.stored_rows == 60
+        stale = db.category_filter("shaded", "box")
         gone = _small_change(db)
         updated = db.vector_index("shaded")
         assert updated is index and updated.version == 1  # not rebuilt
@@ -90,6 +91,10 @@ def test_a_small_change_updates_the_cache_in_place_and_searches_like_a_rebuild(t
                 assert {s for s, _ in hits} == set(db.shape_ids(category).tolist())
                 assert [s for s, _ in updated.search(q, 3, allowed)] == \
                     [s for s, _ in fresh.search(q, 3, np.isin(fresh.labels, db.shape_ids(category)))]
+        # A filter made before the update is made again, and one passed by hand is refused, never misapplied.
+        assert db.category_filter("shaded", "box") is not stale
+        with pytest.raises(ValueError, match="the row mask has shape"):
+            updated.search(_queries()[0], 3, stale)
         saved = db.generation
     # The cache file holds the updated index: a reopened database reads it and needs no update.
     with LibraryDB.open(tmp_path / "db", config) as db:
