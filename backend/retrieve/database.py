@@ -2,8 +2,8 @@
 
 Layout of the folder:
     library.sqlite          the database (WAL journal: library.sqlite-wal / -shm beside it while open)
-    index_shaded.npz        FAISS index of the shaded-view vectors   } caches, rebuilt from SQLite whenever
-    index_lines.npz         FAISS index of the line-drawing vectors  } their recorded generation is stale
+    index_shaded.npz        FAISS index of the shaded-view vectors   } caches, brought up to date from SQLite
+    index_lines.npz         FAISS index of the line-drawing vectors  } whenever their recorded generation is stale
 
 Tables: see `backend.retrieve.db_schema` (meta, files, shapes, vectors, and the keyword index shape_text).
 A library file gives one shape (a loose mesh, an FBX, USD, ...) or one per asset (a .blend); everything a
@@ -11,10 +11,11 @@ file gave is replaced in one transaction (`put_file`).
 
 Crash safety: a shape and its vectors go in with one transaction (`put_shape`), so killing the indexer loses
 at most the shape in flight, and SQLite's journal keeps the file readable whatever instant the process dies.
-The FAISS files are written to a temp file and renamed over the old one; a cache whose generation or row
-count differs from the database's is ignored and rebuilt, so a stale or half-written cache is never used.
-Searching a large library while it is being indexed therefore rebuilds its approximate index after each
-committed shape (minutes at 100,000 shapes): search once the indexing run has finished.
+The FAISS files are written to a temp file and renamed over the old one. A cache older than the database is
+updated in place (the rows of shapes with ids above its greatest added, removed shapes masked out), which
+relies on shape ids only growing: a shape whose vectors change is deleted and inserted again, never updated in
+place. A cache that is unreadable, or whose shapes, row counts or sampled vectors differ from the database's,
+is ignored and rebuilt, so a stale or half-written cache is never used.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from backend.retrieve.filters import ShapeFilter
 from backend.retrieve.db_schema import SHAPE_COLUMNS, SHAPE_WIDTH, FileState, ShapeRecord, shape_from_row
 from backend.retrieve.keywords import index_text
 from backend.retrieve.query import KINDS
-from backend.retrieve.vector_index import RowFilter, VectorIndex, VectorIndexConfig
+from backend.retrieve.vector_index import RowFilter, VectorDelta, VectorIndex, VectorIndexConfig
 
 DB_FILE = "library.sqlite"
 """The SQLite file inside a database folder."""
@@ -58,7 +59,7 @@ class LibraryDB:
         self.vector_config = vector_config
         self._lock = threading.RLock()
         self._indexes: dict[str, tuple[int, VectorIndex]] = {}
-        self._filters: dict[tuple[str, ShapeFilter], tuple[VectorIndex, str, RowFilter]] = {}
+        self._filters: dict[tuple[str, ShapeFilter], tuple[VectorIndex, tuple[str, int], RowFilter]] = {}
 
     # -- opening -------------------------------------------------------------------------------------
 
@@ -477,46 +478,92 @@ class LibraryDB:
         return self.directory / f"index_{kind}.npz"
 
     def vector_index(self, kind: str) -> VectorIndex:
-        """The FAISS index of `kind`: from memory, else from its cache file, else rebuilt from SQLite (and the
-        cache rewritten). A cache is used only when its generation and row count match the database's."""
+        """The FAISS index of `kind`, current with the database: from memory, else from its cache file; one
+        older than the database is updated in place (`VectorIndex.catch_up`: new shapes' rows added, removed
+        shapes' rows masked out) and rebuilt from SQLite only when that cannot be done. The cache file is
+        rewritten (atomically) whenever the index changed. The object returned earlier is the one updated (no
+        copy of a large index): search and update it from one thread at a time (the server's worker does both)."""
         with self._lock:
             generation = self.generation
             held = self._indexes.get(kind)
             if held is not None and held[0] == generation:
                 return held[1]
-            loaded = VectorIndex.load(self.index_path(kind), self.vector_config)
-            if loaded is not None:
-                index, meta = loaded
-                if (meta.get("generation") == generation and meta.get("encoder") == self.encoder_id
-                        and meta.get("type") == self.vector_config.index_type(index.rows)
-                        and index.rows == self._vector_rows(kind)):
-                    self._indexes[kind] = (generation, index)
-                    return index
-            generation, vectors, labels = self.read_vectors(kind)
-            index = VectorIndex.build(vectors, labels, self.vector_config)
-            try:
-                index.save(self.index_path(kind), {"generation": generation, "kind": kind, "encoder": self.encoder_id})
-            except OSError:
-                pass  # a read-only database folder: the index lives in memory only
+            if held is None:
+                held = self._load_index(kind)
+            reason = "no usable cache file"
+            if held is not None:
+                index = held[1]
+                delta = self.read_vectors_after(kind, index.max_id, index.sample_ids())
+                reason = index.catch_up(delta)
+                generation = delta.generation
+            if reason is not None:
+                generation, vectors, labels = self.read_vectors(kind)
+                index = VectorIndex.build(vectors, labels, self.vector_config, origin=f"built: {reason}")
+            if held is None or held[0] != generation or reason is not None:
+                try:
+                    index.save(self.index_path(kind), {"generation": generation, "kind": kind,
+                                                       "encoder": self.encoder_id})
+                except OSError:
+                    pass  # a read-only database folder: the index lives in memory only
             self._indexes[kind] = (generation, index)
             return index
 
+    def _load_index(self, kind: str) -> tuple[int, VectorIndex] | None:
+        """(generation, index) from `kind`'s cache file when it is readable and was built for this database's
+        encoder, settings and dimensions; whether it matches the rows is `catch_up`'s check."""
+        loaded = VectorIndex.load(self.index_path(kind), self.vector_config)
+        if loaded is None:
+            return None
+        index, meta = loaded
+        generation = meta.get("generation")
+        if (meta.get("encoder") != self.encoder_id or meta.get("kind", kind) != kind or index.index.d != self.embed_dim
+                or index.type not in ("exact", "hnsw") or not isinstance(generation, int)
+                or not 0 <= generation <= self.generation):  # a newer generation: another database's cache
+            return None
+        return generation, index
+
+    def read_vectors_after(self, kind: str, after_id: int, samples: tuple[int, ...] | list[int] = ()
+                           ) -> VectorDelta:
+        """What an index holding `kind`'s vectors of the shapes up to id `after_id` lacks (read in one
+        transaction): the rows of the shapes above it, which shapes up to it are still present (and their row
+        counts), and the stored rows of the `samples` shapes still present (to check the index against)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                generation = int(self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+                dim = int(self._db.execute("SELECT value FROM meta WHERE key = 'embed_dim'").fetchone()[0])
+                known = self._db.execute("SELECT shape_id, COUNT(*) FROM vectors WHERE kind = ? AND shape_id <= ? "
+                                         "GROUP BY shape_id ORDER BY shape_id", (kind, int(after_id))).fetchall()
+                rows = self._db.execute("SELECT shape_id, vector FROM vectors WHERE kind = ? AND shape_id > ? "
+                                        "ORDER BY shape_id, view", (kind, int(after_id))).fetchall()
+                sampled = {int(i): self._db.execute("SELECT vector FROM vectors WHERE kind = ? AND shape_id = ? "
+                                                    "ORDER BY view", (kind, int(i))).fetchall() for i in samples}
+            finally:
+                self._db.execute("COMMIT")
+
+        def unpack(blobs) -> np.ndarray:
+            return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(-1, dim).astype(np.float32)
+
+        return VectorDelta(generation, int(after_id), np.array([r[0] for r in known], dtype=np.int64),
+                           np.array([r[1] for r in known], dtype=np.int64), unpack(r[1] for r in rows),
+                           np.array([r[0] for r in rows], dtype=np.int64),
+                           {i: unpack(r[0] for r in found) for i, found in sampled.items() if found})
+
     def category_filter(self, kind: str, category: "str | ShapeFilter") -> RowFilter:
-        """The rows of `kind`'s index whose shape has `category` (or passes a ShapeFilter), cached until the
-        catalog changes."""
+        """The rows of `kind`'s index whose shape has `category` (or passes a ShapeFilter; removed shapes' rows
+        left out), cached until the catalog changes or the index is updated."""
         shape_filter = ShapeFilter(category=category) if isinstance(category, str) else category
         index = self.vector_index(kind)
         with self._lock:
             catalog = self.meta()["catalog"]
             held = self._filters.get((kind, shape_filter))
-            if held is not None and held[0] is index and held[1] == catalog:
+            if held is not None and held[0] is index and held[1] == (catalog, index.version):
                 return held[2]
-            allowed = RowFilter(np.isin(index.labels, self.shape_ids(shape_filter)))
-            self._filters[(kind, shape_filter)] = (index, catalog, allowed)
+            allowed = index.row_filter(np.isin(index.labels, self.shape_ids(shape_filter)))
+            self._filters[(kind, shape_filter)] = (index, (catalog, index.version), allowed)
             return allowed
-
-    def _vector_rows(self, kind: str) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM vectors WHERE kind = ?", (kind,)).fetchone()[0])
 
     def refresh_indexes(self) -> None:
         """Brings both FAISS caches up to date (the indexer calls this at the end of a run)."""
