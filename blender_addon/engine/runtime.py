@@ -75,8 +75,15 @@ class BackendSettings:
     an earlier death is left to the artist, so a backend that keeps crashing is not restarted in a loop."""
     extra_args: tuple[str, ...] = ()
     """More `backend.server` arguments (tests: e.g. "--test-jobs")."""
+    blender: str = ""
+    """The Blender a local backend's index jobs read .blend, FBX and USD files with (`--blender`): the
+    preference, else this Blender's own executable; "" (the bpy module has none): the backend's default."""
     client_name: str = CLIENT_NAME
     """Sent in `hello`, for the backend's log."""
+
+    def server_args(self) -> tuple[str, ...]:
+        """The local backend's extra arguments: `extra_args`, and `--blender` when one is known."""
+        return (*self.extra_args, *(("--blender", self.blender) if self.blender else ()))
 
     def validate(self) -> None:
         if self.mode not in ("local", "remote"):
@@ -190,7 +197,7 @@ class Runtime:
                 self._connect(settings.remote_address.strip(), settings.curve_dir or None)
             else:
                 self.process = BackendProcess(settings.python, log_path=settings.log_path, bind=settings.bind,
-                                              device=settings.device, extra_args=settings.extra_args,
+                                              device=settings.device, extra_args=settings.server_args(),
                                               start_timeout=settings.start_timeout)
                 self.process.launch()
                 self.state = "starting"

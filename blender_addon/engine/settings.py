@@ -49,7 +49,8 @@ def backend_settings(prefs) -> BackendSettings:
         os.environ.get("ATELIER_BACKEND_PYTHON", ""), device=prefs.device,
         remote_address=prefs.remote_address, curve_dir=bpy.path.abspath(prefs.curve_dir) if prefs.curve_dir else "",
         log_dir=Path(bpy.path.abspath(prefs.log_dir)) if prefs.log_dir else user_dir("logs"),
-        start_timeout=prefs.start_timeout, connect_timeout=prefs.connect_timeout)
+        start_timeout=prefs.start_timeout, connect_timeout=prefs.connect_timeout,
+        blender=bpy.path.abspath(prefs.index_blender) if prefs.index_blender else bpy.app.binary_path)
 
 
 def current_settings(context=None) -> BackendSettings:

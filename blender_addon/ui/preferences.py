@@ -47,6 +47,10 @@ class AtelierPreferences(bpy.types.AddonPreferences):
         name="Generator checkpoint", subtype="FILE_PATH", default="",
         description="The generate job's shape generator, on the backend machine: a file `atelier train-generator "
                     "--library DIR --out FILE` wrote (it records the CLIP it was trained with)")
+    index_blender: bpy.props.StringProperty(
+        name="Blender for indexing", subtype="FILE_PATH", default="",
+        description="The Blender a local backend reads .blend, FBX and USD libraries with: an executable, or a Python "
+                    "with the bpy module (empty: this Blender)")
     library_index_dir: bpy.props.StringProperty(
         name="Asset library indexes", subtype="DIR_PATH",
         description="Where the Search Library panel keeps one index per asset library registered in File Paths "
@@ -98,6 +102,7 @@ class AtelierPreferences(bpy.types.AddonPreferences):
             col.prop(self, "auto_start")
             col.prop(self, "start_timeout")
             col.prop(self, "log_dir")
+            col.prop(self, "index_blender")
         else:
             col.prop(self, "remote_address")
             col.prop(self, "curve_dir")

@@ -406,3 +406,18 @@ def test_a_registered_blend_library_indexed_searched_appended_and_linked_through
         prefs.library_index_dir = ""
         bpy.context.scene.atelier.search_library = ""
         bpy.context.scene.atelier.blend_import_mode = "AUTO"
+
+
+def test_the_blender_for_indexing_is_passed_to_a_local_backend(addon):
+    from blender_addon.engine.settings import current_settings
+
+    prefs = bpy.context.preferences.addons["blender_addon"].preferences
+    try:
+        prefs.index_blender = "/opt/blender 5/blender"
+        args = current_settings().server_args()
+        assert args[-2:] == ("--blender", "/opt/blender 5/blender")
+        prefs.index_blender = ""
+        # Empty: this Blender's own executable; the bpy module has none, so the backend keeps its default.
+        assert ("--blender" in current_settings().server_args()) == bool(bpy.app.binary_path)
+    finally:
+        prefs.index_blender = ""
