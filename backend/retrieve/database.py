@@ -33,7 +33,7 @@ from backend.errors import InvalidInputError
 from backend.retrieve import db_schema
 from backend.retrieve.filters import ShapeFilter
 from backend.retrieve.db_schema import SHAPE_COLUMNS, SHAPE_WIDTH, FileState, ShapeRecord, shape_from_row
-from backend.retrieve.keywords import index_text
+from backend.retrieve.keywords import fts_query, index_text
 from backend.retrieve.query import KINDS
 from backend.retrieve.vector_index import RowFilter, VectorDelta, VectorIndex, VectorIndexConfig
 
@@ -447,13 +447,38 @@ class LibraryDB:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT mesh FROM shapes WHERE mesh IS NOT NULL").fetchall()}
 
-    def keyword_rows(self, match: str, limit: int) -> list[tuple[int, tuple[str, str, str, str]]]:
-        """(shape id, its four keyword columns) of the best `limit` shapes for an FTS5 MATCH expression."""
+    def keyword_rows(self, terms: list[str], limit: int) -> list[tuple[int, tuple[str, str, str, str]]]:
+        """(shape id, its four keyword columns) of the best `limit` shapes holding any of `terms` (words as
+        `keywords.words` makes them), best BM25 first (the name weighs most)."""
+        if not terms:
+            return []
         with self._lock:
             rows = self._db.execute("SELECT rowid, name, tags, catalog, description FROM shape_text "
                                     "WHERE shape_text MATCH ? ORDER BY bm25(shape_text, 4.0, 2.0, 1.5, 1.0) LIMIT ?",
-                                    (match, int(limit))).fetchall()
+                                    (fts_query(terms), int(limit))).fetchall()
         return [(int(r[0]), tuple(r[1:])) for r in rows]
+
+    # -- vector search (what a store offers `search`) --------------------------------------------------
+
+    def search_vectors(self, kind: str, query: np.ndarray, k: int,
+                       shape_filter: ShapeFilter | None = None) -> list[tuple[int, float]]:
+        """The k best shapes for a [D] unit query against `kind` vectors: [(shape id, best view's cosine)],
+        best first; only shapes `shape_filter` lets through."""
+        index = self.vector_index(kind)
+        allowed = None if shape_filter is None or shape_filter.empty else self.category_filter(kind, shape_filter)
+        return index.search(query, k, allowed)
+
+    def scores_of(self, kind: str, query: np.ndarray, shape_ids: list[int]) -> dict[int, float]:
+        """Each listed shape's best-view cosine with a [D] unit query (exact, whatever the index type)."""
+        if not shape_ids:
+            return {}
+        index = self.vector_index(kind)
+        rows = np.flatnonzero(np.isin(index.labels, np.asarray(shape_ids, dtype=np.int64)))
+        scores = index.vectors()[rows] @ np.asarray(query, dtype=np.float32).reshape(-1)
+        best: dict[int, float] = {}
+        for label, score in zip(index.labels[rows].tolist(), scores.tolist()):
+            best[label] = max(score, best.get(label, -2.0))
+        return best
 
     def read_vectors(self, kind: str) -> tuple[int, np.ndarray, np.ndarray]:
         """(generation, [N, D] float32 vectors, [N] int64 shape ids) of one kind, read in one transaction."""

@@ -25,7 +25,7 @@ import numpy as np
 from backend.errors import InvalidInputError
 from backend.retrieve.database import LibraryDB, ShapeRecord
 from backend.retrieve.filters import ShapeFilter, check_filter
-from backend.retrieve.keywords import fts_query, keyword_score, query_terms
+from backend.retrieve.keywords import keyword_score, query_terms
 from backend.retrieve.query import KINDS, MODES, QueryEncoder, query_mode
 from backend.retrieve.views import IndexViewConfig
 from shared_protocol.limits import SEARCH_MAX_K
@@ -142,17 +142,15 @@ def search_vector(db: LibraryDB, vector: np.ndarray, kind: str, k: int, category
     the keyword matches of `terms` (see the module docstring)."""
     k = check_k(k)
     shape_filter = shape_filter or ShapeFilter(category=category)
-    index = db.vector_index(kind)
-    allowed = None if shape_filter.empty else db.category_filter(kind, shape_filter)
     fuse = bool(terms) and keyword_weight > 0
-    clip = dict(index.search(vector, max(k, CLIP_CANDIDATES) if fuse else k, allowed))
+    clip = dict(db.search_vectors(kind, vector, max(k, CLIP_CANDIDATES) if fuse else k, shape_filter))
     keyword: dict[int, float] = {}
     if fuse:
         permitted = None if shape_filter.empty else set(db.shape_ids(shape_filter).tolist())
-        for shape_id, columns in db.keyword_rows(fts_query(terms), KEYWORD_CANDIDATES):
+        for shape_id, columns in db.keyword_rows(terms, KEYWORD_CANDIDATES):
             if permitted is None or shape_id in permitted:
                 keyword[shape_id] = keyword_score(terms, columns)
-        clip.update(_exact_scores(index, vector, [i for i in keyword if i not in clip]))
+        clip.update(db.scores_of(kind, vector, [i for i in keyword if i not in clip]))
     fused = {shape_id: score + keyword_weight * keyword.get(shape_id, 0.0) for shape_id, score in clip.items()}
     ranked = sorted(fused, key=lambda shape_id: (-fused[shape_id], shape_id))[:k]
     records = {r.id: r for r in db.shapes(ranked, thumbnails=True)}
@@ -161,15 +159,3 @@ def search_vector(db: LibraryDB, vector: np.ndarray, kind: str, k: int, category
                 score=fused[i], thumbnail=records[i].thumbnail, clip_score=clip[i], keyword_score=keyword.get(i, 0.0),
                 record=records[i], library=library)
             for i in ranked if i in records]
-
-
-def _exact_scores(index, vector: np.ndarray, shape_ids: list[int]) -> dict[int, float]:
-    """Each shape's best-view cosine with the query, from the index's stored vectors."""
-    if not shape_ids:
-        return {}
-    rows = np.flatnonzero(np.isin(index.labels, np.asarray(shape_ids, dtype=np.int64)))
-    scores = index.vectors()[rows] @ np.asarray(vector, dtype=np.float32).reshape(-1)
-    best: dict[int, float] = {}
-    for label, score in zip(index.labels[rows].tolist(), scores.tolist()):
-        best[label] = max(score, best.get(label, -2.0))
-    return best

@@ -99,7 +99,7 @@ def test_a_file_gives_its_entries_in_one_transaction_and_replacing_it_drops_the_
     assert db.file_states()["empty.blend"].entries == 0
     assert db.remove_file("furniture/chairs.blend") == 2
     assert "furniture/chairs.blend" not in db.file_states()
-    assert db.keyword_rows('"bench"', 10) == []  # the keyword index forgot it with the shape
+    assert db.keyword_rows(["bench"], 10) == []  # the keyword index forgot it with the shape
 
 
 def test_a_moved_blend_keeps_its_assets_under_the_new_path(assets_db):
