@@ -223,6 +223,8 @@ def test_kill_9_during_a_blend_index_and_a_rerun_leave_each_asset_once(library, 
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     partial = _entries(db_dir)
+    print(f"killed with {len(partial)} of {len(library.assets)} assets committed "
+          f"({len({r.file for r in partial.values()})} files)")
     assert 0 < len(partial) < len(library.assets)
     files = {r.file for r in partial.values()}
     for file in files:  # what is committed is whole files: every asset of a committed file, none of the others
@@ -232,6 +234,7 @@ def test_kill_9_during_a_blend_index_and_a_rerun_leave_each_asset_once(library, 
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     entries = _entries(db_dir)  # asserts each relpath once
     assert sorted(entries) == sorted(f"{r}/{d}/{n}" for r, d, n in library.assets)
+    print(f"after the re-run: {len(entries)} assets, each once")
 
 
 def test_without_blender_the_blender_formats_are_skipped_with_one_line(library, tmp_path, monkeypatch):
