@@ -68,7 +68,9 @@ def test_index_again_skips_everything(client, indexed, library):
     folder, db = library
     msgs = run_job(client, Submit(job="idx2", kind="index", params={"library": str(folder), "db": str(db)}))
     fields = msgs[-1].fields
-    assert (fields["indexed"], fields["skipped"], fields["shapes"]) == (0, SHAPES, SHAPES)
+    # The broken file is unchanged too: skipped (not read again) and still reported with its reason.
+    assert (fields["indexed"], fields["skipped"], fields["shapes"]) == (0, SHAPES + 1, SHAPES)
+    assert [f["path"] for f in fields["failed"]] == ["broken.obj"] and fields["failed"][0]["reason"]
     assert fields["clip"] == "tiny", "the recorded CLIP is the default"
 
 
