@@ -100,6 +100,13 @@ class MilvusStore:
             raise _connect_error(uri, where, exc, time.monotonic() - started) from exc
         return cls(uri, client, config, directory)
 
+    def _load(self) -> None:
+        """Loads every collection (Milvus searches loaded ones only; a reopened Milvus Lite file starts released)."""
+        for full in self._names.values():
+            state = self._call(self._client.get_load_state, full)
+            if "Loaded" not in str(state.get("state", "")):
+                self._call(self._client.load_collection, full)
+
     @classmethod
     def open(cls, uri: str, config: ms.MilvusConfig | None = None, token: str | None = None) -> "MilvusStore":
         """An existing library; InvalidInputError (with the `atelier index` hint) when there is none."""
@@ -111,6 +118,7 @@ class MilvusStore:
             if not self._call(self._client.has_collection, self._names["meta"]):
                 raise InvalidInputError(f"the {self.where} holds no shape library ({self._names['meta']} is missing)",
                                         INDEX_HINT)
+            self._load()
             meta = self.meta()
             if meta.get("format") != ms.FORMAT or meta.get("version") != str(ms.VERSION):
                 raise InvalidInputError(f"the {self.where} holds format {meta.get('format')!r} version "
@@ -154,6 +162,7 @@ class MilvusStore:
                     "embed_dim": str(int(embed_dim)), "views": views_json, "library": "", "catalog": "0",
                     "next_id": "1"}.items()])
                 return self
+            self._load()
             meta = self.meta()
             if int(meta.get("embed_dim", -1)) != int(embed_dim):
                 raise InvalidInputError(
