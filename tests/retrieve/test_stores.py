@@ -334,3 +334,45 @@ def test_uris_are_normalised(tmp_path):
     (tmp_path / "file.db").write_text("")
     with pytest.raises(InvalidInputError, match="is a file"):
         parse_store_uri(tmp_path / "file.db", "milvus")
+
+
+@pytest.mark.parametrize("crash_at", range(1, 11))
+def test_a_milvus_write_cut_at_any_step_shows_old_or_new_entries_never_both(tmp_path, crash_at):
+    """put_file's Milvus calls (allocate + op record, 2 vector inserts, shape insert, commit, files row, 3 deletes,
+    op record away) cut after each in turn, as a kill would: readers meanwhile see the file's old entries
+    (cut before the commit point) or its new ones, exactly once; the next writer leaves no trace of the op."""
+    from backend.retrieve.milvus_store import MilvusStore
+
+    rng = np.random.default_rng(3)
+    db = _create(tmp_path, "milvus")
+    db.put_file(_state("a.blend", sha="old"), [_entry("a.blend", f"old{m}", rng) for m in range(3)])
+    db.put_file(_state("b.blend"), [_entry("b.blend", "b", rng)])
+    calls, real = [0], db._call
+
+    def cut(fn, *args, **kwargs):
+        if fn.__name__ in ("upsert", "insert", "delete"):
+            calls[0] += 1
+            if calls[0] == crash_at:
+                raise KeyboardInterrupt("killed")
+        return real(fn, *args, **kwargs)
+
+    db._call = cut
+    with pytest.raises(KeyboardInterrupt):
+        db.put_file(_state("a.blend", sha="new"), [_entry("a.blend", f"new{m}", rng) for m in range(3)])
+    db._call = real
+    committed = crash_at > 5  # the 5th call is the commit point: cut at call n, the calls before it went through
+    want = ["new0", "new1", "new2"] if committed else ["old0", "old1", "old2"]
+    query = np.ones(DIM, np.float32) / np.sqrt(DIM)
+    assert sorted(r.name for r in db.shapes() if r.file == "a.blend") == want and db.count() == 4
+    assert _names(db, [i for i, _ in db.search_vectors("shaded", query, 20)]) == sorted(want + ["b"])
+    assert [db.shape(i).name for i, _ in db.keyword_rows(["old0", "new0"], 10)] == want[:1]
+    assert len(db.shape_ids()) == 4 and sum(db.formats().values()) == 4
+    db.close()
+    with _create(tmp_path, "milvus") as again:
+        assert not [k for k in again._meta_rows() if k.startswith("op:")]
+        assert sorted(r.name for r in again.shapes() if r.file == "a.blend") == want
+        assert again.file_states()["a.blend"].sha256 == ("new" if committed else "old")
+        total = sum(again._call(again._client.query, again._names[f"vectors_{k}"], filter="",
+                                output_fields=["count(*)"])[0]["count(*)"] for k in ("shaded", "lines"))
+        assert total == 2 * VIEWS * 4  # no orphan vector rows
+        assert isinstance(again, MilvusStore) and again.count() == 4
