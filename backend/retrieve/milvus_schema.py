@@ -1,4 +1,5 @@
-"""The Milvus collections of a shape library (`MilvusStore`), rows <-> records, and filter expressions.
+"""The Milvus collections of a shape library (`MilvusStore`), rows <-> records, filter expressions, and the
+connection helpers (Milvus Lite's in-process server, the error for a server that cannot be reached).
 
 Collections, named `{prefix}_{name}` (prefix "atelier" unless configured; one prefix = one library):
     meta            key -> value: format, version, clip, encoder, embed_dim, views, library, catalog (a
@@ -17,9 +18,13 @@ Milvus requires a vector field in every collection: meta, files and shapes carry
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import threading
 from dataclasses import dataclass
 
+from backend.errors import InvalidInputError
 from backend.retrieve.db_schema import FileState, ShapeRecord
 from backend.retrieve.filters import ShapeFilter
 from backend.retrieve.keywords import index_text
@@ -55,7 +60,7 @@ class MilvusConfig:
     """HNSW query-time search width (raised to the candidate count when larger)."""
     candidate_factor: int = 4
     """Views fetched per wanted shape in the first round (k x factor), before aggregating by shape."""
-    timeout_s: float = 4.0
+    timeout_s: float = 3.0
     """Seconds to wait for the server (connecting and each call): an unreachable server fails within it."""
     max_search: int = 16_384
     """Milvus's largest search limit (topk): candidate growth stops there."""
@@ -214,3 +219,49 @@ def file_row(state: FileState, indexed_at: float) -> dict:
 def state_of(row: dict) -> FileState:
     return FileState(row["relpath"], row["sha256"], int(row["size"]), int(row["mtime_ns"]), row["category"],
                      row["format"], row["options"], int(row["entries"]), row["error"])
+
+
+# -- connecting ---------------------------------------------------------------------------------------
+
+_lite_users: dict[str, int] = {}  # Milvus Lite path -> open stores in this process (its server is released at 0)
+_lite_lock = threading.Lock()
+
+
+def is_lite(uri: str) -> bool:
+    return not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+
+def describe(uri: str, prefix: str) -> str:
+    return f"Milvus {'Lite file' if is_lite(uri) else 'server'} {uri} (collections {prefix}_*)"
+
+
+def use_lite(uri: str) -> None:
+    """Counts one more store of this process on the Milvus Lite file `uri`."""
+    with _lite_lock:
+        _lite_users[os.path.abspath(uri)] = _lite_users.get(os.path.abspath(uri), 0) + 1
+
+
+def release_lite(uri: str) -> None:
+    """Stops this process's Milvus Lite server for `uri` (releasing its file lock) once no store uses it."""
+    path = os.path.abspath(uri)
+    with _lite_lock:
+        users = _lite_users.get(path, 0) - 1
+        if users > 0:
+            _lite_users[path] = users
+            return
+        _lite_users.pop(path, None)
+    with contextlib.suppress(Exception):
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(uri)
+
+
+def connect_error(uri: str, exc: Exception) -> InvalidInputError:
+    """The error for a Milvus that cannot be opened or reached, naming the address and the fix."""
+    if is_lite(uri):
+        return InvalidInputError(f"cannot open the Milvus Lite file {uri}: {exc}",
+                                 "another process may hold it (Milvus Lite allows one: stop it, or run a Milvus "
+                                 "server and pass --db http://HOST:19530); check the folder exists and is writable")
+    return InvalidInputError(f"cannot reach the Milvus server at {uri}: {exc}",
+                             "start it (docker run ... milvusdb/milvus, see README), check the address and port, "
+                             "and the token in ATELIER_MILVUS_TOKEN")

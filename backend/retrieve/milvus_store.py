@@ -45,16 +45,6 @@ from backend.retrieve.keywords import keyword_score
 from backend.retrieve.query import KINDS
 
 INDEX_HINT = "index a library first: `atelier index LIBRARY_DIR --store milvus --db URI`"
-_lite_users: dict[str, int] = {}  # Milvus Lite path -> open stores in this process (the server is released at 0)
-_lite_lock = threading.Lock()
-
-
-def is_lite(uri: str) -> bool:
-    return not uri.startswith(("http://", "https://", "tcp://", "unix:"))
-
-
-def _describe(uri: str, prefix: str) -> str:
-    return f"Milvus {'Lite file' if is_lite(uri) else 'server'} {uri} (collections {prefix}_*)"
 
 
 class MilvusStore:
@@ -73,31 +63,28 @@ class MilvusStore:
 
     @property
     def where(self) -> str:
-        return _describe(self.uri, self.config.prefix)
+        return ms.describe(self.uri, self.config.prefix)
 
     # -- opening -------------------------------------------------------------------------------------
 
     @classmethod
     def _connect(cls, uri: str, config: ms.MilvusConfig, token: str | None) -> "MilvusStore":
         pymilvus = require_pymilvus()
-        where = _describe(uri, config.prefix)
-        if is_lite(uri):
+        if ms.is_lite(uri):
             directory = Path(uri + ".files")
-            with _lite_lock:
-                _lite_users[os.path.abspath(uri)] = _lite_users.get(os.path.abspath(uri), 0) + 1
+            ms.use_lite(uri)
         else:
             parsed = urlparse(uri)
             cache = os.environ.get("ATELIER_MILVUS_FILES")
             directory = Path(cache).expanduser() if cache else (
                 Path.home() / ".cache" / "atelier" / "milvus" / f"{parsed.hostname}_{parsed.port or 19530}_{config.prefix}")
         token = token if token is not None else os.environ.get("ATELIER_MILVUS_TOKEN", "")
-        started = time.monotonic()
         try:
             client = pymilvus.MilvusClient(uri=uri, token=token or "", timeout=config.timeout_s)
         except Exception as exc:
-            if is_lite(uri):
-                _release_lite(uri)
-            raise _connect_error(uri, where, exc, time.monotonic() - started) from exc
+            if ms.is_lite(uri):
+                ms.release_lite(uri)
+            raise ms.connect_error(uri, exc) from exc
         return cls(uri, client, config, directory)
 
     def _load(self) -> None:
@@ -111,7 +98,7 @@ class MilvusStore:
     def open(cls, uri: str, config: ms.MilvusConfig | None = None, token: str | None = None) -> "MilvusStore":
         """An existing library; InvalidInputError (with the `atelier index` hint) when there is none."""
         config = config or ms.MilvusConfig()
-        if is_lite(uri) and not Path(uri).exists():
+        if ms.is_lite(uri) and not Path(uri).exists():
             raise InvalidInputError(f"no shape library at the Milvus Lite file {uri}: it does not exist", INDEX_HINT)
         self = cls._connect(uri, config, token)
         try:
@@ -183,8 +170,8 @@ class MilvusStore:
             self._closed = True
             with contextlib.suppress(Exception):
                 self._client.close()
-            if is_lite(self.uri):
-                _release_lite(self.uri)
+            if ms.is_lite(self.uri):
+                ms.release_lite(self.uri)
 
     def __enter__(self) -> "MilvusStore":
         return self
@@ -201,7 +188,7 @@ class MilvusStore:
         except Exception as exc:
             if type(exc).__name__ in ("MilvusUnavailableException",) or "unavailable" in str(exc).lower() or (
                     "deadline" in str(exc).lower()):
-                raise _connect_error(self.uri, self.where, exc, None) from exc
+                raise ms.connect_error(self.uri, exc) from exc
             raise
 
     def _query(self, name: str, expr: str, fields: list[str], limit: int | None = None) -> list[dict]:
@@ -604,29 +591,3 @@ class MilvusStore:
         for name in self._names.values():
             with contextlib.suppress(Exception):
                 self._call(self._client.flush, name)
-
-
-def _release_lite(uri: str) -> None:
-    """Stops this process's Milvus Lite server for `uri` (releasing its file lock) once no store uses it."""
-    path = os.path.abspath(uri)
-    with _lite_lock:
-        users = _lite_users.get(path, 0) - 1
-        if users > 0:
-            _lite_users[path] = users
-            return
-        _lite_users.pop(path, None)
-    with contextlib.suppress(Exception):
-        from milvus_lite.server_manager import server_manager_instance
-
-        server_manager_instance.release_server(uri)
-
-
-def _connect_error(uri: str, where: str, exc: Exception, seconds: float | None) -> InvalidInputError:
-    waited = f" after {seconds:.1f} s" if seconds is not None else ""
-    if is_lite(uri):
-        return InvalidInputError(f"cannot open the Milvus Lite file {uri}{waited}: {exc}",
-                                 "another process may hold it (Milvus Lite allows one: stop it, or run a Milvus "
-                                 "server and pass --db http://HOST:19530); check the folder exists and is writable")
-    return InvalidInputError(f"cannot reach the Milvus server at {uri}{waited}: {exc}",
-                             "start it (docker run ... milvusdb/milvus, see README), check the address and port, "
-                             "and the token in ATELIER_MILVUS_TOKEN")
