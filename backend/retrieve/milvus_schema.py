@@ -60,8 +60,10 @@ class MilvusConfig:
     """HNSW query-time search width (raised to the candidate count when larger)."""
     candidate_factor: int = 4
     """Views fetched per wanted shape in the first round (k x factor), before aggregating by shape."""
-    timeout_s: float = 3.0
-    """Seconds to wait for the server (connecting and each call): an unreachable server fails within it."""
+    connect_timeout_s: float = 3.0
+    """Seconds to wait for the server to answer when opening: an unreachable one fails within it."""
+    call_timeout_s: float = 300.0
+    """Seconds one call may take (a full scan of a large library on Milvus Lite takes seconds)."""
     max_search: int = 16_384
     """Milvus's largest search limit (topk): candidate growth stops there."""
 
@@ -258,6 +260,9 @@ def release_lite(uri: str) -> None:
 
 def connect_error(uri: str, exc: Exception) -> InvalidInputError:
     """The error for a Milvus that cannot be opened or reached, naming the address and the fix."""
+    if "deadline" in str(exc).lower():
+        return InvalidInputError(f"Milvus at {uri} did not answer in time: {exc}",
+                                 "check the server's health and load, or raise MilvusConfig.call_timeout_s")
     if is_lite(uri):
         return InvalidInputError(f"cannot open the Milvus Lite file {uri}: {exc}",
                                  "another process may hold it (Milvus Lite allows one: stop it, or run a Milvus "

@@ -80,7 +80,8 @@ class MilvusStore:
                 Path.home() / ".cache" / "atelier" / "milvus" / f"{parsed.hostname}_{parsed.port or 19530}_{config.prefix}")
         token = token if token is not None else os.environ.get("ATELIER_MILVUS_TOKEN", "")
         try:
-            client = pymilvus.MilvusClient(uri=uri, token=token or "", timeout=config.timeout_s)
+            client = pymilvus.MilvusClient(uri=uri, token=token or "", timeout=config.connect_timeout_s)
+            client.list_collections(timeout=config.connect_timeout_s)  # answers, or fails within the timeout
         except Exception as exc:
             if ms.is_lite(uri):
                 ms.release_lite(uri)
@@ -184,7 +185,7 @@ class MilvusStore:
     def _call(self, fn, *args, **kwargs):
         """One pymilvus call with the configured timeout; a connection failure becomes InvalidInputError."""
         try:
-            return fn(*args, timeout=self.config.timeout_s, **kwargs)
+            return fn(*args, timeout=self.config.call_timeout_s, **kwargs)
         except Exception as exc:
             if type(exc).__name__ in ("MilvusUnavailableException",) or "unavailable" in str(exc).lower() or (
                     "deadline" in str(exc).lower()):
@@ -197,7 +198,7 @@ class MilvusStore:
         if limit is not None:
             return list(self._call(self._client.query, full, filter=expr, output_fields=fields, limit=int(limit)))
         iterator = self._client.query_iterator(full, batch_size=4096, filter=expr or "", output_fields=fields,
-                                               timeout=self.config.timeout_s)
+                                               timeout=self.config.call_timeout_s)
         rows: list[dict] = []
         try:
             while batch := iterator.next():
@@ -454,7 +455,11 @@ class MilvusStore:
     # -- reading -------------------------------------------------------------------------------------
 
     def count(self) -> int:
-        rows = self._call(self._client.query, self._names["shapes"], filter=self._visible(), output_fields=["count(*)"])
+        """Shapes visible. With no write in flight, counted without the visibility condition (which makes Milvus
+        Lite read every row: 0.7 s at 10,000 shapes against 0.03 s): a write begun meanwhile may count early."""
+        quiet = not any(key.startswith("op:") for key in self._meta_rows())
+        rows = self._call(self._client.query, self._names["shapes"], filter="" if quiet else self._visible(),
+                          output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
     def file_states(self) -> dict[str, FileState]:
