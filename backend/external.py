@@ -75,3 +75,19 @@ def optional_transformers():
     except ImportError:  # found on the path but broken (e.g. a missing dependency of its own)
         return None
     return transformers
+
+
+# pymilvus is imported on first use, only by the Milvus store (backend.retrieve.milvus_store): an optional extra.
+HAS_PYMILVUS = importlib.util.find_spec("pymilvus") is not None
+
+
+def require_pymilvus():
+    """Returns the `pymilvus` module (the Milvus store, Milvus Lite included) or raises with the fix."""
+    try:
+        import pymilvus
+    except ImportError as exc:  # optional: the embedded store (SQLite + FAISS) needs nothing beyond the package
+        raise DependencyMissingError(
+            "pymilvus is not installed; the Milvus store (--store milvus) needs it",
+            hint="pip install atelier[milvus] (pymilvus and milvus-lite), or use --store embedded",
+        ) from exc
+    return pymilvus

@@ -8,6 +8,9 @@ The product path (`atelier index` / `atelier search`, the `index`, `search` and 
   checkpoint; which index vectors each query mode is compared with.
 - `vector_index.py`: FAISS indexes (exact below a size, HNSW above), shape scores = best view.
 - `database.py`: `LibraryDB`: SQLite (shapes, vectors, meta) plus the FAISS files as derived caches.
+- `milvus_store.py` (+ `milvus_schema.py`): `MilvusStore`: the same methods over Milvus (a Milvus Lite file or
+  a server), each write made visible at one commit point.
+- `stores.py`: `--store embedded|milvus` and the `--db` URI: `open_store`, `create_store`, `parse_store_uri`.
 - `indexer.py`: `index_library`: incremental, resumable indexing with a report.
 - `search.py`: `search`: top-k hits with thumbnails and an optional category filter.
 - `service.py`: what the CLI and the jobs share (choosing the encoder, open databases, a shape as GLB).
