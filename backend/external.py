@@ -7,6 +7,7 @@ Features check these flags when they are configured (not deep inside a run) and 
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 from backend.errors import DependencyMissingError
 
@@ -85,6 +86,8 @@ def require_pymilvus():
     """Returns the `pymilvus` module (the Milvus store, Milvus Lite included) or raises with the fix."""
     try:
         import pymilvus
+        # Milvus Lite answers every full scan with a "failed to get mvccTs" warning: noise for our users.
+        logging.getLogger("pymilvus").setLevel(logging.ERROR)
     except ImportError as exc:  # optional: the embedded store (SQLite + FAISS) needs nothing beyond the package
         raise DependencyMissingError(
             "pymilvus is not installed; the Milvus store (--store milvus) needs it",

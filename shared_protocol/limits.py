@@ -59,6 +59,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 """The first 8 bytes of every PNG; blobs declared as PNG must start with them."""
 
 SEARCH_MAX_K = 100
+MAX_BLENDER_WORKERS = 64
+"""Most Blender worker processes one index job may start."""
+STORES = ("embedded", "milvus")
+"""Where a shape library lives: embedded (SQLite + FAISS in a folder) or milvus (Milvus Lite file or server)."""
 """Most results one `search` job returns (each result carries a thumbnail blob, so it fits MAX_FRAMES)."""
 
 # -- job params both sides check (the request dataclasses in `shared_protocol.requests` use these) ---------------

@@ -36,6 +36,11 @@ def _server_path(what: str, required: bool = True) -> Text:
                 help=f"the {what}, a path on the backend's machine")
 
 
+_BLEND_OBJECTS = Choice(choices=("assets", "all"),
+                        help="a .blend's entries: its asset-marked objects and collections, or every mesh object too")
+_STORE = Choice(choices=limits.STORES, help="where the library lives: embedded (SQLite + FAISS) or milvus")
+
+
 def _registry(*classes: type[JobRequest]) -> dict[str, type[JobRequest]]:
     registry: dict[str, type[JobRequest]] = {}
     for cls in classes:
@@ -121,6 +126,9 @@ class IndexRequest(JobRequest):
     checkpoint: str = param(_server_path("TASK-former checkpoint", required=False), "")
     views: int = param(Int(*limits.INDEX_VIEWS_RANGE, unset=0, help="views per shape (0: 6, or the database's)"), 0)
     rehash: bool = param(Bool(help="hash every file again instead of trusting sizes and times"), False)
+    blend_objects: str = param(_BLEND_OBJECTS, "assets")
+    workers: int = param(Int(0, limits.MAX_BLENDER_WORKERS, help="Blender worker processes (0: one per core)"), 0)
+    store: str = param(_STORE, "embedded")
 
 
 @dataclass(kw_only=True)
@@ -134,6 +142,11 @@ class SearchRequest(JobRequest):
                            help="what to look for"), "")
     k: int = param(Int(1, limits.SEARCH_MAX_K, help="number of results"), 10)
     category: str = param(Text(unset="", help="only shapes of this category"), "")
+    catalog: str = param(Text(unset="", help="only assets of this Blender catalog or below it"), "")
+    tag: str = param(Text(unset="", help="only assets with this tag"), "")
+    format: str = param(Text(unset="", help="only entries from files of this format (blend, fbx, obj, ...)"), "")
+    keyword_weight: float = param(Float(0.0, 10.0, help="what a full keyword match adds to the CLIP score"), 0.5)
+    store: str = param(_STORE, "embedded")
     mode: str = param(Choice(choices=("", "text", "sketch", "photo", "sketch+text"), unset="",
                              help="the query's mode, checked against what it holds"), "")
     strokes: list = param(JsonList(shape="polylines [[[x, y], ...], ...] in [0, 1]² (y down)", unset=None,
@@ -156,6 +169,7 @@ class FetchShapeRequest(JobRequest):
     KIND = "fetch_shape"
     db: str = param(_server_path("database folder"))
     shape_id: int = param(Int(1, 2**62, help="a search hit's shape_id"))
+    store: str = param(_STORE, "embedded")
 
 
 _SEGMENT_PROMPT = "name what to cut out of the photo, e.g. 'the red chair'"

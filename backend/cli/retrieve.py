@@ -134,7 +134,11 @@ def _eval_retrieval(args, report: Report) -> None:
 def _index_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("library", help="folder of .blend, fbx, usd/usda/usdc/usdz, abc, obj, ply, stl, off, glb, gltf "
                                         "files (subfolders too), e.g. an asset library")
-    parser.add_argument("--db", required=True, help="database folder (created when missing, updated when present)")
+    parser.add_argument("--db", required=True, help="database folder (created when missing, updated when present); "
+                                                    "with --store milvus a Milvus Lite file (.db) or a server URL")
+    parser.add_argument("--store", choices=("embedded", "milvus"), default="embedded",
+                        help="embedded: SQLite + FAISS in the --db folder (default); milvus: a Milvus Lite file or "
+                             "server (http://host:19530; token in $ATELIER_MILVUS_TOKEN)")
     parser.add_argument("--views", type=int, default=None,
                         help="shaded views and line drawings per shape (default 6; an existing database keeps its own)")
     parser.add_argument("--checkpoint", default=None,
@@ -157,15 +161,15 @@ def _index_args(parser: argparse.ArgumentParser) -> None:
 def _index(args, report: Report) -> None:
     import dataclasses
 
-    from backend.retrieve.database import LibraryDB, db_exists
     from backend.retrieve.indexer import IndexConfig, index_library
+    from backend.retrieve.stores import open_store, store_exists
     from backend.retrieve.service import load_encoder
     from backend.retrieve.views import IndexViewConfig
 
     views = IndexViewConfig()
     existing = None
-    if db_exists(args.db):
-        with LibraryDB.open(args.db) as db:
+    if store_exists(args.db, args.store):
+        with open_store(args.db, args.store) as db:
             recorded = IndexViewConfig.from_json(db.views_json)
             existing = db.clip_spec
         views = recorded if args.views is None else dataclasses.replace(recorded, views=args.views)
@@ -182,7 +186,7 @@ def _index(args, report: Report) -> None:
     progress, bar = progress_bar(1, "index", unit="file", delay=0.5)
     try:
         config = IndexConfig(views=views, rehash=args.rehash, blender=args.blender, workers=args.workers,
-                             blend_objects=args.blend_objects, file_timeout_s=args.file_timeout)
+                             blend_objects=args.blend_objects, file_timeout_s=args.file_timeout, store=args.store)
         result = index_library(args.library, args.db, encoder, config, progress=progress, device=device)
     finally:
         bar.close()
@@ -199,7 +203,10 @@ def _index(args, report: Report) -> None:
 # ----------------------------------------------------------------------------------------- search
 @command("search", "search a shape library database by text, sketch, image, or sketch + text")
 def _search_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", required=True, help="database folder made by `atelier index`")
+    parser.add_argument("--db", required=True, help="database folder made by `atelier index` (with --store milvus: the "
+                                                    "Milvus Lite file or server URL)")
+    parser.add_argument("--store", choices=("embedded", "milvus"), default="embedded",
+                        help="where the library lives (as given to `atelier index`)")
     parser.add_argument("--text", default=None, help="a description, e.g. 'a tall red chair'")
     parser.add_argument("--sketch", default=None, help="a drawing: dark strokes on white paper, any size (PNG, JPEG)")
     parser.add_argument("--strokes", default=None,
@@ -225,8 +232,8 @@ def _search(args, report: Report) -> None:
     import base64
 
     from backend.errors import InvalidInputError
-    from backend.retrieve.database import LibraryDB
     from backend.retrieve.search import check_k, search
+    from backend.retrieve.stores import open_store
     from backend.retrieve.service import load_encoder
 
     check_k(args.k)
@@ -242,7 +249,7 @@ def _search(args, report: Report) -> None:
         if not isinstance(sketch, list):
             raise InvalidInputError(f"the strokes file {args.strokes} must hold a JSON list of polylines")
     device = resolve(args, report)
-    with LibraryDB.open(args.db) as db:
+    with open_store(args.db, args.store) as db:
         encoder = load_encoder(args.clip, args.checkpoint, device, args.allow_download, db=db)
         weight = {} if args.keyword_weight is None else {"keyword_weight": args.keyword_weight}
         hits = search(db, encoder, text=args.text, sketch=sketch, photo=args.image, k=args.k, category=args.category,

@@ -47,6 +47,7 @@ from backend.retrieve import asset_entries
 from backend.retrieve.database import FileState, LibraryDB, ShapeRecord
 from backend.retrieve.entry_views import embed_mesh, reason
 from backend.retrieve.library_files import LibraryFile, file_sha256, scan_library
+from backend.retrieve.stores import create_store
 from backend.retrieve.query import QueryEncoder
 from backend.retrieve.vector_index import VectorIndexConfig
 from backend.retrieve.views import IndexViewConfig
@@ -81,6 +82,9 @@ class IndexConfig:
     """"assets": a .blend's asset-marked objects and collections; "all": also every other mesh object."""
     file_timeout_s: float = 300.0
     """A Blender worker busy longer than this on one file is killed and replaced; the file is reported."""
+    store: str = "embedded"
+    """Where the library lives: "embedded" (SQLite + FAISS in the `db_dir` folder) or "milvus" (`db_dir` is a
+    Milvus Lite file or a server URL, `backend.retrieve.stores`)."""
 
 
 @dataclass
@@ -162,8 +166,9 @@ def index_library(library_dir: str | os.PathLike, db_dir: str | os.PathLike, enc
                                 "put .blend, fbx, usd, abc, obj, ply, stl, off, glb or gltf files in it "
                                 "(subfolders are searched too)")
     views = config.views.resolved(encoder.image_size)
-    db = LibraryDB.create(db_dir, clip=encoder.spec, encoder=encoder.encoder_id, embed_dim=encoder.embed_dim,
-                          views_json=views.to_json(), vector_config=config.vectors)
+    options = {"vector_config": config.vectors} if config.store == "embedded" else {}
+    db = create_store(db_dir, config.store, clip=encoder.spec, encoder=encoder.encoder_id,
+                      embed_dim=encoder.embed_dim, views_json=views.to_json(), **options)
     threads = torch_threads(config.cpu_threads) if torch.device(device).type == "cpu" else contextlib.nullcontext()
     try:
         with threads:

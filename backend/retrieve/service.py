@@ -42,9 +42,20 @@ _open: dict[str, tuple[int, LibraryDB]] = {}
 _open_lock = threading.Lock()
 
 
-def open_cached(directory: str | os.PathLike) -> LibraryDB:
-    """An open database, kept open for later calls (the server keeps FAISS indexes in memory between
-    searches). A database folder replaced by another since it was opened is opened afresh."""
+def open_cached(directory: str | os.PathLike, store: str = "embedded"):
+    """An open library, kept open for later calls (the server keeps FAISS indexes in memory between
+    searches). An embedded database folder replaced by another since it was opened is opened afresh; a Milvus
+    library is kept by its URI."""
+    from backend.retrieve.stores import open_store, parse_store_uri
+
+    where = parse_store_uri(directory, store)
+    if where.store != "embedded":
+        key = f"{where.store}:{where.uri}"
+        with _open_lock:
+            held = _open.get(key)
+            if held is None:
+                held = _open[key] = (0, open_store(where.uri, where.store))
+            return held[1]
     path = Path(directory).expanduser()
     key = str(path.resolve()) if path.exists() else str(path)
     if not db_exists(path):

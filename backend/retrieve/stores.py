@@ -17,8 +17,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from backend.errors import InvalidInputError
+from shared_protocol import limits
 
-STORES = ("embedded", "milvus")
+STORES = limits.STORES
 """The store kinds `--store` takes."""
 DEFAULT_STORE = "embedded"
 SCHEMES = ("http", "https", "tcp")

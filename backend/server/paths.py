@@ -18,6 +18,10 @@ from shared_protocol.requests import REQUESTS
 _HINT = "start the backend with --data-root DIR (repeatable) for the folders its jobs may use, or pick a path inside one"
 
 
+SERVER_URLS = ("http://", "https://", "tcp://")
+"""Path params that start so name a server (a Milvus URI), which the store module checks, not a local file."""
+
+
 @dataclass(frozen=True)
 class PathPolicy:
     """Where job paths may point."""
@@ -65,6 +69,8 @@ class PathPolicy:
             value = params.get(name)
             if not isinstance(value, str) or not value.strip() or not getattr(spec, "path", ""):
                 continue
+            if spec.path == "file" and value.strip().lower().startswith(SERVER_URLS):
+                continue  # a Milvus server's address (store "milvus"), not a file on this machine
             if spec.path == "file":
                 out[name] = self.confine(value.strip(), f"{kind} param {name!r}")
             elif spec.path == "clip":

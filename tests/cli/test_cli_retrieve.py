@@ -136,3 +136,22 @@ def test_searching_a_database_with_no_shapes_says_why(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "holds no shapes yet" in err and "atelier index" in err
+
+
+def test_a_milvus_lite_store_indexes_and_answers_as_the_embedded_one(indexed, tmp_path, capsys):
+    """--store milvus with a Milvus Lite file: the same index run, the same hits and scores as the embedded store."""
+    library, db, _ = indexed
+    lite = tmp_path / "team.db"
+    report = tmp_path / "milvus.json"
+    assert main(["index", str(library), "--db", str(lite), "--store", "milvus", "--views", "2", *TINY,
+                 "--report", str(report)]) == 0
+    figures = json.loads(report.read_text())
+    assert (figures["shapes"], figures["indexed"], figures["failed"]) == (SHAPES, SHAPES, [])
+    for text in ("a red chair", "a lamp"):
+        embedded = _search(capsys, "--db", str(db), "--text", text, "-k", "3", *TINY)["results"]
+        milvus = _search(capsys, "--db", str(lite), "--store", "milvus", "--text", text, "-k", "3", *TINY)["results"]
+        assert [(r["name"], r["score"]) for r in milvus] == [(r["name"], r["score"]) for r in embedded]
+    capsys.readouterr()
+    assert main(["search", "--db", "http://127.0.0.1:1", "--store", "milvus", "--text", "x", *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "127.0.0.1:1" in err[0], err

@@ -87,3 +87,9 @@ def test_the_policy_on_its_own(tmp_path):
         policy.confine_params("stylize", {"prompt": "p", "clip": "/etc/x.pt"})
     with pytest.raises(InvalidInputError, match="is not a folder"):
         PathPolicy.build((str(tmp_path / "missing"),), remote=False)
+    # A Milvus server's URL is not a local path (the store checks it); a Milvus Lite file is, and is confined.
+    assert policy.confine_params("search", {"db": "http://milvus:19530", "store": "milvus"})["db"] == "http://milvus:19530"
+    with pytest.raises(InvalidInputError, match="outside"):
+        policy.confine_params("search", {"db": "/etc/team.db", "store": "milvus"})
+    with pytest.raises(InvalidInputError, match="relative path"):  # no other scheme passes as a server
+        policy.confine_params("search", {"db": "file:///etc/team.db", "store": "milvus"})

@@ -6,7 +6,8 @@ params: library: str (required): the mesh folder, a path on the server; db: str 
         views: int in [1, 24] (default 6; an existing database keeps its own); rehash: bool (default false);
         blend_objects: "assets" (a .blend's asset-marked objects and collections, default) | "all" (also every
         mesh object); workers: Blender worker processes, 0-64 (default 0: one per core). The Blender that reads
-        .blend, FBX, USD and Alembic files is the server's (`atelier serve --blender PATH`), never a param.
+        .blend, FBX, USD and Alembic files is the server's (`atelier serve --blender PATH`), never a param;
+        store: "embedded" (default: db is a folder) | "milvus" (db is a Milvus Lite file or a server URL).
 progress: stage "index", after each file that needed work: shapes_per_s.
 result: fields shapes, files, indexed, skipped, removed, moved, failed ([{"path", "reason"}], paths relative
         to the library), warnings, seconds, shapes_per_s, extracted_files, extract_seconds, clip, encoder, views.
@@ -19,11 +20,11 @@ import dataclasses
 from backend.server.context import JobContext, JobOutput
 from backend.server.params import bool_param, check_known, int_param, str_param
 
-PARAMS = ("library", "db", "clip", "checkpoint", "views", "rehash", "blend_objects", "workers")
+PARAMS = ("library", "db", "clip", "checkpoint", "views", "rehash", "blend_objects", "workers", "store")
 
 
 def run(ctx: JobContext) -> JobOutput:
-    from backend.retrieve.database import LibraryDB, db_exists
+    from backend.retrieve.stores import STORES, open_store, store_exists
     from backend.retrieve.indexer import IndexConfig, index_library
     from backend.retrieve.service import close_cached, load_encoder
     from backend.retrieve.views import MAX_VIEWS, MIN_VIEWS, IndexViewConfig
@@ -37,10 +38,12 @@ def run(ctx: JobContext) -> JobOutput:
     rehash = bool_param(ctx.params, "rehash", False)
     blend_objects = str_param(ctx.params, "blend_objects", "assets", ("assets", "all"))
     workers = int_param(ctx.params, "workers", 0, 64, default=0)
+    store = str_param(ctx.params, "store", "embedded", STORES)
 
     views, recorded_clip = IndexViewConfig(views=views_count or 6), None
-    if db_exists(db_dir):
-        with LibraryDB.open(db_dir) as db:
+    close_cached()  # searches reopen the library afresh after it changed (and a Milvus Lite file has one user)
+    if store_exists(db_dir, store):
+        with open_store(db_dir, store) as db:
             recorded_clip = db.clip_spec
             recorded = IndexViewConfig.from_json(db.views_json)
             views = recorded if views_count is None else dataclasses.replace(recorded, views=views_count)
@@ -50,9 +53,9 @@ def run(ctx: JobContext) -> JobOutput:
     def progress(step: int, total: int, **metrics: float) -> None:
         ctx.progress(step, total, stage="index", **metrics)
 
-    close_cached()  # searches reopen the database afresh after it changed
     report = index_library(library, db_dir, encoder, IndexConfig(views=views, rehash=rehash,
-                                                                       blend_objects=blend_objects, workers=workers), progress=progress,
+                                                                       blend_objects=blend_objects, workers=workers,
+                                                                       store=store), progress=progress,
                            cancel=ctx.cancel, device=ctx.device)
     fields = report.as_dict()
     fields.update(clip=encoder.spec, encoder=encoder.encoder_id, views=views.views)

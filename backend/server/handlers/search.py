@@ -3,7 +3,8 @@
 params: db: str (required): the database folder on the server; text: str (1-500 characters); k: int in
         [1, 100] (default 10); category: str (only shapes of it); catalog: str (only assets of that Blender
         catalog or below it); tag: str; format: str (file extension); keyword_weight: number in [0, 10]
-        (what a full keyword match adds to the CLIP score; default 0.5, 0: CLIP only); mode: "text" | "sketch" | "photo" |
+        (what a full keyword match adds to the CLIP score; default 0.5, 0: CLIP only); store: "embedded" |
+        "milvus" (db: a Milvus Lite file or server URL); mode: "text" | "sketch" | "photo" |
         "sketch+text" (optional: checked against what the query holds); strokes: the sketch as polylines
         [[[x, y], ...], ...] in [0, 1]² (y down), instead of a sketch blob; clip: CLIP spec (default: the
         database's); checkpoint: a TASK-former checkpoint path on the server (the one the database was
@@ -25,7 +26,7 @@ from backend.server.hooks import register_release_hook
 from backend.server.params import check_known, float_param, int_param, str_param
 
 PARAMS = ("db", "text", "k", "category", "catalog", "tag", "format", "keyword_weight", "mode", "strokes", "clip",
-          "checkpoint")
+          "checkpoint", "store")
 BLOBS = ("sketch", "photo")
 
 
@@ -43,6 +44,7 @@ def run(ctx: JobContext) -> JobOutput:
     from backend.retrieve.query import MODES, query_mode
     from backend.retrieve.search import KEYWORD_WEIGHT, MAX_K, search
     from backend.retrieve.service import load_encoder, open_cached
+    from backend.retrieve.stores import STORES
 
     check_known(ctx.params, PARAMS, "search")
     unknown = sorted(set(ctx.blobs) - set(BLOBS))
@@ -71,7 +73,7 @@ def run(ctx: JobContext) -> JobOutput:
     photo = ctx.blobs.get("photo")
     query_mode(text, sketch, photo)  # an empty or mixed-up query fails before anything loads
 
-    db = open_cached(db_dir)
+    db = open_cached(db_dir, str_param(ctx.params, "store", "embedded", STORES))
     ctx.progress(0, 1, stage="load")
     encoder = load_encoder(clip, checkpoint, ctx.device, db=db)
     hits = search(db, encoder, text=text, sketch=sketch, photo=photo, k=k, category=category, mode=mode,
