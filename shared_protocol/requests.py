@@ -214,6 +214,7 @@ class PhotoTo3DRequest(JobRequest):
     BLOBS = ("image",)
     prompt: str = param(_prompt(_SEGMENT_PROMPT))
     db: str = param(_server_path("database folder"))
+    store: str = param(_STORE, "embedded")
     k: int = param(Int(1, limits.SEARCH_MAX_K, help="library matches to find"), 5)
     pick: int = param(Int(0, limits.SEARCH_MAX_K - 1, help="which match to restyle (0: the best)"), 0)
     category: str = param(Text(unset="", help="only shapes of this category"), "")

@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from urllib.parse import urlsplit
+
+from .errors import AddonError
 
 BLEND_DATABLOCKS = ("Object", "Collection")
 """Datablock types a hit's `source` may name and the add-on can append or link."""
@@ -18,6 +21,46 @@ BLEND_IMPORT_MODES = ("AUTO", "APPEND", "LINK")
 """The panel's choice for .blend hits: AUTO links collections and appends objects."""
 BLEND_OBJECTS = ("assets", "all")
 """The index job's `blend_objects`: objects and collections marked as assets, or every mesh object."""
+
+
+TEAM_LIBRARY = "milvus:team"
+"""The panel's `search_library` value for the team library: the Milvus store the preferences name."""
+MILVUS_SCHEMES = ("http", "https", "tcp")
+"""URL schemes of a Milvus server."""
+TEAM_HINT = ("set Preferences > Add-ons > Atelier > Team library to a Milvus server (http://host:19530) or a "
+             "Milvus Lite file (/shared/atelier.db)")
+
+
+def team_store_uri(text: str) -> str:
+    """The team library's Milvus location from the preference: a server URL `http(s)://host[:port]` (`tcp://` too;
+    the token stays in the backend's $ATELIER_MILVUS_TOKEN, never in the URL) or an absolute Milvus Lite `.db` path
+    on the backend's machine. AddonError naming what is wrong and the fix."""
+    text = (text or "").strip()
+    if not text:
+        raise AddonError("no team library is set", TEAM_HINT, code="team_library")
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme.lower() not in MILVUS_SCHEMES:
+            raise AddonError(f"the team library {text!r} has scheme {parts.scheme!r}; a Milvus server takes "
+                             f"{', '.join(s + '://' for s in MILVUS_SCHEMES)}", TEAM_HINT, code="team_library")
+        try:
+            port = parts.port
+        except ValueError:
+            raise AddonError(f"the team library {text!r} has a bad port", "use http://host:19530",
+                             code="team_library") from None
+        if not parts.hostname:
+            raise AddonError(f"the team library {text!r} names no host", "use http://host:19530", code="team_library")
+        if parts.username or parts.password:
+            raise AddonError("the team library URL holds a user or password", "leave them out: the backend reads "
+                             "the Milvus token from $ATELIER_MILVUS_TOKEN", code="team_library")
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise AddonError(f"the team library {text!r} has a path or query", "use just http://host:19530",
+                             code="team_library")
+        return f"{parts.scheme.lower()}://{parts.hostname}:{port or 19530}"
+    if not os.path.isabs(os.path.expanduser(text)) or not text.lower().endswith(".db"):
+        raise AddonError(f"the team library {text!r} is neither a server URL nor an absolute Milvus Lite .db file",
+                         TEAM_HINT, code="team_library")
+    return text
 
 
 def library_key(path: str) -> str:

@@ -244,11 +244,21 @@ def index_params(library: str, db: str, clip: str = "", views: int = 0, blend_ob
     return params
 
 
+def _store(params: dict, store: str) -> dict:
+    """Adds `store` when it is not the embedded default (older backends know no store param)."""
+    if store not in ("", "embedded", "milvus"):
+        raise AddonError(f"store must be 'embedded' or 'milvus', got {store!r}")
+    if store == "milvus":
+        params["store"] = store
+    return params
+
+
 def search_params(db: str, text: str = "", k: int = 10, category: str = "",
-                  strokes: list | None = None, catalog: str = "", tag: str = "") -> dict:
+                  strokes: list | None = None, catalog: str = "", tag: str = "", store: str = "") -> dict:
     """The `search` job's params (a sketch PNG or a photo travels as blob "sketch" / "photo" instead);
-    AddonError for an empty query, an over-long text or k outside [1, SEARCH_MAX_K]."""
-    params: dict = {"db": _server_path(db, "database"), "k": int(k)}
+    AddonError for an empty query, an over-long text or k outside [1, SEARCH_MAX_K]. store "milvus": `db` is the
+    team library's Milvus URI."""
+    params: dict = _store({"db": _server_path(db, "database"), "k": int(k)}, store)
     _check_k(k)
     text = _text_within_limit((text or "").strip(), "the search text")
     if text:
@@ -281,7 +291,7 @@ def read_query_image(path_text: str, what: str) -> bytes:
 
 def library_search_request(db: str, text: str = "", mode: str = "TEXT", image_path: str = "", k: int = 10,
                            category: str = "", strokes: list | None = None, catalog: str = "",
-                           tag: str = "") -> tuple[dict, dict[str, bytes]]:
+                           tag: str = "", store: str = "") -> tuple[dict, dict[str, bytes]]:
     """The Search Library panel's fields -> the `search` job's (params, blobs): a text, a sketch (blob "sketch",
     or `strokes`: polylines in [0, 1]², y down, from `sketch.py`; optionally with a text) or a photo (blob "photo",
     no text). AddonError, before anything is sent, for no database, an empty query, a photo with a text, a sketch
@@ -290,7 +300,7 @@ def library_search_request(db: str, text: str = "", mode: str = "TEXT", image_pa
         raise AddonError(f"the search mode must be one of {', '.join(SEARCH_IMAGE_MODES)}, got {mode!r}")
     if strokes is not None and mode != "SKETCH":
         raise AddonError(f"strokes are a sketch, not a {mode.lower()} query")
-    params = search_params(db, text, k, category, strokes, catalog, tag)
+    params = search_params(db, text, k, category, strokes, catalog, tag, store)
     if strokes is not None:
         return params, {}
     if mode == "TEXT":
@@ -305,11 +315,11 @@ def library_search_request(db: str, text: str = "", mode: str = "TEXT", image_pa
     return params, {what: read_query_image(image_path, what)}
 
 
-def fetch_shape_params(db: str, shape_id: int) -> dict:
-    """The `fetch_shape` job's params: a search hit's `shape_id` in that database."""
+def fetch_shape_params(db: str, shape_id: int, store: str = "") -> dict:
+    """The `fetch_shape` job's params: a search hit's `shape_id` in that database (store as the search's)."""
     if int(shape_id) < 1:
         raise AddonError(f"shape_id must be a positive integer, got {shape_id}")
-    return {"db": _server_path(db, "database"), "shape_id": int(shape_id)}
+    return _store({"db": _server_path(db, "database"), "shape_id": int(shape_id)}, store)
 
 
 # -- segment ----------------------------------------------------------------------------------------------
@@ -370,11 +380,12 @@ def segment_params(prompt: str, clip: str = "", sam_checkpoint: str = "", sam_ty
 
 
 def photo_to_3d_params(prompt: str, db: str, k: int = 5, category: str = "", quality: str = "draft",
-                       steps: int = 0, seed: int = 0, proposer: str = "auto") -> dict:
+                       steps: int = 0, seed: int = 0, proposer: str = "auto", store: str = "") -> dict:
     """The `photo_to_3d` job's params (the photo travels as blob "image"): segment the prompt's object, search the
     database for it, restyle the best of the k hits after the photo. steps 0 means the quality preset's."""
     params = segment_params(prompt, proposer=proposer)
     params["db"] = _server_path(db, "database")
+    _store(params, store)
     _check_k(k)
     _check_quality(quality)
     _check_steps(steps)

@@ -9,7 +9,7 @@ import time
 
 import bpy
 
-from ..core.assetlib import hit_source, library_db, library_key
+from ..core.assetlib import TEAM_LIBRARY, hit_source, library_db, library_key, team_store_uri
 from ..core.errors import AddonError
 from ..core.kinds import JOB_KINDS, fetch_shape_params, index_params, library_search_request
 from ..engine import session
@@ -44,9 +44,18 @@ def chosen_paths(settings) -> set[str]:
     return {item.path for item in settings.asset_libraries_chosen}
 
 
+def search_store(context) -> tuple[str, str]:
+    """(db, store) the search reads: the chosen asset library's database, the team library (store "milvus", db
+    its URI from the preferences), or the Database folder (store ""). AddonError when the chosen library is no
+    longer registered or the team library's URI is bad."""
+    if context.scene.atelier.search_library == TEAM_LIBRARY:
+        return team_store_uri(pref_text(context, "team_library")), "milvus"
+    return search_db(context), ""
+
+
 def search_db(context) -> str:
-    """The database the search reads: the chosen asset library's, or the Database folder. AddonError when the
-    chosen library is no longer registered."""
+    """The database folder the search reads: the chosen asset library's, or the Database folder. AddonError when
+    the chosen library is no longer registered."""
     s = context.scene.atelier
     if not s.search_library:
         return local_path(s.library_db)
@@ -155,8 +164,9 @@ class ATELIER_OT_search_library(JobOperator, bpy.types.Operator):
         if s.search_mode == "SKETCH" and s.sketch_source != "IMAGE":  # annotations or Grease Pencil, as seen
             from .sketch_input import sketch_strokes
             strokes = sketch_strokes(context, s.sketch_source, s.sketch_object)
-        return library_search_request(search_db(context), s.search_text, s.search_mode, local_path(s.search_image),
-                                      s.search_k, s.search_category, strokes, s.search_catalog, s.search_tag)
+        db, store = search_store(context)
+        return library_search_request(db, s.search_text, s.search_mode, local_path(s.search_image),
+                                      s.search_k, s.search_category, strokes, s.search_catalog, s.search_tag, store)
 
     def params(self, context) -> dict:
         self._request = self.request(context)  # read files and strokes once: execute() asks params, then blobs
@@ -176,18 +186,18 @@ class ATELIER_OT_import_hit(JobOperator, bpy.types.Operator):
     job_id: bpy.props.StringProperty(name="Search job", options={"SKIP_SAVE"})
     index: bpy.props.IntProperty(name="Hit", default=0, min=0, options={"SKIP_SAVE"})
 
-    def hit(self) -> tuple[str, dict]:
-        """(database, hit) of the search job's hit number `index`; AddonError when the search is gone."""
+    def hit(self) -> tuple[str, dict, str]:
+        """(database, hit, store) of the search job's hit number `index`; AddonError when the search is gone."""
         record = session.get_runtime().jobs.get(self.job_id)
         hits = record.fields.get("hits") if record is not None and record.state == "done" else None
         if not hits or not 0 <= self.index < len(hits):
             raise AddonError("that search result is no longer available", "search the library again",
                              code="no_search_hit")
-        return str(record.params.get("db", "")), hits[self.index]
+        return str(record.params.get("db", "")), hits[self.index], str(record.params.get("store", ""))
 
     def params(self, context) -> dict:
-        db, hit = self.hit()
-        return fetch_shape_params(db, hit.get("shape_id", 0))
+        db, hit, store = self.hit()
+        return fetch_shape_params(db, hit.get("shape_id", 0), store)
 
     def label(self, source: str) -> str:
         try:
@@ -198,7 +208,7 @@ class ATELIER_OT_import_hit(JobOperator, bpy.types.Operator):
 
     def execute(self, context):
         try:
-            db, hit = self.hit()
+            db, hit, _ = self.hit()
         except AddonError:
             return super().execute(context)  # which records and reports the same error
         source = hit_source(hit)

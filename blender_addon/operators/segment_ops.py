@@ -24,7 +24,7 @@ from ..core.meshpack import encode_png
 from ..engine import session
 from ..engine.settings import pref_text, user_dir
 from .job_ops import JobOperator, _report_error, check_style_room, local_path, style_paths
-from .library_ops import search_db
+from .library_ops import search_store
 from .meshio import image_bytes, image_pixels
 
 CUTOUT_FOLDER = "cutouts"
@@ -129,8 +129,9 @@ class ATELIER_OT_photo_to_3d(PhotoJobOperator, bpy.types.Operator):
 
     def params(self, context) -> dict:
         s = context.scene.atelier
-        params = photo_to_3d_params(s.segment_prompt, search_db(context), s.search_k, s.search_category,
-                                    s.photo3d_quality, s.photo3d_steps, proposer=s.segment_proposer)
+        db, store = search_store(context)
+        params = photo_to_3d_params(s.segment_prompt, db, s.search_k, s.search_category,
+                                    s.photo3d_quality, s.photo3d_steps, proposer=s.segment_proposer, store=store)
         self._photo = photo_input(s, need_size=False)[0]
         return params
 
@@ -146,8 +147,8 @@ class ATELIER_OT_search_cutout(JobOperator, bpy.types.Operator):
     def params(self, context) -> dict:
         s = context.scene.atelier
         self._cutout = cutout_png(s)[0]
-        return search_params(search_db(context), "", s.search_k, s.search_category, None, s.search_catalog,
-                             s.search_tag)
+        db, store = search_store(context)
+        return search_params(db, "", s.search_k, s.search_category, None, s.search_catalog, s.search_tag, store)
 
     def blobs(self, context) -> dict[str, bytes]:
         return {"photo": self._cutout}

@@ -4,7 +4,8 @@ filters, and a hit's catalog, tags and scores."""
 
 from __future__ import annotations
 
-from ..core.assetlib import hit_lines, hit_source, library_db
+from ..core.assetlib import TEAM_LIBRARY, hit_lines, hit_source, library_db
+from ..engine.settings import pref_text
 from ..operators.library_ops import chosen_paths, index_root, registered_libraries
 
 
@@ -52,7 +53,15 @@ def draw_asset_libraries(layout, context, jobs) -> None:
     row.operator("atelier.asset_library_search_in", text="", emboss=False,
                  icon="RADIOBUT_ON" if not s.search_library else "RADIOBUT_OFF").path = ""
     row.prop(s, "library_db")
-    if s.search_library and s.search_library not in {path for _, path in libraries}:
+    team = pref_text(context, "team_library").strip()
+    if team:
+        row = layout.row(align=True)
+        row.operator("atelier.asset_library_search_in", text="", emboss=False,
+                     icon="RADIOBUT_ON" if s.search_library == TEAM_LIBRARY else "RADIOBUT_OFF").path = TEAM_LIBRARY
+        row.label(text=f"Team library: {team}", icon="NETWORK_DRIVE")
+    if s.search_library == TEAM_LIBRARY and not team:
+        layout.label(text="Searching the team library: none is set in the preferences", icon="ERROR")
+    elif s.search_library not in ("", TEAM_LIBRARY) and s.search_library not in {path for _, path in libraries}:
         layout.label(text=f"Searching {s.search_library}: no longer registered", icon="ERROR")
 
 

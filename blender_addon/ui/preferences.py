@@ -51,6 +51,11 @@ class AtelierPreferences(bpy.types.AddonPreferences):
         name="Blender for indexing", subtype="FILE_PATH", default="",
         description="The Blender a local backend reads .blend, FBX and USD libraries with: an executable, or a Python "
                     "with the bpy module (empty: this Blender)")
+    team_library: bpy.props.StringProperty(
+        name="Team library",
+        description="A shared shape library every artist can search: a Milvus server (http://host:19530; the backend "
+                    "reads its token from $ATELIER_MILVUS_TOKEN) or a Milvus Lite file (.db) on the backend's machine "
+                    "(empty: none)")
     library_index_dir: bpy.props.StringProperty(
         name="Asset library indexes", subtype="DIR_PATH",
         description="Where the Search Library panel keeps one index per asset library registered in File Paths "
@@ -111,6 +116,7 @@ class AtelierPreferences(bpy.types.AddonPreferences):
         col.prop(self, "restyle_clip")
         col.prop(self, "generator_checkpoint")
         col.prop(self, "library_index_dir")
+        col.prop(self, "team_library")
         runtime = session.get_runtime(optional=True)
         log_path = runtime.log_path if runtime is not None else str(self.settings().log_path)
         row = layout.row()

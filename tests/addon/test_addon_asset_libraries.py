@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import bpy
 import pytest
 
-from addon_helpers import CUBE_OBJ, TETRA_OBJ, clear_scene, finish, newest_job, panel_texts, running_backend
+from addon_helpers import (CUBE_OBJ, TETRA_OBJ, clear_scene, finish, newest_job, panel_texts, pump_until,
+                           running_backend)
 from blender_addon.core.assetlib import library_db, library_key
 from blender_addon.core.protocol import Result
 from blender_addon.engine import session
@@ -421,3 +423,74 @@ def test_the_blender_for_indexing_is_passed_to_a_local_backend(addon):
         assert ("--blender" in current_settings().server_args()) == bool(bpy.app.binary_path)
     finally:
         prefs.index_blender = ""
+
+
+# -- the team library (a Milvus store) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, words", [
+    ("", "no team library is set"), ("ftp://milvus:19530", "scheme 'ftp'"), ("http://:19530", "names no host"),
+    ("http://milvus:port", "bad port"), ("http://user:pw@milvus:19530", "user or password"),
+    ("http://milvus:19530/db?x=1", "path or query"), ("team.db", "neither a server URL"),
+    ("/shared/team.sqlite", "neither a server URL")])
+def test_a_bad_team_library_uri_is_refused_with_the_fix(text, words):
+    from blender_addon.core.assetlib import team_store_uri
+    from blender_addon.core.errors import AddonError
+
+    with pytest.raises(AddonError, match=words) as caught:
+        team_store_uri(text)
+    assert caught.value.hint
+
+
+def test_team_library_uris_are_normalised():
+    from blender_addon.core.assetlib import team_store_uri
+
+    assert team_store_uri(" HTTP://Milvus.Studio:19530 ") == "http://milvus.studio:19530"
+    assert team_store_uri("https://milvus") == "https://milvus:19530"
+    assert team_store_uri("/shared/atelier.db") == "/shared/atelier.db"
+
+
+def test_the_team_library_is_searched_and_imported_through_the_backend(addon, tmp_path):
+    """A Milvus Lite file indexed with `atelier index --store milvus` is the team library: the panel searches it
+    and imports a hit (store "milvus" travels with both jobs); an unreachable server is a clear error, fast."""
+    import subprocess
+
+    from addon_helpers import backend_python
+    from blender_addon.core.assetlib import TEAM_LIBRARY
+
+    library = tmp_path / "meshes"
+    library.mkdir()
+    (library / "box.obj").write_text(CUBE_OBJ)
+    (library / "tetra.obj").write_text(TETRA_OBJ)
+    team = tmp_path / "team.db"
+    indexed = subprocess.run([str(backend_python()), "-m", "backend.cli", "index", str(library), "--db", str(team),
+                              "--store", "milvus", "--clip", "tiny", "--views", "2", "--device", "cpu"],
+                             capture_output=True, text=True, timeout=300)
+    assert indexed.returncode == 0, indexed.stderr[-2000:]
+    running_backend()
+    clean()
+    bpy.context.scene.cursor.location = CURSOR
+    prefs = bpy.context.preferences.addons["blender_addon"].preferences
+    s = bpy.context.scene.atelier
+    try:
+        prefs.team_library = str(team)
+        assert "Team library: " + str(team) in panel_texts(ATELIER_PT_library)
+        bpy.ops.atelier.asset_library_search_in(path=TEAM_LIBRARY)
+        s.search_mode, s.search_text, s.search_k, s.search_category = "TEXT", "a box", 2, ""
+        assert bpy.ops.atelier.search_library() == {"FINISHED"}
+        found = finish(newest_job(), 120)
+        assert found.params["store"] == "milvus" and found.params["db"] == str(team)
+        assert sorted(hit["name"] for hit in found.fields["hits"]) == ["box", "tetra"]
+        assert import_hit(found, 0) == ({"FINISHED"}, "")
+        fetched = finish(newest_job(), 120)
+        assert fetched.kind == "fetch_shape" and fetched.params["store"] == "milvus"
+        assert_placed(bpy.data.objects[fetched.outputs[0]])
+        prefs.team_library = "http://127.0.0.1:1"
+        started = time.monotonic()
+        assert bpy.ops.atelier.search_library() == {"FINISHED"}
+        failed = newest_job()
+        pump_until(lambda: failed.state in ("done", "failed"), 30, "the unreachable team library's search")
+        assert failed.state == "failed" and "127.0.0.1:1" in failed.error_text(), failed.error_text()
+        assert time.monotonic() - started < 10
+    finally:
+        prefs.team_library = ""
+        s.search_library = ""

@@ -2,8 +2,9 @@
 the best match's texture after the photo (`backend.segment.photo_to_3d`).
 
 blobs:  "image": the encoded photo (PNG, JPEG, ...; any mode, 16-bit, EXIF rotation honoured).
-params: prompt: str (required); db: str (required): a library database folder on the server (its CLIP supplies the
-        relevance map, the search and the restyle's features); k: int in [1, 100] (default 5); pick: int (default
+params: prompt: str (required); db: str (required): a library database folder on the server (its CLIP supplies
+        the relevance map, the search and the restyle's features); store: "embedded" (default) | "milvus" (db is
+        then a Milvus Lite file or server URL); k: int in [1, 100] (default 5); pick: int (default
         0: restyle the best match; the user may pick another of the k); category: str; quality: "draft" |
         "standard" | "high" (default "draft"); steps: int (default: the preset's); seed: int; proposer: "auto" |
         "sam" | "superpixels"; sam_checkpoint: a SAM checkpoint path on the server; sam_type: "vit_b" | "vit_l" |
@@ -22,7 +23,7 @@ from backend.server.context import JobContext, JobOutput
 from backend.server.params import check_known, int_param, str_param
 
 PARAMS = ("prompt", "db", "k", "pick", "category", "quality", "steps", "seed", "proposer", "sam_checkpoint",
-          "sam_type")
+          "sam_type", "store")
 
 
 def run(ctx: JobContext) -> JobOutput:
@@ -55,7 +56,7 @@ def run(ctx: JobContext) -> JobOutput:
                              pick=int_param(ctx.params, "pick", 0, 99, default=0), category=category or None,
                              restyle=restyle_config)
     image = load_image(ctx.blobs["image"], what="photo", keep_alpha=True)
-    db = open_cached(db_dir)
+    db = open_cached(db_dir, str_param(ctx.params, "store", "embedded", ("embedded", "milvus")))
     ctx.progress(0, 1, stage="load")
     encoder = load_encoder(db=db, device=ctx.device)
 
