@@ -1,0 +1,118 @@
+"""Indexing on a Ray cluster (`backend.retrieve.ray_indexing`): a local cluster that loses its worker node
+mid-run, addresses that do not answer, and Ray missing.
+
+The cluster runs in a child process inside a private network namespace (`ray_cluster.py`), so its traffic
+never leaves loopback. ray is in the `test` extra: a CI without it fails here rather than skipping.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections import Counter
+
+import pytest
+import ray  # noqa: F401  (the test extra installs it: a missing ray fails the run, never skips it)
+
+from backend.errors import DependencyMissingError, InvalidInputError
+from backend.external import require_ray
+from backend.models.clip import load_clip
+from backend.retrieve import ray_indexing
+from backend.retrieve.database import db_exists
+from backend.retrieve.indexer import IndexConfig, index_library
+from backend.retrieve.library_files import find_mesh_files
+from backend.retrieve.query import QueryEncoder
+from backend.retrieve.views import IndexViewConfig
+from tests.retrieve.library_helpers import write_plain_library, write_world_library
+from tests.retrieve.ray_cluster import run_in_netns
+
+WORLD_SHAPES = 60
+KILL_AFTER = 4
+"""Files the worker node commits before it is killed (it has a task running then: its slot is never idle)."""
+
+
+def test_cluster_loses_its_worker_node_mid_run_and_every_shape_is_indexed_once(tmp_path):
+    library, _ = write_world_library(tmp_path / "world", WORLD_SHAPES)
+    out = run_in_netns({"library": str(library), "db": str(tmp_path / "db"), "clip": "tiny", "views": 2,
+                        "head_cpus": 1, "workers": 1, "kill_after": KILL_AFTER, "search": "a chair",
+                        "rerun": True}, timeout_s=480)
+    report, worker = out["report"], out["worker_id"]
+    # The worker node did index, was killed mid-run (lost from the cluster), and nothing came from it afterwards.
+    assert out["by_node"].get(worker, 0) >= KILL_AFTER, out["by_node"]
+    assert out["killed"]["at_commit"] < WORLD_SHAPES - 10, out["killed"]
+    assert worker not in out["commit_order"][out["killed"]["at_commit"]:]
+    assert out["lost_nodes"] == [worker]
+    assert any("left the cluster" in w for w in report["warnings"]), report["warnings"]
+    # Every shape exactly once: no failure, no duplicate, none missing.
+    assert report["failed"] == [] and report["indexed"] == WORLD_SHAPES and report["shapes"] == WORLD_SHAPES
+    expected = [p.relative_to(library).as_posix() for p in find_mesh_files(library)]
+    assert len(expected) == WORLD_SHAPES
+    assert Counter(out["relpaths"]) == Counter(expected), "a shape is missing or stored twice"
+    assert sorted(out["files"]) == sorted(expected)
+    assert sum(out["by_node"].values()) == WORLD_SHAPES
+    # Search works on what the cluster built, and a second run finds everything committed.
+    assert len(out["hits"]) == 5 and all(hit in expected for hit in out["hits"])
+    assert out["rerun"]["indexed"] == 0 and out["rerun"]["skipped"] == WORLD_SHAPES
+    assert out["rerun"]["shapes"] == WORLD_SHAPES
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_ray_address_that_does_not_answer_is_a_clear_error_within_seconds(tmp_path):
+    write_plain_library(tmp_path / "lib")
+    address = f"127.0.0.1:{_closed_port()}"
+    started = time.perf_counter()
+    with pytest.raises(InvalidInputError, match=f"Ray cluster at {address} does not answer") as info:
+        index_library(tmp_path / "lib", tmp_path / "db", QueryEncoder(load_clip("tiny")), IndexConfig(ray=address))
+    assert time.perf_counter() - started < 10
+    assert "ray start --head" in info.value.hint
+    assert not db_exists(tmp_path / "db"), "a failed connection must not create the database"
+
+
+def test_a_listener_that_is_not_a_ray_head_is_a_clear_error_within_seconds():
+    with socket.socket() as server:  # accepts TCP connections and never says a word
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        started = time.perf_counter()
+        with pytest.raises(InvalidInputError, match=f"{address} accepts connections but is not a Ray head"):
+            ray_indexing.connect(address)
+        assert time.perf_counter() - started < 10
+
+
+@pytest.mark.parametrize("address", ["nohost", "host:port", "10.0.0.5:0", "10.0.0.5:70000", ":6379"])
+def test_a_malformed_ray_address_is_refused(address):
+    with pytest.raises(InvalidInputError, match="is not HOST:PORT"):
+        ray_indexing.connect(address)
+
+
+def test_auto_without_a_cluster_says_how_to_start_one(monkeypatch, tmp_path):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray_indexing.tempfile, "gettempdir", lambda: str(tmp_path))  # no ray_current_cluster
+    with pytest.raises(InvalidInputError, match="--ray auto found no Ray cluster") as info:
+        ray_indexing.connect("auto")
+    assert "ray start --head" in info.value.hint
+
+
+def test_auto_takes_ray_address(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_closed_port()}")
+    assert ray_indexing.resolve_address("auto") == ray_indexing.os.environ["RAY_ADDRESS"]
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(DependencyMissingError, match="ray is not installed") as info:
+        require_ray()
+    assert "atelier[ray]" in info.value.hint
+    write_plain_library(tmp_path / "lib")
+    with pytest.raises(DependencyMissingError, match="ray is not installed"):
+        index_library(tmp_path / "lib", tmp_path / "db", QueryEncoder(load_clip("tiny")), IndexConfig(ray="auto"))
+    # Without --ray nothing needs it: the local indexing runs.
+    report = index_library(tmp_path / "lib", tmp_path / "db", QueryEncoder(load_clip("tiny")),
+                           IndexConfig(views=IndexViewConfig(views=2, thumbnail_size=32)))
+    assert report.indexed == 6 and not report.failed
