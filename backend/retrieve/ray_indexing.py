@@ -223,8 +223,10 @@ def embed_file(job: dict, recipe: EncoderRecipe, views, max_faces: int, cpu_thre
     import ray
     import torch
 
-    from backend.retrieve.entry_views import reason
-    from backend.retrieve.indexer import index_shape
+    from backend.geometry.load import load_mesh
+    from backend.geometry.validate import validate_mesh
+    from backend.retrieve.database import ShapeRecord
+    from backend.retrieve.entry_views import embed_mesh, reason
     from backend.retrieve.library_files import file_sha256
 
     node = ray.get_runtime_context().get_node_id()
@@ -236,11 +238,14 @@ def embed_file(job: dict, recipe: EncoderRecipe, views, max_faces: int, cpu_thre
     try:
         if file_sha256(path) != job["sha256"]:
             return {"failed": "cannot read the file: it changed while it was being indexed", "node": node}
-        result = index_shape(path, job["relpath"], job["sha256"], job["size"], job["mtime_ns"], job["category"],
-                             encoder, views, max_faces, device)
+        # What indexer.index_shape does (not imported from there: the indexer imports this module).
+        mesh = validate_mesh(load_mesh(path), max_faces=max_faces)
+        vectors, thumbnail, geometry = embed_mesh(mesh, encoder, views, device)
     except Exception as exc:  # one broken file never stops the run: reported by the driver
         return {"failed": reason(exc), "node": node}
-    return {"ok": result, "node": node}
+    record = ShapeRecord(relpath=job["relpath"], sha256=job["sha256"], size=job["size"], mtime_ns=job["mtime_ns"],
+                         name=path.stem, category=job["category"], thumbnail=thumbnail, **geometry)
+    return {"ok": (record, vectors), "node": node}
 
 
 # ----------------------------------------------------------------------------------------------- driver side
