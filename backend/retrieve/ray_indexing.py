@@ -161,7 +161,8 @@ def probe(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     except grpc.FutureTimeoutError as exc:
         raise InvalidInputError(f"{address} accepts connections but is not a Ray head (no gRPC answer within "
                                 f"{timeout_s:g} s)",
-                                hint="give the head's GCS port (6379 unless `ray start --port` said otherwise)") from exc
+                                hint="give the head's GCS port (6379 unless `ray start --port` said otherwise)",
+                                ) from exc
     finally:
         channel.close()
 

@@ -44,7 +44,8 @@ def test_cluster_loses_its_worker_node_mid_run_and_every_shape_is_indexed_once(t
     assert out["killed"]["at_commit"] < WORLD_SHAPES - 10, out["killed"]
     # Results the worker had already sent back when it was killed may still be committed after; nothing else.
     after = out["commit_order"][out["killed"]["at_commit"]:]
-    assert after.count(worker) <= ray_indexing.IN_FLIGHT_PER_SLOT, ["W" if n == worker else "h" for n in out["commit_order"]]
+    order = "".join("W" if node == worker else "h" for node in out["commit_order"])
+    assert after.count(worker) <= ray_indexing.IN_FLIGHT_PER_SLOT, order
     assert out["lost_nodes"] == [worker]
     assert any("left the cluster" in w for w in report["warnings"]), report["warnings"]
     # Every shape exactly once: no failure, no duplicate, none missing.
