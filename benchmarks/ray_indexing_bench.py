@@ -52,8 +52,9 @@ def warm(ray, encoder) -> float:
     task = ray.remote(build)
     started = time.perf_counter()
     nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
-    ray.get([task.options(num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(recipe)
-             for node in nodes])
+    pinned = [task.options(num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+              for node in nodes]
+    ray.get([each.remote(recipe) for each in pinned])
     return time.perf_counter() - started
 
 
@@ -75,7 +76,8 @@ def measure(args) -> dict:
     views = IndexViewConfig(views=args.views)
     out: dict = {"shapes": args.shapes, "clip": args.clip, "views": args.views, "cpu_count": os.cpu_count(),
                  "machine": platform.machine(), "ray": ray.__version__, "torch": torch.__version__,
-                 "netns": os.environ.get("ATELIER_RAY_NETNS") == "1"}
+                 "netns": os.environ.get("ATELIER_RAY_NETNS") == "1",
+                 "load_average_before": [round(x, 2) for x in os.getloadavg()]}
 
     local = index_library(library, root / "db-local", encoder, IndexConfig(views=views))
     out["local"] = {"shapes_per_s": round(local.shapes_per_s, 3), "seconds": round(local.seconds, 3)}
@@ -91,7 +93,8 @@ def measure(args) -> dict:
                 cluster.wait_for_nodes()
             ray_indexing.connect(cluster.address)
             warm_s = warm(ray, encoder)
-            report = index_library(library, root / f"db-ray{nodes}", encoder, IndexConfig(views=views, ray=cluster.address))
+            config = IndexConfig(views=views, ray=cluster.address)
+            report = index_library(library, root / f"db-ray{nodes}", encoder, config)
             stats = ray_indexing.last_stats
             assert report.indexed == args.shapes and not report.failed, report
             rate = stats.committed / stats.seconds
@@ -102,6 +105,7 @@ def measure(args) -> dict:
     finally:
         ray_indexing.disconnect()
         cluster.shutdown()
+    out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     out["ratio_2_over_1"] = round(out["ray_2_nodes"]["shapes_per_s"] / out["ray_1_nodes"]["shapes_per_s"], 3)
     return out
 

@@ -63,9 +63,26 @@ def start_cluster(head_cpus: int, workers: int, worker_cpus: int = 1):
     return cluster, nodes
 
 
+KILLED_DRIVER = """
+import json, os, signal, sys
+from backend.models.clip import load_clip
+from backend.retrieve.indexer import IndexConfig, index_library
+from backend.retrieve.query import QueryEncoder
+from backend.retrieve.views import IndexViewConfig
+s = json.loads(sys.argv[1])
+def progress(done, total, **metrics):
+    if done >= s["driver_kill_after"]:
+        os.kill(os.getpid(), signal.SIGKILL)  # no clean-up of any kind: tasks in flight, database open
+config = IndexConfig(views=IndexViewConfig(views=s["views"], thumbnail_size=32), ray=s["address"])
+index_library(s["library"], s["db"], QueryEncoder(load_clip(s["clip"])), config, progress=progress)
+"""
+"""A driver that SIGKILLs itself after `driver_kill_after` files of its run."""
+
+
 def run_scenario(scenario: dict) -> dict:
-    """scenario: library, db, clip, views, head_cpus, workers, kill_after (commits from the worker node after
-    which that node is removed, killing its processes; 0: never), search (a text to search for afterwards)."""
+    """scenario: library, db, clip, views, head_cpus, workers; driver_kill_after (a first driver process is
+    killed after this many files; 0: none); kill_after (commits from the worker node after which that node is
+    removed, killing its processes; 0: never); search (a text to search for afterwards); rerun (index again)."""
     import torch
 
     from backend.models.clip import load_clip
@@ -85,6 +102,14 @@ def run_scenario(scenario: dict) -> dict:
         encoder = QueryEncoder(load_clip(scenario["clip"]))
         worker_id = nodes[0].node_id if nodes else None
         killed: dict = {}
+        if scenario.get("driver_kill_after"):
+            import subprocess
+
+            argument = json.dumps(dict(scenario, address=cluster.address))
+            first = subprocess.run([sys.executable, "-c", KILLED_DRIVER, argument], capture_output=True, text=True,
+                                   timeout=300)
+            with LibraryDB.open(scenario["db"]) as db:
+                out["killed_driver"] = {"returncode": first.returncode, "shapes_left": db.count()}
 
         def progress(done: int, total: int, **metrics: float) -> None:
             order = ray_indexing.last_stats.commit_order

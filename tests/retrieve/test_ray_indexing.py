@@ -28,17 +28,24 @@ from tests.retrieve.library_helpers import write_corrupt, write_plain_library, w
 from tests.retrieve.ray_cluster import run_in_netns
 
 WORLD_SHAPES = 60
+DRIVER_KILL_AFTER = 12
+"""Files a first driver handles before it is killed with SIGKILL (its tasks in flight, its database open)."""
 KILL_AFTER = 4
 """Files the worker node commits before it is killed (it has a task running then: its slot is never idle)."""
 
 
-def test_cluster_loses_its_worker_node_mid_run_and_every_shape_is_indexed_once(tmp_path):
+def test_a_killed_driver_and_a_lost_worker_node_leave_every_shape_indexed_once(tmp_path):
     library, _ = write_world_library(tmp_path / "world", WORLD_SHAPES)
     write_corrupt(library / "broken.obj")  # reported by its task, never stops the run
     out = run_in_netns({"library": str(library), "db": str(tmp_path / "db"), "clip": "tiny", "views": 2,
-                        "head_cpus": 1, "workers": 1, "kill_after": KILL_AFTER, "search": "a chair",
+                        "head_cpus": 1, "workers": 1, "driver_kill_after": DRIVER_KILL_AFTER, "kill_after": KILL_AFTER,
+                        "search": "a chair",
                         "rerun": True}, timeout_s=480)
     report, worker = out["report"], out["worker_id"]
+    # A first driver was killed mid-run: what it committed stays, the second run does the rest.
+    committed_first = out["killed_driver"]["shapes_left"]
+    assert out["killed_driver"]["returncode"] == -9, out["killed_driver"]
+    assert 0 < committed_first <= DRIVER_KILL_AFTER
     # The worker node did index, was killed mid-run (lost from the cluster), and nothing came from it afterwards.
     assert out["by_node"].get(worker, 0) >= KILL_AFTER, out["by_node"]
     assert out["killed"]["at_commit"] < WORLD_SHAPES - 10, out["killed"]
@@ -50,12 +57,12 @@ def test_cluster_loses_its_worker_node_mid_run_and_every_shape_is_indexed_once(t
     assert any("left the cluster" in w for w in report["warnings"]), report["warnings"]
     # Every shape exactly once: no failure, no duplicate, none missing.
     assert [f["path"] for f in report["failed"]] == ["broken.obj"], report["failed"]
-    assert report["indexed"] == WORLD_SHAPES and report["shapes"] == WORLD_SHAPES
+    assert report["indexed"] == WORLD_SHAPES - committed_first and report["shapes"] == WORLD_SHAPES
     expected = [p.relative_to(library).as_posix() for p in find_mesh_files(library) if p.suffix == ".glb"]
     assert len(expected) == WORLD_SHAPES
     assert Counter(out["relpaths"]) == Counter(expected), "a shape is missing or stored twice"
     assert sorted(out["files"]) == sorted(expected + ["broken.obj"])  # the broken file's failure is recorded
-    assert sum(out["by_node"].values()) == WORLD_SHAPES
+    assert sum(out["by_node"].values()) == WORLD_SHAPES - committed_first
     # Search works on what the cluster built, and a second run finds everything committed.
     assert len(out["hits"]) == 5 and all(hit in expected for hit in out["hits"])
     assert out["rerun"]["indexed"] == 0 and out["rerun"]["skipped"] == WORLD_SHAPES + 1
