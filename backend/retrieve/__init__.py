@@ -9,6 +9,7 @@ The product path (`atelier index` / `atelier search`, the `index`, `search` and 
 - `vector_index.py`: FAISS indexes (exact below a size, HNSW above), shape scores = best view.
 - `database.py`: `LibraryDB`: SQLite (shapes, vectors, meta) plus the FAISS files as derived caches.
 - `indexer.py`: `index_library`: incremental, resumable indexing with a report.
+- `ray_indexing.py`: the loose meshes of a run embedded by Ray tasks on a cluster (`--ray`), committed here.
 - `search.py`: `search`: top-k hits with thumbnails and an optional category filter.
 - `service.py`: what the CLI and the jobs share (choosing the encoder, open databases, a shape as GLB).
 
