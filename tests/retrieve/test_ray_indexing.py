@@ -128,3 +128,16 @@ def test_without_ray_the_error_names_the_extra(monkeypatch, tmp_path):
     report = index_library(tmp_path / "lib", tmp_path / "db", QueryEncoder(load_clip("tiny")),
                            IndexConfig(views=IndexViewConfig(views=2, thumbnail_size=32)))
     assert report.indexed == 6 and not report.failed
+
+
+def test_the_cli_reports_an_unreachable_ray_address_in_one_line(tmp_path, capsys):
+    from backend.cli import main
+
+    write_plain_library(tmp_path / "lib")
+    address = f"127.0.0.1:{_closed_port()}"
+    capsys.readouterr()
+    code = main(["index", str(tmp_path / "lib"), "--db", str(tmp_path / "db"), "--clip", "tiny", "--ray", address,
+                 "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and f"Ray cluster at {address} does not answer" in err[0] and "Traceback" not in err[0], err
