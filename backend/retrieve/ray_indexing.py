@@ -50,6 +50,8 @@ MAX_RETRIES = 3
 """Times Ray re-runs a task whose worker or node died (and rebuilds a result lost with its node)."""
 STALL_S = 60.0
 """With work left but no result for this long and no CPU or GPU left in the cluster, the run stops with an error."""
+CHECK_S = 5.0
+"""Seconds between looks at the cluster's resources (a GPU lane whose nodes are all gone moves to the CPUs)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,9 @@ class RayRunStats:
     gpu_slots: int = 0
     """GPUs used (tasks with num_gpus=1)."""
     cpu_slots: int = 0
-    """CPUs of nodes without a GPU used by CPU tasks."""
+    """CPUs used by CPU tasks (a GPU node's CPUs too: GPU tasks ask for no CPU slot)."""
+    rerouted: int = 0
+    """GPU tasks moved to CPUs because every GPU node left the cluster."""
 
 
 last_stats = RayRunStats()
@@ -289,7 +293,7 @@ def index_on_ray(run, items: list[tuple[LibraryFile, str, FileState | None]]) ->
     # Shipped once to the object store, not once per task.
     views_ref, recipe_ref = ray.put(run.views), ray.put(recipe)
     config = run.config
-    started = last_result = time.perf_counter()
+    started = last_result = last_check = time.perf_counter()
 
     def refill() -> None:
         for lane in ("gpu", "cpu"):
@@ -307,10 +311,25 @@ def index_on_ray(run, items: list[tuple[LibraryFile, str, FileState | None]]) ->
             run._check_cancel()
             refill()
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            now = time.perf_counter()
+            if now - last_check > CHECK_S:
+                last_check = now
+                resources = ray.cluster_resources()
+                if windows["gpu"] and not resources.get("GPU", 0):
+                    # Every GPU node is gone: their tasks would wait forever for a GPU, so CPUs take them.
+                    for ref in [r for r, (_, lane) in pending.items() if lane == "gpu"]:
+                        ray.cancel(ref, force=False)
+                        queue.appendleft(pending.pop(ref)[0])
+                        stats.rerouted += 1
+                    windows["gpu"], in_lane["gpu"] = 0, 0
+                    windows["cpu"] = max(windows["cpu"], IN_FLIGHT_PER_SLOT)
+                    run.report.warnings.append("every GPU node left the Ray cluster; the rest ran on CPU nodes")
+                if not ready and now - last_result > STALL_S and resources.get("CPU", 0) + resources.get("GPU", 0) <= 0:
+                    raise InvalidInputError(f"the Ray cluster at {stats.address} has no node left to run tasks on "
+                                            f"(no result for {STALL_S:g} s)",
+                                            hint="restart its worker nodes; files already committed are kept and "
+                                                 "the next run skips them")
             if not ready:
-                if time.perf_counter() - last_result > STALL_S:
-                    _check_not_stalled(ray, stats.address, gpu_slots > 0)
-                    last_result = time.perf_counter()
                 continue
             last_result = time.perf_counter()
             for ref in ready:
@@ -360,11 +379,3 @@ def _result(ray, ref, address: str) -> dict:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return {"failed": f"crashed on the Ray cluster after {MAX_RETRIES} retries: {first[:200]}", "node": ""}
 
-
-def _check_not_stalled(ray, address: str, gpu: bool) -> None:
-    resources = ray.cluster_resources()
-    if resources.get("CPU", 0) + resources.get("GPU", 0) <= 0:
-        raise InvalidInputError(f"the Ray cluster at {address} has no node left to run tasks on "
-                                f"(no result for {STALL_S:g} s)",
-                                hint="restart its worker nodes; files already committed are kept and the next run "
-                                     "skips them")

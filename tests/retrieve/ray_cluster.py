@@ -49,8 +49,9 @@ def run_in_netns(scenario: dict, timeout_s: float) -> dict:
     return json.loads(lines[-1])
 
 
-def start_cluster(head_cpus: int, workers: int, worker_cpus: int = 1):
-    """(cluster, [worker nodes]): a head and `workers` worker nodes on this machine."""
+def start_cluster(head_cpus: int, workers: int, worker_cpus: int = 1, worker_gpus: int = 0):
+    """(cluster, [worker nodes]): a head and `workers` worker nodes on this machine. worker_gpus: GPUs each
+    worker node declares (Ray schedules GPU tasks there; without CUDA the task itself runs on the CPU)."""
     from ray.cluster_utils import Cluster
 
     pinned = {} if os.environ.get("ATELIER_RAY_NETNS") == "1" else {"node_ip_address": "127.0.0.1"}
@@ -58,7 +59,7 @@ def start_cluster(head_cpus: int, workers: int, worker_cpus: int = 1):
     system = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 4}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": False,
                                                             "_system_config": system, **pinned})
-    nodes = [cluster.add_node(num_cpus=worker_cpus, **pinned) for _ in range(workers)]
+    nodes = [cluster.add_node(num_cpus=worker_cpus, num_gpus=worker_gpus, **pinned) for _ in range(workers)]
     cluster.wait_for_nodes()
     return cluster, nodes
 
@@ -80,8 +81,8 @@ index_library(s["library"], s["db"], QueryEncoder(load_clip(s["clip"])), config,
 
 
 def run_scenario(scenario: dict) -> dict:
-    """scenario: library, db, clip, views, head_cpus, workers; driver_kill_after (a first driver process is
-    killed after this many files; 0: none); kill_after (commits from the worker node after which that node is
+    """scenario: library, db, clip, views, head_cpus, workers, worker_gpus (optional); driver_kill_after (a
+    first driver process is killed after this many files; 0: none); kill_after (commits from the worker node after which that node is
     removed, killing its processes; 0: never); search (a text to search for afterwards); rerun (index again)."""
     import torch
 
@@ -95,7 +96,8 @@ def run_scenario(scenario: dict) -> dict:
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    cluster, nodes = start_cluster(scenario["head_cpus"], scenario["workers"])
+    cluster, nodes = start_cluster(scenario["head_cpus"], scenario["workers"],
+                                   worker_gpus=scenario.get("worker_gpus", 0))
     out: dict = {"cluster_start_s": round(time.perf_counter() - started, 2),
                  "netns": os.environ.get("ATELIER_RAY_NETNS") == "1"}
     try:
@@ -122,6 +124,7 @@ def run_scenario(scenario: dict) -> dict:
         stats = ray_indexing.last_stats
         out.update(report=report.as_dict(), worker_id=worker_id, killed=killed, by_node=stats.by_node,
                    commit_order=stats.commit_order, lost_nodes=stats.lost_nodes, ray_seconds=stats.seconds,
+                   gpu_slots=stats.gpu_slots, cpu_slots=stats.cpu_slots, rerouted=stats.rerouted,
                    ray_shapes_per_s=stats.committed / stats.seconds if stats.seconds else 0.0)
         if scenario.get("search"):
             with LibraryDB.open(scenario["db"]) as db:

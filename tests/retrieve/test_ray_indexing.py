@@ -69,6 +69,22 @@ def test_a_killed_driver_and_a_lost_worker_node_leave_every_shape_indexed_once(t
     assert out["rerun"]["shapes"] == WORLD_SHAPES
 
 
+def test_gpu_tasks_go_to_the_gpu_node_and_move_to_cpus_when_it_is_lost(tmp_path):
+    """The worker node declares one GPU (a Ray resource: without CUDA the task runs on its CPU): tasks ask it
+    for num_gpus=1 besides the CPU tasks; when it dies its GPU tasks, which no node can take any more, go to
+    the head's CPU."""
+    library, _ = write_world_library(tmp_path / "world", 16)
+    out = run_in_netns({"library": str(library), "db": str(tmp_path / "db"), "clip": "tiny", "views": 2,
+                        "head_cpus": 1, "workers": 1, "worker_gpus": 1, "kill_after": 2, "search": "a chair"},
+                       timeout_s=300)
+    report, worker = out["report"], out["worker_id"]
+    assert (out["gpu_slots"], out["cpu_slots"]) == (1, 2)
+    assert out["lost_nodes"] == [worker] and out["rerouted"] >= 1, out
+    assert any("every GPU node left" in w for w in report["warnings"]), report["warnings"]
+    assert report["failed"] == [] and report["indexed"] == 16 and report["shapes"] == 16
+    assert sorted(out["relpaths"]) == sorted(p.relative_to(library).as_posix() for p in find_mesh_files(library))
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
