@@ -82,8 +82,9 @@ index_library(s["library"], s["db"], QueryEncoder(load_clip(s["clip"])), config,
 
 def run_scenario(scenario: dict) -> dict:
     """scenario: library, db, clip, views, head_cpus, workers, worker_gpus (optional); driver_kill_after (a
-    first driver process is killed after this many files; 0: none); kill_after (commits from the worker node after which that node is
-    removed, killing its processes; 0: never); search (a text to search for afterwards); rerun (index again)."""
+    first driver process is killed after this many files; 0: none); kill_after (commits from the worker node
+    after which that node is removed, killing its processes; 0: never); search (a text to search for
+    afterwards); rerun (index again)."""
     import torch
 
     from backend.models.clip import load_clip
