@@ -94,3 +94,20 @@ def require_pymilvus():
             hint="pip install atelier[milvus] (pymilvus and milvus-lite), or use --store embedded",
         ) from exc
     return pymilvus
+
+
+# ray is imported on first use (about 1 s): only `atelier index --ray` needs it, and it is an optional extra.
+HAS_RAY = importlib.util.find_spec("ray") is not None
+
+
+def require_ray():
+    """Returns the `ray` module (indexing on a Ray cluster) or raises with the fix."""
+    try:
+        import ray
+    except ImportError as exc:  # an optional extra: without it the local indexing is used
+        raise DependencyMissingError(
+            "ray is not installed; indexing on a Ray cluster (--ray) needs it",
+            hint="pip install 'atelier[ray]' (or pip install ray) on this machine and on every node of the "
+                 "cluster, or index without --ray on this machine",
+        ) from exc
+    return ray

@@ -155,6 +155,9 @@ def _index_args(parser: argparse.ArgumentParser) -> None:
                              "every other mesh object")
     parser.add_argument("--file-timeout", type=float, default=300.0, metavar="S",
                         help="seconds a Blender worker may spend on one file before it is replaced (default 300)")
+    parser.add_argument("--ray", default=None, metavar="auto|HOST:PORT",
+                        help="index the loose meshes on a Ray cluster: auto (RAY_ADDRESS, else this machine's "
+                             "`ray start` cluster) or the head's address; needs pip install 'atelier[ray]'")
 
 
 @_index_args.run
@@ -186,7 +189,8 @@ def _index(args, report: Report) -> None:
     progress, bar = progress_bar(1, "index", unit="file", delay=0.5)
     try:
         config = IndexConfig(views=views, rehash=args.rehash, blender=args.blender, workers=args.workers,
-                             blend_objects=args.blend_objects, file_timeout_s=args.file_timeout, store=args.store)
+                             blend_objects=args.blend_objects, file_timeout_s=args.file_timeout, store=args.store,
+                             ray=args.ray)
         result = index_library(args.library, args.db, encoder, config, progress=progress, device=device)
     finally:
         bar.close()

@@ -12,6 +12,7 @@ The product path (`atelier index` / `atelier search`, the `index`, `search` and 
   a server), each write made visible at one commit point.
 - `stores.py`: `--store embedded|milvus` and the `--db` URI: `open_store`, `create_store`, `parse_store_uri`.
 - `indexer.py`: `index_library`: incremental, resumable indexing with a report.
+- `ray_indexing.py`: the loose meshes of a run embedded by Ray tasks on a cluster (`--ray`), committed here.
 - `search.py`: `search`: top-k hits with thumbnails and an optional category filter.
 - `service.py`: what the CLI and the jobs share (choosing the encoder, open databases, a shape as GLB).
 

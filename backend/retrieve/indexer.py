@@ -43,7 +43,7 @@ from backend.geometry.load import load_mesh
 from backend.geometry.validate import validate_mesh
 from backend.models.training import torch_threads
 from backend.progress import CancelToken, ProgressFn, no_progress
-from backend.retrieve import asset_entries
+from backend.retrieve import asset_entries, ray_indexing
 from backend.retrieve.database import FileState, LibraryDB, ShapeRecord
 from backend.retrieve.entry_views import embed_mesh, reason
 from backend.retrieve.library_files import LibraryFile, file_sha256, scan_library
@@ -85,6 +85,9 @@ class IndexConfig:
     store: str = "embedded"
     """Where the library lives: "embedded" (SQLite + FAISS in the `db_dir` folder) or "milvus" (`db_dir` is a
     Milvus Lite file or a server URL, `backend.retrieve.stores`)."""
+    ray: str | None = None
+    """Index the loose meshes on a Ray cluster: "auto" (RAY_ADDRESS, else this machine's `ray start` cluster) or
+    its head's HOST:PORT (`ray_indexing`); Blender's formats stay on the local pool. None: this process."""
 
 
 @dataclass
@@ -153,6 +156,8 @@ def index_library(library_dir: str | os.PathLike, db_dir: str | os.PathLike, enc
     if config.blender and not (Path(config.blender).expanduser().is_file() or shutil.which(config.blender)):
         raise InvalidInputError(f"the Blender {config.blender} does not exist",
                                 "give the path of a Blender executable, or of a Python with the bpy module")
+    if config.ray:  # before any file is read: a Ray address that does not answer fails in seconds
+        ray_indexing.connect(config.ray)
     library = Path(library_dir).expanduser().resolve()
     if not library.exists():
         raise InvalidInputError(f"the library folder {library_dir} does not exist", "check the path")
@@ -231,6 +236,7 @@ class _Run:
 
         self.total = len(work)
         to_extract: list[tuple[LibraryFile, str]] = []
+        to_ray: list[tuple[LibraryFile, str, FileState | None]] = []
         for f in work:
             self._check_cancel()
             state = states.get(f.relpath)
@@ -259,9 +265,13 @@ class _Run:
                 self._tick()
             elif f.needs_blender:
                 to_extract.append((f, sha))
+            elif config.ray:
+                to_ray.append((f, sha, state))
             else:
                 self._index_loose(f, sha, state)
 
+        if to_ray:
+            ray_indexing.index_on_ray(self, to_ray)
         if to_extract:
             self._index_extracted(to_extract, blender, states)
         for relpath in sorted(gone):

@@ -86,6 +86,8 @@ class QueryEncoder:
         self.sketch_config = sketch_config or SketchInputConfig()
         self.encoder_id = f"clip:{clip.spec}" if taskformer is None else f"taskformer:{checkpoint_id}:{clip.spec}"
         """What a database records as the encoder that built it."""
+        self.checkpoint_path: str | None = None
+        """The TASK-former checkpoint file it was loaded from (`from_checkpoint`): what Ray workers rebuild it from."""
 
     @property
     def spec(self) -> str:
@@ -212,4 +214,6 @@ class QueryEncoder:
         path = Path(path).expanduser()
         model = taskformer.load_taskformer(path, device)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        return cls(model.clip, taskformer=model, checkpoint_id=digest, sketch_config=sketch_config)
+        encoder = cls(model.clip, taskformer=model, checkpoint_id=digest, sketch_config=sketch_config)
+        encoder.checkpoint_path = str(path.resolve())
+        return encoder
