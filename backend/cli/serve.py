@@ -76,6 +76,8 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blender", default=None, metavar="PATH",
                         help="the Blender index jobs read .blend, FBX, USD and Alembic files with (default: "
                              "$ATELIER_BLENDER, .venv-blender, `blender` on PATH)")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS",
+                        help="index jobs shard loose meshes over this Ray cluster: auto or HOST:PORT (default: none)")
     parser.add_argument("--test-jobs", action="store_true", help="also offer the echo, sleep and fail job kinds")
     parser.add_argument("--watch-pid", type=int, default=None,
                         help="stop when this process is gone (the add-on passes Blender's pid)")
@@ -90,7 +92,8 @@ def _serve(args, report: Report) -> None:
                           data_roots=tuple(args.data_root), max_client_bytes=args.max_client_bytes,
                           max_total_bytes=args.max_total_bytes,
                           log_level=args.log_level, max_blob_bytes=args.max_blob_bytes, max_queue=args.max_queue,
-                          test_jobs=args.test_jobs, watch_pid=args.watch_pid, blender=args.blender)
+                          test_jobs=args.test_jobs, watch_pid=args.watch_pid, blender=args.blender,
+                          ray=args.ray)
     report["exit_code"] = serve(config)
 
 

@@ -317,6 +317,8 @@ def serve(config: ServerConfig, ready: Callable[[dict], None] | None = None) -> 
     handler = setup_logging(config)
     if config.blender:
         os.environ["ATELIER_BLENDER"] = config.blender  # what `find_blender` takes when a job names none
+    if config.ray:
+        os.environ["ATELIER_INDEX_RAY"] = config.ray  # what the index job shards over (`handlers/index.py`)
     previous: dict[int, object] = {}
     try:
         server = Server(config)

@@ -49,6 +49,9 @@ class ServerConfig:
     """The Blender that `index` jobs read .blend, FBX, USD and Alembic files with (an executable, or a Python with
     the bpy module); None: $ATELIER_BLENDER, .venv-blender, `blender` on PATH. A server setting, never a job
     param: a client must not choose what program the server runs."""
+    ray: str | None = None
+    """The Ray cluster `index` jobs shard loose meshes over (`atelier serve --ray auto|HOST:PORT`); None: the
+    server's own process. A server setting, never a job param: clients do not choose where the server connects."""
     test_jobs: bool = False
     """Also offer the diagnostic job kinds `echo`, `sleep` and `fail` (used by tests and `doctor`)."""
     poll_ms: int = 100

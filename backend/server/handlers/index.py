@@ -8,6 +8,7 @@ params: library: str (required): the mesh folder, a path on the server; db: str 
         mesh object); workers: Blender worker processes, 0-64 (default 0: one per core). The Blender that reads
         .blend, FBX, USD and Alembic files is the server's (`atelier serve --blender PATH`), never a param;
         store: "embedded" (default: db is a folder) | "milvus" (db is a Milvus Lite file or a server URL).
+        A server started with `--ray ADDRESS` shards the loose meshes over that Ray cluster.
 progress: stage "index", after each file that needed work: shapes_per_s.
 result: fields shapes, files, indexed, skipped, removed, moved, failed ([{"path", "reason"}], paths relative
         to the library), warnings, seconds, shapes_per_s, extracted_files, extract_seconds, clip, encoder, views.
@@ -16,6 +17,7 @@ result: fields shapes, files, indexed, skipped, removed, moved, failed ([{"path"
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from backend.server.context import JobContext, JobOutput
 from backend.server.params import bool_param, check_known, int_param, str_param
@@ -53,10 +55,9 @@ def run(ctx: JobContext) -> JobOutput:
     def progress(step: int, total: int, **metrics: float) -> None:
         ctx.progress(step, total, stage="index", **metrics)
 
-    report = index_library(library, db_dir, encoder, IndexConfig(views=views, rehash=rehash,
-                                                                       blend_objects=blend_objects, workers=workers,
-                                                                       store=store), progress=progress,
-                           cancel=ctx.cancel, device=ctx.device)
+    config = IndexConfig(views=views, rehash=rehash, blend_objects=blend_objects, workers=workers, store=store,
+                         ray=os.environ.get("ATELIER_INDEX_RAY") or None)
+    report = index_library(library, db_dir, encoder, config, progress=progress, cancel=ctx.cancel, device=ctx.device)
     fields = report.as_dict()
     fields.update(clip=encoder.spec, encoder=encoder.encoder_id, views=views.views)
     return JobOutput(fields=fields)
