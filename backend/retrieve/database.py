@@ -35,7 +35,8 @@ from backend.retrieve.filters import ShapeFilter
 from backend.retrieve.db_schema import SHAPE_COLUMNS, SHAPE_WIDTH, FileState, ShapeRecord, shape_from_row
 from backend.retrieve.keywords import fts_query, index_text
 from backend.retrieve.query import KINDS
-from backend.retrieve.vector_index import RowFilter, VectorDelta, VectorIndex, VectorIndexConfig
+from backend.retrieve.vector_cache import VectorCaches
+from backend.retrieve.vector_index import RowFilter, VectorIndex, VectorIndexConfig
 
 DB_FILE = "library.sqlite"
 """The SQLite file inside a database folder."""
@@ -50,7 +51,7 @@ def db_exists(directory: str | Path) -> bool:
     return (Path(directory) / DB_FILE).is_file()
 
 
-class LibraryDB:
+class LibraryDB(VectorCaches):
     """A library database folder. Open with `LibraryDB.open` (search) or `LibraryDB.create` (indexing)."""
 
     def __init__(self, directory: Path, connection: sqlite3.Connection, vector_config: VectorIndexConfig):
@@ -59,7 +60,14 @@ class LibraryDB:
         self.vector_config = vector_config
         self._lock = threading.RLock()
         self._indexes: dict[str, tuple[int, VectorIndex]] = {}
+        self._rebuilds: dict[str, threading.Thread] = {}
+        self._closed = False
         self._filters: dict[tuple[str, ShapeFilter], tuple[VectorIndex, tuple[str, int], RowFilter]] = {}
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file."""
+        return self.directory / DB_FILE
 
     # -- opening -------------------------------------------------------------------------------------
 
@@ -164,6 +172,7 @@ class LibraryDB:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True  # a background rebuild still running drops its result
             self._db.close()
             self._indexes.clear()
             self._filters.clear()
@@ -457,140 +466,3 @@ class LibraryDB:
                                     "WHERE shape_text MATCH ? ORDER BY bm25(shape_text, 4.0, 2.0, 1.5, 1.0) LIMIT ?",
                                     (fts_query(terms), int(limit))).fetchall()
         return [(int(r[0]), tuple(r[1:])) for r in rows]
-
-    # -- vector search (what a store offers `search`) --------------------------------------------------
-
-    def search_vectors(self, kind: str, query: np.ndarray, k: int,
-                       shape_filter: ShapeFilter | None = None) -> list[tuple[int, float]]:
-        """The k best shapes for a [D] unit query against `kind` vectors: [(shape id, best view's cosine)],
-        best first; only shapes `shape_filter` lets through."""
-        index = self.vector_index(kind)
-        allowed = None if shape_filter is None or shape_filter.empty else self.category_filter(kind, shape_filter)
-        return index.search(query, k, allowed)
-
-    def scores_of(self, kind: str, query: np.ndarray, shape_ids: list[int]) -> dict[int, float]:
-        """Each listed shape's best-view cosine with a [D] unit query (exact, whatever the index type)."""
-        if not shape_ids:
-            return {}
-        index = self.vector_index(kind)
-        rows = np.flatnonzero(np.isin(index.labels, np.asarray(shape_ids, dtype=np.int64)))
-        scores = index.vectors()[rows] @ np.asarray(query, dtype=np.float32).reshape(-1)
-        best: dict[int, float] = {}
-        for label, score in zip(index.labels[rows].tolist(), scores.tolist()):
-            best[label] = max(score, best.get(label, -2.0))
-        return best
-
-    def read_vectors(self, kind: str) -> tuple[int, np.ndarray, np.ndarray]:
-        """(generation, [N, D] float32 vectors, [N] int64 shape ids) of one kind, read in one transaction."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                generation = int(self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-                dim = int(self._db.execute("SELECT value FROM meta WHERE key = 'embed_dim'").fetchone()[0])
-                rows = self._db.execute("SELECT shape_id, vector FROM vectors WHERE kind = ? ORDER BY shape_id, view",
-                                        (kind,)).fetchall()
-            finally:
-                self._db.execute("COMMIT")
-        labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
-        return generation, vectors.astype(np.float32, copy=False), labels
-
-    # -- the FAISS caches ----------------------------------------------------------------------------
-
-    def index_path(self, kind: str) -> Path:
-        return self.directory / f"index_{kind}.npz"
-
-    def vector_index(self, kind: str) -> VectorIndex:
-        """The FAISS index of `kind`, current with the database: from memory, else from its cache file; one
-        older than the database is updated in place (`VectorIndex.catch_up`: new shapes' rows added, removed
-        shapes' rows masked out) and rebuilt from SQLite only when that cannot be done. The cache file is
-        rewritten (atomically) whenever the index changed. The object returned earlier is the one updated (no
-        copy of a large index): search and update it from one thread at a time (the server's worker does both)."""
-        with self._lock:
-            generation = self.generation
-            held = self._indexes.get(kind)
-            if held is not None and held[0] == generation:
-                return held[1]
-            if held is None:
-                held = self._load_index(kind)
-            reason = "no usable cache file"
-            if held is not None:
-                index = held[1]
-                delta = self.read_vectors_after(kind, index.max_id, index.sample_ids())
-                reason = index.catch_up(delta)
-                generation = delta.generation
-            if reason is not None:
-                generation, vectors, labels = self.read_vectors(kind)
-                index = VectorIndex.build(vectors, labels, self.vector_config, origin=f"built: {reason}")
-            if held is None or held[0] != generation or reason is not None:
-                try:
-                    index.save(self.index_path(kind), {"generation": generation, "kind": kind,
-                                                       "encoder": self.encoder_id})
-                except OSError:
-                    pass  # a read-only database folder: the index lives in memory only
-            self._indexes[kind] = (generation, index)
-            return index
-
-    def _load_index(self, kind: str) -> tuple[int, VectorIndex] | None:
-        """(generation, index) from `kind`'s cache file when it is readable and was built for this database's
-        encoder, settings and dimensions; whether it matches the rows is `catch_up`'s check."""
-        loaded = VectorIndex.load(self.index_path(kind), self.vector_config)
-        if loaded is None:
-            return None
-        index, meta = loaded
-        generation = meta.get("generation")
-        if (meta.get("encoder") != self.encoder_id or meta.get("kind", kind) != kind or index.index.d != self.embed_dim
-                or index.type not in ("exact", "hnsw") or not isinstance(generation, int)
-                or not 0 <= generation <= self.generation):  # a newer generation: another database's cache
-            return None
-        return generation, index
-
-    def read_vectors_after(self, kind: str, after_id: int, samples: tuple[int, ...] | list[int] = ()
-                           ) -> VectorDelta:
-        """What an index holding `kind`'s vectors of the shapes up to id `after_id` lacks (read in one
-        transaction): the rows of the shapes above it, which shapes up to it are still present (and their row
-        counts), and the stored rows of the `samples` shapes still present (to check the index against)."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                generation = int(self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-                dim = int(self._db.execute("SELECT value FROM meta WHERE key = 'embed_dim'").fetchone()[0])
-                known = self._db.execute("SELECT shape_id, COUNT(*) FROM vectors WHERE kind = ? AND shape_id <= ? "
-                                         "GROUP BY shape_id ORDER BY shape_id", (kind, int(after_id))).fetchall()
-                rows = self._db.execute("SELECT shape_id, vector FROM vectors WHERE kind = ? AND shape_id > ? "
-                                        "ORDER BY shape_id, view", (kind, int(after_id))).fetchall()
-                sampled = {int(i): self._db.execute("SELECT vector FROM vectors WHERE kind = ? AND shape_id = ? "
-                                                    "ORDER BY view", (kind, int(i))).fetchall() for i in samples}
-            finally:
-                self._db.execute("COMMIT")
-
-        def unpack(blobs) -> np.ndarray:
-            return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(-1, dim).astype(np.float32)
-
-        return VectorDelta(generation, int(after_id), np.array([r[0] for r in known], dtype=np.int64),
-                           np.array([r[1] for r in known], dtype=np.int64), unpack(r[1] for r in rows),
-                           np.array([r[0] for r in rows], dtype=np.int64),
-                           {i: unpack(r[0] for r in found) for i, found in sampled.items() if found})
-
-    def category_filter(self, kind: str, category: "str | ShapeFilter") -> RowFilter:
-        """The rows of `kind`'s index whose shape has `category` (or passes a ShapeFilter; removed shapes' rows
-        left out), cached until the catalog changes or the index is updated."""
-        shape_filter = ShapeFilter(category=category) if isinstance(category, str) else category
-        index = self.vector_index(kind)
-        with self._lock:
-            catalog = self.meta()["catalog"]
-            held = self._filters.get((kind, shape_filter))
-            if held is not None and held[0] is index and held[1] == (catalog, index.version):
-                return held[2]
-            allowed = index.row_filter(np.isin(index.labels, self.shape_ids(shape_filter)))
-            self._filters[(kind, shape_filter)] = (index, (catalog, index.version), allowed)
-            return allowed
-
-    def refresh_indexes(self) -> None:
-        """Brings both FAISS caches up to date (the indexer calls this at the end of a run)."""
-        for kind in KINDS:
-            self.vector_index(kind)

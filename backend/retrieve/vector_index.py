@@ -136,6 +136,10 @@ class VectorIndex:
     was one) or "cache" (read from a cache file)."""
     version: int = 0
     """In-place updates applied since it was built or read (a `RowFilter` made before one is made again)."""
+    stale: str | None = None
+    """Why a fresh build would serve better (removed shapes past `rebuild_removed_fraction`, or the live rows
+    wanting the other index type); the index stays correct meanwhile, and the database rebuilds it in the
+    background (`LibraryDB.vector_index`). None: it is as good as a rebuild."""
 
     def __post_init__(self):
         self._live: tuple[int, RowFilter | None] | None = None  # (version, filter of the rows not removed)
@@ -188,8 +192,9 @@ class VectorIndex:
 
     def catch_up(self, delta: VectorDelta) -> str | None:
         """Brings the index up to the database state `delta` describes, in place: None when done, else why it
-        must be rebuilt instead (left unchanged then): it does not match the database, the removed shapes' rows
-        would pass `rebuild_removed_fraction`, or the live rows cross the exact/HNSW threshold."""
+        must be rebuilt instead (left unchanged then): it does not match the database. When the removed shapes'
+        rows pass `rebuild_removed_fraction` or the live rows cross the exact/HNSW threshold, it is updated all
+        the same and `stale` says why a rebuild would serve better."""
         if delta.after_id != self.max_id or (delta.vectors.ndim != 2 or delta.vectors.shape[1] != self.index.d):
             return "the cache does not match the database (ids or dimensions)"
         if len(delta.labels) and (delta.labels.min() <= self.max_id or np.any(np.diff(delta.labels) < 0)):
@@ -211,11 +216,14 @@ class VectorIndex:
         removed_rows = self.removed_rows + int(rows[live & ~present].sum())
         stored_rows = self.stored_rows + len(delta.labels)
         wanted = self.config.index_type(stored_rows - removed_rows)
+        # Past these the index still answers correctly (tombstones are masked; an exact index is only slower,
+        # an HNSW one over few rows only less needed): it is updated now and rebuilt in the background.
+        self.stale = None
         if wanted != self.type:
-            return f"{stored_rows - removed_rows} rows need an {wanted} index, not {self.type}"
-        if stored_rows and removed_rows / stored_rows > self.config.rebuild_removed_fraction:
-            return (f"removed shapes hold {removed_rows} of {stored_rows} rows (more than "
-                    f"rebuild_removed_fraction {self.config.rebuild_removed_fraction})")
+            self.stale = f"{stored_rows - removed_rows} rows need an {wanted} index, not {self.type}"
+        elif stored_rows and removed_rows / stored_rows > self.config.rebuild_removed_fraction:
+            self.stale = (f"removed shapes hold {removed_rows} of {stored_rows} rows (more than "
+                          f"rebuild_removed_fraction {self.config.rebuild_removed_fraction})")
         if len(delta.labels):
             self.index.add(np.ascontiguousarray(delta.vectors, dtype=np.float32))
             self.labels = np.concatenate([self.labels, delta.labels.astype(np.int64)])

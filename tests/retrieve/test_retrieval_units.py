@@ -226,9 +226,12 @@ def test_database_stores_shapes_and_rebuilds_stale_caches(tmp_path):
         index = db.vector_index("shaded")
         assert index.rows == 4 and set(index.labels) == {first, first + 1}
         assert (tmp_path / "db" / "index_shaded.npz").is_file()
-        # Replacing a shape at the same path leaves no duplicate and bumps the generation: the cache is rebuilt.
+        # Replacing a shape at the same path leaves no duplicate and bumps the generation: the cache is updated
+        # (the old rows masked at once; 2 of 6 rows removed is past the fraction, so rebuilt in the background).
         db.put_shape(_record("a.obj"), _vectors(2))
         assert db.count() == 2 and db.vector_index("shaded").rows == 4
+        assert first in set(db.vector_index("shaded").removed)
+        db.wait_for_rebuilds(60)
         assert first not in set(db.vector_index("shaded").labels)
         assert db.remove_shape("b.obj") and not db.remove_shape("b.obj")
         assert db.vector_index("lines").rows == 2

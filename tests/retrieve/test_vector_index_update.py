@@ -108,18 +108,25 @@ def test_a_small_change_updates_the_cache_in_place_and_searches_like_a_rebuild(t
         assert again is reopened and again.version == 1 and again.stored_rows == 60 + 5 * VIEWS
 
 
-def test_removed_shapes_past_the_fraction_trigger_a_rebuild(tmp_path):
+def test_removed_shapes_past_the_fraction_trigger_a_rebuild_in_the_background(tmp_path):
     config = VectorIndexConfig(exact_below=20, rebuild_removed_fraction=0.1)
     with _create(tmp_path / "db", config) as db:
         index = db.vector_index("lines")
         db.remove_shape(_record(0).relpath)
         db.remove_shape(_record(1).relpath)  # 4 of 60 rows: under 10%, masked out
-        assert db.vector_index("lines") is index and index.removed_rows == 4
+        assert db.vector_index("lines") is index and index.removed_rows == 4 and index.stale is None
         db.remove_shape(_record(2).relpath)  # 6 of 60: still under
         db.remove_shape(_record(5).relpath)  # 8 of 60: past 10%
+        # The index in use is updated and answers at once (the removed shapes masked), while a rebuild runs.
+        serving = db.vector_index("lines")
+        assert serving is index and index.removed_rows == 8 and index.stale.startswith("removed shapes hold 8 of 60")
+        assert [s for s, _ in serving.search(_queries()[0], 30)] == [s for s, _ in _fresh(db, "lines").search(
+            _queries()[0], 30)]
+        db.wait_for_rebuilds(60)
         rebuilt = db.vector_index("lines")
-        assert rebuilt is not index and rebuilt.origin.startswith("built: removed shapes hold 8 of 60 rows")
+        assert rebuilt is not index and rebuilt.origin.startswith("built in the background: removed shapes hold 8")
         assert rebuilt.removed_rows == 0 and rebuilt.stored_rows == 52 and rebuilt.type == "hnsw"
+        assert rebuilt.stale is None
 
 
 def test_crossing_the_exact_threshold_rebuilds_as_the_other_type(tmp_path):
@@ -128,10 +135,15 @@ def test_crossing_the_exact_threshold_rebuilds_as_the_other_type(tmp_path):
         assert db.vector_index("shaded").type == "exact"
         for i in range(100, 106):
             db.put_shape(_record(i), _vectors(i))  # 72 rows
+        serving = db.vector_index("shaded")
+        assert serving.type == "exact" and serving.stored_rows == 72 and serving.stale  # answers while HNSW builds
+        db.wait_for_rebuilds(60)
         index = db.vector_index("shaded")
-        assert index.type == "hnsw" and index.origin.startswith("built: 72 rows need an hnsw index")
+        assert index.type == "hnsw" and index.origin.startswith("built in the background: 72 rows need an hnsw")
         for i in range(100, 106):
             db.remove_shape(_record(i).relpath)  # 60 live rows: back to exact
+        db.vector_index("shaded")
+        db.wait_for_rebuilds(60)
         index = db.vector_index("shaded")
         assert index.type == "exact" and index.stored_rows == 60
 
