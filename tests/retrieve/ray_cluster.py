@@ -119,6 +119,14 @@ def run_scenario(scenario: dict) -> dict:
             if scenario["kill_after"] and not killed and order.count(worker_id) >= scenario["kill_after"]:
                 killed["at_commit"] = len(order)
                 cluster.remove_node(nodes[0], allow_graceful=False)  # SIGKILL: its running task is lost
+                # The GCS marks the node dead after its health checks fail (about 2 s here); the run's end
+                # compares the live nodes, so a run that finishes sooner would not see the loss. Wait for it.
+                import ray
+
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline and any(
+                        n["NodeID"] == worker_id and n["Alive"] for n in ray.nodes()):
+                    time.sleep(0.2)
 
         config = IndexConfig(views=IndexViewConfig(views=scenario["views"], thumbnail_size=32), ray=cluster.address)
         report = index_library(scenario["library"], scenario["db"], encoder, config, progress=progress)
