@@ -98,6 +98,13 @@ def render_png(path: Path, colour: str, width: int, height: int) -> Path:
     scene.render.engine = "BLENDER_WORKBENCH"
     scene.display.shading.light = "STUDIO"
     scene.display.shading.color_type = colour
+    return _render_still(scene, path, width, height)
+
+
+def _render_still(scene, path: Path, width: int, height: int) -> Path:
+    """Renders the scene's camera view with its engine as set, to a PNG at `path`; DemoError when none is written."""
+    import bpy
+
     scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = width, height, 100
     scene.render.image_settings.file_format = "PNG"
     scene.render.filepath = str(path)
@@ -123,13 +130,7 @@ def render_cycles(path: Path, width: int, height: int, samples: int) -> Path:
     background = scene.world.node_tree and scene.world.node_tree.nodes.get("Background")
     if background is not None:  # a node world (Blender 5's default) takes its colour from the node
         background.inputs["Color"].default_value = (0.35, 0.35, 0.38, 1.0)
-    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = width, height, 100
-    scene.render.image_settings.file_format = "PNG"
-    scene.render.filepath = str(path)
-    run_operator(lambda: bpy.ops.render.render(write_still=True), f"rendering {path.name}")
-    if not path.is_file():
-        raise DemoError(f"the render {path} was not written")
-    return path
+    return _render_still(scene, path, width, height)
 
 
 def frame_one(camera, obj) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import Report, command, progress_bar, resolve
+from shared_protocol import limits
 
 
 # -------------------------------------------------------------------------------- train-retrieval
@@ -136,7 +137,7 @@ def _index_args(parser: argparse.ArgumentParser) -> None:
                                         "files (subfolders too), e.g. an asset library")
     parser.add_argument("--db", required=True, help="database folder (created when missing, updated when present); "
                                                     "with --store milvus a Milvus Lite file (.db) or a server URL")
-    parser.add_argument("--store", choices=("embedded", "milvus"), default="embedded",
+    parser.add_argument("--store", choices=limits.STORES, default="embedded",
                         help="embedded: SQLite + FAISS in the --db folder (default); milvus: a Milvus Lite file or "
                              "server (http://host:19530; token in $ATELIER_MILVUS_TOKEN)")
     parser.add_argument("--views", type=int, default=None,
@@ -209,7 +210,7 @@ def _index(args, report: Report) -> None:
 def _search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", required=True, help="database folder made by `atelier index` (with --store milvus: the "
                                                     "Milvus Lite file or server URL)")
-    parser.add_argument("--store", choices=("embedded", "milvus"), default="embedded",
+    parser.add_argument("--store", choices=limits.STORES, default="embedded",
                         help="where the library lives (as given to `atelier index`)")
     parser.add_argument("--text", default=None, help="a description, e.g. 'a tall red chair'")
     parser.add_argument("--sketch", default=None, help="a drawing: dark strokes on white paper, any size (PNG, JPEG)")

@@ -35,6 +35,7 @@ from backend.retrieve.filters import ShapeFilter
 from backend.retrieve.db_schema import SHAPE_COLUMNS, SHAPE_WIDTH, FileState, ShapeRecord, shape_from_row
 from backend.retrieve.keywords import fts_query, index_text
 from backend.retrieve.query import KINDS
+from backend.retrieve.store_meta import StoreMeta
 from backend.retrieve.vector_cache import VectorCaches
 from backend.retrieve.vector_index import RowFilter, VectorIndex, VectorIndexConfig
 
@@ -51,7 +52,7 @@ def db_exists(directory: str | Path) -> bool:
     return (Path(directory) / DB_FILE).is_file()
 
 
-class LibraryDB(VectorCaches):
+class LibraryDB(StoreMeta, VectorCaches):
     """A library database folder. Open with `LibraryDB.open` (search) or `LibraryDB.create` (indexing)."""
 
     def __init__(self, directory: Path, connection: sqlite3.Connection, vector_config: VectorIndexConfig):
@@ -190,48 +191,13 @@ class LibraryDB(VectorCaches):
             return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
     @property
-    def clip_spec(self) -> str:
-        """The CLIP spec the library was indexed with (the default `--clip` for searching it)."""
-        return self.meta()["clip"]
+    def where(self) -> str:
+        """Where the library is (the folder), for messages."""
+        return str(self.directory)
 
     @property
-    def encoder_id(self) -> str:
-        return self.meta()["encoder"]
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.meta()["embed_dim"])
-
-    @property
-    def views_json(self) -> str:
-        return self.meta()["views"]
-
-    @property
-    def generation(self) -> int:
-        return int(self.meta()["generation"])
-
-    @property
-    def library_root(self) -> str:
-        """The library folder last indexed into this database ("" before the first run)."""
-        return self.meta().get("library", "")
-
-    def check_compatible(self, *, clip: str, encoder: str | None = None, views_json: str | None = None) -> None:
-        """InvalidInputError naming both when the database was built with another CLIP, encoder or views."""
-        meta = self.meta()
-        where = self.directory
-        if clip != meta["clip"]:
-            raise InvalidInputError(
-                f"the shape library database {where} was indexed with CLIP {meta['clip']!r}, not {clip!r}",
-                f"search it with --clip {meta['clip']} (or leave --clip out), or index the library again into "
-                "another folder with the CLIP you want")
-        if encoder is not None and encoder != meta["encoder"]:
-            raise InvalidInputError(
-                f"the shape library database {where} was indexed with encoder {meta['encoder']!r}, not {encoder!r}",
-                "use the same TASK-former checkpoint (or none) that built it, or index the library again")
-        if views_json is not None and views_json != meta["views"]:
-            raise InvalidInputError(
-                f"the shape library database {where} was indexed with other view settings ({meta['views']})",
-                "index with the same --views, or into a new folder")
+    def library_label(self) -> str:
+        return f"shape library database {self.directory}"
 
     def set_library_root(self, root: str) -> None:
         with self._write():

@@ -96,8 +96,7 @@ def upgrade_v1(db: sqlite3.Connection, words) -> None:
             db.execute(f"ALTER TABLE shapes ADD COLUMN {name} {declaration}")
     for statement in _statements(SCHEMA):
         db.execute(statement)
-    db.execute("UPDATE shapes SET file = relpath, format = lower(substr(relpath, instr(relpath, '.') + 1)) "
-               "WHERE file = ''")
+    db.execute("UPDATE shapes SET file = relpath WHERE file = ''")
     rows = db.execute("SELECT id, relpath, sha256, size, mtime_ns, category, name, indexed_at FROM shapes").fetchall()
     for shape_id, relpath, sha, size, mtime_ns, category, name, indexed_at in rows:
         suffix = relpath.rsplit(".", 1)[-1].lower() if "." in relpath else ""

@@ -43,11 +43,12 @@ from backend.retrieve.db_schema import FileState, ShapeRecord
 from backend.retrieve.filters import ShapeFilter
 from backend.retrieve.keywords import keyword_score
 from backend.retrieve.query import KINDS
+from backend.retrieve.store_meta import StoreMeta
 
 INDEX_HINT = "index a library first: `atelier index LIBRARY_DIR --store milvus --db URI`"
 
 
-class MilvusStore:
+class MilvusStore(StoreMeta):
     """A library in Milvus. Open with `MilvusStore.open` (search) or `MilvusStore.create` (indexing)."""
 
     def __init__(self, uri: str, client, config: ms.MilvusConfig, directory: Path):
@@ -61,9 +62,15 @@ class MilvusStore:
         self._counts_cache: dict[str, tuple[tuple, dict[str, int]]] = {}
         self._closed = False
 
+    elsewhere = "under another collection prefix / Milvus file"
+
     @property
     def where(self) -> str:
         return ms.describe(self.uri, self.config.prefix)
+
+    @property
+    def library_label(self) -> str:
+        return f"shape library in the {self.where}"
 
     # -- opening -------------------------------------------------------------------------------------
 
@@ -233,49 +240,8 @@ class MilvusStore:
         meta["generation"] = meta.get("next_id", "0")
         return meta
 
-    @property
-    def clip_spec(self) -> str:
-        return self.meta()["clip"]
-
-    @property
-    def encoder_id(self) -> str:
-        return self.meta()["encoder"]
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.meta()["embed_dim"])
-
-    @property
-    def views_json(self) -> str:
-        return self.meta()["views"]
-
-    @property
-    def generation(self) -> int:
-        return int(self.meta()["generation"])
-
-    @property
-    def library_root(self) -> str:
-        return self.meta().get("library", "")
-
     def set_library_root(self, root: str) -> None:
         self._upsert("meta", [self._meta_row("library", root)])
-
-    def check_compatible(self, *, clip: str, encoder: str | None = None, views_json: str | None = None) -> None:
-        """InvalidInputError naming both when the library was built with another CLIP, encoder or views."""
-        meta = self.meta()
-        if clip != meta["clip"]:
-            raise InvalidInputError(
-                f"the shape library in the {self.where} was indexed with CLIP {meta['clip']!r}, not {clip!r}",
-                f"search it with --clip {meta['clip']} (or leave --clip out), or index the library again under "
-                "another collection prefix / Milvus file with the CLIP you want")
-        if encoder is not None and encoder != meta["encoder"]:
-            raise InvalidInputError(
-                f"the shape library in the {self.where} was indexed with encoder {meta['encoder']!r}, not {encoder!r}",
-                "use the same TASK-former checkpoint (or none) that built it, or index the library again")
-        if views_json is not None and views_json != meta["views"]:
-            raise InvalidInputError(
-                f"the shape library in the {self.where} was indexed with other view settings ({meta['views']})",
-                "index with the same --views, or under another collection prefix / Milvus file")
 
     # -- visibility (module docstring) ---------------------------------------------------------------
 
@@ -486,7 +452,7 @@ class MilvusStore:
         """One shape with its thumbnail; InvalidInputError for an unknown id."""
         found = self.shapes([shape_id], thumbnails=True)
         if not found:
-            raise InvalidInputError(f"the shape library in the {self.where} has no shape {shape_id}",
+            raise InvalidInputError(f"the {self.library_label} has no shape {shape_id}",
                                     "use a shape_id from a search result of this library")
         return found[0]
 

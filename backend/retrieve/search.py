@@ -113,7 +113,7 @@ def search(db: LibraryDB, encoder: QueryEncoder, text: str | None = None, sketch
     k = check_k(k)
     db.check_compatible(clip=encoder.spec, encoder=encoder.encoder_id)
     if db.count() == 0:
-        raise InvalidInputError(f"the database {getattr(db, 'where', db.directory)} holds no shapes yet: its first index run did not finish "
+        raise InvalidInputError(f"the database {db.where} holds no shapes yet: its first index run did not finish "
                                 "(or the library had no mesh it could read)",
                                 hint="run `atelier index LIBRARY_DIR --db DIR` again; it resumes where it stopped")
     found = query_mode(text, sketch, photo)

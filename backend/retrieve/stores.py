@@ -22,7 +22,7 @@ from shared_protocol import limits
 STORES = limits.STORES
 """The store kinds `--store` takes."""
 DEFAULT_STORE = "embedded"
-SCHEMES = ("http", "https", "tcp")
+SCHEMES = limits.MILVUS_SCHEMES
 """URL schemes of a Milvus server URI."""
 DEFAULT_PORT = 19530
 

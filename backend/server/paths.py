@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.errors import InvalidInputError
+from shared_protocol import limits
 from shared_protocol.requests import REQUESTS
 
 _HINT = "start the backend with --data-root DIR (repeatable) for the folders its jobs may use, or pick a path inside one"
 
 
-SERVER_URLS = ("http://", "https://", "tcp://")
+SERVER_URLS = tuple(f"{scheme}://" for scheme in limits.MILVUS_SCHEMES)
 """Path params that start so name a server (a Milvus URI), which the store module checks, not a local file."""
 
 

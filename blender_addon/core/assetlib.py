@@ -14,6 +14,7 @@ import re
 from urllib.parse import urlsplit
 
 from .errors import AddonError
+from .protocol import limits
 
 BLEND_DATABLOCKS = ("Object", "Collection")
 """Datablock types a hit's `source` may name and the add-on can append or link."""
@@ -25,8 +26,6 @@ BLEND_OBJECTS = ("assets", "all")
 
 TEAM_LIBRARY = "milvus:team"
 """The panel's `search_library` value for the team library: the Milvus store the preferences name."""
-MILVUS_SCHEMES = ("http", "https", "tcp")
-"""URL schemes of a Milvus server."""
 TEAM_HINT = ("set Preferences > Add-ons > Atelier > Team library to a Milvus server (http://host:19530) or a "
              "Milvus Lite file (/shared/atelier.db)")
 
@@ -40,9 +39,9 @@ def team_store_uri(text: str) -> str:
         raise AddonError("no team library is set", TEAM_HINT, code="team_library")
     if "://" in text:
         parts = urlsplit(text)
-        if parts.scheme.lower() not in MILVUS_SCHEMES:
+        if parts.scheme.lower() not in limits.MILVUS_SCHEMES:
             raise AddonError(f"the team library {text!r} has scheme {parts.scheme!r}; a Milvus server takes "
-                             f"{', '.join(s + '://' for s in MILVUS_SCHEMES)}", TEAM_HINT, code="team_library")
+                             f"{', '.join(s + '://' for s in limits.MILVUS_SCHEMES)}", TEAM_HINT, code="team_library")
         try:
             port = parts.port
         except ValueError:

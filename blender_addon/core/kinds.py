@@ -216,7 +216,7 @@ def _server_path(value: str, what: str) -> str:
     return value
 
 
-INDEX_MAX_WORKERS = 64
+INDEX_MAX_WORKERS = limits.MAX_BLENDER_WORKERS
 """Most Blender worker processes the panel asks an index job for."""
 
 
@@ -246,7 +246,7 @@ def index_params(library: str, db: str, clip: str = "", views: int = 0, blend_ob
 
 def _store(params: dict, store: str) -> dict:
     """Adds `store` when it is not the embedded default (older backends know no store param)."""
-    if store not in ("", "embedded", "milvus"):
+    if store not in ("", *limits.STORES):
         raise AddonError(f"store must be 'embedded' or 'milvus', got {store!r}")
     if store == "milvus":
         params["store"] = store

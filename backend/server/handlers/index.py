@@ -21,6 +21,7 @@ import os
 
 from backend.server.context import JobContext, JobOutput
 from backend.server.params import bool_param, check_known, int_param, str_param
+from shared_protocol import limits
 
 PARAMS = ("library", "db", "clip", "checkpoint", "views", "rehash", "blend_objects", "workers", "store")
 
@@ -39,7 +40,7 @@ def run(ctx: JobContext) -> JobOutput:
     views_count = int_param(ctx.params, "views", MIN_VIEWS, MAX_VIEWS, default=0) or None
     rehash = bool_param(ctx.params, "rehash", False)
     blend_objects = str_param(ctx.params, "blend_objects", "assets", ("assets", "all"))
-    workers = int_param(ctx.params, "workers", 0, 64, default=0)
+    workers = int_param(ctx.params, "workers", 0, limits.MAX_BLENDER_WORKERS, default=0)
     store = str_param(ctx.params, "store", "embedded", STORES)
 
     views, recorded_clip = IndexViewConfig(views=views_count or 6), None

@@ -21,6 +21,7 @@ from __future__ import annotations
 from backend.errors import InvalidInputError
 from backend.server.context import JobContext, JobOutput
 from backend.server.params import check_known, int_param, str_param
+from shared_protocol import limits
 
 PARAMS = ("prompt", "db", "k", "pick", "category", "quality", "steps", "seed", "proposer", "sam_checkpoint",
           "sam_type", "store")
@@ -56,7 +57,7 @@ def run(ctx: JobContext) -> JobOutput:
                              pick=int_param(ctx.params, "pick", 0, 99, default=0), category=category or None,
                              restyle=restyle_config)
     image = load_image(ctx.blobs["image"], what="photo", keep_alpha=True)
-    db = open_cached(db_dir, str_param(ctx.params, "store", "embedded", ("embedded", "milvus")))
+    db = open_cached(db_dir, str_param(ctx.params, "store", "embedded", limits.STORES))
     ctx.progress(0, 1, stage="load")
     encoder = load_encoder(db=db, device=ctx.device)
 
