@@ -17,7 +17,7 @@ import torch
 from backend.checkpoints import save_atomic
 from backend.errors import InvalidInputError
 from backend.generate.flow import ConditionalRealNVP, FlowConfig
-from backend.generate.occupancy import OccupancyAutoencoder, OccupancyAutoencoderConfig
+from backend.generate.occupancy import OccupancyAutoencoder, stored_config
 
 CHECKPOINT_KIND = "atelier.generator"
 VERSION = 1
@@ -93,7 +93,7 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu",
                                 f"(fingerprint {str(library.get('fingerprint'))[:12]}, this one {library_fingerprint[:12]})",
                                 "retrain the generator on this library, or pass the library it was trained on")
     try:
-        autoencoder = OccupancyAutoencoder(OccupancyAutoencoderConfig(**state["autoencoder"]["model_config"]))
+        autoencoder = OccupancyAutoencoder(stored_config(state["autoencoder"]["model_config"]))
         autoencoder.load_state_dict(state["autoencoder"]["model"])
         flow = ConditionalRealNVP(FlowConfig(**state["flow"]["model_config"]))
         flow.load_state_dict(state["flow"]["model"])

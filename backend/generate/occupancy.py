@@ -12,23 +12,45 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+ENCODERS = ("strided", "dense")
+DECODERS = ("grid", "global")
+LEGACY_CONFIG = {"encoder": "dense", "decoder": "global"}
+"""What a generator file from before the grid decoder (format 1, no such keys) was built with."""
 
 
 @dataclass
 class OccupancyAutoencoderConfig:
-    """The autoencoder's shape (CLIP-Forge: 32^3 voxels in, 128-d latent, occupancy decoder)."""
+    """The autoencoder's shape. Defaults: the shipped generator's (a strided voxel encoder and a grid-latent
+    decoder); `encoder="dense", decoder="global", encoder_channels=32, decoder_hidden=256, decoder_blocks=5` is
+    CLIP-Forge's own."""
 
     latent_dim: int = 128
     """Size of the shape latent the flow will later model."""
     voxel_resolution: int = 32
     """R of the [R, R, R] voxel input; a power of two >= 4 (the encoder halves it down to 4)."""
-    encoder_channels: int = 32
+    encoder: str = "strided"
+    """"strided": every conv halves the grid (the first one too); "dense": CLIP-Forge's full-resolution 3x3 conv
+    first. On 2400 world shapes the strided one trains 8x faster on a CPU at no loss of held-out IoU."""
+    encoder_channels: int = 16
     """Channels of the first 3D conv; they double at each halving of the grid."""
-    decoder_hidden: int = 256
+    decoder: str = "grid"
+    """"grid": the latent unfolds (linear layer, transposed convs) into a feature grid, read at each point by
+    trilinear interpolation and a small MLP; "global": CLIP-Forge's residual MLP on (point, latent). On 2400
+    world shapes, at equal CPU time, the grid decoder reached held-out IoU 0.79 where the global one reached
+    0.62 (benchmarks/README.md, generation)."""
+    decoder_hidden: int = 64
     """Width of the decoder's fully connected layers."""
-    decoder_blocks: int = 5
-    """Residual FC blocks in the decoder; the latent is added into each."""
+    decoder_blocks: int = 2
+    """Hidden layers of the grid decoder's MLP, or residual FC blocks of the global one (the latent is added
+    into each)."""
+    grid_resolution: int = 16
+    """Cells per axis of the grid decoder's feature grid: 4 doubled by each transposed conv (8, 16, 32...)."""
+    grid_channels: int = 16
+    """Features per cell of that grid (the unfolding starts at 4x this and halves per doubling)."""
     fourier_frequencies: int = 4
     """Octaves of sin/cos features of the point coordinates (0: raw xyz, as in CLIP-Forge). With 4, a
     width-128 decoder fitted four world shapes to IoU ~0.95 in 300 CPU steps where raw xyz reached ~0.5."""
@@ -37,11 +59,32 @@ class OccupancyAutoencoderConfig:
         r = self.voxel_resolution
         if r < 4 or r & (r - 1):
             raise ValueError(f"voxel_resolution must be a power of two >= 4, got {r}")
-        for name in ("latent_dim", "encoder_channels", "decoder_hidden", "decoder_blocks"):
+        g = self.grid_resolution
+        if g < 8 or g & (g - 1):
+            raise ValueError(f"grid_resolution must be a power of two >= 8, got {g}")
+        for name in ("latent_dim", "encoder_channels", "decoder_hidden", "decoder_blocks", "grid_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.fourier_frequencies < 0:
             raise ValueError(f"fourier_frequencies must be >= 0, got {self.fourier_frequencies}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
+
+
+def stored_config(stored: dict) -> OccupancyAutoencoderConfig:
+    """The config a checkpoint recorded (`asdict`), with the legacy encoder and decoder when it predates them."""
+    return OccupancyAutoencoderConfig(**{**LEGACY_CONFIG, **stored})
+
+
+def fourier_features(points: torch.Tensor, frequencies: int) -> torch.Tensor:
+    """[..., 3] -> [..., 3 + 6 * frequencies]: the coordinates and sin/cos of them at octave frequencies."""
+    if frequencies == 0:
+        return points
+    scales = (2.0 ** torch.arange(frequencies, device=points.device, dtype=points.dtype)) * math.pi
+    angles = (points.unsqueeze(-1) * scales).flatten(-2)
+    return torch.cat([points, torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
 class VoxelEncoder(nn.Module):
@@ -50,8 +93,12 @@ class VoxelEncoder(nn.Module):
     def __init__(self, config: OccupancyAutoencoderConfig):
         super().__init__()
         c = config.encoder_channels
-        layers: list[nn.Module] = [nn.Conv3d(1, c, 3, padding=1), nn.LeakyReLU(0.2)]
-        size = config.voxel_resolution
+        layers: list[nn.Module] = []
+        if config.encoder == "dense":
+            layers += [nn.Conv3d(1, c, 3, padding=1), nn.LeakyReLU(0.2)]
+        else:
+            layers += [nn.Conv3d(1, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        size = config.voxel_resolution if config.encoder == "dense" else config.voxel_resolution // 2
         while size > 4:
             layers += [nn.Conv3d(c, 2 * c, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
             c, size = 2 * c, size // 2
@@ -78,7 +125,8 @@ class _ResidualBlock(nn.Module):
 
 
 class OccupancyDecoder(nn.Module):
-    """(points [B, P, 3] voxel frame, latent [B, L]) -> occupancy logits [B, P] float32 (> 0: inside)."""
+    """CLIP-Forge's decoder: (points [B, P, 3] voxel frame, latent [B, L]) -> occupancy logits [B, P] float32
+    (> 0: inside), a residual MLP on the point's features with the latent added into each block."""
 
     def __init__(self, config: OccupancyAutoencoderConfig):
         super().__init__()
@@ -90,21 +138,59 @@ class OccupancyDecoder(nn.Module):
         self.blocks = nn.ModuleList(_ResidualBlock(hidden) for _ in range(config.decoder_blocks))
         self.out = nn.Linear(hidden, 1)
 
-    def embed(self, points: torch.Tensor) -> torch.Tensor:
-        if self.frequencies == 0:
-            return points
-        scales = (2.0 ** torch.arange(self.frequencies, device=points.device, dtype=points.dtype)) * math.pi
-        angles = (points.unsqueeze(-1) * scales).flatten(-2)
-        return torch.cat([points, torch.sin(angles), torch.cos(angles)], dim=-1)
-
     def forward(self, points: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        if points.dim() != 3 or points.shape[-1] != 3 or latent.dim() != 2 or latent.shape[0] != points.shape[0]:
-            raise ValueError(f"expected points [B, P, 3] and latent [B, L], got {tuple(points.shape)} "
-                             f"and {tuple(latent.shape)}")
-        x = self.point_in(self.embed(points))
+        _check_points(points, latent)
+        x = self.point_in(fourier_features(points, self.frequencies))
         for latent_in, block in zip(self.latent_in, self.blocks):
             x = block(x + latent_in(latent).unsqueeze(1))
         return self.out(torch.relu(x)).squeeze(-1)
+
+
+class GridDecoder(nn.Module):
+    """The grid-latent decoder: the latent [B, L] unfolds into a feature grid [B, C, G, G, G] over the voxel cube
+    (a linear layer to 4^3 cells, then transposed convs that double it), and each point's logit is a small MLP of
+    the grid's trilinearly interpolated features and the point's Fourier features. Local features carry the
+    parts' positions and thickness, which one global vector read by an MLP at every point blurs."""
+
+    def __init__(self, config: OccupancyAutoencoderConfig):
+        super().__init__()
+        self.frequencies = config.fourier_frequencies
+        c = 4 * config.grid_channels
+        self.start_channels = c
+        self.unfold = nn.Linear(config.latent_dim, c * 4**3)
+        layers: list[nn.Module] = []
+        size = 4
+        while size < config.grid_resolution:
+            out = max(config.grid_channels, c // 2)
+            layers += [nn.LeakyReLU(0.2), nn.ConvTranspose3d(c, out, 4, stride=2, padding=1)]
+            c, size = out, 2 * size
+        layers += [nn.LeakyReLU(0.2), nn.Conv3d(c, config.grid_channels, 3, padding=1)]
+        self.upsample = nn.Sequential(*layers)
+        width = config.grid_channels + 3 + 6 * self.frequencies
+        mlp: list[nn.Module] = []
+        for _ in range(config.decoder_blocks):
+            mlp += [nn.Linear(width, config.decoder_hidden), nn.ReLU()]
+            width = config.decoder_hidden
+        self.mlp = nn.Sequential(*mlp, nn.Linear(width, 1))
+
+    def feature_grid(self, latent: torch.Tensor) -> torch.Tensor:
+        """latent [B, L] -> features [B, C, G, G, G], axes (x, y, z) of the voxel frame."""
+        return self.upsample(self.unfold(latent).view(len(latent), self.start_channels, 4, 4, 4))
+
+    def forward(self, points: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        _check_points(points, latent)
+        grid = self.feature_grid(latent)
+        # grid_sample reads (x, y, z) as (W, H, D): the grid's last axis first, so the coordinates go in reversed.
+        where = points.flip(-1)[:, :, None, None, :]
+        features = F.grid_sample(grid, where, align_corners=False, padding_mode="border")[:, :, :, 0, 0]
+        return self.mlp(torch.cat([features.transpose(1, 2), fourier_features(points, self.frequencies)],
+                                  dim=-1)).squeeze(-1)
+
+
+def _check_points(points: torch.Tensor, latent: torch.Tensor) -> None:
+    if points.dim() != 3 or points.shape[-1] != 3 or latent.dim() != 2 or latent.shape[0] != points.shape[0]:
+        raise ValueError(f"expected points [B, P, 3] and latent [B, L], got {tuple(points.shape)} "
+                         f"and {tuple(latent.shape)}")
 
 
 class OccupancyAutoencoder(nn.Module):
@@ -114,7 +200,7 @@ class OccupancyAutoencoder(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = VoxelEncoder(config)
-        self.decoder = OccupancyDecoder(config)
+        self.decoder = GridDecoder(config) if config.decoder == "grid" else OccupancyDecoder(config)
 
     def encode(self, voxels: torch.Tensor) -> torch.Tensor:
         """voxels: [B, R, R, R] bool/float in [0, 1] -> latent [B, latent_dim] float32."""

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from backend.checkpoints import cosine_factor, read_model_checkpoint, resume_training, save_model_checkpoint
 from backend.errors import InvalidInputError
 from backend.generate.decode import decode_grid
-from backend.generate.occupancy import OccupancyAutoencoder, OccupancyAutoencoderConfig, OccupancySampler, voxel_iou
+from backend.generate.occupancy import (OccupancyAutoencoder, OccupancyAutoencoderConfig, OccupancySampler, stored_config,
+                                        voxel_iou)
 from backend.geometry.mesh import Mesh
 from backend.geometry.voxelize import voxelize_normalized
 from backend.progress import CancelToken, ProgressFn, no_progress
@@ -138,7 +139,7 @@ def load_autoencoder(path: str | Path, device: str = "cpu") -> OccupancyAutoenco
         path, CHECKPOINT_KIND,
         missing=(f"no autoencoder checkpoint at {path}", "train one with train_autoencoder first"),
         wrong=(f"{path} is not an occupancy autoencoder checkpoint", "pass the file written by train_autoencoder"))
-    model = OccupancyAutoencoder(OccupancyAutoencoderConfig(**state["model_config"]))
+    model = OccupancyAutoencoder(stored_config(state["model_config"]))
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 
