@@ -8,6 +8,8 @@
                               add-on inside the Blender module (tools/blender_demo.py) -> demo_out/
     python build.py bench     setup, then run the benchmarks in benchmarks/
     python build.py domain-clip   setup, then train the domain CLIP into backend/models/weights/domain_clip.pt
+    python build.py generator     setup, then train the shipped shape generator into
+                                  backend/models/weights/generator_domain.pt (about 25 CPU minutes on 2 cores)
     python build.py extension the Blender extension zips into dist/ (see tools/build_extension.py)
 
 Environments are re-installed only when what they are built from changes (a stamp file keeps the hash).
@@ -177,6 +179,13 @@ def cmd_domain_clip(args) -> None:
         cwd=ROOT)
 
 
+def cmd_generator(args) -> None:
+    python = setup_backend()
+    # Seeded CPU training of the shipped generator on the procedural world (backend/generate/world_train.py);
+    # the time it took is written beside the weights (generator_domain.pt.json).
+    run([python, "-m", "backend.generate.world_train", *args.extra], cwd=ROOT)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,11 +196,14 @@ def main() -> None:
     sub.add_parser("domain-clip", add_help=False,
                    help="train the domain CLIP and write its checkpoint (arguments, --help included, go to "
                    "backend.models.domain_train.main, e.g. --out FILE)").set_defaults(fn=cmd_domain_clip)
+    sub.add_parser("generator", add_help=False,
+                   help="train the shipped shape generator (arguments go to backend.generate.world_train.main, e.g. "
+                   "--threads 2)").set_defaults(fn=cmd_generator)
     from tools.build_extension import add_arguments as extension_arguments
     extension_arguments(sub.add_parser("extension", help="build the Blender extension zips into dist/")).set_defaults(
         fn=cmd_extension)
     args, extra = parser.parse_known_args()
-    if extra and args.command not in ("test", "domain-clip"):
+    if extra and args.command not in ("test", "domain-clip", "generator"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
     args.extra = extra

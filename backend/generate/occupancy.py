@@ -34,14 +34,14 @@ class OccupancyAutoencoderConfig:
     """R of the [R, R, R] voxel input; a power of two >= 4 (the encoder halves it down to 4)."""
     encoder: str = "strided"
     """"strided": every conv halves the grid (the first one too); "dense": CLIP-Forge's full-resolution 3x3 conv
-    first. On 2400 world shapes the strided one trains 8x faster on a CPU at no loss of held-out IoU."""
+    first. At 32^3 and 16 channels the strided one costs 29 M multiply-adds per shape against 249 M."""
     encoder_channels: int = 16
     """Channels of the first 3D conv; they double at each halving of the grid."""
     decoder: str = "grid"
     """"grid": the latent unfolds (linear layer, transposed convs) into a feature grid, read at each point by
-    trilinear interpolation and a small MLP; "global": CLIP-Forge's residual MLP on (point, latent). On 2400
-    world shapes, at equal CPU time, the grid decoder reached held-out IoU 0.79 where the global one reached
-    0.62 (benchmarks/README.md, generation)."""
+    trilinear interpolation and a small MLP; "global": CLIP-Forge's residual MLP on (point, latent). Trained on
+    2400 world shapes for 600 s on one CPU thread with the strided encoder, the grid decoder (width 64) reached
+    held-out IoU 0.89 at 32^3 (2036 steps) and the global one (width 128, 5 blocks) 0.81 (821 steps)."""
     decoder_hidden: int = 64
     """Width of the decoder's fully connected layers."""
     decoder_blocks: int = 2

@@ -73,6 +73,7 @@ def train_autoencoder(
     resume: bool = False,
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
+    init: OccupancyAutoencoder | None = None,
 ) -> tuple[OccupancyAutoencoder, list[float]]:
     """Fits an autoencoder to voxel grids: voxels bool [N, R, R, R] with R = model_config.voxel_resolution.
 
@@ -81,7 +82,8 @@ def train_autoencoder(
     before each (JobCancelled propagates; the last checkpoint written stays). Returns (the model in
     eval mode on config.device, the loss of every step). With `resume`, an existing checkpoint at
     `checkpoint_path` restores the weights, optimiser state, step and losses and training goes on to
-    `config.steps` (the batch order after the resumed step is drawn afresh from the seed and step).
+    `config.steps` (the batch order after the resumed step is drawn afresh from the seed and step). init: a
+    trained autoencoder of the same config to start from (fine-tuning).
     """
     model_config = model_config or OccupancyAutoencoderConfig()
     config = config or AutoencoderTrainConfig()
@@ -94,6 +96,8 @@ def train_autoencoder(
     rng = np.random.default_rng(config.seed)
     device = torch.device(config.device)
     model = OccupancyAutoencoder(model_config).to(device)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     start, losses = resume_training(checkpoint_path if resume else None, CHECKPOINT_KIND, model, optimizer, model_config)
     if start:

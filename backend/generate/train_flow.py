@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from backend.checkpoints import cosine_factor, read_model_checkpoint, resume_training, save_model_checkpoint
 from backend.errors import InvalidInputError
@@ -30,6 +31,13 @@ class FlowTrainConfig:
     """(latent, condition) pairs per step (all shapes when there are fewer; at least 2 for batch-norm)."""
     learning_rate: float = 1e-4
     """Adam learning rate (cosine-decayed to 5% over `steps`)."""
+    text_fraction: float = 0.5
+    """Share of each batch conditioned on one of the shape's text embeddings (a caption or a category prompt)
+    instead of a view's image embedding, when texts are given. CLIP-Forge trains on image embeddings alone and
+    samples from text ones, across CLIP's gap between the two; training on both closes it."""
+    condition_noise: float = 0.0
+    """Std of Gaussian noise added to each unit-length condition before the flow re-normalises it (0: none);
+    widens what counts as near a training condition."""
     latent_noise: float = 0.0
     """Std of Gaussian noise added to the training latents each step (0: none); smooths a density fitted
     to few shapes."""
@@ -44,6 +52,10 @@ class FlowTrainConfig:
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.text_fraction <= 1.0:
+            raise ValueError(f"text_fraction must be in [0, 1], got {self.text_fraction}")
+        if self.condition_noise < 0:
+            raise ValueError(f"condition_noise must be >= 0, got {self.condition_noise}")
         if self.latent_noise < 0:
             raise ValueError(f"latent_noise must be >= 0, got {self.latent_noise}")
         if self.checkpoint_every < 0:
@@ -56,15 +68,19 @@ def train_flow(
     model_config: FlowConfig | None = None,
     config: FlowTrainConfig | None = None,
     *,
+    texts: torch.Tensor | None = None,
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
+    init: ConditionalRealNVP | None = None,
 ) -> tuple[ConditionalRealNVP, list[float]]:
     """Fits p(latent | condition) by negative log-likelihood.
 
     latents: [N, D] float (the autoencoder's encodings); conditions: [N, C] float CLIP embeddings, or
-    [N, V, C] with V views per shape, of which each step draws one per shape at random. D and C must
+    [N, V, C] with V views per shape, of which each step draws one per shape at random. texts: optional
+    [N, T, C] text embeddings of each shape; a `config.text_fraction` share of each batch draws one of those
+    instead of a view. init: a trained flow of the same shape to start from (fine-tuning). D and C must
     match model_config (its defaults when not given: 128, 512). The loss is the mean NLL per latent
     dimension in nats. progress(step, total, loss=...) is called after every step; `cancel.check()` runs
     before each. Returns (the flow in eval mode on config.device, the loss of every step). `resume` continues
@@ -88,10 +104,17 @@ def train_flow(
             f"conditions must be [{len(latents)}, {c}] or [{len(latents)}, V, {c}], got {tuple(conditions.shape)}",
             f"give one CLIP embedding (or V views) per latent, from a CLIP of width {c} "
             "or set FlowConfig.condition_dim")
+    if texts is not None:
+        texts = torch.as_tensor(texts, dtype=torch.float32)
+        if texts.dim() != 3 or texts.shape[0] != len(latents) or texts.shape[2] != c:
+            raise InvalidInputError(f"texts must be [{len(latents)}, T, {c}], got {tuple(texts.shape)}",
+                                    "give each latent's text embeddings from the conditions' CLIP")
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     generator = torch.Generator().manual_seed(config.seed)
     flow = ConditionalRealNVP(model_config).to(device)
+    if init is not None:
+        flow.load_state_dict(init.state_dict())
     optimizer = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
     start, losses = resume_training(checkpoint_path if resume else None, CHECKPOINT_KIND, flow, optimizer, model_config)
     if start:
@@ -107,10 +130,17 @@ def train_flow(
         chosen = state["order"][state["cursor"]:state["cursor"] + batch]
         state["cursor"] += batch
         view = torch.randint(views, (len(chosen),), generator=generator)
+        cond = conditions[chosen, view]
+        if texts is not None and config.text_fraction > 0:
+            text = texts[chosen, torch.randint(texts.shape[1], (len(chosen),), generator=generator)]
+            use_text = torch.rand(len(chosen), generator=generator) < config.text_fraction
+            cond = torch.where(use_text[:, None], text, cond)
+        if config.condition_noise:
+            cond = F.normalize(cond, dim=1) + config.condition_noise * torch.randn(cond.shape, generator=generator)
         z = latents[chosen]
         if config.latent_noise:
             z = z + config.latent_noise * torch.randn(z.shape, generator=generator)
-        return -flow.log_prob(z.to(device), conditions[chosen, view].to(device)).mean() / d
+        return -flow.log_prob(z.to(device), cond.to(device)).mean() / d
 
     def save(step: int) -> None:
         save_flow_checkpoint(checkpoint_path, flow, optimizer, config, step, losses)

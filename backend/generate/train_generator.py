@@ -1,7 +1,9 @@
 """Training a text-to-shape generator on a shape library (CLIP-Forge's two stages), resumable.
 
 Stages: read the library (voxelise) -> train the occupancy autoencoder -> encode every shape -> render views and
-embed them with the CLIP -> train the conditional flow on (latent, view embedding) -> write one generator file.
+embed them with the CLIP, embed the shapes' captions and category prompts -> train the conditional flow on
+(latent, view or text embedding) -> write one generator file. With `init` (a trained generator, e.g. the shipped
+one) both stages start from its weights: fine-tuning on a user's library.
 While it runs, `OUT.parts/` holds each stage's state (the autoencoder and flow training checkpoints, the view
 embeddings, the library fingerprint); `resume=True` picks them up, a finished generator removes them.
 """
@@ -22,7 +24,8 @@ from backend.checkpoints import save_atomic
 from backend.errors import InvalidInputError
 from backend.generate.flow import FlowConfig
 from backend.generate.generator import save_generator
-from backend.generate.library import ShapeLibrary, index_view_embeddings, read_library, view_embeddings
+from backend.generate.library import (ShapeLibrary, index_view_embeddings, read_library, text_embeddings,
+                                      view_embeddings)
 from backend.generate.occupancy import OccupancyAutoencoderConfig
 from backend.generate.train_autoencoder import AutoencoderTrainConfig, reconstruction_iou, train_autoencoder
 from backend.generate.train_flow import FlowTrainConfig, train_flow
@@ -48,6 +51,12 @@ class GeneratorTrainConfig:
     index_db: str = ""
     """A retrieval database of this library (`atelier index`) whose shaded-view embeddings, when made with the same
     files and plain CLIP, are reused as the flow's conditions instead of rendering views again ("": render)."""
+
+    def from_generator(self, generator) -> "GeneratorTrainConfig":
+        """Takes the model shapes of a trained generator (to fine-tune it: its weights need its shapes)."""
+        self.autoencoder = generator.autoencoder.config
+        self.flow = generator.flow.config
+        return self
 
     def with_epochs(self, epochs: int, shapes: int) -> "GeneratorTrainConfig":
         """Sets both stages' steps to `epochs` passes over `shapes` shapes at their batch sizes."""
@@ -101,14 +110,18 @@ def _check_parts(parts: Path, library: ShapeLibrary, clip_spec: str, resume: boo
 
 def train_generator(library_dir: str | Path, out: str | Path, clip, config: GeneratorTrainConfig | None = None, *,
                     epochs: int | None = None, resume: bool = False, device: torch.device | str = "cpu",
-                    progress=no_progress, cancel: CancelToken | None = None) -> TrainGeneratorReport:
+                    init=None, progress=no_progress, cancel: CancelToken | None = None) -> TrainGeneratorReport:
     """Trains a generator on the meshes under `library_dir` and writes it to `out` (see the module doc).
 
     clip: the loaded `ClipModel` whose image embeddings condition the flow (its spec is recorded). epochs, when
     given, sets both stages' steps (`GeneratorTrainConfig.with_epochs`). progress(step, total, stage=..., **metrics)
-    with stage "library", "autoencoder", "views", "flow"; `cancel` is checked at every step.
+    with stage "library", "autoencoder", "views", "flow"; `cancel` is checked at every step. init: a loaded
+    `Generator` to fine-tune (its CLIP must be `clip`; its model shapes replace the config's).
     """
     config = copy.deepcopy(config or GeneratorTrainConfig())  # the device, widths and epochs are set on a copy
+    if init is not None:
+        init.check_clip(clip)
+        config.from_generator(init)
     out = Path(out).expanduser()
     device = str(torch.device(device))
     config.autoencoder_training.device = config.flow_training.device = device
@@ -134,7 +147,7 @@ def train_generator(library_dir: str | Path, out: str | Path, clip, config: Gene
         resumed.append("autoencoder")
     autoencoder, ae_losses = train_autoencoder(
         library.voxels, config.autoencoder, config.autoencoder_training, checkpoint_path=ae_path, resume=resume,
-        progress=staged("autoencoder"), cancel=cancel)
+        progress=staged("autoencoder"), cancel=cancel, init=init.autoencoder if init is not None else None)
     seconds["autoencoder"] = time.perf_counter() - started
     with torch.no_grad():
         grids = torch.from_numpy(library.voxels).to(device)
@@ -146,7 +159,7 @@ def train_generator(library_dir: str | Path, out: str | Path, clip, config: Gene
     notes = []
     if resume and views_path.is_file():
         saved = torch.load(views_path, weights_only=True)
-        conditions, source = saved["conditions"], saved["source"]
+        conditions, texts, source = saved["conditions"], saved["texts"], saved["source"]
         resumed.append("views")
     else:
         conditions, source = None, "rendered"
@@ -155,15 +168,18 @@ def train_generator(library_dir: str | Path, out: str | Path, clip, config: Gene
             source, notes = ("index", []) if conditions is not None else ("rendered", [f"index not reused: {why}"])
         if conditions is None:
             conditions = view_embeddings(library.meshes, clip, config.views, device, staged("views"), cancel)
-        save_atomic({"conditions": conditions, "source": source}, views_path)
+        with torch.no_grad():
+            texts = text_embeddings(library.texts(), clip, conditions)
+        save_atomic({"conditions": conditions, "texts": texts, "source": source}, views_path)
     seconds["views"] = time.perf_counter() - started
 
     started = time.perf_counter()
     flow_path = parts / "flow.pt"
     if resume and flow_path.is_file():
         resumed.append("flow")
-    flow, flow_losses = train_flow(latents, conditions, config.flow, config.flow_training, checkpoint_path=flow_path,
-                                   resume=resume, progress=staged("flow"), cancel=cancel)
+    flow, flow_losses = train_flow(latents, conditions, config.flow, config.flow_training, texts=texts,
+                                   checkpoint_path=flow_path, resume=resume, progress=staged("flow"), cancel=cancel,
+                                   init=init.flow if init is not None else None)
     seconds["flow"] = time.perf_counter() - started
 
     report = TrainGeneratorReport(
@@ -173,7 +189,8 @@ def train_generator(library_dir: str | Path, out: str | Path, clip, config: Gene
     library_info = {"fingerprint": library.fingerprint, "root": str(library.root), "shapes": len(library.meshes),
                     "categories": library.category_counts()}
     train = {"autoencoder_steps": config.autoencoder_training.steps, "flow_steps": config.flow_training.steps,
-             "views": int(conditions.shape[1]), "conditions": source, "autoencoder_loss": report.autoencoder_loss,
+             "views": int(conditions.shape[1]), "texts": int(texts.shape[1]), "conditions": source,
+             "init": str(init.path) if init is not None and init.path else None, "autoencoder_loss": report.autoencoder_loss,
              "flow_loss": report.flow_loss, "reconstruction_iou": report.reconstruction_iou}
     save_generator(out, autoencoder, flow, clip.spec, library_info, train)
     shutil.rmtree(parts, ignore_errors=True)

@@ -43,6 +43,7 @@ WORLD_MAY_IMPORT = ("protocol", "core", "geometry", "render")
 TRAINING_ON_WORLD = {
     "backend.models.domain_world": "the domain CLIP's training plan and held-out checks (build.py domain-clip)",
     "backend.models.domain_train": "the domain CLIP's trainer (build.py domain-clip)",
+    "backend.generate.world_train": "the shipped generator's trainer on world shapes (build.py generator)",
     "backend.retrieve.data": "reads the world datasets `atelier train-retrieval/eval-retrieval --data` take",
     "backend.retrieve.train": "TASK-former training draws world captions for the shapes of a world dataset",
     "backend.cli.world": "the `atelier world` command, a tool entry that writes a world dataset (imported lazily)",
