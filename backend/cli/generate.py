@@ -23,9 +23,19 @@ def _train_generator_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--points", type=int, default=2048, help="occupancy points per shape per autoencoder step")
     parser.add_argument("--views", type=int, default=6, help="rendered views per shape that condition the flow")
     parser.add_argument("--latent", type=int, default=128, help="shape latent size")
-    parser.add_argument("--width", type=int, default=256, help="decoder width; the flow's coupling nets are 2x this")
-    parser.add_argument("--encoder-channels", type=int, default=32,
-                        help="channels of the voxel encoder's first conv (they double per halving; 8 is ~10x faster on a CPU)")
+    parser.add_argument("--decoder", choices=("grid", "global"), default="grid",
+                        help="grid: the latent unfolds into a feature grid read by a small MLP (default); global: "
+                             "CLIP-Forge's MLP on (point, latent)")
+    parser.add_argument("--width", type=int, default=64, help="decoder MLP width")
+    parser.add_argument("--flow-width", type=int, default=256, help="width of the flow's coupling networks")
+    parser.add_argument("--encoder-channels", type=int, default=16,
+                        help="channels of the voxel encoder's first conv (they double per halving)")
+    parser.add_argument("--text-fraction", type=float, default=0.5,
+                        help="share of flow training conditions that are texts (captions.json, category prompts) "
+                             "rather than rendered views")
+    parser.add_argument("--init", default=None, metavar="GENERATOR",
+                        help="fine-tune this generator (e.g. the shipped one: 'shipped') on the library instead of "
+                             "training from scratch; its model sizes are kept")
     parser.add_argument("--max-shapes", type=int, default=0, help="train on the first N library files (0: all)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.parts")
     parser.add_argument("--db", default="",
@@ -42,28 +52,36 @@ def _train_generator(args, report: Report) -> None:
     from backend.generate.train_generator import GeneratorTrainConfig, train_generator
     from backend.models.clip import load_clip
 
-    for name in ("ae_steps", "flow_steps", "batch", "points", "views", "latent", "width", "encoder_channels"):
+    for name in ("ae_steps", "flow_steps", "batch", "points", "views", "latent", "width", "flow_width",
+                 "encoder_channels"):
         if getattr(args, name) < 1:
             raise InvalidInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.batch < 2:
         raise InvalidInputError(f"--batch must be >= 2 (the flow's batch-norm), got {args.batch}")
     try:
         config = GeneratorTrainConfig(
-            autoencoder=OccupancyAutoencoderConfig(latent_dim=args.latent, decoder_hidden=args.width,
-                                                   encoder_channels=args.encoder_channels),
+            autoencoder=OccupancyAutoencoderConfig(latent_dim=args.latent, decoder=args.decoder,
+                                                   decoder_hidden=args.width, encoder_channels=args.encoder_channels),
             autoencoder_training=AutoencoderTrainConfig(steps=args.ae_steps, batch_size=args.batch,
                                                         points_per_shape=args.points, seed=args.seed),
-            flow=FlowConfig(hidden=2 * args.width),
-            flow_training=FlowTrainConfig(steps=args.flow_steps, batch_size=args.batch, seed=args.seed),
+            flow=FlowConfig(hidden=args.flow_width),
+            flow_training=FlowTrainConfig(steps=args.flow_steps, batch_size=args.batch, seed=args.seed,
+                                          text_fraction=args.text_fraction),
             views=args.views, max_shapes=args.max_shapes, index_db=args.db)
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from exc
     device = resolve(args, report)
-    clip = load_clip(args.clip or "domain", device, allow_download=args.allow_download)
+    init = None
+    if args.init:
+        from backend.generate.generator import load_generator
+        from backend.generate.shipped import resolve_generator
+
+        init = load_generator(resolve_generator(None if args.init == "shipped" else args.init), device)
+    clip = load_clip(args.clip or (init.clip_spec if init else "domain"), device, allow_download=args.allow_download)
     progress, close = staged_progress_bars()
     try:
         result = train_generator(args.library, args.out, clip, config, epochs=args.epochs, resume=args.resume,
-                                 device=device, progress=progress)
+                                 device=device, init=init, progress=progress)
     finally:
         close()
     report.update(result.as_dict(), clip=clip.spec, out=str(args.out))
