@@ -99,7 +99,8 @@ def _generate_args(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--prompt", help="the shape, e.g. 'a round table' or 'a chair made of oak'")
     what.add_argument("--image", help="or a picture of the shape (its CLIP image embedding conditions the flow)")
     parser.add_argument("--checkpoint", required=True, help="a generator from `atelier train-generator`")
-    parser.add_argument("--out", required=True, help="output .glb; with --samples N > 1: OUT_0.glb ... OUT_{N-1}.glb")
+    parser.add_argument("--out", required=True, help="output .glb; with --samples N > 1: OUT_0.glb ... OUT_{N-1}.glb, "
+                                                      "best CLIP score first")
     parser.add_argument("--samples", type=int, default=1, help="shapes to draw (1-16)")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS", help="ISS test-time refinement steps")
     parser.add_argument("--style", default=None,
@@ -158,14 +159,19 @@ def _generate(args, report: Report) -> None:
     for path, glb in zip(paths, shape_glbs(shapes, styled)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(glb)
+    # `generate` returns the shapes best first, so OUT_0.glb is the best-scoring sample.
     before = [s.clip_score_before for s in shapes]
     after = [s.clip_score_after for s in shapes]
     report.update(samples=len(shapes), prompt=prompt, image=args.image, style=style, clip=clip.spec, outputs=[str(p) for p in paths],
                   clip_score_before=sum(before) / len(before), clip_score_after=sum(after) / len(after),
                   clip_scores_before=before, clip_scores_after=after, refine_steps=args.refine,
+                  ranked_by="clip_score_after", sample=[s.sample for s in shapes], rank=[s.rank for s in shapes],
+                  cleanup=[s.cleanup for s in shapes],
                   vertices=[s.mesh.num_vertices for s in shapes], faces=[s.mesh.num_faces for s in shapes],
                   seconds_per_shape=[round(s.seconds, 3) for s in shapes],
                   style_loss_last=[r.losses[-1] for r in styled] if styled else None)
     for shape, path in zip(shapes, paths):
-        print(f"wrote {path}: {shape.mesh.num_faces} faces, CLIP score {shape.clip_score_before:.3f}"
-              + (f" -> {shape.clip_score_after:.3f}" if args.refine else ""))
+        floaters = shape.cleanup.get("pieces_removed", 0)
+        print(f"wrote {path}: #{shape.rank + 1} (draw {shape.sample}), {shape.mesh.num_faces} faces, "
+              f"CLIP score {shape.clip_score_before:.3f}" + (f" -> {shape.clip_score_after:.3f}" if args.refine else "")
+              + (f", {floaters} floating piece(s) removed" if floaters else ""))

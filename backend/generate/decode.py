@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from backend.errors import InvalidInputError
+from backend.generate.cleanup import clean_surface, signed_volume
 from backend.geometry.mesh import Mesh
 from backend.geometry.normals import vertex_normals
 from backend.geometry.voxelize import grid_centres
@@ -30,8 +31,13 @@ class DecodeConfig:
     """Cells per axis of the evaluation grid over [-1, 1]^3 (before the one-cell padding)."""
     threshold: float = 0.5
     """Occupancy probability of the extracted surface, in (0, 1); lower grows the shape."""
-    min_component_fraction: float = 0.1
-    """Connected pieces with fewer faces than this fraction of the largest one are dropped (floaters)."""
+    min_piece_fraction: float = 0.05
+    """Connected pieces enclosing less than this fraction of the surface's total volume are dropped (floaters),
+    in [0, 1); 0 keeps every piece. By volume, not face count: a thin chair leg has many faces but is kept
+    because it is attached to the seat, and a flat floating slab has many faces but little volume."""
+    smooth_iterations: int = 10
+    """Taubin lambda/mu smoothing rounds after the floaters go (0: off): removes the grid's staircase without
+    shrinking the shape the way plain Laplacian smoothing does."""
     chunk_points: int = 65536
     """Points per decoder call (bounds memory on big grids)."""
     coarse_resolution: int = 32
@@ -50,8 +56,11 @@ class DecodeConfig:
             raise ValueError(f"coarse_resolution must be 0 (dense) or >= 2, got {self.coarse_resolution}")
         if self.band < 0:
             raise ValueError(f"band must be >= 0, got {self.band}")
-        if not 0.0 <= self.min_component_fraction <= 1.0:
-            raise ValueError(f"min_component_fraction must be in [0, 1], got {self.min_component_fraction}")
+        if not 0.0 <= self.min_piece_fraction < 1.0:
+            raise ValueError(f"min_piece_fraction is a fraction of the total volume in [0, 1), got "
+                             f"{self.min_piece_fraction} (0 keeps every piece)")
+        if self.smooth_iterations < 0:
+            raise ValueError(f"smooth_iterations must be >= 0 (0 turns smoothing off), got {self.smooth_iterations}")
 
 
 @torch.no_grad()
@@ -96,8 +105,10 @@ def decode_grid_coarse_to_fine(model, latent: torch.Tensor, config: "DecodeConfi
 def logits_to_mesh(logits: np.ndarray, config: DecodeConfig | None = None, name: str = "generated") -> Mesh:
     """Marching cubes of a logit grid [R, R, R] (voxel frame) at `config.threshold` -> Mesh.
 
-    Returns vertices [N, 3] float32 in the voxel frame, faces [F, 3] int32 counter-clockwise from
-    outside, metadata["normals"] [N, 3] float32. Raises InvalidInputError when nothing is above the threshold.
+    Floating pieces below `config.min_piece_fraction` of the volume are dropped, then the surface is Taubin-smoothed
+    (see `backend.generate.cleanup`). Returns vertices [N, 3] float32 in the voxel frame, faces [F, 3] int32
+    counter-clockwise from outside, metadata["normals"] [N, 3] float32 (after smoothing) and metadata["cleanup"]
+    (`CleanupReport.as_dict()`). Raises InvalidInputError when nothing is above the threshold.
     """
     from skimage.measure import marching_cubes
 
@@ -116,40 +127,17 @@ def logits_to_mesh(logits: np.ndarray, config: DecodeConfig | None = None, name:
     vertices, faces, _, _ = marching_cubes(padded, level=level, spacing=(cell, cell, cell))
     # Padded index p is cell p - 1, whose centre is at -1 + (p - 1 + 0.5) * cell.
     vertices = (vertices - 1.0 - 0.5 * cell).astype(np.float32)
-    vertices, faces = _keep_large_components(vertices, faces.astype(np.int32), config.min_component_fraction)
-    # Marching cubes winds all faces one way; which way depends on the gradient's sign, so check it.
-    if _signed_volume(vertices, faces) < 0:
+    faces = faces.astype(np.int32)
+    # Marching cubes winds all faces one way; which way depends on the gradient's sign, so check it (before the
+    # clean-up, which tells solids from cavities by the sign of their volume).
+    if signed_volume(vertices, faces) < 0:
         faces = np.ascontiguousarray(faces[:, ::-1])
+    vertices, faces, report = clean_surface(vertices, faces, config.min_piece_fraction, config.smooth_iterations)
     return Mesh(vertices=vertices, faces=faces, name=name,
-                metadata={"normals": vertex_normals(vertices, faces)})
+                metadata={"normals": vertex_normals(vertices, faces), "cleanup": report.as_dict()})
 
 
 def decode_latent(model, latent: torch.Tensor, config: DecodeConfig | None = None, name: str = "generated") -> Mesh:
     """A latent [L] -> a watertight Mesh in the voxel frame (see `logits_to_mesh`)."""
     config = config or DecodeConfig()
     return logits_to_mesh(decode_grid_coarse_to_fine(model, latent, config)[0], config, name)
-
-
-def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
-    a, b, c = (vertices.astype(np.float64)[faces[:, k]] for k in range(3))
-    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
-
-
-def _keep_large_components(vertices: np.ndarray, faces: np.ndarray, fraction: float):
-    """Drops connected pieces (by shared vertices) smaller than `fraction` of the largest, and unused vertices."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = len(vertices)
-    rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
-    cols = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    face_label = labels[faces[:, 0]]
-    counts = np.bincount(face_label)
-    keep = counts >= fraction * counts.max()
-    faces = faces[keep[face_label]]
-    used = np.unique(faces)
-    remap = np.full(n, -1, dtype=np.int64)
-    remap[used] = np.arange(len(used))
-    return vertices[used], remap[faces].astype(np.int32)

@@ -7,6 +7,7 @@ shapes; Y up: glTF's frame, metres).
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -88,6 +89,17 @@ class GeneratedShape:
     """The same after refinement (equal to before without refinement)."""
     seconds: float
     """Wall time of this sample: decoding, scoring and refinement."""
+    sample: int = 0
+    """The draw this shape came from (0-based, the order the flow sampled them in)."""
+    rank: int = 0
+    """Place among the job's samples by `clip_score_after`, 0 = best (`generate` returns them in this order)."""
+    cleanup: dict = field(default_factory=dict)
+    """What the surface clean-up did (`CleanupReport.as_dict()`: floaters removed, smoothing's volume change)."""
+
+    @property
+    def clip_score(self) -> float:
+        """The score samples are ranked by: the held-out-view CLIP score after refinement."""
+        return self.clip_score_after
 
 
 def prompt_condition(clip, prompt: str) -> torch.Tensor:
@@ -112,7 +124,9 @@ def image_condition(clip, image) -> torch.Tensor:
 def generate(generator: Generator, clip, condition: torch.Tensor, config: GenerateConfig | None = None, *,
              name: str = "generated", progress: ProgressFn = no_progress,
              cancel: CancelToken | None = None) -> list[GeneratedShape]:
-    """`config.samples` shapes for one condition ([C], from `prompt_condition` or `image_condition`).
+    """`config.samples` shapes for one condition ([C], from `prompt_condition` or `image_condition`), best first:
+    sorted by their held-out-view CLIP score (`clip_score_after`, ties in draw order), each knowing its draw
+    (`sample`) and place (`rank`); meshes are named f"{name}_{rank}".
 
     clip must be the generator's CLIP (checked). progress(done, total, stage="sample"|"refine", **metrics);
     `cancel` is checked between samples and at every refinement step. A sample whose decoded surface is empty
@@ -145,9 +159,21 @@ def generate(generator: Generator, clip, condition: torch.Tensor, config: Genera
             before = after = clip_score(generator.autoencoder, latent, condition, clip, cameras, lights, refine_config)
         mesh = decode_latent(generator.autoencoder, latent, config.decode, f"{name}_{index}")
         out.append(GeneratedShape(mesh=mesh, latent=latent.detach().cpu(), clip_score_before=float(before),
-                                  clip_score_after=float(after), seconds=time.perf_counter() - started))
+                                  clip_score_after=float(after), seconds=time.perf_counter() - started,
+                                  sample=index, cleanup=dict(mesh.metadata.get("cleanup", {}))))
         progress(index + 1, config.samples, stage="sample")
-    return out
+    return rank_shapes(out, name)
+
+
+def rank_shapes(shapes: list[GeneratedShape], name: str = "generated") -> list[GeneratedShape]:
+    """The shapes best first by `clip_score_after` (a stable sort: ties keep draw order), with `rank` set and each
+    mesh renamed f"{name}_{rank}" so files and objects named by position match the order."""
+    # A NaN score (a degenerate render) sorts last rather than scrambling the order.
+    ordered = sorted(shapes, key=lambda shape: (math.isnan(shape.clip_score_after), -shape.clip_score_after))
+    for rank, shape in enumerate(ordered):
+        shape.rank = rank
+        shape.mesh.name = f"{name}_{rank}"
+    return ordered
 
 
 def check_generate_prompt(prompt) -> str:

@@ -191,8 +191,10 @@ def iso_surface(model, latent: torch.Tensor, config: RefineConfig) -> tuple[torc
     Raises InvalidInputError when nothing reaches the threshold.
     """
     latent = latent.reshape(-1)
+    # No smoothing here: the one-step correction below assumes vertices on marching cubes' iso-surface (smoothing
+    # would only be undone by it, at a cost every step).
     decode = DecodeConfig(resolution=config.resolution, threshold=config.threshold,
-                          coarse_resolution=config.coarse_resolution, band=COARSE_BAND)
+                          coarse_resolution=config.coarse_resolution, band=COARSE_BAND, smooth_iterations=0)
     mesh = logits_to_mesh(decode_grid_coarse_to_fine(model, latent.detach(), decode)[0], decode)
     v = torch.as_tensor(mesh.vertices, device=latent.device, dtype=latent.dtype)
     faces = torch.as_tensor(mesh.faces, device=latent.device).long()

@@ -26,7 +26,8 @@ COLLECTION = "Atelier"
 PROP_PREFIX = "atelier_"
 """Custom properties on created objects: atelier_kind, atelier_params (JSON), atelier_seed, atelier_source,
 atelier_job, atelier_fields (JSON), for restyle atelier_styles (JSON list of the style image paths), for generate
-atelier_sample (the sample's index), atelier_clip_score_before / atelier_clip_score_after and, from a picture,
+atelier_sample (the flow draw it came from), atelier_rank (0 = best), atelier_clip_score (the score the samples are
+ranked by), atelier_clip_score_before / atelier_clip_score_after and, from a picture,
 atelier_picture (JSON: {"file": path} or {"image": Blender image name})."""
 STYLE_NODE = "Atelier style texture"
 """Name of the unconnected Image Texture node a restyle result's material gets (the style texture alone)."""
@@ -424,9 +425,11 @@ def generate_origin(record: JobRecord, context) -> mathutils.Vector:
 def import_generate(record: JobRecord, context) -> list[str]:
     """`generate`: each sample's GLB ("mesh_0" ... "mesh_{N-1}", unit sphere, Y up: Blender's importer turns it Z up) as
     a new object "<shape prompt> <n>" (no prompt: "<picture name> <n>") in the Atelier collection, side by side along X
-    from the 3D cursor (GENERATE_SPACING apart), all selected, the first active. Each keeps the job (`store_job`) plus
-    its sample index (`atelier_sample`, the blob's number) and CLIP scores (`atelier_clip_score_before` / `_after`), so
-    Run Again and Variation work from any of them. Styled samples show their colours through a Color Attribute node and
+    from the 3D cursor (GENERATE_SPACING apart), all selected, the first active. The backend sends the samples best
+    first (by their held-out-view CLIP score), so "<prompt> 1" is the best and the row runs from best to worst. Each
+    keeps the job (`store_job`) plus its place (`atelier_rank`, the blob's number, 0 = best), its flow draw
+    (`atelier_sample`; the blob's number from a backend that does not say) and CLIP scores (`atelier_clip_score`, the
+    ranking score, and `atelier_clip_score_before` / `_after`), so Run Again and Variation work from any of them. Styled samples show their colours through a Color Attribute node and
     the relief as the shape key "Text2Mesh". A sample that cannot be imported removes the ones before it."""
     fields = record.result.fields
     count = int(fields.get("samples") or sum(1 for name in record.result.blobs if name.startswith("mesh_")))
@@ -437,6 +440,8 @@ def import_generate(record: JobRecord, context) -> list[str]:
     base = base if len(base) <= 40 else base[:37] + "..."
     before = list(fields.get("clip_score_before") or [])
     after = list(fields.get("clip_score_after") or [])
+    ranking = list(fields.get("clip_score") or after)
+    draws = list(fields.get("sample") or [])
     origin = generate_origin(record, context)
     collection = atelier_collection(context.scene)
     created: list[bpy.types.Object] = []
@@ -451,7 +456,10 @@ def import_generate(record: JobRecord, context) -> list[str]:
                 show_stylized(obj, f"{obj.name} styled")
             pack_images_of(obj)
             store_job(obj, record)
-            obj[PROP_PREFIX + "sample"] = index
+            obj[PROP_PREFIX + "rank"] = index
+            obj[PROP_PREFIX + "sample"] = int(draws[index]) if index < len(draws) else index
+            if index < len(ranking) and ranking[index] is not None:
+                obj[PROP_PREFIX + "clip_score"] = float(ranking[index])
             if index < len(before) and before[index] is not None:
                 obj[PROP_PREFIX + "clip_score_before"] = float(before[index])
             if index < len(after) and after[index] is not None:

@@ -156,11 +156,12 @@ class ATELIER_PT_generate(AtelierPanel, bpy.types.Panel):
             before = latest.fields.get("clip_score_before") or []
             after = latest.fields.get("clip_score_after") or []
             refined = bool(latest.fields.get("refine"))
+            # The outputs come best first (the backend ranks them by CLIP score): number them so the order reads.
             for index, name in enumerate(latest.outputs):
                 score = f"{before[index]:.3f}" if index < len(before) and before[index] is not None else "?"
                 if refined and index < len(after) and after[index] is not None:
                     score += f" -> {after[index]:.3f}"
-                box.label(text=f"{name}: CLIP score {score}", icon="OUTLINER_OB_MESH")
+                box.label(text=f"#{index + 1} {name}: CLIP score {score}", icon="OUTLINER_OB_MESH")
         _run_again_box(layout, context, "generate")
 
 

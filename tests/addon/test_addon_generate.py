@@ -117,12 +117,20 @@ def test_generate_places_each_sample_side_by_side_at_the_cursor(scene, results, 
         assert np.abs(corners).max() <= 1.0 + 1e-4
         # The job travels with each sample: Run Again / Variation, and the figures to choose by.
         assert obj["atelier_kind"] == "generate" and obj["atelier_source"] == "" and obj["atelier_seed"] == 3
-        assert json.loads(obj["atelier_params"]) == record.params and obj["atelier_sample"] == index
+        assert json.loads(obj["atelier_params"]) == record.params and obj["atelier_sample"] == fields["sample"][index]
+        assert obj["atelier_rank"] == index
+        assert obj["atelier_clip_score"] == pytest.approx(fields["clip_score"][index])
         assert obj["atelier_clip_score_before"] == pytest.approx(fields["clip_score_before"][index])
         assert obj["atelier_clip_score_after"] == pytest.approx(fields["clip_score_after"][index])
+    # Best first: the objects run from the highest CLIP score down, and each flow draw appears once.
+    scores = [bpy.data.objects[name]["atelier_clip_score"] for name in record.outputs]
+    assert scores == sorted(scores, reverse=True) and sorted(fields["sample"]) == [0, 1]
     assert bpy.context.view_layer.objects.active.name == "a chair 1"
     shown = panel_texts(ATELIER_PT_generate)
-    assert "a chair 1: CLIP score" in shown and "a chair 2: CLIP score" in shown and "Run Again" in shown
+    assert "Run Again" in shown
+    lines = [line for line in shown.splitlines() if ": CLIP score" in line]
+    assert lines == [f"#1 a chair 1: CLIP score {fields['clip_score_before'][0]:.3f}",
+                     f"#2 a chair 2: CLIP score {fields['clip_score_before'][1]:.3f}"]
     assert "Generate 'a chair' - done" in panel_texts(ATELIER_PT_jobs)
 
 

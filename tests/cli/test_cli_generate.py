@@ -33,6 +33,10 @@ def test_generate_writes_n_samples_and_the_report(tiny_generator, tmp_path):
     assert data["device"] == "cpu" and data["seconds"] > 0
     assert isinstance(data["clip_score_before"], float) and isinstance(data["clip_score_after"], float)
     assert data["outputs"] == [str(tmp_path / "shape_0.glb"), str(tmp_path / "shape_1.glb")]
+    # The outputs are named in rank order: shape_0 has the best CLIP score (after refinement).
+    assert data["ranked_by"] == "clip_score_after" and data["rank"] == [0, 1] and sorted(data["sample"]) == [0, 1]
+    assert data["clip_scores_after"] == sorted(data["clip_scores_after"], reverse=True)
+    assert [c["smooth_iterations"] for c in data["cleanup"]] == [10, 10]
     for path, faces in zip(data["outputs"], data["faces"]):
         mesh = trimesh.load(path, force="mesh")
         assert len(mesh.faces) == faces and mesh.is_watertight

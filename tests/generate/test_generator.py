@@ -12,7 +12,8 @@ import trimesh
 from backend.errors import InvalidInputError, JobCancelled
 from backend.generate.decode import DecodeConfig, decode_grid, decode_grid_coarse_to_fine
 from backend.generate.flow import FlowConfig
-from backend.generate.generate import GenerateConfig, generate, prompt_condition, split_prompt, stylize_shapes
+from backend.generate.generate import (GeneratedShape, GenerateConfig, generate, prompt_condition, rank_shapes,
+                                       split_prompt, stylize_shapes)
 from backend.generate.generator import load_generator
 from backend.generate.library import read_library
 from backend.generate.refine import RefineConfig, refine_latent
@@ -185,9 +186,17 @@ def test_generate_draws_watertight_samples_for_a_prompt(trained, clip):
     for shape in shapes:
         mesh = trimesh.Trimesh(shape.mesh.vertices, shape.mesh.faces, process=False)
         assert mesh.is_watertight and mesh.volume > 0 and shape.clip_score_before == shape.clip_score_after
+        assert shape.cleanup == shape.mesh.metadata["cleanup"] and shape.cleanup["smooth_iterations"] == 10
     assert not np.allclose(shapes[0].latent, shapes[1].latent)
+    # Best first by the held-out-view CLIP score; every draw once, ranks 0..N-1, meshes named by rank.
+    scores = [shape.clip_score_after for shape in shapes]
+    print(f"\nranked scores {np.round(scores, 4).tolist()}, draws {[shape.sample for shape in shapes]}")
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+    assert sorted(shape.sample for shape in shapes) == [0, 1, 2] and [shape.rank for shape in shapes] == [0, 1, 2]
+    assert [shape.mesh.name for shape in shapes] == ["generated_0", "generated_1", "generated_2"]
     again = generate(generator, clip, prompt_condition(clip, "a chair"), config)
     assert np.allclose(again[0].mesh.vertices, shapes[0].mesh.vertices)  # seeded
+    assert [shape.sample for shape in again] == [shape.sample for shape in shapes]
 
 
 def test_refinement_reports_scores_and_changes_the_latent(trained, clip):
@@ -243,3 +252,14 @@ def test_styled_generation_colours_each_sample(trained, clip):
     assert len(styled) == 2
     for shape, result in zip(shapes, styled):
         assert result.colors.shape == (shape.mesh.num_vertices, 3) and result.steps == 2
+
+
+def test_rank_shapes_orders_best_first_ties_by_draw_and_nan_last():
+    def shape(sample, score):
+        return GeneratedShape(mesh=make_shape(0, "chair").mesh, latent=torch.zeros(1), clip_score_before=score,
+                              clip_score_after=score, seconds=0.0, sample=sample)
+
+    ranked = rank_shapes([shape(0, 0.1), shape(1, float("nan")), shape(2, 0.3), shape(3, 0.1)], "lamp")
+    assert [s.sample for s in ranked] == [2, 0, 3, 1] and [s.rank for s in ranked] == [0, 1, 2, 3]
+    assert [s.mesh.name for s in ranked] == ["lamp_0", "lamp_1", "lamp_2", "lamp_3"]
+    assert ranked[0].clip_score == 0.3

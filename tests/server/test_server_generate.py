@@ -34,6 +34,11 @@ def test_generate_returns_n_glb_samples_with_scores(client, tiny_generator):
     fields = result.fields
     assert fields["samples"] == 2 and fields["clip"] == "tiny" and fields["refine"] == 2
     assert len(fields["clip_score_before"]) == 2 and len(fields["clip_score_after"]) == 2
+    # Best first: the blobs run from the highest held-out-view CLIP score down, each with its draw and clean-up.
+    assert fields["ranked_by"] == "clip_score_after" and fields["clip_score"] == fields["clip_score_after"]
+    assert fields["clip_score"] == sorted(fields["clip_score"], reverse=True) and sorted(fields["sample"]) == [0, 1]
+    assert [c["smooth_iterations"] for c in fields["cleanup"]] == [10, 10]
+    assert all(c["pieces"] >= 1 and 0.0 <= c["largest_floating"] < 1.0 for c in fields["cleanup"])
     assert set(result.blobs) == {"mesh_0", "mesh_1"}
     for i in range(2):
         document, _ = read_glb(result.blobs[f"mesh_{i}"])

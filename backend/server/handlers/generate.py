@@ -15,9 +15,11 @@ params: prompt: str (1-500 characters; required without an image); checkpoint: p
 progress: stage "load", then "refine" (every step: clip_score, loss, sample), "sample" (after each shape),
         "style" (every Text2Mesh step: loss, sample).
 result: blobs {"mesh_0", ..., "mesh_{N-1}": GLB, Y up, inside the cube [-1, 1]^3 (stylized: vertex colours and the
-        shape key "Text2Mesh")}; fields: samples, prompt, shape_prompt, condition ("text" | "image"), style, clip,
-        refine, seed,
-        clip_score_before, clip_score_after (per sample), vertices, faces (per sample), seconds.
+        shape key "Text2Mesh")}, best first: ranked by the held-out-view CLIP score against the condition;
+        fields: samples, prompt, shape_prompt, condition ("text" | "image"), style, clip, refine, seed,
+        ranked_by ("clip_score_after"), and per sample in blob order: clip_score (the ranking score),
+        clip_score_before, clip_score_after, sample (the draw index), cleanup ({pieces, pieces_removed,
+        volume_removed, largest_floating, smooth_iterations, smooth_volume_change}), vertices, faces; seconds.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ def run(ctx: JobContext) -> JobOutput:
         "samples": len(shapes), "prompt": prompt, "shape_prompt": shape_prompt,
         "condition": "image" if image is not None else "text", "style": style or None,
         "clip": clip.spec, "refine": config.refine_steps, "seed": config.seed,
+        "ranked_by": "clip_score_after", "clip_score": [s.clip_score for s in shapes],
+        "sample": [s.sample for s in shapes], "cleanup": [s.cleanup for s in shapes],
         "clip_score_before": [s.clip_score_before for s in shapes],
         "clip_score_after": [s.clip_score_after for s in shapes],
         "vertices": [s.mesh.num_vertices for s in shapes], "faces": [s.mesh.num_faces for s in shapes],
