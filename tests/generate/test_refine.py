@@ -32,7 +32,7 @@ class Blob:
     def __init__(self, seed: int):
         torch.manual_seed(seed)
         config = OccupancyAutoencoderConfig(latent_dim=8, voxel_resolution=8, encoder_channels=4, decoder_hidden=32,
-                                            decoder_blocks=2, fourier_frequencies=2)
+                                            decoder_blocks=2, fourier_frequencies=2, encoder="dense", decoder="global")
         self.net = OccupancyAutoencoder(config).eval()
         self.latent = torch.randn(8) * 2.0
         with torch.no_grad():
