@@ -11,9 +11,8 @@ and the top hits are imported, through the add-on's job runtime; then the Genera
 three prompts ("a photo of a chair", "... a table", "... a lamp": the domain CLIP's prompt style) with the backend's
 shipped generator (backend/models/weights/generator_domain.pt, trained with the domain CLIP by `python build.py
 generator`; the demo never trains one; --generator or $ATELIER_GENERATOR names another) and keeps each prompt's
-best-scoring sample. bpy's timers
-never fire in the module, so this script calls the add-on's timer function (`session.drain()`) itself, as the
-add-on tests do.
+best-scoring sample. bpy's timers never fire in the module, so this script calls the add-on's timer function
+(`session.drain()`) itself, as the add-on tests do.
 
 Writes OUT/scene.blend, OUT/renders/*.png (each result with Workbench; the whole row, and the three generated
 shapes together as generated_three.png, with Cycles), OUT/blender_demo.json (every job's figures; "generate" holds
