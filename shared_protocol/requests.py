@@ -240,9 +240,9 @@ class GenerateRequest(JobRequest):
     BLOBS = ("image",)
     prompt: str = param(_prompt("type the shape to make, e.g. 'a chair', or with a style 'a chair made of oak'",
                                 required=False), "")
-    checkpoint: str = param(Text(required=True, what="the generator checkpoint path", path="file",
-                                 empty_hint="train one with `atelier train-generator --library DIR --out FILE` "
-                                            "and pass its path", help="a generator file on the backend's machine"))
+    checkpoint: str = param(Text(unset="", what="the generator checkpoint path", path="file",
+                                 help="a generator file on the backend's machine (default: the backend's shipped "
+                                      "generator)"), "")
     samples: int = param(Int(1, limits.GENERATE_MAX_SAMPLES, help="shapes to draw"), 1)
     refine: int = param(Int(0, limits.GENERATE_MAX_REFINE, help="ISS refinement steps per sample (0: off)"), 0)
     style: str = param(Text(max_chars=limits.MAX_PROMPT_CHARS, unset="", what="the style text",

@@ -7,16 +7,18 @@ Run with the Blender environment's python (bpy + pyzmq, no torch):
 Headless: a factory-empty scene with Suzanne; the add-on (enabled as Blender enables it) starts the backend
 itself from the backend environment's python, then Stylize from text and Restyle from a style image run
 through the add-on's operators; a small procedural library is indexed, searched by text and by a sketch,
-and the top hits are imported, through the add-on's job runtime; a small shape generator is trained on that
-library with the domain CLIP (`atelier train-generator`, or reused from OUT/generator*.pt when its settings match)
-and the Generate operator makes shapes from "a photo of a chair" (the domain CLIP's prompt style). bpy's timers
-never fire in the module, so this script calls the add-on's timer function (`session.drain()`) itself, as the
-add-on tests do.
+and the top hits are imported, through the add-on's job runtime; then the Generate operator makes shapes from
+three prompts ("a photo of a chair", "... a table", "... a lamp": the domain CLIP's prompt style) with the backend's
+shipped generator (backend/models/weights/generator_domain.pt, trained with the domain CLIP by `python build.py
+generator`; the demo never trains one; --generator or $ATELIER_GENERATOR names another) and keeps each prompt's
+best-scoring sample. bpy's timers never fire in the module, so this script calls the add-on's timer function
+(`session.drain()`) itself, as the add-on tests do.
 
-Writes OUT/scene.blend, OUT/renders/*.png (each result with Workbench, the whole row with Cycles),
-OUT/blender_demo.json (every job's figures), OUT/search/*.png (the hits' thumbnails). Exits non-zero with one
-readable line on any failure. `--fast` shrinks every job (2 steps, tiny textures and renders, a generator trained
-for 40 steps: plumbing only) for a quick check.
+Writes OUT/scene.blend, OUT/renders/*.png (each result with Workbench; the whole row, and the three generated
+shapes together as generated_three.png, with Cycles), OUT/blender_demo.json (every job's figures; "generate" holds
+one entry per prompt: CLIP score, seconds, faces), OUT/search/*.png (the hits' thumbnails). Exits non-zero with one
+readable line on any failure. `--fast` shrinks every job (2 steps, tiny textures and renders, 2 samples per prompt
+on a 32 grid) for a quick check.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ ADDON = "blender_addon"
 FORBIDDEN = ("torch", "torchvision", "open_clip", "backend", "trimesh", "PIL")
 """Modules that must never load here: Blender has none of them (the add-on talks to the backend over ZeroMQ)."""
 REAL_CLIPS = ("ViT-B-32:openai", "RN50:openai")
+DEMO_PROMPTS = ("a photo of a chair", "a photo of a table", "a photo of a lamp")
+"""The Generate prompts, in the domain CLIP's zero-shot form ('a photo of a <category>'), the form it trained on."""
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ (the demo runs as a script)
 from demo_scene import (DemoError, add_camera_and_light, frame_one, make_active, place, render_cycles,  # noqa: E402
@@ -277,62 +281,45 @@ def search_library(runtime, world: Path, manifest: dict, out: Path, args, figure
     return [obj for _, obj in fetched]
 
 
-def generator_flags(args) -> list[str]:
-    """`atelier train-generator` settings: the domain CLIP; --fast: seconds (plumbing only), else a few hundred
-    steps of a small network."""
-    steps = str(args.generator_steps)
-    flags = ["--clip", "domain", "--device", args.device, "--seed", "0", "--ae-steps", steps, "--flow-steps", steps]
-    if args.fast:
-        return flags + ["--batch", "6", "--points", "256", "--views", "2", "--latent", "16", "--width", "32",
-                        "--encoder-channels", "4"]
-    # About a minute on a 2-core CPU at 600 steps (reconstruction IoU ~0.75 on the 16-shape library).
-    return flags + ["--batch", "8", "--points", "1024", "--views", "4", "--width", "64", "--encoder-channels", "8"]
+SHIPPED_GENERATOR = ROOT / "backend" / "models" / "weights" / "generator_domain.pt"
+"""The backend's shipped generator (`backend.generate.shipped.SHIPPED_GENERATOR`; the demo may not import the
+backend), checked before the demo starts so a missing file stops it at once rather than after the other jobs."""
+GENERATOR_ENV = "ATELIER_GENERATOR"
+"""The backend's default-generator override (`backend.generate.shipped.GENERATOR_ENV`): the backend the add-on
+starts inherits this environment."""
 
 
-def train_generator(backend_python: Path, world: Path, out: Path, args, figures: dict) -> Path:
-    """A generator checkpoint for the demo's library: reused when OUT holds one made with the same settings on the
-    same library (its sidecar JSON says), else trained through the backend's CLI (the add-on has no job for it: the
-    checkpoint is a file on the backend's machine)."""
-    checkpoint = out / ("generator_fast.pt" if args.fast else "generator.pt")
-    sidecar = checkpoint.with_name(checkpoint.name + ".json")
-    manifest = json.loads((world / "manifest.json").read_text())
-    wanted = {"flags": generator_flags(args), "library": str(world / "library"), "shapes": len(manifest["shapes"])}
-    if checkpoint.is_file() and sidecar.is_file():
-        stored = json.loads(sidecar.read_text())
-        if stored.get("settings") == wanted:
-            say(f"reusing the generator {checkpoint} (trained in {stored['report'].get('seconds', 0):.0f} s with "
-                f"the same settings)")
-            figures["generator"] = {**stored["report"], "reused": True}
-            return checkpoint
-    report = out / "generator_report.json"
-    plumbing = ", plumbing only" if args.fast else ""
-    say(f"training a generator on the {wanted['shapes']}-shape library with the domain CLIP "
-        f"({args.generator_steps} autoencoder + {args.generator_steps} flow steps{plumbing})")
-    command = [str(backend_python), "-c", "import sys; from backend.cli import main; sys.exit(main())",
-               "train-generator", "--library", str(world / "library"), "--out", str(checkpoint),
-               "--report", str(report), *generator_flags(args)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise DemoError(f"`atelier train-generator` failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-    data = json.loads(report.read_text())
-    keep = ("shapes", "reconstruction_iou", "autoencoder_loss", "flow_loss", "seconds", "clip", "device")
-    summary = {k: data[k] for k in keep if k in data}
-    summary["steps"] = args.generator_steps
-    say(f"  generator: {summary.get('shapes')} shapes, reconstruction IoU {summary.get('reconstruction_iou', 0):.3f}, "
-        f"flow NLL/dim {summary.get('flow_loss', 0):.3f}, {summary.get('seconds', 0):.0f} s")
-    sidecar.write_text(json.dumps({"settings": wanted, "report": summary}, indent=2))
-    figures["generator"] = {**summary, "reused": False}
-    return checkpoint
+def demo_generator(args) -> str:
+    """Which generator the demo's Generate jobs load, as text for the log; DemoError when it is missing. The demo
+    never trains one: --generator names a file, else the backend's default ($ATELIER_GENERATOR, else the shipped
+    generator) is used and the Generator preference stays empty."""
+    if args.generator:
+        path = Path(args.generator).expanduser().resolve()
+        if not path.is_file():
+            raise DemoError(f"--generator {path} is not a file; leave it out to use the shipped generator")
+        return str(path)
+    override = os.environ.get(GENERATOR_ENV, "").strip()
+    if override:
+        if not Path(override).expanduser().is_file():
+            raise DemoError(f"${GENERATOR_ENV} names {override}, which is not a file; unset it to use the shipped "
+                            "generator")
+        return f"{override} (${GENERATOR_ENV})"
+    if not SHIPPED_GENERATOR.is_file():
+        raise DemoError(f"the shipped generator {SHIPPED_GENERATOR} is missing: run `python build.py generator` to "
+                        "train it (the demo never trains one), or pass --generator FILE")
+    return f"the shipped generator {SHIPPED_GENERATOR.relative_to(ROOT)}"
 
 
-def generate(checkpoint: Path, args, figures: dict) -> list:
-    """The Generate panel's operator: shapes from text at the 3D cursor; returns the imported objects."""
+def generate(prompt: str, args, figures: dict) -> list:
+    """The Generate panel's operator: shapes from text at the 3D cursor, with the generator `demo_generator` chose;
+    returns the imported objects, the best CLIP score first, and records the prompt's figures."""
     import bpy
 
     prefs = bpy.context.preferences.addons[ADDON].preferences
-    prefs.generator_checkpoint = str(checkpoint)
+    prefs.generator_checkpoint = str(Path(args.generator).expanduser().resolve()) if args.generator else ""
     settings = bpy.context.scene.atelier
-    settings.generate_prompt = args.generate_prompt
+    settings.generate_from = "TEXT"
+    settings.generate_prompt = prompt
     settings.generate_samples = args.generate_samples
     settings.generate_refine = args.generate_refine
     settings.generate_style = False
@@ -341,29 +328,63 @@ def generate(checkpoint: Path, args, figures: dict) -> list:
     settings.generate_temperature = 0.8
     settings.generate_seed = 0
     bpy.context.scene.cursor.location = (0.0, 0.0, 0.0)
-    say(f"generate from text {args.generate_prompt!r} with the domain CLIP (no real weights: the generator and its "
-        f"CLIP scores use the small CLIP trained on the procedural world): {args.generate_samples} samples, "
-        f"{args.generate_refine} refinement steps, grid {args.generate_resolution}")
+    say(f"generate from text {prompt!r}: {args.generate_samples} samples, {args.generate_refine} refinement steps, "
+        f"grid {args.generate_resolution}")
     run_operator(bpy.ops.atelier.generate, "atelier.generate")
     record = wait_job(newest_job(), args.timeout)
     fields = record.fields
     objects = [bpy.data.objects[name] for name in record.outputs]
-    if fields["refine"]:
-        scores = "domain-CLIP score before -> after refinement " + ", ".join(
-            f"{b:.3f} -> {a:.3f}" for b, a in zip(fields["clip_score_before"], fields["clip_score_after"]))
-    else:
-        scores = "domain-CLIP score " + ", ".join(f"{b:.3f}" for b in fields["clip_score_before"])
-    shapes = ", ".join(f"{o.name!r} {len(o.data.polygons)} faces" for o in objects)
-    say(f"  generate: {len(objects)} shapes ({shapes}); {scores}; {fields['seconds']:.1f} s on the backend "
-        f"({record.meta['wall_s']:.1f} s in Blender)")
-    figures["generate"] = {
+    # The score a sample is chosen by: after refinement when there was any (the CLIP score on held-out views).
+    scores = [float(x) for x in (fields["clip_score_after"] if fields["refine"] else fields["clip_score_before"])]
+    order = sorted(range(len(objects)), key=lambda i: -scores[i])
+    best = order[0]
+    shapes = ", ".join(f"{objects[i].name!r} {len(objects[i].data.polygons)} faces score {scores[i]:.3f}"
+                       for i in order)
+    say(f"  generate {prompt!r}: {len(objects)} shapes ({shapes}); {fields['seconds']:.1f} s on the backend "
+        f"({record.meta['wall_s']:.1f} s in Blender); shown: {objects[best].name!r}")
+    figures.setdefault("generate", []).append({
         "prompt": fields["prompt"], "clip": fields["clip"], "samples": fields["samples"], "refine": fields["refine"],
         "seed": fields["seed"], "resolution": record.params["resolution"], "threshold": record.params["threshold"],
-        "clip_score_before": fields["clip_score_before"], "clip_score_after": fields["clip_score_after"],
-        "vertices": fields["vertices"], "faces": fields["faces"], "seconds": fields["seconds"],
-        "wall_s": record.meta["wall_s"], "objects": [o.name for o in objects], "checkpoint": str(checkpoint),
-        "note": "domain CLIP (trained on the procedural world), no real weights"}
-    return objects
+        "clip_score": scores[best], "faces": fields["faces"][best], "seconds": fields["seconds"],
+        "clip_scores": scores, "clip_score_before": fields["clip_score_before"],
+        "clip_score_after": fields["clip_score_after"], "vertices": fields["vertices"], "all_faces": fields["faces"],
+        "wall_s": record.meta["wall_s"], "object": objects[best].name, "objects": [o.name for o in objects],
+        "checkpoint": record.params.get("checkpoint", "")})
+    return [objects[i] for i in order]
+
+
+def generate_three(args, figures: dict) -> list:
+    """The three prompts through the Generate panel; each prompt's best sample stays in the scene (its other
+    samples are removed: they are in the JSON figures). Returns the three objects."""
+    import bpy
+
+    say(f"generating {len(args.generate_prompts)} prompts with {demo_generator(args)} and the domain CLIP it was "
+        "trained with; no training at demo time")
+    chosen = []
+    for prompt in args.generate_prompts:
+        best, *others = generate(prompt, args, figures)
+        for obj in others:
+            bpy.data.objects.remove(obj, do_unlink=True)
+        chosen.append(best)
+    return chosen
+
+
+def render_generated(objects: list, camera, path: Path, width: int, height: int, samples: int) -> Path:
+    """The generated objects alone, where the row placed them (side by side, 3 units apart, in prompt order),
+    rendered with Cycles."""
+    import bpy
+
+    for obj in bpy.context.scene.objects:
+        if obj.type == "MESH":
+            obj.hide_render = obj not in objects
+    centre = sum(obj.location.x for obj in objects) / len(objects)
+    distance = ((len(objects) - 1) * 3.0 + 3.0) / 2 / 0.36  # as the whole row's camera: 50 mm, 39.6 degrees
+    camera.location = (centre, -distance * 0.956, distance * 0.292)
+    try:
+        return render_cycles(path, width, height, samples)
+    finally:
+        for obj in bpy.context.scene.objects:
+            obj.hide_render = False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,22 +406,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="480x270", help="render size WxH")
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples of the whole-row render")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds any one job may take")
-    parser.add_argument("--generator-steps", type=int, default=600,
-                        help="autoencoder and flow training steps of the demo's generator (each)")
-    parser.add_argument("--generate-prompt", default="a photo of a chair",
-                        help="the Generate prompt (the domain CLIP knows 'a photo of a <category>')")
-    parser.add_argument("--generate-samples", type=int, default=3)
+    parser.add_argument("--generator", default="",
+                        help="a generator file for the Generate jobs (default: the backend's shipped generator, "
+                             f"{SHIPPED_GENERATOR.relative_to(ROOT)}, or the file ${GENERATOR_ENV} names)")
+    parser.add_argument("--generate-prompts", nargs=3, metavar="PROMPT", default=list(DEMO_PROMPTS),
+                        help="the three Generate prompts (the domain CLIP knows 'a photo of a <category>')")
+    parser.add_argument("--generate-samples", type=int, default=3,
+                        help="samples per prompt; the one with the best CLIP score is kept")
     parser.add_argument("--generate-refine", type=int, default=20, help="ISS refinement steps per sample")
     parser.add_argument("--generate-resolution", type=int, default=64)
     parser.add_argument("--generate-threshold", type=float, default=0.5)
     parser.add_argument("--fast", action="store_true",
-                        help="a quick check: 2 steps, tiny textures, 8 shapes, a 40-step generator")
+                        help="a quick check: 2 steps, tiny textures, 8 shapes, 2 samples per prompt on a 32 grid")
     args = parser.parse_args(argv)
     if args.fast:
         args.stylize_steps, args.restyle_steps, args.texture_size, args.shapes, args.size = 2, 2, 64, 8, "96x54"
         args.samples = 2
-        args.generator_steps, args.generate_samples, args.generate_refine = 40, 2, 2
-        args.generate_resolution, args.generate_threshold = 32, 0.3  # a barely trained decoder: a lower surface
+        args.generate_samples, args.generate_refine = 2, 2
+        # A coarse grid, and a surface a barely trained test generator also clears.
+        args.generate_resolution, args.generate_threshold = 32, 0.3
     try:
         return run(args)
     except DemoError as exc:
@@ -418,6 +442,7 @@ def run(args) -> int:
         raise DemoError(f"the backend environment's python is missing at {backend_python}; "
                         "run `python build.py setup`")
     width, height = (int(v) for v in args.size.lower().split("x"))
+    demo_generator(args)  # a missing generator stops the demo before any job runs
 
     import bpy  # first: it puts Blender's own modules (addon_utils) on the path
 
@@ -439,7 +464,7 @@ def run(args) -> int:
         fetched = search_library(runtime, out / "world", world, out, args, figures)
         if "generate" not in runtime.job_kinds:
             raise DemoError("this backend has no `generate` job: update the Atelier backend")
-        generated = generate(train_generator(backend_python, out / "world", out, args, figures), args, figures)
+        generated = generate_three(args, figures)
 
         # The row: the source, its two results, the library hits, the generated shapes.
         row = [suzanne, stylized, restyled, *fetched, *generated]
@@ -466,8 +491,10 @@ def run(args) -> int:
         distance = ((len(row) - 1) * 3.0 + 3.0) / 2 / 0.36
         camera.location = ((len(row) - 1) * 1.5, -distance * 0.956, distance * 0.292)
         written.append(render_cycles(renders / "scene.png", width * 2, height * 2, args.samples))
-        say(f"rendered {len(written)} PNGs into {renders} (each result: Workbench; the row: Cycles, "
-            f"{args.samples} samples)")
+        written.append(render_generated(generated, camera, renders / "generated_three.png", width * 2, height * 2,
+                                        args.samples))
+        say(f"rendered {len(written)} PNGs into {renders} (each result: Workbench; the row and the generated "
+            f"shapes ({', '.join(repr(p) for p in args.generate_prompts)}): Cycles, {args.samples} samples)")
         figures["renders"] = [str(p.relative_to(out)) for p in written]
     finally:
         from blender_addon.engine import session

@@ -98,7 +98,9 @@ def _generate_args(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", help="the shape, e.g. 'a round table' or 'a chair made of oak'")
     what.add_argument("--image", help="or a picture of the shape (its CLIP image embedding conditions the flow)")
-    parser.add_argument("--checkpoint", required=True, help="a generator from `atelier train-generator`")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a generator from `atelier train-generator` (default: the shipped generator, "
+                             "backend/models/weights/generator_domain.pt, or the file $ATELIER_GENERATOR names)")
     parser.add_argument("--out", required=True, help="output .glb; with --samples N > 1: OUT_0.glb ... OUT_{N-1}.glb, "
                                                       "best CLIP score first")
     parser.add_argument("--samples", type=int, default=1, help="shapes to draw (1-16)")
@@ -128,6 +130,7 @@ def _generate(args, report: Report) -> None:
     from backend.generate.generate import (GenerateConfig, check_generate_prompt, generate, image_condition,
                                            prompt_condition, resolve_style, shape_glbs, stylize_shapes)
     from backend.generate.generator import load_generator
+    from backend.generate.shipped import resolve_generator
     from backend.images import load_image
     from backend.models.clip import load_clip
 
@@ -145,7 +148,7 @@ def _generate(args, report: Report) -> None:
     except ValueError as exc:
         raise InvalidInputError(str(exc), hint="see `atelier generate --help`") from exc
     device = resolve(args, report)
-    generator = load_generator(args.checkpoint, device)
+    generator = load_generator(resolve_generator(args.checkpoint), device)
     clip = load_clip(args.clip or generator.clip_spec, device, allow_download=args.allow_download)
     progress, close = staged_progress_bars()
     try:

@@ -24,6 +24,15 @@ def weights_table(rows: list[dict], indent: str = "") -> list[str]:
              f"  {tail}").rstrip() for status, name, size, licence, tail in cells]
 
 
+def shipped_rows() -> list[dict]:
+    """What ships in the package, as `atelier models list` rows: the domain CLIP, then the shipped generator."""
+    from backend.generate.shipped import shipped_generators
+    from backend.models import shipped_models
+
+    # The generator's row lives in backend.generate, a layer above backend.models: the two meet here, in the CLI.
+    return shipped_models() + shipped_generators()
+
+
 @command("models", "the weights manager: list what is present, pull (download) or import a local file")
 def _models_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("list", "pull", "import"))
@@ -34,11 +43,11 @@ def _models_args(parser: argparse.ArgumentParser) -> None:
 @_models_args.run
 def _models(args, report: Report) -> None:
     from backend.errors import InvalidInputError
-    from backend.models import import_file, shipped_models, store
+    from backend.models import import_file, store
 
     if args.action == "list":
         models = store.list_models()
-        shipped = shipped_models()
+        shipped = shipped_rows()
         # "models" keeps the catalogue rows the add-on's weights panel reads (pull / import by name); what ships
         # in the package has nothing to pull or import, so it comes apart.
         report["models"] = models

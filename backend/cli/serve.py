@@ -20,8 +20,8 @@ def _doctor(args, report: Report) -> None:
     import torch
 
     from backend import external
-    from backend.cli.models import weights_table
-    from backend.models import list_models, shipped_models
+    from backend.cli.models import shipped_rows, weights_table
+    from backend.models import list_models
 
     device = resolve(args, report)
     facts = {
@@ -40,7 +40,7 @@ def _doctor(args, report: Report) -> None:
         except ImportError:
             facts[package] = None
     models = list_models()
-    shipped = shipped_models()
+    shipped = shipped_rows()
     report.update(facts)
     report["models"] = models
     report["shipped"] = shipped

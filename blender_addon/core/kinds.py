@@ -410,8 +410,6 @@ GENERATE_THRESHOLD_RANGE = (0.01, 0.99)
 """The occupancy probability of the surface."""
 GENERATE_TEMPERATURE_RANGE = (0.0, 3.0)
 """The flow's sampling temperature (below 1: typical shapes; above: variety)."""
-_GENERATE_CHECKPOINT_HINT = ("set Generator checkpoint in the add-on's preferences to a file that `atelier "
-                             "train-generator --library DIR --out FILE` wrote, on the backend's machine")
 
 
 GENERATE_FROM = ("TEXT", "PICTURE")
@@ -423,11 +421,11 @@ def generate_params(prompt: str, checkpoint: str, samples: int = 1, refine: int 
                     threshold: float = 0.5, temperature: float = 0.8, seed: int = 0, clip: str = "",
                     picture: bool = False) -> dict:
     """The `generate` job's params from the Generate panel's fields; AddonError, before anything is sent, for an
-    empty (without a picture) or over-long prompt, no checkpoint, "auto" style with no prompt, or a number outside
-    the backend's range.
+    empty (without a picture) or over-long prompt, an over-long checkpoint path, "auto" style with no prompt, or a
+    number outside the backend's range.
 
     checkpoint: a generator file on the backend's machine (whether it exists is the backend's check: it may be
-    remote). style False: plain shapes; True: stylized after `style_text`, or, when that is empty, "auto" (the
+    remote); "" sends none, and the backend uses its shipped generator. style False: plain shapes; True: stylized after `style_text`, or, when that is empty, "auto" (the
     backend splits "a chair made of oak" into the shape "a chair" and the whole prompt as the style). style_steps 0
     means the style quality preset's; clip "" means the CLIP the checkpoint records (another one is refused).
     picture True: a picture of the shape goes with the job as blob "image" (`read_generate_picture`) and conditions
@@ -439,10 +437,9 @@ def generate_params(prompt: str, checkpoint: str, samples: int = 1, refine: int 
         prompt = _prompt(prompt, "type the shape to make, e.g. 'a chair', or with Style it on 'a chair made of oak'",
                          code="empty_prompt")
     checkpoint = (checkpoint or "").strip()
-    if not checkpoint:
-        raise AddonError("no generator checkpoint is set", _GENERATE_CHECKPOINT_HINT, code="no_checkpoint")
     if len(checkpoint) > limits.MAX_STRING:
-        raise AddonError(f"the generator checkpoint path is over {limits.MAX_STRING} characters")
+        raise AddonError(f"the generator checkpoint path is over {limits.MAX_STRING} characters",
+                         "shorten it, or leave Generator checkpoint empty for the backend's shipped generator")
     if not 1 <= int(samples) <= GENERATE_MAX_SAMPLES:
         raise AddonError(f"samples must be in [1, {GENERATE_MAX_SAMPLES}], got {samples}",
                          "each sample is one shape to choose from")
@@ -465,6 +462,8 @@ def generate_params(prompt: str, checkpoint: str, samples: int = 1, refine: int 
                     "temperature": round(float(temperature), 4), "seed": int(seed)}
     if not prompt:
         del params["prompt"]
+    if not checkpoint:
+        del params["checkpoint"]  # none named: the backend's shipped generator
     if style:
         style_text = _text_within_limit((style_text or "").strip(), "the style text")
         if not style_text and not prompt:

@@ -108,8 +108,8 @@ class ATELIER_PT_generate(AtelierPanel, bpy.types.Panel):
         if prefs is not None:
             layout.prop(prefs, "generator_checkpoint", text="Generator")
             if not prefs.generator_checkpoint.strip():
-                _wrapped(layout, "Set the generator checkpoint: a file from `atelier train-generator` on the "
-                                 "backend's machine", "INFO")
+                _wrapped(layout, "Using the backend's shipped generator; set a file from `atelier "
+                                 "train-generator` to use your own", "INFO")
         layout.prop(s, "generate_from", expand=True)
         from_picture = s.generate_from == "PICTURE"
         if from_picture:

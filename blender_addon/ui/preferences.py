@@ -46,7 +46,8 @@ class AtelierPreferences(bpy.types.AddonPreferences):
     generator_checkpoint: bpy.props.StringProperty(
         name="Generator checkpoint", subtype="FILE_PATH", default="",
         description="The generate job's shape generator, on the backend machine: a file `atelier train-generator "
-                    "--library DIR --out FILE` wrote (it records the CLIP it was trained with)")
+                    "--library DIR --out FILE` wrote (it records the CLIP it was trained with). Empty: the "
+                    "backend's shipped generator, trained on the procedural world")
     index_blender: bpy.props.StringProperty(
         name="Blender for indexing", subtype="FILE_PATH", default="",
         description="The Blender a local backend reads .blend, FBX and USD libraries with: an executable, or a Python "

@@ -2,7 +2,8 @@
 training steps: plumbing only) is trained once for the module through the backend's CLI, then the `atelier.generate`
 operator's samples land side by side at the 3D cursor with the job stored on each; Run Again works from a generated
 shape; a picture (a file or a Blender image) conditions the shapes without a prompt; a checkpoint that does not
-exist comes back as the backend's error in the job list."""
+exist comes back as the backend's error in the job list; an empty Generator preference sends no checkpoint and the
+backend uses its default generator."""
 
 from __future__ import annotations
 
@@ -223,3 +224,25 @@ def test_a_checkpoint_that_does_not_exist_fails_with_the_backends_reason(scene, 
     assert "no generator checkpoint at" in panel_texts(ATELIER_PT_jobs).replace("\n", " ")
     assert COLLECTION not in bpy.data.collections or not bpy.data.collections[COLLECTION].objects
     assert session.get_runtime().ready
+
+
+def test_an_empty_generator_preference_sends_no_checkpoint_and_the_backend_uses_its_default(scene, results,
+                                                                                           generator, monkeypatch):
+    # The backend reads its default generator ($ATELIER_GENERATOR, else the shipped file) from the environment it
+    # starts in: restart it with the tiny generator as the default, as this checkout may not hold the shipped one.
+    runtime = session.get_runtime()
+    runtime.stop(wait=True)
+    monkeypatch.setenv("ATELIER_GENERATOR", generator)
+    try:
+        running_backend()
+        bpy.context.preferences.addons["blender_addon"].preferences.generator_checkpoint = "  "
+        assert "Using the backend's shipped generator" in panel_texts(ATELIER_PT_generate).replace("\n", " ")
+        assert bpy.ops.atelier.generate() == {"FINISHED"}
+        record = finish(newest_job(), 120)
+        assert "checkpoint" not in record.params and record.params["prompt"] == "a chair"
+        assert record.fields["clip"] == "tiny" and set(results[0].blobs) == {"mesh_0", "mesh_1"}
+        assert record.outputs == ["a chair 1", "a chair 2"]
+    finally:
+        monkeypatch.delenv("ATELIER_GENERATOR")
+        session.get_runtime().stop(wait=True)
+        running_backend()  # the rest of the session gets a backend without the override

@@ -269,7 +269,7 @@ def test_generate_params():
     assert kinds.generate_label("a chair") == "Generate 'a chair'" and kinds.generate_label("x" * 60).endswith("...'")
     for kwargs, code, words in (({"prompt": "  "}, "empty_prompt", "the prompt is empty"),
                                 ({"prompt": "x" * 501}, "invalid_input", "over the 500 limit"),
-                                ({"checkpoint": " "}, "no_checkpoint", "no generator checkpoint is set"),
+                                ({"checkpoint": "/" + "x" * 4096}, "invalid_input", "checkpoint path is over"),
                                 ({"samples": 0}, "invalid_input", "samples must be in [1, 16]"),
                                 ({"samples": 17}, "invalid_input", "samples must be in [1, 16]"),
                                 ({"refine": 501}, "invalid_input", "refine steps must be in [0, 500]"),
@@ -281,6 +281,11 @@ def test_generate_params():
         with pytest.raises(AddonError) as info:
             kinds.generate_params(**{"prompt": "a chair", "checkpoint": "/g.pt", **kwargs})
         assert info.value.code == code and words in info.value.message, info.value
+    # No checkpoint named: none is sent, and the backend uses its shipped generator.
+    for empty in ("", "  ", None):
+        assert kinds.generate_params("a chair", empty) == {
+            "prompt": "a chair", "samples": 1, "refine": 0, "resolution": 64, "threshold": 0.5, "temperature": 0.8,
+            "seed": 0}
     # From a picture (blob "image"): the prompt may be empty (left out), "auto" style then has nothing to split.
     assert "prompt" not in kinds.generate_params("  ", "/g.pt", picture=True)
     assert kinds.generate_params("a chair", "/g.pt", picture=True)["prompt"] == "a chair"

@@ -1,4 +1,5 @@
-"""`atelier models list` and `doctor`: the shipped domain CLIP is listed as shipped, and columns fit any name."""
+"""`atelier models list` and `doctor`: the shipped domain CLIP and generator are listed as shipped (or missing, with
+the command that trains them), and columns fit any name."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from backend.cli import main
+from backend.generate import shipped as shipped_generator
 from backend.models import domain
 from backend.models.catalogue import CATALOGUE
 
@@ -41,7 +43,8 @@ def _starts(lines: list[str], rows: list[dict]) -> list[tuple[int, int, int]]:
 
 def test_models_list_shows_the_shipped_domain_clip(empty_caches: Path, capsys):
     lines, report = _listing(empty_caches, capsys, "models", "list")
-    [shipped] = report["shipped"]
+    shipped, generator = report["shipped"]
+    assert generator["name"] == "generator" and generator["kind"] == "generator"
     assert shipped["name"] == "domain" and shipped["present"] is True and shipped["status"] == "shipped"
     assert shipped["size"] == domain.DOMAIN_WEIGHTS.stat().st_size > 1_000_000
     assert shipped["licence"] == "MIT" and shipped["path"] == str(domain.DOMAIN_WEIGHTS)
@@ -68,9 +71,32 @@ def test_models_list_columns_follow_the_longest_cells(empty_caches: Path, capsys
 def test_models_list_says_when_the_shipped_file_is_gone(empty_caches: Path, capsys, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(domain, "DOMAIN_WEIGHTS", empty_caches / "deleted" / "domain_clip.pt")
     lines, report = _listing(empty_caches, capsys, "models", "list")
-    [row] = report["shipped"]
+    row, _ = report["shipped"]
     assert row["present"] is False and row["status"] == "missing" and row["path"] is None
     assert lines[0].startswith("missing  domain") and "python build.py domain-clip" in lines[0]
+
+
+def test_models_list_shows_the_shipped_generator(empty_caches: Path, capsys, monkeypatch: pytest.MonkeyPatch):
+    weights = empty_caches / "weights" / "generator_domain.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"g" * 3_000_000)  # the listing reads the size only, never the file
+    monkeypatch.setattr(shipped_generator, "SHIPPED_GENERATOR", weights)
+    lines, report = _listing(empty_caches, capsys, "models", "list")
+    _, row = report["shipped"]
+    assert row["name"] == "generator" and row["present"] is True and row["status"] == "shipped"
+    assert row["size"] == 3_000_000 and row["path"] == str(weights) and row["licence"] == "MIT"
+    assert lines[1].split()[:4] == ["shipped", "generator", *row["size_human"].split()]
+    assert "python build.py generator" in lines[1] and "domain CLIP" not in lines[1]
+
+
+def test_models_list_says_how_to_train_a_missing_shipped_generator(empty_caches: Path, capsys,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(shipped_generator, "SHIPPED_GENERATOR", empty_caches / "none" / "generator_domain.pt")
+    lines, report = _listing(empty_caches, capsys, "models", "list")
+    _, row = report["shipped"]
+    assert row["present"] is False and row["status"] == "missing" and row["path"] is None and row["size"] == 0
+    assert lines[1].startswith("missing  generator") and "run `python build.py generator`" in lines[1]
+    assert "the text-to-shape generator trained on the procedural world with the domain CLIP" in lines[1]
 
 
 def test_doctor_lists_the_shipped_weights_in_the_same_columns(empty_caches: Path, capsys):
@@ -78,4 +104,5 @@ def test_doctor_lists_the_shipped_weights_in_the_same_columns(empty_caches: Path
     table = lines[lines.index("weights:") + 1:]
     rows = report["shipped"] + report["models"]
     assert len(table) == len(rows) and table[0].split()[:2] == ["shipped", "domain"]
+    assert table[1].split()[1] == "generator"
     assert len(set(_starts(table, rows))) == 1, "\n".join(table)

@@ -24,7 +24,7 @@ MINIMAL = {
     "fetch_shape": ({"db": "db", "shape_id": 3}, ()),
     "segment": ({"prompt": "the chair"}, ("image",)),
     "photo_to_3d": ({"prompt": "the chair", "db": "db"}, ("image",)),
-    "generate": ({"prompt": "a chair", "checkpoint": "gen.pt"}, ()),
+    "generate": ({"prompt": "a chair"}, ()),
 }
 
 
@@ -147,8 +147,16 @@ def test_generate_needs_a_prompt_or_a_picture():
         GenerateRequest.from_params({"checkpoint": "g.pt"})
     with pytest.raises(ParamError, match="'auto' style splits the prompt"):
         GenerateRequest.from_params({"checkpoint": "g.pt", "style": "auto"}, ["image"])
-    with pytest.raises(ParamError, match="the generator checkpoint path is empty"):
-        GenerateRequest.from_params({"prompt": "a chair", "checkpoint": " "})
+
+
+def test_generate_without_a_checkpoint_means_the_shipped_generator():
+    # No checkpoint (or a blank one) is sent as none: the backend loads its shipped generator.
+    for params in ({"prompt": "a chair"}, {"prompt": "a chair", "checkpoint": " "}):
+        request = GenerateRequest.from_params(params)
+        assert request.checkpoint == "" and "checkpoint" not in request.to_params()
+    named = GenerateRequest.from_params({"prompt": "a chair", "checkpoint": " /srv/gen.pt "})
+    assert named.checkpoint == "/srv/gen.pt" and named.to_params()["checkpoint"] == "/srv/gen.pt"
+    assert GenerateRequest.specs()["checkpoint"].path == "file"  # a named one is still confined by the server
 
 
 def test_search_and_photo_rules():

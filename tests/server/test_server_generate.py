@@ -1,15 +1,18 @@
 """The `generate` job on the real server: N GLB samples with their CLIP scores, progress through refinement,
-cancel, and bad input answered with a message and a hint while the server keeps serving."""
+cancel, the default generator when no checkpoint is named, and bad input answered with a message and a hint while
+the server keeps serving."""
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
 import trimesh
-from server_helpers import status
+from server_helpers import start_server, status, stop_server
 
 from backend.geometry.glb import read_glb
+from backend.server.client import Client
 from shared_protocol import Cancel, Error, Progress, Result, Submit
 
 pytestmark = pytest.mark.timeout(300)
@@ -63,7 +66,6 @@ def test_cancel_during_refinement_and_the_server_keeps_serving(client, tiny_gene
 
 @pytest.mark.parametrize("params, words", [
     ({"prompt": "  "}, "the prompt is empty"),
-    ({"checkpoint": ""}, "needs a generator checkpoint"),
     ({"checkpoint": "/no/such/generator.pt"}, "no generator checkpoint at"),
     ({"clip": "tiny-rn"}, "trained with the CLIP 'tiny', not 'tiny-rn'"),
     ({"samples": 17}, "'samples' must be an integer in [1, 16]"),
@@ -78,6 +80,29 @@ def test_generate_rejects_bad_input_and_keeps_serving(client, tiny_generator, pa
     assert isinstance(error, Error) and error.code == "invalid_input", error
     assert words in error.message and error.hint
     assert status(client).running is None
+
+
+def test_a_job_without_a_checkpoint_loads_the_default_generator(tiny_generator, tmp_path, monkeypatch):
+    # Its own server: the default is read from the server's environment ($ATELIER_GENERATOR stands in for the
+    # shipped file, which this checkout may or may not hold).
+    default = tmp_path / "default" / "generator.pt"
+    monkeypatch.setenv("ATELIER_GENERATOR", str(default))
+    running = start_server(tmp_path / "backend")
+    try:
+        with Client(running.endpoint) as c:
+            params = {**SMALL, "prompt": "a chair"}
+            error = run_job(c, Submit(job="none", kind="generate", params=params))[-1]
+            assert isinstance(error, Error) and error.code == "weights_missing", error
+            assert f"$ATELIER_GENERATOR names {default}" in error.message and "unset it" in error.hint
+            default.parent.mkdir()
+            shutil.copyfile(tiny_generator, default)
+            for job, extra in (("unnamed", {}), ("blank", {"checkpoint": "  "})):
+                result = run_job(c, Submit(job=job, kind="generate", params={**params, **extra}))[-1]
+                assert isinstance(result, Result), result
+                assert result.fields["clip"] == "tiny" and set(result.blobs) == {"mesh_0"}
+            assert status(c).running is None
+    finally:
+        assert stop_server(running) == 0, running.stderr()
 
 
 def picture() -> bytes:

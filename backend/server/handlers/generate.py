@@ -5,7 +5,8 @@ blobs:  "image" (optional): an encoded picture of the shape (PNG, JPEG, ...) who
         the flow instead of the prompt (and is what refinement aims at); then `prompt` may be left out (the "auto"
         style needs one).
 params: prompt: str (1-500 characters; required without an image); checkpoint: path of a generator on the backend's machine
-        (required: `atelier train-generator` writes one); samples: int in [1, 16] (default 1); refine: int in
+        (`atelier train-generator` writes one; default "": the shipped generator, or the file $ATELIER_GENERATOR
+        names, `backend.generate.shipped`); samples: int in [1, 16] (default 1); refine: int in
         [0, 500] ISS steps per sample (default 0); style: "" (default: none) | "auto" (split the prompt: "a chair
         made of oak" -> shape "a chair", style the whole prompt) | a style text; style_quality: "draft" |
         "standard" | "high" (default "draft"); style_steps: int in [1, 100000] (default: the preset's);
@@ -39,6 +40,7 @@ def run(ctx: JobContext) -> JobOutput:
     from backend.generate.generate import (GenerateConfig, check_generate_prompt, generate, image_condition,
                                            prompt_condition, resolve_style, shape_glbs, stylize_shapes)
     from backend.generate.generator import load_generator
+    from backend.generate.shipped import resolve_generator
     from backend.images import load_image
     from backend.models.clip import load_clip
 
@@ -51,10 +53,7 @@ def run(ctx: JobContext) -> JobOutput:
     image = load_image(ctx.blobs["image"], what="shape picture") if "image" in ctx.blobs else None
     text = str_param(ctx.params, "prompt", "" if image is not None else None)
     prompt = check_generate_prompt(text) if image is None or text.strip() else ""
-    checkpoint = str_param(ctx.params, "checkpoint", "")
-    if not checkpoint.strip():
-        raise InvalidInputError("the generate job needs a generator checkpoint",
-                                hint="train one with `atelier train-generator --library DIR --out FILE` and pass its path")
+    checkpoint = resolve_generator(str_param(ctx.params, "checkpoint", ""))
     shape_prompt, style = resolve_style(prompt, str_param(ctx.params, "style", ""))
     config = GenerateConfig(
         samples=int_param(ctx.params, "samples", 1, 16, default=1),
