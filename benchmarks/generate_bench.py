@@ -28,7 +28,6 @@ Timing: seconds per shape at 64^3 and 128^3, coarse to fine against dense.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import statistics
@@ -46,7 +45,8 @@ from backend.generate.library import read_library, view_embeddings
 from backend.generate.metrics import generative_metrics, surface_points
 from backend.generate.occupancy import voxel_iou
 from backend.generate.refine import RefineConfig, refine_latent
-from backend.generate.world_train import SHIPPED_PATH, world_library_plan, write_world_library
+from backend.generate.shipped import SHIPPED_GENERATOR
+from backend.generate.world_train import world_library_plan, write_world_library
 from backend.geometry.glb import export_glb, read_glb
 from backend.geometry.normalize import normalize_to_unit_sphere
 from backend.geometry.voxelize import voxelize
@@ -84,7 +84,7 @@ def surface_check(mesh) -> dict:
     import trimesh
 
     tri = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
-    document, _ = read_glb(export_glb(mesh, io.BytesIO()) if False else export_glb(mesh))
+    document, _ = read_glb(export_glb(mesh))
     floating = floating_fractions(mesh)
     return {"largest_floating": max(floating, default=0.0), "watertight": bool(tri.is_watertight),
             "winding": bool(tri.is_winding_consistent), "glb": bool(document.get("meshes"))}
@@ -97,7 +97,7 @@ def accuracy_table(names: list[str], got: dict[str, list[bool]]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=str(SHIPPED_PATH))
+    parser.add_argument("--checkpoint", default=str(SHIPPED_GENERATOR))
     parser.add_argument("--heldout", type=int, default=64)
     parser.add_argument("--samples", type=int, default=8, help="samples per category prompt in (b)")
     parser.add_argument("--metric-shapes", type=int, default=48)

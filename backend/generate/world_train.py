@@ -26,11 +26,10 @@ from backend.generate.flow import FlowConfig
 from backend.generate.occupancy import OccupancyAutoencoderConfig
 from backend.generate.train_autoencoder import AutoencoderTrainConfig
 from backend.generate.train_flow import FlowTrainConfig
+from backend.generate.shipped import SHIPPED_GENERATOR
 from backend.generate.train_generator import GeneratorTrainConfig, train_generator
 from backend.progress import ProgressFn, no_progress
 
-SHIPPED_PATH = Path(__file__).resolve().parents[1] / "models" / "weights" / "generator_domain.pt"
-"""Where `python build.py generator` writes the shipped generator."""
 
 
 def shipped_train_config() -> GeneratorTrainConfig:
@@ -117,7 +116,7 @@ def train_world_generator(out: str | Path, work: str | Path, config: WorldGenera
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="train the shipped generator on the procedural world")
-    parser.add_argument("--out", default=str(SHIPPED_PATH))
+    parser.add_argument("--out", default=str(SHIPPED_GENERATOR))
     parser.add_argument("--work", default=str(Path.home() / ".cache" / "atelier" / "world_generator"),
                         help="where the world library is written (kept: a rerun reuses it)")
     parser.add_argument("--shapes", type=int, default=0, help="train on the first N world shapes (0: all)")

@@ -142,6 +142,9 @@ def write_dataset(out_dir: str | Path, shapes: int, seed: int = 0, views: int = 
         progress(index + 1, shapes)
 
     (folders["library"] / "categories.json").write_text(json.dumps(library, indent=1, sort_keys=True))
+    # Captions beside the meshes: `atelier train-generator --library` conditions its flow on them too.
+    captions = {Path(r["file"]).name: [r["caption"]] for r in records}
+    (folders["library"] / "captions.json").write_text(json.dumps(captions, indent=1, sort_keys=True))
     manifest = {
         "format": FORMAT, "version": VERSION, "seed": seed, "size": size, "test_fraction": test_fraction,
         "categories": list(CATEGORIES), "colours": list(COLOURS), "patterns": list(PATTERNS),
