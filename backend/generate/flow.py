@@ -40,6 +40,11 @@ class FlowConfig:
     """Weight of the current batch in the running mean/variance of the batch-norm layers."""
     normalize_condition: bool = True
     """L2-normalise conditions inside the flow (CLIP image and text embeddings then share one scale)."""
+    mean_hidden: int = 0
+    """Width of a conditional mean network (0: none, as in CLIP-Forge). With one, the couplings model the latent's
+    residual from a regression of the latent on the condition, m(c), trained by its own squared error beside the
+    likelihood; the flow's mode (T=0) lands near m(c). On 2400 world shapes the view-conditioned mode's held-out
+    voxel IoU went from 0.50-0.54 (CLIP-Forge's flow, 5 or 8 couplings) to the regression's level."""
 
     def __post_init__(self) -> None:
         if self.latent_dim < 2:
@@ -47,6 +52,8 @@ class FlowConfig:
         for name in ("condition_dim", "coupling_layers", "hidden", "hidden_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mean_hidden < 0:
+            raise ValueError(f"mean_hidden must be >= 0, got {self.mean_hidden}")
         if not 0.0 < self.batch_norm_momentum <= 1.0:
             raise ValueError(f"batch_norm_momentum must be in (0, 1], got {self.batch_norm_momentum}")
 
@@ -127,8 +134,10 @@ class FlowBatchNorm(nn.Module):
 class ConditionalRealNVP(nn.Module):
     """z: [B, latent_dim] latent, cond: [B, condition_dim] CLIP embedding -> u: [B, latent_dim] ~ N(0, I).
 
-    Layers: coupling, batch-norm, coupling, batch-norm, ... with alternating even/odd masks. In eval mode
-    `forward` and `inverse` are exact inverses (batch-norm uses its running statistics).
+    Layers: a fixed standardisation of the latent (the training latents' mean and std, `standardize`), then
+    coupling, batch-norm, coupling, batch-norm, ... with alternating even/odd masks. In eval mode `forward` and
+    `inverse` are exact inverses (batch-norm uses its running statistics). The standardisation matters: the
+    autoencoder's latents have stds of ~20, and coupling nets fed such inputs train poorly.
     """
 
     def __init__(self, config: FlowConfig | None = None):
@@ -142,6 +151,24 @@ class ConditionalRealNVP(nn.Module):
         self.norms = nn.ModuleList(
             FlowBatchNorm(config.latent_dim, config.batch_norm_momentum) if config.batch_norm else nn.Identity()
             for _ in range(config.coupling_layers))
+        self.mean_net = nn.Sequential(
+            nn.Linear(config.condition_dim, config.mean_hidden), nn.ReLU(),
+            nn.Linear(config.mean_hidden, config.mean_hidden), nn.ReLU(),
+            nn.Linear(config.mean_hidden, config.latent_dim)) if config.mean_hidden else None
+        self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
+        self.register_buffer("latent_std", torch.ones(config.latent_dim))
+
+    @torch.no_grad()
+    def standardize(self, latents: torch.Tensor) -> None:
+        """Sets the fixed standardisation from training latents [N, D] (per-dimension mean and std)."""
+        self.latent_mean.copy_(latents.mean(dim=0))
+        self.latent_std.copy_(latents.std(dim=0).clamp_min(1e-3) if len(latents) > 1 else torch.ones_like(self.latent_std))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Flows saved before the standardisation existed had none: the identity.
+        for name, fill in (("latent_mean", torch.zeros_like), ("latent_std", torch.ones_like)):
+            state_dict.setdefault(prefix + name, fill(getattr(self, name)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _check(self, name: str, x: torch.Tensor, width: int, what: str) -> None:
         if x.dim() != 2 or x.shape[1] != width:
@@ -158,7 +185,10 @@ class ConditionalRealNVP(nn.Module):
         """Latent -> Gaussian: (u [B, D], log|det du/dz| [B])."""
         self._check("z", z, self.config.latent_dim, "latent_dim of the flow")
         cond = self._condition(cond, len(z), z)
-        log_det = torch.zeros(len(z), dtype=z.dtype, device=z.device)
+        z = (z - self.latent_mean) / self.latent_std
+        if self.mean_net is not None:  # a plain regression: it learns from `mean_error` only, not the likelihood
+            z = z - self.mean_net(cond).detach()
+        log_det = -torch.log(self.latent_std).sum().expand(len(z))
         for coupling, norm in zip(self.couplings, self.norms):
             z, ld = coupling(z, cond)
             log_det = log_det + ld
@@ -175,7 +205,17 @@ class ConditionalRealNVP(nn.Module):
             if isinstance(norm, FlowBatchNorm):
                 u = norm.inverse(u)
             u = coupling.inverse(u, cond)
-        return u
+        if self.mean_net is not None:
+            u = u + self.mean_net(cond)
+        return u * self.latent_std + self.latent_mean
+
+    def mean_error(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Mean squared error per latent entry of the conditional mean network against standardised latents z
+        ([B]; zeros without a mean network)."""
+        if self.mean_net is None:
+            return torch.zeros(len(z), dtype=z.dtype, device=z.device)
+        target = (z - self.latent_mean) / self.latent_std
+        return (self.mean_net(self._condition(cond, len(z), z)) - target).pow(2).mean(dim=1)
 
     def log_prob(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """log p(z | cond) in nats: [B]. The standard-normal base density plus the forward log-det."""

@@ -38,6 +38,9 @@ class FlowTrainConfig:
     condition_noise: float = 0.0
     """Std of Gaussian noise added to each unit-length condition before the flow re-normalises it (0: none);
     widens what counts as near a training condition."""
+    mean_weight: float = 1.0
+    """Weight of the conditional mean network's squared error (per standardised latent entry) beside the NLL, when
+    the flow has one (`FlowConfig.mean_hidden`)."""
     latent_noise: float = 0.0
     """Std of Gaussian noise added to the training latents each step (0: none); smooths a density fitted
     to few shapes."""
@@ -114,7 +117,9 @@ def train_flow(
     generator = torch.Generator().manual_seed(config.seed)
     flow = ConditionalRealNVP(model_config).to(device)
     if init is not None:
-        flow.load_state_dict(init.state_dict())
+        flow.load_state_dict(init.state_dict())  # its standardisation too: the fine-tuned latents share its scale
+    else:
+        flow.standardize(latents)
     optimizer = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
     start, losses = resume_training(checkpoint_path if resume else None, CHECKPOINT_KIND, flow, optimizer, model_config)
     if start:
@@ -140,7 +145,9 @@ def train_flow(
         z = latents[chosen]
         if config.latent_noise:
             z = z + config.latent_noise * torch.randn(z.shape, generator=generator)
-        return -flow.log_prob(z.to(device), cond.to(device)).mean() / d
+        z, cond = z.to(device), cond.to(device)
+        loss = -flow.log_prob(z, cond).mean() / d
+        return loss + config.mean_weight * flow.mean_error(z, cond).mean() if flow.mean_net is not None else loss
 
     def save(step: int) -> None:
         save_flow_checkpoint(checkpoint_path, flow, optimizer, config, step, losses)
