@@ -30,7 +30,7 @@ def _train_generator_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flow-width", type=int, default=256, help="width of the flow's coupling networks")
     parser.add_argument("--encoder-channels", type=int, default=16,
                         help="channels of the voxel encoder's first conv (they double per halving)")
-    parser.add_argument("--text-fraction", type=float, default=0.5,
+    parser.add_argument("--text-fraction", type=float, default=0.3,
                         help="share of flow training conditions that are texts (captions.json, category prompts) "
                              "rather than rendered views")
     parser.add_argument("--init", default=None, metavar="GENERATOR",

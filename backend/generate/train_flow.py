@@ -31,10 +31,12 @@ class FlowTrainConfig:
     """(latent, condition) pairs per step (all shapes when there are fewer; at least 2 for batch-norm)."""
     learning_rate: float = 1e-4
     """Adam learning rate (cosine-decayed to 5% over `steps`)."""
-    text_fraction: float = 0.5
+    text_fraction: float = 0.3
     """Share of each batch conditioned on one of the shape's text embeddings (a caption or a category prompt)
     instead of a view's image embedding, when texts are given. CLIP-Forge trains on image embeddings alone and
-    samples from text ones, across CLIP's gap between the two; training on both closes it."""
+    samples from text ones, across CLIP's gap between the two. Measured on 2400 world shapes with a mean network:
+    views only gave "a photo of a <category>" accuracy 0.86 (sofa 0.0) and held-out captions 0.90; 0.3 gave 1.0
+    and 1.0, at a view-conditioned IoU of 0.667 against 0.682."""
     condition_noise: float = 0.0
     """Std of Gaussian noise added to each unit-length condition before the flow re-normalises it (0: none);
     widens what counts as near a training condition."""

@@ -36,10 +36,10 @@ def shipped_train_config() -> GeneratorTrainConfig:
     """The shipped generator's models and training (measured choices: benchmarks/README.md, generation)."""
     return GeneratorTrainConfig(
         autoencoder=OccupancyAutoencoderConfig(),
-        autoencoder_training=AutoencoderTrainConfig(steps=2400, batch_size=32, points_per_shape=1024,
+        autoencoder_training=AutoencoderTrainConfig(steps=3000, batch_size=32, points_per_shape=1024,
                                                     learning_rate=2e-3, seed=0),
-        flow=FlowConfig(hidden=256, coupling_layers=5),
-        flow_training=FlowTrainConfig(steps=6000, batch_size=64, learning_rate=5e-4, text_fraction=0.5, seed=0),
+        flow=FlowConfig(hidden=256, coupling_layers=5, mean_hidden=512),
+        flow_training=FlowTrainConfig(steps=6000, batch_size=64, learning_rate=5e-4, text_fraction=0.3, seed=0),
         views=6)
 
 
