@@ -21,7 +21,8 @@ nearest library shape by voxel IoU at 32^3 (the classifier is the library, not a
 (d) Refinement: one sample per category prompt refined `--refine-steps` steps; the prompt's CLIP score on held-out
     cameras (never rendered while refining) and category accuracy, before and after.
 (e) Surfaces: every mesh decoded in (b) and (c): floating pieces above 1% of the volume, watertight and
-    consistently wound (trimesh), and a GLB that reads back.
+    consistently wound (trimesh), a GLB that reads back; and what the clean-up did: meshes with a piece bridged
+    back, and with detached volume dropped (over 1% and 5% of the volume: the cost of "one object").
 Timing: seconds per shape at 64^3 and 128^3, coarse to fine against dense.
 """
 
@@ -98,12 +99,15 @@ def surface_check(mesh) -> dict:
     import trimesh
 
     if mesh is None:
-        return {"empty": True, "largest_floating": 0.0, "watertight": False, "winding": False, "glb": False}
+        return {"empty": True, "largest_floating": 0.0, "watertight": False, "winding": False, "glb": False,
+                "volume_removed": 0.0, "bridged": 0}
     tri = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     document, _ = read_glb(export_glb(mesh))
     floating = floating_fractions(mesh)
+    cleanup = mesh.metadata["cleanup"]
     return {"empty": False, "largest_floating": max(floating, default=0.0), "watertight": bool(tri.is_watertight),
-            "winding": bool(tri.is_winding_consistent), "glb": bool(document.get("meshes"))}
+            "winding": bool(tri.is_winding_consistent), "glb": bool(document.get("meshes")),
+            "volume_removed": cleanup["volume_removed"], "bridged": cleanup["bridged"]}
 
 
 def accuracy_table(names: list[str], got: dict[str, list[bool]]) -> dict:
@@ -238,7 +242,7 @@ def main() -> None:
         condition = prompt_condition(clip, TRAINED_FORM.format(name)).to(device)
         latent = flow.sample(condition, 1, gen, temperature=0.8)[0]
         try:
-            result = refine_latent(ae, latent, condition, clip, refine_config)
+            result = refine_latent(ae, latent, condition, clip, refine_config, scale=flow.latent_std)
         except InvalidInputError as exc:  # an empty start: reported, and it counts as not refined
             print(f"(d) {name}: {exc.message}")
             continue
@@ -265,7 +269,11 @@ def main() -> None:
         "meshes": len(checks), "empty": sum(c["empty"] for c in checks), "with_floating_piece_over_1pct": sum(c["largest_floating"] > 0.01 for c in checks),
         "largest_floating": max(c["largest_floating"] for c in checks),
         "not_watertight": sum(not c["watertight"] for c in checks),
-        "inconsistent_winding": sum(not c["winding"] for c in checks), "glb_failed": sum(not c["glb"] for c in checks)}
+        "inconsistent_winding": sum(not c["winding"] for c in checks), "glb_failed": sum(not c["glb"] for c in checks),
+        "bridged": sum(c["bridged"] > 0 for c in checks),
+        "detached_dropped_over_1pct": sum(c["volume_removed"] > 0.01 for c in checks),
+        "detached_dropped_over_5pct": sum(c["volume_removed"] > 0.05 for c in checks),
+        "largest_dropped": max(c["volume_removed"] for c in checks)}
     print("(e) surfaces:", json.dumps(report["surfaces"]), flush=True)
 
     # --- timing: seconds per shape
