@@ -9,7 +9,7 @@
     python build.py bench     setup, then run the benchmarks in benchmarks/
     python build.py domain-clip   setup, then train the domain CLIP into backend/models/weights/domain_clip.pt
     python build.py generator     setup, then train the shipped shape generator into
-                                  backend/models/weights/generator_domain.pt (about 25 CPU minutes on 2 cores)
+                                  backend/models/weights/generator_domain.pt (12 to 20 CPU minutes on 2 cores)
     python build.py extension the Blender extension zips into dist/ (see tools/build_extension.py)
 
 Environments are re-installed only when what they are built from changes (a stamp file keeps the hash).
