@@ -9,10 +9,10 @@ the domain CLIP's held-out plan (`heldout_plan`), which neither model saw. A sha
 nearest library shape by voxel IoU at 32^3 (the classifier is the library, not a learnt model).
 
 (a) Image-conditioned: each held-out shape's rendered view (seeded) conditions the flow; voxel IoU at 32^3 to the
-    true shape for the flow's mode (T=0) and a sample (T=0.8), beside: retrieval (the library shape whose view
-    embeddings are nearest the condition), an unconditional sample (the mean training condition), a random library
+    true shape for the flow's mode (T=0) and a sample (at `--temperature`, by default what `generate` uses),
+    beside: retrieval (the library shape whose view embeddings are nearest the condition), an unconditional sample (the mean training condition), a random library
     shape, and the autoencoder's reconstruction of the held-out voxels (the decoder's ceiling).
-(b) Prompts: `--samples` shapes (T=0.8) per category for "a photo of a <c>" (a form the flow trained on) and
+(b) Prompts: `--samples` shapes per category for "a photo of a <c>" (a form the flow trained on) and
     "a picture of a <c>" (a form it never saw), and one per held-out shape for its world caption (sentences it
     never saw): category accuracy overall and per category.
 (c) Generative metrics (PointFlow): MMD-CD, COV-CD and 1-NNA-CD of `--metric-shapes` generated shapes (one per
@@ -41,7 +41,7 @@ import torch
 from backend.errors import InvalidInputError
 from backend.generate.cleanup import floating_fractions
 from backend.generate.decode import DecodeConfig, decode_grid, decode_grid_coarse_to_fine, decode_latent, logits_to_mesh
-from backend.generate.generate import prompt_condition
+from backend.generate.generate import GenerateConfig, prompt_condition
 from backend.generate.generator import load_generator
 from backend.generate.library import read_library, view_embeddings
 from backend.generate.metrics import generative_metrics, surface_points
@@ -120,6 +120,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=str(SHIPPED_GENERATOR))
     parser.add_argument("--heldout", type=int, default=64)
     parser.add_argument("--samples", type=int, default=8, help="samples per category prompt in (b)")
+    parser.add_argument("--temperature", type=float, default=GenerateConfig().temperature,
+                        help="the flow's sampling temperature (default: what `generate` uses)")
     parser.add_argument("--metric-shapes", type=int, default=48)
     parser.add_argument("--points", type=int, default=1024)
     parser.add_argument("--refine-steps", type=int, default=20)
@@ -129,6 +131,7 @@ def main() -> None:
     parser.add_argument("--work", default=str(Path.home() / ".cache" / "atelier" / "world_generator"))
     parser.add_argument("--report", default="benchmarks/results/generate_bench.json")
     args = parser.parse_args()
+    ts = f"T={args.temperature:g}"
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     started_all = time.perf_counter()
@@ -146,7 +149,8 @@ def main() -> None:
     nearest = NearestCategory(library.voxels, categories)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    report: dict = {"machine": platform.machine(), "threads": args.threads, "device": str(device),
+    report: dict = {"machine": platform.machine(), "threads": args.threads, "temperature": args.temperature,
+                    "device": str(device),
                     "checkpoint": args.checkpoint, "library_shapes": len(library.meshes), "clip": clip.spec,
                     "train": generator.train}
     print(f"library {len(library.meshes)} shapes; embedding its views", flush=True)
@@ -162,22 +166,22 @@ def main() -> None:
     held_views = view_embeddings(held_meshes, clip, 6, device)
     conditions = torch.stack([held_views[i, int(rng.integers(6))] for i in range(len(held))]).to(device)
     retrieved = [int((flat_views @ c.cpu()).max(1).values.argmax()) for c in conditions]
-    rows = {k: [] for k in ("conditioned, mode (T=0)", "conditioned, sample (T=0.8)", "retrieval (nearest library views)",
-                            "unconditional sample (T=0.8)", "random library shape",
+    rows = {k: [] for k in ("conditioned, mode (T=0)", f"conditioned, sample ({ts})", "retrieval (nearest library views)",
+                            f"unconditional sample ({ts})", "random library shape",
                             "autoencoder reconstruction (ceiling)")}
     sample_latents, uncond_latents = [], []
     for i, truth in enumerate(held_voxels):
         mode = flow.sample(conditions[i], 1, gen, temperature=0.0)[0]
-        sample = flow.sample(conditions[i], 1, gen, temperature=0.8)[0]
-        uncond = flow.sample(mean_condition, 1, gen, temperature=0.8)[0]
+        sample = flow.sample(conditions[i], 1, gen, temperature=args.temperature)[0]
+        uncond = flow.sample(mean_condition, 1, gen, temperature=args.temperature)[0]
         sample_latents.append(sample)
         uncond_latents.append(uncond)
         with torch.no_grad():
             recon = ae.encode(torch.from_numpy(truth[None]).to(device))[0]
         rows["conditioned, mode (T=0)"].append(voxel_iou(occupied(ae, mode), truth))
-        rows["conditioned, sample (T=0.8)"].append(voxel_iou(occupied(ae, sample), truth))
+        rows[f"conditioned, sample ({ts})"].append(voxel_iou(occupied(ae, sample), truth))
         rows["retrieval (nearest library views)"].append(voxel_iou(library.voxels[retrieved[i]], truth))
-        rows["unconditional sample (T=0.8)"].append(voxel_iou(occupied(ae, uncond), truth))
+        rows[f"unconditional sample ({ts})"].append(voxel_iou(occupied(ae, uncond), truth))
         rows["random library shape"].append(voxel_iou(library.voxels[int(rng.integers(len(library.voxels)))], truth))
         rows["autoencoder reconstruction (ceiling)"].append(voxel_iou(occupied(ae, recon), truth))
     report["image_conditioned_iou"] = {k: mean(v) for k, v in rows.items()}
@@ -197,14 +201,14 @@ def main() -> None:
         got = {n: [] for n in names}
         for name in names:
             condition = prompt_condition(clip, form.format(name)).to(device)
-            got[name] = [classify(z) == name for z in flow.sample(condition, args.samples, gen, temperature=0.8)]
+            got[name] = [classify(z) == name for z in flow.sample(condition, args.samples, gen, temperature=args.temperature)]
         prompts[label] = accuracy_table(names, got)
     got = {n: [] for n in names}
     uncond = {n: [] for n in names}
     for shape in held_shapes:
         condition = prompt_condition(clip, shape.caption).to(device)
-        got[shape.category].append(classify(flow.sample(condition, 1, gen, temperature=0.8)[0]) == shape.category)
-        uncond[shape.category].append(nearest(occupied(ae, flow.sample(mean_condition, 1, gen, 0.8)[0]))
+        got[shape.category].append(classify(flow.sample(condition, 1, gen, temperature=args.temperature)[0]) == shape.category)
+        uncond[shape.category].append(nearest(occupied(ae, flow.sample(mean_condition, 1, gen, args.temperature)[0]))
                                       == shape.category)
     prompts["held-out captions"] = accuracy_table(names, got)
     prompts["unconditional (same count)"] = accuracy_table(names, uncond)
@@ -220,8 +224,8 @@ def main() -> None:
     point_rng = np.random.default_rng(args.seed)
     reference = np.stack([surface_points(mesh, args.points, point_rng) for mesh in held_meshes[:m]])
     sets = {}
-    for label, latents in (("generator (view-conditioned, T=0.8)", sample_latents[:m]),
-                           ("unconditional (T=0.8)", uncond_latents[:m])):
+    for label, latents in ((f"generator (view-conditioned, {ts})", sample_latents[:m]),
+                           (f"unconditional ({ts})", uncond_latents[:m])):
         meshes = [decoded(ae, z, decode) for z in latents]
         checks.extend(surface_check(mesh) for mesh in meshes)
         sets[label] = np.stack([cloud(mesh, args.points, point_rng) for mesh in meshes])
@@ -240,7 +244,7 @@ def main() -> None:
     refined = {"before": [], "after": [], "category_before": [], "category_after": [], "seconds_per_step": []}
     for name in names:
         condition = prompt_condition(clip, TRAINED_FORM.format(name)).to(device)
-        latent = flow.sample(condition, 1, gen, temperature=0.8)[0]
+        latent = flow.sample(condition, 1, gen, temperature=args.temperature)[0]
         try:
             result = refine_latent(ae, latent, condition, clip, refine_config, scale=flow.latent_std)
         except InvalidInputError as exc:  # an empty start: reported, and it counts as not refined
@@ -278,7 +282,7 @@ def main() -> None:
 
     # --- timing: seconds per shape
     timing = {}
-    latent = flow.sample(prompt_condition(clip, TRAINED_FORM.format(names[0])).to(device), 1, gen, 0.8)[0]
+    latent = flow.sample(prompt_condition(clip, TRAINED_FORM.format(names[0])).to(device), 1, gen, args.temperature)[0]
     try:
         for resolution in (64, 128):
             for coarse in (32, 0):

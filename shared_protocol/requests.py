@@ -251,7 +251,7 @@ class GenerateRequest(JobRequest):
     style_steps: int = param(_STEPS, 0)
     resolution: int = param(Int(32, 256, help="decoding grid cells per axis"), 64)
     threshold: float = param(Float(0.01, 0.99, help="occupancy probability of the surface"), 0.5)
-    temperature: float = param(Float(0.0, 3.0, help="the flow's sampling temperature"), 0.8)
+    temperature: float = param(Float(0.0, 3.0, help="the flow's sampling temperature"), 0.5)
     seed: int = param(_SEED, 0)
     clip: str = param(_CLIP, "")
 

@@ -113,7 +113,7 @@ def _generate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", type=int, default=64, help="grid cells per axis (32-256)")
     parser.add_argument("--coarse", type=int, default=32, help="coarse grid of the coarse-to-fine decode (0: dense)")
     parser.add_argument("--threshold", type=float, default=0.5, help="occupancy probability of the surface")
-    parser.add_argument("--temperature", type=float, default=0.8, help="flow sampling temperature")
+    parser.add_argument("--temperature", type=float, default=0.5, help="flow sampling temperature (0: the flow's mode)")
 
 
 def generated_paths(out: str, count: int) -> list[Path]:

@@ -57,8 +57,12 @@ class GenerateConfig:
 
     samples: int = 1
     """Shapes per prompt (each its own flow sample), for the user to choose from."""
-    temperature: float = 0.8
-    """Scale of the Gaussian draws the flow maps back to latents (below 1: typical shapes; above: variety)."""
+    temperature: float = 0.5
+    """Scale of the Gaussian draws the flow maps back to latents (below 1: typical shapes; above: variety; 0: the
+    flow's mode). 0.5, not CLIP-Forge's 0.8 or 1: the shipped flow's residual around its conditional mean mixes the
+    world's table styles (four thin legs, a pedestal): for "a photo of a table", one draw in three at 0.8 and 1.0
+    was a top over a stub, at 0.3 and 0.5 all had legs (some blobby), the mode a clean four-legged table
+    (renders compared in benchmarks/README.md)."""
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     """Grid resolution (coarse to fine), threshold and clean-up of the extracted surface."""
     refine_steps: int = 0

@@ -152,7 +152,7 @@ def write_dataset(out_dir: str | Path, shapes: int, seed: int = 0, views: int = 
         "shapes": records,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    files += 2
+    files += 3  # categories.json, captions.json, the manifest
     counts = {c: sum(1 for r in records if r["category"] == c) for c in CATEGORIES}
     return {
         "shapes": len(records), "files": files,

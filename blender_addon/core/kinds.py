@@ -418,7 +418,7 @@ GENERATE_FROM = ("TEXT", "PICTURE")
 
 def generate_params(prompt: str, checkpoint: str, samples: int = 1, refine: int = 0, style: bool = False,
                     style_text: str = "", style_quality: str = "draft", style_steps: int = 0, resolution: int = 64,
-                    threshold: float = 0.5, temperature: float = 0.8, seed: int = 0, clip: str = "",
+                    threshold: float = 0.5, temperature: float = 0.5, seed: int = 0, clip: str = "",
                     picture: bool = False) -> dict:
     """The `generate` job's params from the Generate panel's fields; AddonError, before anything is sent, for an
     empty (without a picture) or over-long prompt, an over-long checkpoint path, "auto" style with no prompt, or a

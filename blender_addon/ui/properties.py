@@ -227,7 +227,7 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
         name="Threshold", default=0.5, min=GENERATE_THRESHOLD_RANGE[0], max=GENERATE_THRESHOLD_RANGE[1],
         description="Occupancy probability of the surface (lower it when shapes come out empty or thin)")
     generate_temperature: bpy.props.FloatProperty(
-        name="Temperature", default=0.8, min=GENERATE_TEMPERATURE_RANGE[0], max=GENERATE_TEMPERATURE_RANGE[1],
+        name="Temperature", default=0.5, min=GENERATE_TEMPERATURE_RANGE[0], max=GENERATE_TEMPERATURE_RANGE[1],
         description="Sampling temperature (below 1: typical shapes; above: more variety)")
     generate_seed: _seed_field("Seed of the shapes' draws (and of refinement and style)")
     # -- Jobs --

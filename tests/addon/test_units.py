@@ -259,7 +259,7 @@ def test_segment_params_and_image_editor_points():
 def test_generate_params():
     assert kinds.generate_params(" a chair ", " /srv/gen.pt ") == {
         "prompt": "a chair", "checkpoint": "/srv/gen.pt", "samples": 1, "refine": 0, "resolution": 64,
-        "threshold": 0.5, "temperature": 0.8, "seed": 0}
+        "threshold": 0.5, "temperature": 0.5, "seed": 0}
     styled = kinds.generate_params("a chair made of oak", "/g.pt", 4, 20, style=True, style_steps=2,
                                    threshold=0.30000001192092896, seed=7)
     assert styled["style"] == "auto" and styled["style_quality"] == "draft" and styled["style_steps"] == 2
@@ -284,7 +284,7 @@ def test_generate_params():
     # No checkpoint named: none is sent, and the backend uses its shipped generator.
     for empty in ("", "  ", None):
         assert kinds.generate_params("a chair", empty) == {
-            "prompt": "a chair", "samples": 1, "refine": 0, "resolution": 64, "threshold": 0.5, "temperature": 0.8,
+            "prompt": "a chair", "samples": 1, "refine": 0, "resolution": 64, "threshold": 0.5, "temperature": 0.5,
             "seed": 0}
     # From a picture (blob "image"): the prompt may be empty (left out), "auto" style then has nothing to split.
     assert "prompt" not in kinds.generate_params("  ", "/g.pt", picture=True)

@@ -11,7 +11,7 @@ params: prompt: str (1-500 characters; required without an image); checkpoint: p
         made of oak" -> shape "a chair", style the whole prompt) | a style text; style_quality: "draft" |
         "standard" | "high" (default "draft"); style_steps: int in [1, 100000] (default: the preset's);
         resolution: int in [32, 256] (default 64; decoded coarse to fine); threshold: number in [0.01, 0.99]
-        (default 0.5); temperature: number in [0, 3] (default 0.8); seed: int (default 0); clip: CLIP spec
+        (default 0.5); temperature: number in [0, 3] (default 0.5); seed: int (default 0); clip: CLIP spec
         (default: the one the checkpoint records; another is refused). No mesh payload.
 progress: stage "load", then "refine" (every step: clip_score, loss, sample), "sample" (after each shape),
         "style" (every Text2Mesh step: loss, sample).
@@ -58,7 +58,7 @@ def run(ctx: JobContext) -> JobOutput:
     config = GenerateConfig(
         samples=int_param(ctx.params, "samples", 1, 16, default=1),
         refine_steps=int_param(ctx.params, "refine", 0, 500, default=0),
-        temperature=float_param(ctx.params, "temperature", 0.0, 3.0, default=0.8),
+        temperature=float_param(ctx.params, "temperature", 0.0, 3.0, default=0.5),
         seed=int_param(ctx.params, "seed", 0, 2**31 - 1, default=0),
         decode=DecodeConfig(resolution=int_param(ctx.params, "resolution", 32, 256, default=64),
                             threshold=float_param(ctx.params, "threshold", 0.01, 0.99, default=0.5)))
