@@ -65,11 +65,15 @@ class SaliencyConfig:
     """Keep only the connected part of the merged mask that lies nearest the centre."""
     min_area: float = 0.002
     """A mask covering less of the photo than this counts as nothing found."""
+    min_contrast: float = 10.0
+    """Nothing is salient when no pixel's colour is further than this (CIELAB ΔE, after the blur) from every border
+    colour: a plain or smoothly shaded photo, whose normalised map would be noise."""
 
     def check(self) -> None:
         """Raises InvalidInputError for a setting out of range."""
         for name, low, high in (("work_side", 32, 1024), ("blur", 0.0, 10.0), ("border", 0.01, 0.45),
-                                ("centre_sigma", 0.05, 10.0), ("threshold", 0.0, 1.0), ("min_area", 0.0, 0.5)):
+                                ("centre_sigma", 0.05, 10.0), ("threshold", 0.0, 1.0), ("min_area", 0.0, 0.5),
+                                ("min_contrast", 0.0, 100.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise InvalidInputError(f"saliency {name} must be a number in [{low}, {high}], got {value!r}")
@@ -161,7 +165,8 @@ def saliency_map(image: np.ndarray, config: SaliencyConfig | None = None) -> np.
     """[h, w, 3] float RGB in [0, 1] -> [h, w] float32 in [0, 1]: border-colour distance x centre prior.
 
     Each pixel's CIELAB distance to the nearest of (up to 512) colours sampled from the border band: background
-    colours, gradients included, recur on the border; an object's colours mostly do not.
+    colours, gradients included, recur on the border; an object's colours mostly do not. All zeros when no
+    distance reaches `config.min_contrast` (nothing stands out).
     """
     from scipy import ndimage
     from skimage.color import rgb2lab
@@ -178,6 +183,8 @@ def saliency_map(image: np.ndarray, config: SaliencyConfig | None = None) -> np.
     border = border[::max(1, len(border) // 512)]
     pixels = torch.from_numpy(lab.reshape(-1, 3))
     distance = torch.cdist(pixels, torch.from_numpy(np.ascontiguousarray(border))).min(dim=1).values.numpy()
+    if float(distance.max()) < config.min_contrast:
+        return np.zeros((height, width), np.float32)
     values = distance.reshape(height, width) * _centre_prior(height, width, config.centre_sigma)
     peak = float(values.max())
     return (values / peak if peak > 0 else values).astype(np.float32)
