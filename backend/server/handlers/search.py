@@ -75,9 +75,7 @@ def run(ctx: JobContext) -> JobOutput:
             raise InvalidInputError("param 'strokes' must be a list of polylines [[[x, y], ...], ...]")
     photo = ctx.blobs.get("photo")
     query_mode(text, sketch, photo)  # an empty or mixed-up query fails before anything loads
-    prompt = ctx.params.get("prompt") or None
-    if prompt is not None and not isinstance(prompt, str):
-        raise InvalidInputError(f"param 'prompt' must be a string, got {prompt!r:.40}")
+    prompt = str_param(ctx.params, "prompt", "") or None
     raw_photo = bool_param(ctx.params, "raw_photo", False)
     if photo is None and (prompt is not None or raw_photo):
         raise InvalidInputError(f"param {'prompt' if prompt is not None else 'raw_photo'!r} applies to a photo query",
