@@ -1,9 +1,10 @@
 """A photo query's object, found and cut out before it is embedded: what `search --image` sends to the encoder.
 
 A library's shaded views show one object filling the frame on white (`backend.retrieve.views`); a photo shows
-it small, among clutter, lit otherwise. Embedded whole, a world photo finds its shape at chance (the domain CLIP:
-R@1 0.05 on 50 shapes); cut out with its true mask and set on white, 0.94 (`benchmarks/retrieval_bench.py`).
-So a photo query first finds its object (`cut_photo`):
+it small, among clutter, lit otherwise. Embedded whole, a world photo finds its shape near chance (the domain
+CLIP, 160 photos of 80 test shapes: R@1 0.025, chance 0.013); cut out with its true mask and set on white, 0.856;
+cut out by saliency, 0.381 (`benchmarks/retrieval_bench.py`, photo rows). So a photo query first finds its object
+(`cut_photo`):
 
 - "prompt": the user names it (`--prompt 'the red chair'`): the text-guided segmenter, `backend.segment.segment`
   (SAM, or the superpixel fallback without SAM weights, with the CLIP relevance map), as `photo-to-3d` does;
@@ -15,8 +16,7 @@ So a photo query first finds its object (`cut_photo`):
 - "raw": the whole photo, on request (`raw=True`: `--raw-photo`, request param `raw_photo`), or as the fall-back.
 
 The object is then cropped to a square around its mask's box, grown by `margin`, everything off the mask white
-(`object_crop`, shared with `photo-to-3d`): the index's views are rendered on white, and a crop that keeps the
-photo's background around the object scored R@1 0.25 where the whitened one scored 0.94 (same masks).
+(`object_crop`, shared with `photo-to-3d`): the index's views are rendered on white.
 
 Nothing found (the prompt matches no region, no salient region): the raw photo is embedded and `PhotoCut.note`
 says so and how to do better; a search still answers, as a photo query did before. A blank photo (one colour,
