@@ -18,7 +18,7 @@ from ..engine.settings import pref_text, user_dir
 from .blend_import import import_blend_hit
 from .importers import store_job
 from .job_ops import JobOperator, _queued, _refused, _unexpected, local_path
-from .meshio import image_bytes
+from .meshio import image_bytes, image_editor
 
 # -- asset libraries (Preferences > File Paths > Asset Libraries) ------------------------------------------
 
@@ -155,13 +155,11 @@ class ATELIER_OT_index_library(JobOperator, bpy.types.Operator):
 def search_photo_image(context) -> bytes:
     """The photo search's Blender image as encoded bytes: the panel's chosen image, else the one the Image Editor
     shows (which becomes the chosen one); AddonError when there is neither."""
-    from .segment_ops import _image_editor  # noqa: PLC0415  (segment_ops imports this module)
-
     s = context.scene.atelier
     image = s.search_photo_image
     if image is None:
         try:
-            image = _image_editor(context)[1]
+            image = image_editor(context)[1]
         except AddonError as exc:
             raise AddonError("no photo image is chosen and no Image Editor shows one",
                              "open the photo in an Image Editor, or pick it in the Search Library panel",
