@@ -65,12 +65,12 @@ def world_cuts(clip, tmp_path_factory):
 
 
 def test_the_cut_masks_overlap_the_true_object_in_world_photos(world_cuts):
-    """Measured (superpixels, domain CLIP): saliency mean IoU 0.53, the prompt's 0.44; the whole photo's is the
-    object's share of the frame, 0.10. Asserted loosely: the masks find the object, not the frame."""
+    """Measured (superpixels, domain CLIP): saliency mean IoU 0.53, with the prompt's relevance 0.60; the whole
+    photo's is the object's share of the frame, 0.10. Asserted loosely: the masks find the object, not the frame."""
     salient, named, whole = world_cuts.mean(axis=0)
     print(f"mean IoU with the true mask over {len(world_cuts)} world photos: saliency {salient:.3f}, prompt "
           f"{named:.3f}, whole photo {whole:.3f}")
-    assert salient >= 0.4 and named >= 0.3 and min(salient, named) > 3 * whole
+    assert salient >= 0.4 and named >= 0.4 and min(salient, named) > 3 * whole
     assert (world_cuts[:, 0] >= 0.5).sum() >= PHOTOS // 2  # most photos, not a few lucky ones
 
 
@@ -126,12 +126,34 @@ def test_a_prompt_that_matches_nothing_falls_back_with_a_note(clip, monkeypatch)
     assert "no mask found for 'a blue whale'" in cut.note and "whole photo was embedded instead" in cut.note
 
 
+def test_the_prompts_relevance_chooses_between_two_salient_objects(clip, monkeypatch):
+    """Two objects stand out equally (a red square left, a blue one right, at the same distance from the centre);
+    the relevance seam returns a known map high on one of them: the cut is that one."""
+    image = np.full((60, 120, 3), (0.2, 0.6, 0.2), np.float32)
+    image[20:40, 20:40] = (0.9, 0.1, 0.1)
+    image[20:40, 80:100] = (0.1, 0.1, 0.9)
+    for side, columns in (("left", slice(0, 60)), ("right", slice(60, 120))):
+        def known(work, prompt, clip, config, device, columns=columns, width=image.shape[1]):
+            relevance = np.zeros(work.shape[:2], np.float32)
+            scale = work.shape[1] / width
+            relevance[:, int(columns.start * scale):int(columns.stop * scale)] = 1.0
+            return relevance, "known"
+
+        monkeypatch.setattr(segment_module, "compute_relevance", known)
+        cut = cut_photo(image, clip, prompt=f"the {side} square")
+        x0, y0, x1, y1 = cut.box
+        assert cut.method == "prompt" and cut.segmenter.endswith("saliency x known"), cut
+        assert (abs(x0 - 20) <= 2 and abs(x1 - 40) <= 2) if side == "left" else (abs(x0 - 80) <= 2 and abs(x1 - 100) <= 2)
+        assert abs(y0 - 20) <= 2 and abs(y1 - 40) <= 2
+
+
 @pytest.mark.parametrize("call, words", [
     (lambda clip: cut_photo(disc_photo()[0], clip, prompt="a disc", raw=True), "raw-photo flag"),
     (lambda clip: cut_photo(disc_photo()[0], clip, prompt="   "), "prompt"),
     (lambda clip: cut_photo(np.zeros((4, 4)), clip), "must be [H, W, 3]"),
     (lambda clip: cut_photo(b"not an image", clip), "photo"),
     (lambda clip: cut_photo(disc_photo()[0], clip, config=PhotoQueryConfig(margin=2.0)), "margin"),
+    (lambda clip: cut_photo(disc_photo()[0], clip, config=PhotoQueryConfig(relevance_power=-1)), "relevance_power"),
     (lambda clip: cut_photo(disc_photo()[0], clip, config=replace(PhotoQueryConfig(), saliency=SaliencyConfig(
         threshold=1.5))), "saliency threshold"),
     (lambda clip: cut_photo(disc_photo()[0], clip, config=replace(PhotoQueryConfig(), saliency=SaliencyConfig(
