@@ -314,11 +314,11 @@ def cut_photo(photo: Any, clip: Any = None, prompt: str | None = None, raw: bool
         from backend.segment.sam import no_weights_note
 
         note = no_weights_note()
-    if prompt is not None and float(mask.mean()) < config.saliency.min_area:
+    area = float(mask.mean())
+    if area < config.saliency.min_area and prompt is not None:
         return _raw_fallback(image, f"no mask found for {prompt!r} (nothing it names stands out from the photo's "
                                     "background); the whole photo was embedded instead",
                              "try another prompt, or crop the photo to the object")
-    area = float(mask.mean())
     if area < config.saliency.min_area:
         return _raw_fallback(image, "no object stands out from the photo's background; the whole photo was "
                                     "embedded instead", "name the object with --prompt, or crop the photo to it")
