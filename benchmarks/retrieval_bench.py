@@ -13,7 +13,16 @@
 4. TASK-former: trained from the domain CLIP on the train split with the default `TrainConfig` (InfoNCE,
    losses 100 : 10 : 1), one run per seed; each run is timed (the target: under 5 CPU minutes).
    `--hard-negative` adds the same recipe with the hard-negative loss (Robinson et al.) per seed.
-5. `--latency`: query latency p50/p99 over 100,000 shapes stored as the indexer stores them, the approximate
+5. Photo rows (issue 20: a photo query is cut out before it is embedded), zero-shot with the domain CLIP, on the
+   same gallery in the same run: each test photo embedded raw (the protocol's photo row), cut out by saliency
+   (`cut_photo` without a prompt: what `search --image` does), cut out by a prompt naming the shape's colour and
+   category ("a red chair"), and cut out with its true mask (the dataset's masks/: the ceiling of the crop, which
+   separates mask quality from the embedding); each cut is the crop on white at the photo's size, embedded as
+   `search` embeds a photo. Also the mean IoU of each found mask with the true mask, and how many cuts fell back
+   to the raw photo (nothing found), and R@1 split by mask quality (IoU >= 0.7 or not). `--photo-size N` adds
+   the same rows on new photos of the test shapes rendered at N px (a diagnostic of resolution: the dataset's are
+   64 px). `--no-train` measures the zero-shot and photo rows only.
+6. `--latency`: query latency p50/p99 over 100,000 shapes stored as the indexer stores them, the approximate
    index's recall@10 against exact search, and indexing throughput (shapes/s) with the domain CLIP: the
    functions of `benchmarks/retrieval_latency.py` (which also runs alone), added to this report.
 Prints the table (mode x R@1/5/10: chance, zero-shot, trained mean +- std over seeds) and the answer as
@@ -32,14 +41,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from backend.models import load_clip
 from backend.models.store import atelier_home
-from backend.retrieve.data import load_split
+from backend.retrieve.data import RetrievalSplit, load_split, to_float
 from backend.retrieve.evaluate import KS, MODES, ZeroShot, evaluate
 from backend.retrieve.train import TrainConfig, train
-from backend.world.dataset import MANIFEST, write_dataset
+from backend.world.dataset import MANIFEST, read_manifest, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = {"shapes": 400, "seed": 7, "size": 64, "views": 4, "sketches": 4, "photos": 2, "test_fraction": 0.2}
@@ -98,6 +108,151 @@ def label_uniqueness(data) -> float:
     return sum(counts[k] == 1 for k in keys) / len(keys)
 
 
+PHOTO_ROWS = ("raw", "saliency", "prompt", "true mask")
+"""The photo rows: how each photo is cut before it is embedded."""
+
+
+def photo_prompt(labels: dict) -> str:
+    """The segment prompt a user would type for a world shape: its colour and category ("a red chair")."""
+    return f"a {labels['colour']} {labels['category']}"
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L")) > 127
+
+
+GOOD_MASK = 0.7
+"""A found mask with at least this IoU with the true mask counts as good (the R@1 split by mask quality)."""
+
+
+def dataset_photos(data: RetrievalSplit):
+    """(shape index, photo [H, W, 3] float32, true mask [H, W] bool) of every test photo in the dataset."""
+    records = {r["id"]: r for r in read_manifest(data.root)["shapes"]}
+    for i in range(len(data)):
+        for k in range(data.photos.shape[1]):
+            yield (i, data.photos[i, k].numpy().astype(np.float32) / 255.0,
+                   _read_mask(data.root / records[data.ids[i]]["masks"][k]))
+
+
+def rendered_photos(data: RetrievalSplit, size: int, per_shape: int):
+    """(shape index, photo, true mask): `per_shape` new photos of each test shape at `size` px (the diagnostic:
+    their own viewpoints and clutter, seeded by the shape's seed + 1000 + k)."""
+    from backend.world.shape import make_shape
+    from backend.world.views import render_photo
+
+    records = {r["id"]: r for r in read_manifest(data.root)["shapes"]}
+    for i in range(len(data)):
+        record = records[data.ids[i]]
+        shape = make_shape(record["seed"], record["category"])
+        for k in range(per_shape):
+            photo = render_photo(shape, size=size, generator=torch.Generator().manual_seed(record["seed"] + 1000 + k))
+            yield i, photo.image.numpy().astype(np.float32), photo.mask.numpy().astype(bool)
+
+
+def protocol_gallery(clip, data: RetrievalSplit):
+    """[N, D] unit rows: each test shape's mean view embedding, normalised (the protocol's gallery)."""
+    import torch.nn.functional as F
+
+    n, views = len(data), data.views.shape[1]
+    view_emb = torch.cat([clip.encode_image(to_float(data.views[i])) for i in range(n)])
+    return F.normalize(view_emb.view(n, views, -1).mean(dim=1).float().cpu(), dim=-1)
+
+
+@torch.no_grad()
+def photo_rows(clip, data: RetrievalSplit, gallery: torch.Tensor, photos, ks=KS) -> dict:
+    """Recall@K of `photos` ((shape index, photo, true mask) per query) cut four ways (module docstring, 5.)
+    against `gallery`; with the found masks' IoU against the true masks, R@1 split by mask quality (IoU >=
+    GOOD_MASK or not), the fall-backs to the raw photo and the seconds each way took."""
+    from backend.retrieve.evaluate import ranks, recall_at
+    from backend.segment.photo_query import PhotoQueryConfig, cut_photo, object_crop
+
+    config = PhotoQueryConfig()
+    embedded = {row: [] for row in PHOTO_ROWS}
+    ious = {"saliency": [], "prompt": []}
+    precision = {"saliency": [], "prompt": []}  # the share of the found mask on the object: low = clutter taken
+    coverage = {"saliency": [], "prompt": []}  # the share of the object the found mask covers: low = parts missed
+    fallbacks = {"saliency": 0, "prompt": 0}
+    seconds = dict.fromkeys(PHOTO_ROWS, 0.0)
+    truth, sides = [], set()
+    for i, image, true in photos:
+        truth.append(i)
+        sides.add(int(max(image.shape[:2])))
+        for row in PHOTO_ROWS:
+            t0 = time.perf_counter()
+            if row == "raw":
+                crop = image
+            elif row == "true mask":
+                crop = object_crop(image, true, config.margin)
+            else:
+                cut = cut_photo(image, clip, prompt=photo_prompt(data.labels[i]) if row == "prompt" else None,
+                                config=config)
+                crop = cut.image
+                if cut.mask is None:
+                    fallbacks[row] += 1
+                    ious[row].append(0.0)
+                    precision[row].append(float(true.mean()))
+                    coverage[row].append(1.0)
+                else:
+                    inter = float((cut.mask & true).sum())
+                    ious[row].append(inter / max(1, (cut.mask | true).sum()))
+                    precision[row].append(inter / max(1, cut.mask.sum()))
+                    coverage[row].append(inter / max(1, true.sum()))
+            tensor = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None]
+            embedded[row].append(clip.encode_image(tensor).float().cpu())
+            seconds[row] += time.perf_counter() - t0
+    if not truth:
+        raise SystemExit("retrieval_bench: the dataset has no photos")
+    truth = torch.tensor(truth)
+    out = {}
+    for row in PHOTO_ROWS:
+        rank = ranks(torch.cat(embedded[row]), gallery, truth)
+        out[row] = {"recall": recall_at(rank, ks), "mean_rank": float(rank.float().mean()),
+                    "seconds": round(seconds[row], 1)}
+        if row in ious:
+            good = torch.tensor(ious[row]) >= GOOD_MASK
+            split = {}
+            for name, chosen in ((f"iou>={GOOD_MASK}", good), (f"iou<{GOOD_MASK}", ~good)):
+                split[name] = {"queries": int(chosen.sum()),
+                               "r1": float((rank[chosen] < 1).float().mean()) if chosen.any() else None}
+            out[row].update(mask_iou_mean=statistics.fmean(ious[row]), mask_iou_median=statistics.median(ious[row]),
+                            mask_precision_mean=statistics.fmean(precision[row]),
+                            mask_coverage_mean=statistics.fmean(coverage[row]),
+                            masks_below_half_precision=int(sum(p < 0.5 for p in precision[row])),
+                            masks_below_half_coverage=int(sum(c < 0.5 for c in coverage[row])),
+                            raw_fallbacks=fallbacks[row], r1_by_mask_quality=split)
+    out["queries"] = int(len(truth))
+    out["image_sides"] = sorted(sides)
+    return out
+
+
+def print_photo_rows(photo: dict, chance: dict, title: str) -> None:
+    ks = [f"r{k}" for k in KS]
+    print(title, flush=True)
+    print(f"{'photo cut':<12} {'mask IoU':>9} {'raw fall-backs':>15}" + "".join(f" {'R@' + k[1:]:>7}" for k in ks)
+          + f" {'s/photo':>8}   R@1 by mask IoU (>= {GOOD_MASK} / below)")
+    for row in PHOTO_ROWS:
+        f = photo[row]
+        iou = f"{f['mask_iou_mean']:.3f}" if "mask_iou_mean" in f else ("1" if row == "true mask" else "-")
+        fall = str(f.get("raw_fallbacks", "-"))
+        split = ""
+        if "r1_by_mask_quality" in f:
+            cells = [f"{v['r1']:.3f} of {v['queries']}" if v["r1"] is not None else f"- of {v['queries']}"
+                     for v in f["r1_by_mask_quality"].values()]
+            split = "   " + " / ".join(cells)
+        print(f"{row:<12} {iou:>9} {fall:>15}" + "".join(f" {f['recall'][k]:>7.3f}" for k in ks)
+              + f" {f['seconds'] / photo['queries']:>8.3f}{split}")
+    print(f"{'chance':<12} {'':>9} {'':>15}" + "".join(f" {chance[k]:>7.3f}" for k in ks))
+    for row in ("saliency", "prompt"):
+        f = photo[row]
+        print(f"  {row} masks: {f['mask_precision_mean']:.3f} of the mask on the object, "
+              f"{f['mask_coverage_mean']:.3f} of the object covered (mean); precision < 0.5 in "
+              f"{f['masks_below_half_precision']}, coverage < 0.5 in {f['masks_below_half_coverage']} of "
+              f"{photo['queries']}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", type=int, default=DATA["shapes"], help="world shapes (20%% become the test split)")
@@ -107,6 +262,9 @@ def main() -> None:
     parser.add_argument("--hard-negative", action="store_true", help="also train with the hard-negative loss")
     parser.add_argument("--latency", action="store_true",
                         help="also measure query latency over 100,000 shapes and indexing throughput")
+    parser.add_argument("--photo-size", type=int, default=0,
+                        help="also cut new photos of the test shapes rendered at this size (diagnostic: resolution)")
+    parser.add_argument("--no-train", action="store_true", help="only the zero-shot and photo rows (no training)")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: the cache)")
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "results" / "retrieval_bench.json"))
     args = parser.parse_args()
@@ -125,6 +283,21 @@ def main() -> None:
     eval_seconds = time.perf_counter() - t0
     print(f"zero-shot evaluated in {eval_seconds:.1f} s: gallery {zero.gallery}, queries {zero.queries}", flush=True)
 
+    t0 = time.perf_counter()
+    gallery = protocol_gallery(clip, test_split)
+    photo = photo_rows(clip, test_split, gallery, dataset_photos(test_split))
+    photo["seconds_all"] = round(time.perf_counter() - t0, 1)
+    print_photo_rows(photo, zero.chance, f"photo rows (zero-shot, the dataset's {photo['queries']} test photos, "
+                                         f"{DATA['size']} px, {zero.gallery} gallery shapes) in "
+                                         f"{photo['seconds_all']:.1f} s")
+    if args.photo_size:
+        t0 = time.perf_counter()
+        bigger = photo_rows(clip, test_split, gallery, rendered_photos(test_split, args.photo_size, DATA["photos"]))
+        bigger["seconds_all"] = round(time.perf_counter() - t0, 1)
+        photo["rendered"] = bigger
+        print_photo_rows(bigger, zero.chance, f"diagnostic: {bigger['queries']} new photos of the test shapes at "
+                                              f"{args.photo_size} px (same gallery) in {bigger['seconds_all']:.1f} s")
+
     base = TrainConfig(threads=args.threads)
     if args.steps is not None:
         base = replace(base, steps=args.steps)
@@ -132,6 +305,8 @@ def main() -> None:
     if args.hard_negative:
         variants["taskformer+hcl"] = replace(base, hard_negative=True)
     trained: dict[str, dict] = {}
+    if args.no_train:
+        variants = {}
     for name, config in variants.items():
         runs = []
         for seed in args.seeds:
@@ -185,7 +360,7 @@ def main() -> None:
     unique = label_uniqueness(test_split)
     print(f"  context: {unique:.0%} of the test shapes have a label set no other test shape has, and a manifest "
           f"caption names every label")
-    slowest = max(run["seconds"] for block in trained.values() for run in block["runs"])
+    slowest = max((run["seconds"] for block in trained.values() for run in block["runs"]), default=0.0)
     print(f"  slowest training run: {slowest:.1f} s (budget {BUDGET_S:.0f} s)")
 
     report = {
@@ -198,6 +373,8 @@ def main() -> None:
         "zero_shot": {"recall": zero.recall, "mean_rank": zero.mean_rank, "eval_seconds": round(eval_seconds, 1)},
         "trained": trained, "answer": answers, "test_label_sets_unique": unique,
         "slowest_training_seconds": slowest, "budget_seconds": BUDGET_S,
+        "photo_cuts": {**photo, "clip": clip.spec, "prompt": "a {colour} {category}",
+                       "protocol": "module docstring, 5."},
     }
     if args.latency:
         import sys

@@ -153,8 +153,14 @@ class SearchRequest(JobRequest):
                                    help="the sketch as polylines"), None)
     clip: str = param(_CLIP, "")
     checkpoint: str = param(_server_path("TASK-former checkpoint", required=False), "")
+    prompt: str = param(_prompt("name what to cut out of the photo, e.g. 'the red chair', or leave it out",
+                                required=False), "")
+    raw_photo: bool = param(Bool(help="embed the whole photo, not its cut-out object"), False)
 
     def requires(self, blobs: Collection[str]) -> None:
+        if (self.prompt or self.raw_photo) and "photo" not in blobs:
+            raise ParamError(f"{'prompt' if self.prompt else 'raw_photo'} applies to a photo query",
+                             hint="send the photo as blob 'photo'")
         if self.strokes is not None and "sketch" in blobs:
             raise ParamError("the search job got both a sketch blob and strokes",
                              hint="send one drawing: the PNG or the polylines")

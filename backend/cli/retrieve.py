@@ -216,7 +216,14 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sketch", default=None, help="a drawing: dark strokes on white paper, any size (PNG, JPEG)")
     parser.add_argument("--strokes", default=None,
                         help="a JSON file of stroke polylines [[[x, y], ...], ...] in [0, 1], y down (instead of --sketch)")
-    parser.add_argument("--image", default=None, help="a photo or render of the object")
+    parser.add_argument("--image", default=None,
+                        help="a photo or render of the object: its object is found (--prompt, else saliency) and "
+                             "cut out on white before it is embedded")
+    parser.add_argument("--prompt", default=None,
+                        help="with --image: what to cut out of the photo, e.g. 'the red chair' (default: the object "
+                             "that stands out from the background)")
+    parser.add_argument("--raw-photo", action="store_true",
+                        help="with --image: embed the whole photo, not cut out")
     parser.add_argument("--category", default=None, help="only shapes of this category")
     parser.add_argument("--catalog", default=None,
                         help="only assets of this Blender asset catalog or below it, e.g. 'Furniture/Chairs'")
@@ -237,7 +244,7 @@ def _search(args, report: Report) -> None:
     import base64
 
     from backend.errors import InvalidInputError
-    from backend.retrieve.search import check_k, search
+    from backend.retrieve.search import check_k, search, search_photo
     from backend.retrieve.stores import open_store
     from backend.retrieve.service import load_encoder
 
@@ -253,12 +260,20 @@ def _search(args, report: Report) -> None:
                                     hint="write a JSON list of polylines [[[x, y], ...], ...]") from exc
         if not isinstance(sketch, list):
             raise InvalidInputError(f"the strokes file {args.strokes} must hold a JSON list of polylines")
+    if args.image is None and (args.prompt is not None or args.raw_photo):
+        raise InvalidInputError(f"{'--prompt' if args.prompt is not None else '--raw-photo'} applies to a photo query",
+                                hint="give the photo with --image")
     device = resolve(args, report)
     with open_store(args.db, args.store) as db:
         encoder = load_encoder(args.clip, args.checkpoint, device, args.allow_download, db=db)
         weight = {} if args.keyword_weight is None else {"keyword_weight": args.keyword_weight}
-        hits = search(db, encoder, text=args.text, sketch=sketch, photo=args.image, k=args.k, category=args.category,
-                      catalog=args.catalog, tag=args.tag, format=args.format, **weight)
+        filters = dict(category=args.category, catalog=args.catalog, tag=args.tag, format=args.format, **weight)
+        cut = None
+        if args.image is not None and args.text is None and sketch is None:
+            hits, cut = search_photo(db, encoder, args.image, prompt=args.prompt, raw=args.raw_photo, k=args.k,
+                                     device=device, **filters)
+        else:  # a mixed query: `search` names what is wrong with it
+            hits = search(db, encoder, text=args.text, sketch=sketch, photo=args.image, k=args.k, **filters)
         root = db.library_root
     out = Path(args.thumbnails) if args.thumbnails else None
     if out is not None:
@@ -276,4 +291,10 @@ def _search(args, report: Report) -> None:
         results.append({**fields, "path": str(Path(root) / hit.path) if root else hit.path, "thumbnail": thumbnail})
     report.update(results=[{k: v for k, v in r.items() if k != "thumbnail" or out is not None} for r in results],
                   clip=encoder.spec, k=args.k, db=str(args.db))
-    print(json.dumps({"results": results}, indent=1))
+    printed: dict = {"results": results}
+    if cut is not None:  # what was cut out of the photo before it was embedded
+        printed["cut"] = cut.as_dict()
+        report.update(cut=cut.as_dict())
+        if cut.note:
+            print(f"note: {cut.note}", file=sys.stderr)
+    print(json.dumps(printed, indent=1))

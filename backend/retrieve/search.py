@@ -12,6 +12,10 @@ query word is in the name; a word found only in the tags, catalog or description
 chair" finds the asset named Chair_Oak even when the CLIP model knows no oak, and words no shape carries
 leave the CLIP ranking as it is. Both parts are reported with each hit. The fusion is exact: a shape outside
 the CLIP candidates and without a keyword match scores below every candidate.
+
+Photo queries: `search_photo` finds the photo's object first (by a segment prompt, or by saliency), crops it on
+white as the index's views are, and searches with the crop (`backend.segment.photo_query`); `search` itself
+embeds whatever photo it is given (photo-to-3d hands it a crop already).
 """
 
 from __future__ import annotations
@@ -133,6 +137,20 @@ def search(db: LibraryDB, encoder: QueryEncoder, text: str | None = None, sketch
     terms = query_terms(text) if text else []
     return search_vector(db, vector, kind or encoder.target_kind(mode), k, shape_filter=shape_filter, terms=terms,
                          keyword_weight=keyword_weight)
+
+
+def search_photo(db: LibraryDB, encoder: QueryEncoder, photo: Any, prompt: str | None = None, raw: bool = False,
+                 k: int = 10, config: Any = None, device: Any = "cpu", **options: Any) -> tuple[list[Hit], Any]:
+    """(the k best shapes, the `PhotoCut`) for a photo query cut out before it is embedded: the object `prompt`
+    names (the segmenter, with the encoder's CLIP for the relevance map), else the salient object, else (`raw`,
+    or nothing found: the cut's note says so) the whole photo. options: `search`'s filters and keyword_weight.
+    InvalidInputError as `search`, and for a blank photo, a bad prompt, or a prompt with `raw`."""
+    from backend.segment.photo_query import cut_photo  # noqa: PLC0415  (segmentation loads only for photos)
+
+    k = check_k(k)
+    db.check_compatible(clip=encoder.spec, encoder=encoder.encoder_id)  # before the segmenter runs
+    cut = cut_photo(photo, encoder.clip, prompt=prompt, raw=raw, config=config, device=device)
+    return search(db, encoder, photo=cut.image, k=k, **options), cut
 
 
 def search_vector(db: LibraryDB, vector: np.ndarray, kind: str, k: int, category: str | None = None, *,

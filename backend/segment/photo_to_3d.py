@@ -24,6 +24,7 @@ from backend.retrieve.database import LibraryDB
 from backend.retrieve.query import QueryEncoder
 from backend.retrieve.search import Hit, check_k, search
 from backend.retrieve.service import shape_file
+from backend.segment.photo_query import object_crop
 from backend.stylize.restyle import RestyleConfig, RestyleResult, preset, restyle
 
 
@@ -55,32 +56,6 @@ class PhotoTo3DResult:
     """The restyled one (hits[pick])."""
     restyled: RestyleResult
     """The restyle of the chosen shape (its mesh, textures, losses)."""
-
-
-def object_crop(image: np.ndarray, mask: np.ndarray, margin: float = 0.08) -> np.ndarray:
-    """The masked object cropped to a square around its box (grown by `margin`), everything else white.
-
-    image: [H, W, 3|4] float in [0, 1]; mask: [H, W] bool. InvalidInputError for an empty mask.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if image.shape[:2] != mask.shape:
-        raise ValueError(f"the mask {mask.shape} does not match the image {image.shape[:2]}")
-    if not mask.any():
-        raise InvalidInputError("the mask is empty: there is no object to look up",
-                                hint="try another prompt, or click a point on the object")
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    side = int(np.ceil(max(bottom - top, right - left) * (1 + 2 * margin)))
-    cy, cx = (top + bottom) / 2, (left + right) / 2
-    y0, x0 = int(round(cy - side / 2)), int(round(cx - side / 2))
-    out = np.ones((side, side, 3), dtype=np.float32)
-    # The part of the square inside the image.
-    sy0, sx0 = max(y0, 0), max(x0, 0)
-    sy1, sx1 = min(y0 + side, mask.shape[0]), min(x0 + side, mask.shape[1])
-    region = mask[sy0:sy1, sx0:sx1]
-    pixels = np.asarray(image[sy0:sy1, sx0:sx1, :3], dtype=np.float32)
-    out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = np.where(region[..., None], pixels, 1.0)
-    return out
 
 
 def photo_to_3d(image: np.ndarray, mask: np.ndarray, db: LibraryDB, encoder: QueryEncoder, clip: ClipModel,

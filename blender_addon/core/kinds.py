@@ -291,11 +291,15 @@ def read_query_image(path_text: str, what: str) -> bytes:
 
 def library_search_request(db: str, text: str = "", mode: str = "TEXT", image_path: str = "", k: int = 10,
                            category: str = "", strokes: list | None = None, catalog: str = "",
-                           tag: str = "", store: str = "") -> tuple[dict, dict[str, bytes]]:
+                           tag: str = "", store: str = "", photo: bytes | None = None, prompt: str = "",
+                           raw_photo: bool = False) -> tuple[dict, dict[str, bytes]]:
     """The Search Library panel's fields -> the `search` job's (params, blobs): a text, a sketch (blob "sketch",
-    or `strokes`: polylines in [0, 1]², y down, from `sketch.py`; optionally with a text) or a photo (blob "photo",
-    no text). AddonError, before anything is sent, for no database, an empty query, a photo with a text, a sketch
-    with no strokes, or a bad image file."""
+    or `strokes`: polylines in [0, 1]², y down, from `sketch.py`; optionally with a text) or a photo (blob "photo":
+    `photo`'s bytes when given, an image open in Blender, else the file at `image_path`; no text). A photo's object
+    is cut out before it is embedded: the one `prompt` names ("the red chair"), else the one that stands out;
+    `raw_photo` embeds the whole photo (both sent only when set, and only with a photo). AddonError, before
+    anything is sent, for no database, an empty query, a photo with a text, a prompt with the raw-photo option, a
+    sketch with no strokes, or a bad image file."""
     if mode not in SEARCH_IMAGE_MODES:
         raise AddonError(f"the search mode must be one of {', '.join(SEARCH_IMAGE_MODES)}, got {mode!r}")
     if strokes is not None and mode != "SKETCH":
@@ -308,9 +312,20 @@ def library_search_request(db: str, text: str = "", mode: str = "TEXT", image_pa
             raise AddonError("the search query is empty", "type what to look for, e.g. 'a wooden chair', or pick a "
                              "sketch or photo mode and an image", code="empty_query")
         return params, {}
-    if mode == "PHOTO" and "text" in params:
-        raise AddonError("a photo search takes no text", "clear the search text, or use Sketch mode for a drawing "
-                         "with a text")
+    if mode == "PHOTO":
+        if "text" in params:
+            raise AddonError("a photo search takes no text", "clear the search text (name the object to cut out "
+                             "in the photo's prompt instead), or use Sketch mode for a drawing with a text")
+        prompt = _text_within_limit((prompt or "").strip(), "the photo prompt")
+        if prompt and raw_photo:
+            raise AddonError("a photo prompt was given with the whole-photo option, which ignores it",
+                             "clear the prompt, or untick Whole Photo to cut out what it names")
+        if prompt:
+            params["prompt"] = prompt
+        if raw_photo:
+            params["raw_photo"] = True
+        if photo is not None:
+            return params, {"photo": bytes(photo)}
     what = mode.lower()
     return params, {what: read_query_image(image_path, what)}
 

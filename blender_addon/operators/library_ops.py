@@ -18,6 +18,7 @@ from ..engine.settings import pref_text, user_dir
 from .blend_import import import_blend_hit
 from .importers import store_job
 from .job_ops import JobOperator, _queued, _refused, _unexpected, local_path
+from .meshio import image_bytes, image_editor
 
 # -- asset libraries (Preferences > File Paths > Asset Libraries) ------------------------------------------
 
@@ -151,6 +152,22 @@ class ATELIER_OT_index_library(JobOperator, bpy.types.Operator):
                             clip=pref_text(context, "clip"), views=s.library_views)
 
 
+def search_photo_image(context) -> bytes:
+    """The photo search's Blender image as encoded bytes: the panel's chosen image, else the one the Image Editor
+    shows (which becomes the chosen one); AddonError when there is neither."""
+    s = context.scene.atelier
+    image = s.search_photo_image
+    if image is None:
+        try:
+            image = image_editor(context)[1]
+        except AddonError as exc:
+            raise AddonError("no photo image is chosen and no Image Editor shows one",
+                             "open the photo in an Image Editor, or pick it in the Search Library panel",
+                             code="no_photo") from exc
+        s.search_photo_image = image
+    return image_bytes(image)
+
+
 class ATELIER_OT_search_library(JobOperator, bpy.types.Operator):
     """Search the indexed library by the text, a sketch or a photo: a grid of the best shapes to import"""
     bl_idname = "atelier.search_library"
@@ -165,8 +182,11 @@ class ATELIER_OT_search_library(JobOperator, bpy.types.Operator):
             from .sketch_input import sketch_strokes
             strokes = sketch_strokes(context, s.sketch_source, s.sketch_object)
         db, store = search_store(context)
+        photo = search_photo_image(context) if s.search_mode == "PHOTO" and s.search_photo_source == "IMAGE" \
+            else None
         return library_search_request(db, s.search_text, s.search_mode, local_path(s.search_image),
-                                      s.search_k, s.search_category, strokes, s.search_catalog, s.search_tag, store)
+                                      s.search_k, s.search_category, strokes, s.search_catalog, s.search_tag, store,
+                                      photo=photo, prompt=s.search_photo_prompt, raw_photo=s.search_raw_photo)
 
     def params(self, context) -> dict:
         self._request = self.request(context)  # read files and strokes once: execute() asks params, then blobs

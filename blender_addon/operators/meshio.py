@@ -1,5 +1,5 @@
 """Blender data out: the selected object's evaluated mesh (modifiers applied), triangulated, as a `MeshPayload`;
-images open in Blender as encoded files for the backend (photos, pictures)."""
+images open in Blender as encoded files for the backend (photos, pictures), and the Image Editor showing one."""
 
 from __future__ import annotations
 
@@ -148,3 +148,19 @@ def image_bytes(image: bpy.types.Image) -> bytes:
             if os.path.isfile(path):
                 return photo.read_photo(path)
     return encode_png(np.clip(np.rint(image_pixels(image) * 255.0), 0, 255).astype(np.uint8))
+
+
+def image_editor(context):
+    """(space, image) of the Image Editor the operator runs in, else the window's first one showing an image."""
+    space = context.space_data
+    if space is not None and space.type == "IMAGE_EDITOR" and space.image is not None:
+        return space, space.image
+    window = context.window
+    if window is None and context.window_manager is not None and context.window_manager.windows:
+        window = context.window_manager.windows[0]
+    for area in (window.screen.areas if window is not None and window.screen is not None else ()):
+        if area.type == "IMAGE_EDITOR" and area.spaces.active.image is not None:
+            return area.spaces.active, area.spaces.active.image
+    raise AddonError("no Image Editor shows the photo",
+                     "open the photo in an Image Editor and place its 2D cursor on the object (Shift + right-click)",
+                     code="no_image_editor")

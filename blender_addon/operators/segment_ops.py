@@ -25,7 +25,7 @@ from ..engine import session
 from ..engine.settings import pref_text, user_dir
 from .job_ops import JobOperator, _report_error, check_style_room, local_path, style_paths
 from .library_ops import search_store
-from .meshio import image_bytes, image_pixels
+from .meshio import image_bytes, image_editor, image_pixels
 
 CUTOUT_FOLDER = "cutouts"
 """The add-on's user sub-folder where "Use as Style Image" writes cut-outs (the Restyle list holds files)."""
@@ -157,22 +157,6 @@ class ATELIER_OT_search_cutout(JobOperator, bpy.types.Operator):
         return "Search library with cut-out"
 
 
-def _image_editor(context):
-    """(space, image) of the Image Editor the operator runs in, else the window's first one showing an image."""
-    space = context.space_data
-    if space is not None and space.type == "IMAGE_EDITOR" and space.image is not None:
-        return space, space.image
-    window = context.window
-    if window is None and context.window_manager is not None and context.window_manager.windows:
-        window = context.window_manager.windows[0]
-    for area in (window.screen.areas if window is not None and window.screen is not None else ()):
-        if area.type == "IMAGE_EDITOR" and area.spaces.active.image is not None:
-            return area.spaces.active, area.spaces.active.image
-    raise AddonError("no Image Editor shows the photo",
-                     "open the photo in an Image Editor and place its 2D cursor on the object (Shift + right-click)",
-                     code="no_image_editor")
-
-
 def _is_photo(settings, image: bpy.types.Image) -> bool:
     if settings.segment_source == "IMAGE":
         return settings.segment_image == image
@@ -186,7 +170,7 @@ def cursor_prompt(op: bpy.types.Operator, context) -> tuple[float, float] | None
     another image makes that image the photo (its earlier points are cleared: they were placed on the old one)."""
     s = context.scene.atelier
     try:
-        space, image = _image_editor(context)
+        space, image = image_editor(context)
         uv = photo.cursor_uv(tuple(space.cursor_location), image.size[0], image.size[1],
                              space.uv_editor.show_pixel_coords)
     except AddonError as exc:

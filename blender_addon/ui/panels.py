@@ -302,7 +302,14 @@ class ATELIER_PT_library(AtelierPanel, bpy.types.Panel):
             else:
                 layout.label(text="Draw with the Annotate tool (3D Cursor placement)", icon="GREASEPENCIL")
         elif s.search_mode == "PHOTO":
-            layout.prop(s, "search_image", text="Photo")
+            layout.prop(s, "search_photo_source", expand=True)
+            if s.search_photo_source == "FILE":
+                layout.prop(s, "search_image", text="Photo")
+            else:
+                layout.template_ID(s, "search_photo_image", open="image.open")
+            row = layout.row(align=True)
+            row.prop(s, "search_photo_prompt", text="", icon="SELECT_SUBTRACT")
+            row.prop(s, "search_raw_photo", toggle=True)
         row = layout.row(align=True)
         row.prop(s, "search_k")
         row.prop(s, "search_category", text="")
@@ -323,6 +330,14 @@ class ATELIER_PT_library(AtelierPanel, bpy.types.Panel):
         query = search.params.get("text") or search.fields.get("mode", "")
         layout.label(text=f"{len(hits)} results for {query}" if hits else f"No results for {query}",
                      icon="IMGDISPLAY")
+        cut = search.fields.get("cut")
+        if isinstance(cut, dict):  # a photo query: what was cut out of it before the search
+            area = cut.get("area_fraction")
+            layout.label(text=f"Photo cut: {cut.get('method', '?')}"
+                              + (f", {100 * float(area):.0f}% of the photo" if cut.get("box") and area else ""),
+                         icon="SELECT_SUBTRACT")
+            if cut.get("note"):
+                _wrapped(layout.box(), str(cut["note"]), "INFO")
         if any_blend_hit(hits):
             row = layout.row(align=True)
             row.label(text=".blend assets:")

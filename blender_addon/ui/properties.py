@@ -118,6 +118,18 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
     search_image: bpy.props.StringProperty(
         name="Image", subtype="FILE_PATH", default="",
         description="The sketch or photo file (PNG, JPEG, ...; read when the search starts)")
+    search_photo_source: bpy.props.EnumProperty(
+        name="Photo from", default="FILE",
+        items=[("FILE", "File", "A photo on disk"),
+               ("IMAGE", "Image", "An image open in Blender (empty: the one the Image Editor shows)")])
+    search_photo_image: bpy.props.PointerProperty(
+        type=bpy.types.Image, name="Image",
+        description="The photo to search by (empty: the image the Image Editor shows)")
+    search_photo_prompt: _text_field("What to cut out of the photo before the search, e.g. 'the red chair' "
+                                     "(empty: the object that stands out from the background)", name="Object")
+    search_raw_photo: bpy.props.BoolProperty(
+        name="Whole Photo", default=False,
+        description="Search with the whole photo, background included, instead of its cut-out object")
     sketch_source: bpy.props.EnumProperty(
         name="Sketch from", default="IMAGE",
         items=[("IMAGE", "Image", "A drawing on disk (dark strokes on white)"),

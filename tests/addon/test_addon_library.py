@@ -132,3 +132,78 @@ def test_a_sketch_and_a_photo_search(indexed, thumbnails, tmp_path):
     photographed = search("PHOTO", "", str(tmp_path / "photo.png"), k=2)
     assert photographed.fields["mode"] == "photo"
     assert len(assert_hits_shown(photographed, thumbnails[photographed.id])) == 2
+
+
+@pytest.fixture
+def image_editor():
+    """An Image Editor in the window (one of the factory layout's other areas, turned back afterwards)."""
+    window = bpy.context.window_manager.windows[0]
+    area = next(a for a in window.screen.areas if a.type not in ("VIEW_3D", "IMAGE_EDITOR"))
+    before = area.type
+    area.type = "IMAGE_EDITOR"
+    space = area.spaces.active
+    yield space
+    space.image = None
+    area.type = before
+
+
+def test_a_photo_search_from_the_image_editor_cuts_the_object_out(indexed, thumbnails, image_editor, tmp_path):
+    """Photo mode with an image open in Blender: the Image Editor's image is sent; the object is cut out by
+    saliency, by the prompt (sent as `prompt`), or not at all (`raw_photo`), and the panel says which."""
+    from blender_addon.core.meshpack import encode_png
+
+    pixels = np.full((96, 96, 3), 128, np.uint8)
+    pixels[24:72, 32:64] = (220, 30, 30)
+    (tmp_path / "editor_photo.png").write_bytes(encode_png(pixels))
+    image_editor.image = bpy.data.images.load(str(tmp_path / "editor_photo.png"))
+    s = bpy.context.scene.atelier
+    s.search_photo_source, s.search_photo_image = "IMAGE", None
+    s.search_photo_prompt, s.search_raw_photo = "", False
+    try:
+        salient = search("PHOTO", "", "/no/such/file.png", k=2)  # the file is not read: the image is the photo
+        assert s.search_photo_image == image_editor.image, "the Image Editor's image becomes the chosen photo"
+        assert salient.params == {"db": str(indexed / "db"), "k": 2} and salient.fields["mode"] == "photo"
+        cut = salient.fields["cut"]
+        assert cut["method"] == "saliency" and cut["box"] is not None
+        x0, y0, x1, y1 = cut["box"]
+        assert abs(x0 - 32) <= 4 and abs(y0 - 24) <= 4 and abs(x1 - 64) <= 4 and abs(y1 - 72) <= 4, cut
+        assert len(assert_hits_shown(salient, thumbnails[salient.id])) == 2
+        assert "Photo cut: saliency" in panel_texts(ATELIER_PT_library)
+
+        s.search_photo_prompt = "  a red box "
+        named = search("PHOTO", "", "", k=2)
+        assert named.params == {"db": str(indexed / "db"), "k": 2, "prompt": "a red box"}
+        # The tiny random CLIP may find nothing the prompt names: then the whole photo, and the note says why.
+        assert named.fields["cut"]["method"] in ("prompt", "raw")
+        if named.fields["cut"]["method"] == "raw":
+            assert "whole photo" in named.fields["cut"]["note"]
+        assert len(named.fields["hits"]) == 2
+
+        s.search_photo_prompt, s.search_raw_photo = "", True
+        whole = search("PHOTO", "", "", k=2)
+        assert whole.params == {"db": str(indexed / "db"), "k": 2, "raw_photo": True}
+        assert whole.fields["cut"] == {"method": "raw", "box": None, "area_fraction": 1.0, "segmenter": "",
+                                       "note": ""}
+        assert "Photo cut: raw" in panel_texts(ATELIER_PT_library)
+    finally:
+        s.search_photo_source, s.search_photo_image, s.search_raw_photo = "FILE", None, False
+
+
+def test_photo_search_bad_input_is_refused_before_sending(indexed, image_editor):
+    s = bpy.context.scene.atelier
+    s.search_mode, s.search_text, s.search_k = "PHOTO", "", 2
+    s.search_photo_source, s.search_photo_image = "IMAGE", None
+    try:
+        image_editor.image = None
+        with pytest.raises(RuntimeError, match="no photo image is chosen and no Image Editor shows one"):
+            bpy.ops.atelier.search_library()
+        image_editor.image = bpy.data.images.new("Search photo", 32, 32)
+        s.search_photo_prompt, s.search_raw_photo = "a red box", True
+        with pytest.raises(RuntimeError, match="a photo prompt was given with the whole-photo option"):
+            bpy.ops.atelier.search_library()
+        s.search_raw_photo, s.search_text = False, "a box"
+        with pytest.raises(RuntimeError, match="a photo search takes no text"):
+            bpy.ops.atelier.search_library()
+    finally:
+        s.search_photo_source, s.search_photo_image, s.search_raw_photo = "FILE", None, False
+        s.search_photo_prompt, s.search_text = "", ""

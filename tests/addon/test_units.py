@@ -234,6 +234,23 @@ def test_library_search_request(tmp_path):
         assert info.value.code == code
 
 
+def test_library_search_request_photo_cut_fields(tmp_path):
+    """A photo search sends the segment prompt and the whole-photo option only when set, and only with a photo;
+    the photo's bytes (an image open in Blender) stand in for the file."""
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"\x89PNG not really")
+    assert kinds.library_search_request("/db", "", "PHOTO", str(image), 2, prompt=" the red chair ") == \
+        ({"db": "/db", "k": 2, "prompt": "the red chair"}, {"photo": image.read_bytes()})
+    assert kinds.library_search_request("/db", "", "PHOTO", "", 2, photo=b"pixels", raw_photo=True) == \
+        ({"db": "/db", "k": 2, "raw_photo": True}, {"photo": b"pixels"})
+    assert kinds.library_search_request("/db", "a chair", "TEXT", prompt="ignored", raw_photo=True) == \
+        ({"db": "/db", "k": 10, "text": "a chair"}, {})  # the photo fields are hidden outside Photo mode
+    for kwargs, words in (({"prompt": "a chair", "raw_photo": True}, "prompt was given with the whole-photo option"),
+                          ({"prompt": "x" * 501}, "photo prompt has 501 characters")):
+        with pytest.raises(AddonError, match=words):
+            kinds.library_search_request("/db", "", "PHOTO", str(image), **kwargs)
+
+
 def test_segment_params_and_image_editor_points():
     assert kinds.segment_params(" the red chair ") == {"prompt": "the red chair"}
     params = kinds.segment_params("a chair", clip=" tiny ", sam_checkpoint=" /srv/sam_vit_b.pth ", sam_type="vit_b",

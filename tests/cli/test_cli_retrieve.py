@@ -101,6 +101,12 @@ def test_thumbnails_can_be_written_as_files(indexed, capsys, tmp_path):
     (["search", "--db", "{db}", "--text", "x", "--tag", "oak"], "no shape of tag 'oak'"),
     (["search", "--db", "{db}", "--text", "x", "--format", "blend"], "no shape of format 'blend'"),
     (["search", "--db", "{db}", "--text", "x", "--keyword-weight", "-1"], "keyword_weight must be"),
+    (["search", "--db", "{db}", "--text", "x", "--prompt", "a chair"], "--prompt applies to a photo query"),
+    (["search", "--db", "{db}", "--sketch", "{blank}", "--raw-photo"], "--raw-photo applies to a photo query"),
+    (["search", "--db", "{db}", "--image", "{blank}"], "the photo is blank"),
+    (["search", "--db", "{db}", "--image", "{blank}", "--prompt", "a chair", "--raw-photo"], "raw-photo flag"),
+    (["search", "--db", "{db}", "--image", "{blank}", "--prompt", " "], "prompt"),
+    (["search", "--db", "{db}", "--image", "{missing}"], "does not exist"),
     (["index", "{library}", "--db", "{db}", "--workers", "-1"], "--workers must be >= 0"),
     (["index", "{library}", "--db", "{db}", "--file-timeout", "0"], "--file-timeout > 0"),
     (["index", "{library}", "--db", "{db}", "--blender", "{missing}"], "does not exist"),
@@ -155,3 +161,46 @@ def test_a_milvus_lite_store_indexes_and_answers_as_the_embedded_one(indexed, tm
     assert main(["search", "--db", "http://127.0.0.1:1", "--store", "milvus", "--text", "x", *TINY]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "127.0.0.1:1" in err[0], err
+
+
+def test_search_by_photo_cuts_the_object_out_end_to_end(tmp_path, capsys, monkeypatch):
+    """`atelier search --image` on the shared world library indexed with the domain CLIP: a world photo of a
+    library shape (over clutter) is cut out by saliency, by --prompt, or kept whole (--raw-photo); the printed JSON
+    and the report say which; a photo where nothing stands out is searched whole, with a note on stderr."""
+    import torch
+
+    from backend.world.shape import make_shape
+    from backend.world.views import render_photo
+    from tests.retrieve.library_helpers import domain_index, one_thread
+
+    monkeypatch.setenv("ATELIER_HOME", str(tmp_path / "home"))  # no SAM weights: superpixels, on every machine
+    _, db, manifest = domain_index()
+    record = manifest["shapes"][1]
+    with one_thread():
+        photo = render_photo(make_shape(record["seed"], record["category"]), size=128,
+                             generator=torch.Generator().manual_seed(101)).image.numpy()
+    Image.fromarray((photo * 255).round().astype(np.uint8)).save(tmp_path / "photo.png")
+    wanted = Path(record["file"]).name
+    base = ["--db", str(db), "--image", str(tmp_path / "photo.png"), "-k", "3", "--device", "cpu"]
+    with one_thread():
+        salient = _search(capsys, *base, "--report", str(tmp_path / "r.json"))
+        named = _search(capsys, *base, "--prompt", f"a {record['colour']} {record['category']}")
+        whole = _search(capsys, *base, "--raw-photo")
+    assert salient["cut"]["method"] == "saliency" and "superpixels" in salient["cut"]["segmenter"]
+    x0, y0, x1, y1 = salient["cut"]["box"]
+    assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128 and 0 < salient["cut"]["area_fraction"] < 0.5
+    assert wanted in [Path(r["path"]).name for r in salient["results"]], salient["results"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["cut"] == salient["cut"] and report["clip"] == "domain" and len(report["results"]) == 3
+    assert named["cut"]["method"] == "prompt" and wanted in [Path(r["path"]).name for r in named["results"]]
+    assert whole["cut"] == {"method": "raw", "box": None, "area_fraction": 1.0, "segmenter": "", "note": ""}
+
+    yy, xx = np.mgrid[-1:1:48j, -1:1:64j]  # smooth shading, lighter in the middle: nothing stands out
+    shading = 0.5 + 0.06 * np.clip(1 - yy ** 2 - xx ** 2, 0, 1)
+    Image.fromarray(np.repeat((shading * 255).round().astype(np.uint8)[..., None], 3, axis=-1)).save(
+        tmp_path / "plain.png")
+    capsys.readouterr()
+    assert main(["search", "--db", str(db), "--image", str(tmp_path / "plain.png"), "-k", "2", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["cut"]["method"] == "raw" and len(json.loads(out)["results"]) == 2
+    assert err.startswith("note: no object stands out") and "--prompt" in err

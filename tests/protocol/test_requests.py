@@ -166,6 +166,12 @@ def test_search_and_photo_rules():
         SearchRequest.from_params({"db": "d", "strokes": []})
     with pytest.raises(ParamError, match="must be polylines"):
         SearchRequest.from_params({"db": "d", "strokes": "a line"})
+    with pytest.raises(ParamError, match="prompt applies to a photo query"):
+        SearchRequest.from_params({"db": "d", "text": "a chair", "prompt": "the red chair"})
+    with pytest.raises(ParamError, match="raw_photo applies to a photo query"):
+        SearchRequest.from_params({"db": "d", "raw_photo": True}, ["sketch"])
+    photo = SearchRequest.from_params({"db": "d", "prompt": "the red chair", "raw_photo": False}, ["photo"])
+    assert (photo.prompt, photo.raw_photo) == ("the red chair", False)
     with pytest.raises(ParamError, match="needs a photo"):
         PhotoTo3DRequest.from_params({"prompt": "p", "db": "d"})
     with pytest.raises(ParamError, match="pick 5 is not among the 5 matches"):

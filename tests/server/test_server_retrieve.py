@@ -109,6 +109,27 @@ def test_search_by_sketch_strokes_and_photo(client, indexed, params, blobs, mode
     _thumbnails(result)
 
 
+def test_a_photo_search_cuts_the_object_out_as_the_request_asks(client, indexed):
+    """A photo query is cut out before it is embedded: by saliency (default), by `prompt`, or not (`raw_photo`);
+    the result's `cut` says how (the tiny CLIP: plumbing, the prompt may find nothing and fall back, saying so)."""
+    db, _ = indexed
+    fields = {}
+    for job, extra in (("ps", {}), ("pp", {"prompt": "a red box"}), ("pr", {"raw_photo": True})):
+        result = run_job(client, Submit(job=job, kind="search", params={"db": str(db), "k": 2, **extra},
+                                        blobs={"photo": photo()}))[-1]
+        assert isinstance(result, Result), result
+        assert result.fields["mode"] == "photo" and len(result.fields["hits"]) == 2
+        _thumbnails(result)
+        fields[job] = result.fields["cut"]
+    assert fields["ps"]["method"] == "saliency"
+    x0, y0, x1, y1 = fields["ps"]["box"]  # the red box: columns 25..74, rows 30..69
+    assert abs(x0 - 25) <= 4 and abs(x1 - 75) <= 4 and abs(y0 - 30) <= 4 and abs(y1 - 70) <= 4, fields["ps"]
+    assert fields["pp"]["method"] == "prompt" or "no mask found for 'a red box'" in fields["pp"]["note"]
+    assert fields["pr"] == {"method": "raw", "box": None, "area_fraction": 1.0, "segmenter": "", "note": ""}
+    text = run_job(client, Submit(job="pt", kind="search", params={"db": str(db), "text": "a chair", "k": 1}))[-1]
+    assert "cut" not in text.fields
+
+
 def test_the_category_filter_over_the_server(client, indexed):
     db, _ = indexed
     everything = run_job(client, Submit(job="s3", kind="search", params={"db": str(db), "text": "x", "k": 10}))
@@ -176,6 +197,13 @@ def test_photo_to_3d_segments_retrieves_and_restyles(client, indexed):
     ("search", {"db": "{db}", "text": "x", "clip": "tiny-rn"}, {}, "indexed with CLIP 'tiny', not 'tiny-rn'"),
     ("search", {"db": "{db}", "text": "x", "category": "boat"}, {}, "no shape of category 'boat'"),
     ("search", {"db": "{db}", "text": "x", "colour": "red"}, {}, "no param 'colour'"),
+    ("search", {"db": "{db}", "text": "x", "prompt": "a chair"}, {}, "param 'prompt' applies to a photo query"),
+    ("search", {"db": "{db}", "strokes": STRIPE, "raw_photo": True}, {}, "param 'raw_photo' applies to a photo query"),
+    ("search", {"db": "{db}", "prompt": "a box", "raw_photo": True}, {"photo": photo()}, "raw-photo flag"),
+    ("search", {"db": "{db}", "raw_photo": "yes"}, {"photo": photo()}, "raw_photo"),
+    ("search", {"db": "{db}", "prompt": 7}, {"photo": photo()}, "param 'prompt' must be a string"),
+    ("search", {"db": "{db}", "prompt": "  "}, {"photo": photo()}, "prompt"),
+    ("search", {"db": "{db}"}, {"photo": encode_png(np.full((32, 32, 3), 90, np.uint8))}, "the photo is blank"),
     ("fetch_shape", {"db": "{db}", "shape_id": 9999}, {}, "no shape 9999"),
     ("fetch_shape", {"db": "{db}"}, {}, "param 'shape_id' is missing"),
     ("fetch_shape", {"db": "{missing}", "shape_id": 1}, {}, "does not exist"),
