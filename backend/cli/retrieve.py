@@ -31,7 +31,7 @@ def _train_retrieval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau-plus", type=float, default=None, help="hard-negative class prior (default 0.1)")
     parser.add_argument("--photo-weight", type=float, default=None,
                         help="weight of the photo term: the train split's photos, cut out by saliency as "
-                             "`search --image` cuts them, contrasted with their shapes' views (0: off)")
+                             "`search --image` cuts them, contrasted with their shapes' views (default 0; 0 trains without photos)")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="also write --out every N steps")
     parser.add_argument("--resume", default=None, help="continue the run saved in this checkpoint (--steps may grow)")
     parser.add_argument("--init", default=None,
