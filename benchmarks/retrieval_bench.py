@@ -167,10 +167,11 @@ def protocol_gallery(clip, data: RetrievalSplit):
 
 
 @torch.no_grad()
-def photo_rows(clip, data: RetrievalSplit, gallery: torch.Tensor, photos, ks=KS) -> dict:
+def photo_rows(clip, data: RetrievalSplit, gallery: torch.Tensor, photos, ks=KS, embed=None) -> dict:
     """Recall@K of `photos` ((shape index, photo, true mask) per query) cut four ways (module docstring, 5.)
     against `gallery`; with the found masks' IoU against the true masks, R@1 split by mask quality (IoU >=
-    GOOD_MASK or not), the fall-backs to the raw photo and the seconds each way took."""
+    GOOD_MASK or not), the fall-backs to the raw photo and the seconds each way took. embed: images [B, 3, H, W]
+    -> [B, D] (default `clip.encode_image`; a TASK-former's `encode_photo`); `clip` cuts (the prompt's relevance)."""
     from backend.retrieve.evaluate import ranks, recall_at
     from backend.segment.photo_query import PhotoQueryConfig, cut_photo, object_crop
 
@@ -206,7 +207,7 @@ def photo_rows(clip, data: RetrievalSplit, gallery: torch.Tensor, photos, ks=KS)
                     precision[row].append(inter / max(1, cut.mask.sum()))
                     coverage[row].append(inter / max(1, true.sum()))
             tensor = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None]
-            embedded[row].append(clip.encode_image(tensor).float().cpu())
+            embedded[row].append((embed or clip.encode_image)(tensor).float().cpu())
             seconds[row] += time.perf_counter() - t0
     if not truth:
         raise SystemExit("retrieval_bench: the dataset has no photos")
@@ -330,12 +331,14 @@ def main() -> None:
             result = train(train_split, replace(config, seed=seed), clip,
                            photo_crops=crops if config.photo_weight > 0 else None)
             evaluation = evaluate(result.model, test_split)
-            tuned = result.model.clip  # the fine-tuned CLIP: what search_photo cuts and embeds with
+            # As search_photo with the checkpoint: the fine-tuned CLIP cuts (a prompt's relevance map), the
+            # model's photo encoder embeds, the gallery is its image tower's.
+            tuned, embed = result.model.clip, result.model.encode_photo
             with torch.no_grad():
-                trained_photo = photo_rows(tuned, test_split, protocol_gallery(tuned, test_split),
-                                           dataset_photos(test_split))
+                gallery_tuned = protocol_gallery(tuned, test_split)
+                trained_photo = photo_rows(tuned, test_split, gallery_tuned, dataset_photos(test_split), embed=embed)
                 if args.photo_size:
-                    trained_photo["rendered"] = photo_rows(tuned, test_split, protocol_gallery(tuned, test_split),
+                    trained_photo["rendered"] = photo_rows(tuned, test_split, gallery_tuned, embed=embed, photos=
                                                            rendered_photos(test_split, args.photo_size, DATA["photos"]))
             runs.append({"seed": seed, "seconds": round(result.seconds, 1),
                          "seconds_per_step": round(result.seconds / result.steps, 4),

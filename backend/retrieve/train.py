@@ -11,7 +11,8 @@ sketches get random crops and mirroring. The loss is
 with L_e the symmetric InfoNCE, or with `hard_negative` the loss of Robinson et al. (`losses.py`). The photo
 term (issue 20; IBSR, the seed paper on image-based shape retrieval, aligns photos with shapes the same way):
 one of the shape's world photos (clutter, lighting, occlusion), cut out by saliency as `search --image` cuts a
-photo (`photo_crops`), through the image tower, against the shape's view; off when `photo_weight` is 0.
+photo (`photo_crops`), through the photo tower (a copy of the image tower, `photo_tower`), against the shape's
+view through the image tower; off when `photo_weight` is 0.
 
 Everything random in a step (batch, views, captions, augmentation) is drawn from generators seeded by
 (seed, epoch) and (seed, step), and the CLIP towers keep BatchNorm in eval mode, so a run resumed from a
@@ -78,7 +79,10 @@ class TrainConfig:
     """Hard-negative class prior: expected share of false negatives in a batch (0: no debiasing)."""
     photo_weight: float = 0.0
     """Weight of the photo term of the embedding loss (module docstring): each shape's saliency-cut photo
-    against its view, through the image tower (0: no photos). Needs a dataset with photos."""
+    against its view (0: no photos). Needs a dataset with photos."""
+    photo_tower: bool = True
+    """With the photo term: encode photos with a separate copy of the image tower (`TaskFormerConfig.photo_tower`),
+    so the views', sketches' and texts' embeddings are not pulled towards photos; False: through the image tower."""
     weights: LossWeights = field(default_factory=LossWeights)
     """Embedding : classification : caption loss weights (100 : 10 : 1)."""
     caption_redraw: float = 0.5
@@ -286,6 +290,7 @@ def build_model(clip: ClipModel, data: RetrievalSplit, config: TrainConfig) -> T
     """A fresh TaskFormer on `clip` for `data`'s classes and captions; heads initialised from `config.seed`."""
     model_config = TaskFormerConfig(class_names=data.class_names, decoder_vocab=decoder_vocab(data, clip.tokenizer),
                                     share_image_tower=config.share_image_tower, decoder_layers=config.decoder_layers,
+                                    photo_tower=config.photo_tower and config.photo_weight > 0,
                                     decoder_width=config.decoder_width)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -343,6 +348,8 @@ def _train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None, ou
                                     f"{list(data.class_names)}", hint="train a new model on this dataset")
         if model.config.share_image_tower != config.share_image_tower:
             config = replace(config, share_image_tower=model.config.share_image_tower)
+        if config.photo_weight > 0 and model.config.photo_tower != config.photo_tower:
+            config = replace(config, photo_tower=model.config.photo_tower)  # the checkpoint's towers decide
         if resume is not None:
             _check_resume(ckpt.get("train"), config, path)
             start = int(ckpt["step"])
@@ -383,8 +390,8 @@ def _train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None, ou
         embedding = contrast(result["image"], result["query"])
         parts = {}
         if photo_crops is not None:
-            # The photo goes through the image tower, as `search` embeds a photo query (QueryEncoder.encode_photo).
-            photo = contrast(result["image"], model.encode_image(batch["photos"].to(device)))
+            # The photo is embedded as `search` embeds a photo query (QueryEncoder.encode_photo -> encode_photo).
+            photo = contrast(result["image"], model.encode_photo(batch["photos"].to(device)))
             embedding = embedding + config.photo_weight * photo
             parts["photo"] = photo.detach()
         classification = classification_loss(result["class_logits"], batch["categories"].to(device))

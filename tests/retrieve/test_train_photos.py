@@ -70,20 +70,28 @@ def test_training_with_photos_lowers_the_photo_loss_and_changes_the_photo_path(t
     assert np.mean(photo[-4:]) < 0.7 * np.mean(photo[:2]), photo
     assert result.losses[-1]["loss"] < result.losses[0]["loss"]
 
-    # A search with the checkpoint embeds a photo with the trained image tower, not the zero-shot CLIP's...
+    # A search with the checkpoint embeds a photo with the trained photo tower, not the zero-shot CLIP's...
+    assert result.model.photo_visual is not None and result.model.config.photo_tower
     query = crops[0, 0].numpy()
+    tensor = torch.from_numpy(query).permute(2, 0, 1)[None].float() / 255
     trained = QueryEncoder.from_checkpoint(tmp_path / "photo.pt").encode_photo(query)
     zero_shot = QueryEncoder(load_clip("tiny")).encode_photo(query)
     with torch.no_grad():
-        direct = result.model.encode_image(torch.from_numpy(query).permute(2, 0, 1)[None].float() / 255)[0].numpy()
+        direct = result.model.encode_photo(tensor)[0].numpy()
+        as_view = result.model.encode_image(tensor)[0].numpy()
     np.testing.assert_allclose(trained, direct, atol=1e-5)
     assert float(trained @ zero_shot) < 0.99
-    # ...and the photo term is what moved it: the same run without photos embeds the photo otherwise.
+    assert float(direct @ as_view) < 0.99  # the photo tower is its own, not the image tower
+    # ...and the photo term is what trained it: without photos the model has no photo tower, and with the photo
+    # term through the image tower (photo_tower=False) the image tower itself moves.
     without = train(train_split, replace(TINY, photo_weight=0.0), load_clip("tiny"))
-    assert "photo" not in without.losses[0]
+    assert "photo" not in without.losses[0] and without.model.photo_visual is None
+    shared = train(train_split, replace(TINY, photo_tower=False), load_clip("tiny"), photo_crops=crops)
+    assert shared.model.photo_visual is None
     with torch.no_grad():
-        other = without.model.encode_image(torch.from_numpy(query).permute(2, 0, 1)[None].float() / 255)[0].numpy()
-    assert float(direct @ other) < 0.999
+        plain = without.model.encode_photo(tensor)[0].numpy()
+        np.testing.assert_allclose(plain, without.model.encode_image(tensor)[0].numpy(), atol=1e-6)
+        assert float(shared.model.encode_photo(tensor)[0].numpy() @ plain) < 0.999
 
 
 def test_photo_term_bad_input(train_split, crops, tmp_path: Path):
