@@ -91,6 +91,10 @@ def test_training_with_photos_lowers_the_photo_loss_and_changes_the_photo_path(t
     with torch.no_grad():
         plain = without.model.encode_photo(tensor)[0].numpy()
         np.testing.assert_allclose(plain, without.model.encode_image(tensor)[0].numpy(), atol=1e-6)
+        # The photo term trains the photo tower alone: the image (and text) side is the run's without photos.
+        np.testing.assert_allclose(as_view, without.model.encode_image(tensor)[0].numpy(), atol=1e-5)
+        tokens = without.model.tokenize(["a red chair"])
+        np.testing.assert_allclose(result.model.encode_text(tokens), without.model.encode_text(tokens), atol=1e-5)
         assert float(shared.model.encode_photo(tensor)[0].numpy() @ plain) < 0.999
 
 
