@@ -416,7 +416,7 @@ def main() -> None:
         "zero_shot": {"recall": zero.recall, "mean_rank": zero.mean_rank, "eval_seconds": round(eval_seconds, 1)},
         "trained": trained, "answer": answers, "test_label_sets_unique": unique,
         "slowest_training_seconds": slowest, "budget_seconds": BUDGET_S,
-        "photo_cuts": {**photo, "clip": clip.spec, "prompt": "a {colour} {category}",
+        "photo_cuts": {**photo, "clip": clip.spec, "prompt_template": "a {colour} {category}",
                        "protocol": "module docstring, 5."},
     }
     if args.latency:
