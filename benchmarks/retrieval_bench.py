@@ -12,7 +12,12 @@
 3. Baseline: the domain CLIP zero-shot (sketches through its image tower, feature addition, no training).
 4. TASK-former: trained from the domain CLIP on the train split with the default `TrainConfig` (InfoNCE,
    losses 100 : 10 : 1), one run per seed; each run is timed (the target: under 5 CPU minutes).
-   `--hard-negative` adds the same recipe with the hard-negative loss (Robinson et al.) per seed.
+   `--hard-negative` adds the same recipe with the hard-negative loss (Robinson et al.) per seed. The
+   "taskformer" rows train without photos (photo_weight 0); `--photo-weight W` (> 0) adds "taskformer+photo":
+   the same recipe with the photo term (issue 20: the train split's photos, cut out by saliency as `search
+   --image` cuts them, contrasted with their shapes' views; `backend.retrieve.photo_crops`). Each trained
+   model also gets the photo rows of 5. on the same test photos, with its own fine-tuned CLIP cutting (the
+   prompt's relevance map) and embedding, as `search_photo` does with a TASK-former checkpoint.
 5. Photo rows (issue 20: a photo query is cut out before it is embedded), zero-shot with the domain CLIP, on the
    same gallery in the same run: each test photo embedded raw (the protocol's photo row), cut out by saliency
    (`cut_photo` without a prompt: what `search --image` does), cut out by a prompt naming the shape's colour and
@@ -162,10 +167,11 @@ def protocol_gallery(clip, data: RetrievalSplit):
 
 
 @torch.no_grad()
-def photo_rows(clip, data: RetrievalSplit, gallery: torch.Tensor, photos, ks=KS) -> dict:
+def photo_rows(clip, data: RetrievalSplit, gallery: torch.Tensor, photos, ks=KS, embed=None) -> dict:
     """Recall@K of `photos` ((shape index, photo, true mask) per query) cut four ways (module docstring, 5.)
     against `gallery`; with the found masks' IoU against the true masks, R@1 split by mask quality (IoU >=
-    GOOD_MASK or not), the fall-backs to the raw photo and the seconds each way took."""
+    GOOD_MASK or not), the fall-backs to the raw photo and the seconds each way took. embed: images [B, 3, H, W]
+    -> [B, D] (default `clip.encode_image`; a TASK-former's `encode_photo`); `clip` cuts (the prompt's relevance)."""
     from backend.retrieve.evaluate import ranks, recall_at
     from backend.segment.photo_query import PhotoQueryConfig, cut_photo, object_crop
 
@@ -201,7 +207,7 @@ def photo_rows(clip, data: RetrievalSplit, gallery: torch.Tensor, photos, ks=KS)
                     precision[row].append(inter / max(1, cut.mask.sum()))
                     coverage[row].append(inter / max(1, true.sum()))
             tensor = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None]
-            embedded[row].append(clip.encode_image(tensor).float().cpu())
+            embedded[row].append((embed or clip.encode_image)(tensor).float().cpu())
             seconds[row] += time.perf_counter() - t0
     if not truth:
         raise SystemExit("retrieval_bench: the dataset has no photos")
@@ -260,6 +266,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override TrainConfig.steps")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--hard-negative", action="store_true", help="also train with the hard-negative loss")
+    parser.add_argument("--photo-weight", type=float, default=0.0,
+                        help="also train with the photo term at this weight (rows 'taskformer+photo')")
     parser.add_argument("--latency", action="store_true",
                         help="also measure query latency over 100,000 shapes and indexing throughput")
     parser.add_argument("--photo-size", type=int, default=0,
@@ -301,26 +309,51 @@ def main() -> None:
     base = TrainConfig(threads=args.threads)
     if args.steps is not None:
         base = replace(base, steps=args.steps)
-    variants = {"taskformer": base}
+    variants = {"taskformer": replace(base, photo_weight=0.0)}
+    if args.photo_weight > 0:
+        variants["taskformer+photo"] = replace(base, photo_weight=args.photo_weight)
     if args.hard_negative:
         variants["taskformer+hcl"] = replace(base, hard_negative=True)
     trained: dict[str, dict] = {}
     if args.no_train:
         variants = {}
+    crops = None
+    if any(config.photo_weight > 0 for config in variants.values()):
+        from backend.retrieve.photo_crops import cached_photo_crops
+
+        t0 = time.perf_counter()
+        crops = cached_photo_crops(train_split)
+        print(f"train photos cut out by saliency (cached): {tuple(crops.shape)} in {time.perf_counter() - t0:.1f} s",
+              flush=True)
     for name, config in variants.items():
         runs = []
         for seed in args.seeds:
-            result = train(train_split, replace(config, seed=seed), clip)
+            result = train(train_split, replace(config, seed=seed), clip,
+                           photo_crops=crops if config.photo_weight > 0 else None)
             evaluation = evaluate(result.model, test_split)
+            # As search_photo with the checkpoint: the fine-tuned CLIP cuts (a prompt's relevance map), the
+            # model's photo encoder embeds, the gallery is its image tower's.
+            tuned, embed = result.model.clip, result.model.encode_photo
+            with torch.no_grad():
+                gallery_tuned = protocol_gallery(tuned, test_split)
+                trained_photo = photo_rows(tuned, test_split, gallery_tuned, dataset_photos(test_split), embed=embed)
+                if args.photo_size:
+                    trained_photo["rendered"] = photo_rows(tuned, test_split, gallery_tuned, embed=embed, photos=
+                                                           rendered_photos(test_split, args.photo_size, DATA["photos"]))
             runs.append({"seed": seed, "seconds": round(result.seconds, 1),
                          "seconds_per_step": round(result.seconds / result.steps, 4),
                          "under_budget": result.seconds < BUDGET_S, "loss_first": result.losses[0],
                          "loss_last": result.losses[-1], "recall": evaluation.recall,
-                         "mean_rank": evaluation.mean_rank, "sketch_text_beats_both_r1": beats(evaluation.recall)})
+                         "mean_rank": evaluation.mean_rank, "sketch_text_beats_both_r1": beats(evaluation.recall),
+                         "photo_cuts": trained_photo})
             r = evaluation.recall
+            cuts = " ".join(f"{row} {trained_photo[row]['recall']['r1']:.3f}" for row in PHOTO_ROWS)
+            if args.photo_size:
+                cuts += f"; {args.photo_size} px: " + " ".join(
+                    f"{row} {trained_photo['rendered'][row]['recall']['r1']:.3f}" for row in PHOTO_ROWS)
             print(f"{name} seed {seed}: {result.seconds:.1f} s ({result.steps} steps); R@1 sketch "
                   f"{r['sketch']['r1']:.3f} text {r['text']['r1']:.3f} sketch+text {r['sketch+text']['r1']:.3f} "
-                  f"photo {r['photo']['r1']:.3f}", flush=True)
+                  f"photo {r['photo']['r1']:.3f}; photo cuts R@1 {cuts}", flush=True)
         trained[name] = {"config": config.to_dict(), "trainable": result.trainable, "parameters": result.parameters,
                          "runs": runs, "recall": summarise([run["recall"] for run in runs])}
 
@@ -337,6 +370,16 @@ def main() -> None:
     print()
     print(f"Recall@K on {zero.gallery} test shapes (trained: mean ± std over seeds {args.seeds})")
     print("\n".join(lines))
+    if trained:
+        print()
+        print(f"photo R@1 by cut ({photo['queries']} test photos, {DATA['size']} px; trained: mean over seeds "
+              f"{args.seeds})")
+        print(f"{'':<17}" + "".join(f" {row:>10}" for row in PHOTO_ROWS))
+        print(f"{'zero-shot':<17}" + "".join(f" {photo[row]['recall']['r1']:>10.3f}" for row in PHOTO_ROWS))
+        for name, block in trained.items():
+            block["photo_cuts_r1"] = {row: statistics.fmean(run["photo_cuts"][row]["recall"]["r1"]
+                                                             for run in block["runs"]) for row in PHOTO_ROWS}
+            print(f"{name:<17}" + "".join(f" {block['photo_cuts_r1'][row]:>10.3f}" for row in PHOTO_ROWS))
 
     # ----- the answer, as measured
     answers = {"zero-shot": {"beats_both_r1": beats(zero.recall),
@@ -373,7 +416,7 @@ def main() -> None:
         "zero_shot": {"recall": zero.recall, "mean_rank": zero.mean_rank, "eval_seconds": round(eval_seconds, 1)},
         "trained": trained, "answer": answers, "test_label_sets_unique": unique,
         "slowest_training_seconds": slowest, "budget_seconds": BUDGET_S,
-        "photo_cuts": {**photo, "clip": clip.spec, "prompt": "a {colour} {category}",
+        "photo_cuts": {**photo, "clip": clip.spec, "prompt_template": "a {colour} {category}",
                        "protocol": "module docstring, 5."},
     }
     if args.latency:

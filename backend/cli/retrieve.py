@@ -29,6 +29,9 @@ def _train_retrieval_args(parser: argparse.ArgumentParser) -> None:
                         help="embedding loss: the hard-negative contrastive loss (Robinson et al. 2021)")
     parser.add_argument("--beta", type=float, default=None, help="hard-negative concentration (default 1)")
     parser.add_argument("--tau-plus", type=float, default=None, help="hard-negative class prior (default 0.1)")
+    parser.add_argument("--photo-weight", type=float, default=None,
+                        help="weight of the photo term: the train split's photos, cut out by saliency as "
+                             "`search --image` cuts them, contrasted with their shapes' views (default 0; 0 trains without photos)")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="also write --out every N steps")
     parser.add_argument("--resume", default=None, help="continue the run saved in this checkpoint (--steps may grow)")
     parser.add_argument("--init", default=None,
@@ -49,7 +52,8 @@ def _train_retrieval(args, report: Report) -> None:
         raise InvalidInputError("--resume and --init exclude each other",
                                 hint="--resume continues a run; --init starts a new one from a checkpoint")
     recipe = {"batch": args.batch, "lr": args.lr, "train_layers": args.train_layers, "beta": args.beta,
-              "tau_plus": args.tau_plus, "hard_negative": True if args.hard_negative else None}
+              "tau_plus": args.tau_plus, "hard_negative": True if args.hard_negative else None,
+              "photo_weight": args.photo_weight}
     recipe = {k: v for k, v in recipe.items() if v is not None}
     run = {"steps": args.steps, "checkpoint_every": args.checkpoint_every, "threads": args.threads}
     run = {k: v for k, v in run.items() if v is not None}
@@ -78,8 +82,8 @@ def _train_retrieval(args, report: Report) -> None:
                   train_shapes=len(data), seconds_training=round(result.seconds, 3),
                   seconds_per_step=result.seconds / max(1, result.steps - result.start_step),
                   loss_first=first["loss"], loss_last=last["loss"],
-                  losses_first={k: first[k] for k in ("embedding", "classification", "caption")},
-                  losses_last={k: last[k] for k in ("embedding", "classification", "caption")},
+                  losses_first={k: first[k] for k in ("embedding", "classification", "caption", "photo") if k in first},
+                  losses_last={k: last[k] for k in ("embedding", "classification", "caption", "photo") if k in last},
                   trainable=result.trainable, parameters=result.parameters, config=result.config.to_dict())
     print(f"wrote {args.out} (loss {first['loss']:.4g} -> {last['loss']:.4g} over steps "
           f"{result.start_step}..{result.steps})")

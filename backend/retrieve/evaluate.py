@@ -12,8 +12,8 @@ The protocol, fixed before the first measurement:
     sketch        each of its S sketches alone, through the sketch encoder;
     text          its caption from the manifest (one query);
     sketch+text   each of its S sketches with its caption, fused by feature addition;
-    photo         each of its P photos (shape over clutter), through the image encoder (mode left out when the
-                  dataset has no photos).
+    photo         each of its P photos (shape over clutter), through the image encoder (a TASK-former's photo
+                  encoder when it has one; mode left out when the dataset has no photos).
   Sketches and photos come from viewpoints of their own, not those of the gallery's views.
 - Score: cosine similarity of the query to every gallery shape. The query's rank is the number of gallery
   shapes scored strictly higher than its own shape; Recall@K = the share of queries with rank < K (a hit when
@@ -158,7 +158,8 @@ def evaluate(model: QueryModel, data: RetrievalSplit, ks: Sequence[int] = KS, ba
                         shapes.repeat_interleave(sketches)),
     }
     if photos:
-        photo_emb = _embed(model.encode_image, data.photos.flatten(0, 1), batch, device, cancel)
+        encode_photo = getattr(model, "encode_photo", model.encode_image)  # a TASK-former's photo tower, if any
+        photo_emb = _embed(encode_photo, data.photos.flatten(0, 1), batch, device, cancel)
         queries["photo"] = (photo_emb, shapes.repeat_interleave(photos))
         progress(4, steps)
     recall, counts, mean_rank = {}, {}, {}

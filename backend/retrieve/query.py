@@ -2,7 +2,7 @@
 
 Query modes and the index vectors each is compared with (`QueryEncoder.target_kind`):
 - "text": the text tower vs. the shaded views;
-- "photo": the image tower vs. the shaded views;
+- "photo": the image tower vs. the shaded views (a TASK-former trained with photos: its photo tower);
 - "sketch": the image tower vs. the line drawings (TASK-former: its sketch encoder vs. the shaded views);
 - "sketch+text": TASK-former's fusion, normalise(normalise(s) + normalise(t)), vs. the shaded views.
   Measured with the domain CLIP on 64 world shapes, a sketch from an unseen camera fused with a colour-only
@@ -130,6 +130,14 @@ class QueryEncoder:
         return _unit(self.taskformer.encode_image(images))
 
     @torch.no_grad()
+    def _photo(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device)
+        if self.taskformer is None:
+            return _unit(self.clip.encode_image(images))
+        encode = getattr(self.taskformer, "encode_photo", self.taskformer.encode_image)
+        return _unit(encode(images))
+
+    @torch.no_grad()
     def _sketch(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device)
         if self.taskformer is None:
@@ -178,7 +186,7 @@ class QueryEncoder:
             array = array.float() / 255.0
         if array.ndim != 3 or array.shape[-1] != 3:
             raise InvalidInputError(f"the photo must be [H, W, 3], got shape {tuple(array.shape)}")
-        return self._image(array.float().permute(2, 0, 1)[None])[0].cpu().numpy()
+        return self._photo(array.float().permute(2, 0, 1)[None])[0].cpu().numpy()
 
     def encode_fused(self, sketch: Any, text: str, fill: float | None = None) -> np.ndarray:
         """TASK-former's fusion of a sketch and a text: normalise(normalise(s) + normalise(t))."""

@@ -6,6 +6,10 @@ fine-tuned so that a sketch and a caption together find an image.
   domain of their own, so the copy may specialise without pulling the image tower along).
   `TaskFormerConfig.share_image_tower` uses one tower for both instead.
 - Text encoder: the CLIP text tower, on CLIP BPE tokens.
+- Photo encoder (`TaskFormerConfig.photo_tower`, issue 20): photo queries (cut out by saliency or a prompt) through
+  a separate copy of the image tower, trained by the photo term (`train.py`) to find a shape's views from its
+  cut-out photo, so the views', sketches' and texts' embeddings do not move for photos. Without it, photos go
+  through the image tower (`encode_photo` == `encode_image`).
 - Query: feature addition, q = normalise(normalise(s) + normalise(t)), the variant the paper found best (the
   seed's Table 1). No new projection sits in the embedding path, so an untrained TaskFormer embeds exactly
   as the CLIP does zero-shot.
@@ -55,6 +59,8 @@ class TaskFormerConfig:
     """CLIP BPE token ids the caption decoder predicts (`build_vocab`); index 0 of its output is <unk>."""
     share_image_tower: bool = False
     """Encode sketches with the image tower itself instead of a separate copy of it."""
+    photo_tower: bool = False
+    """Encode photo queries with a separate copy of the image tower (`encode_photo`) instead of the image tower."""
     class_hidden: int = 128
     """Hidden width of the two-layer classification MLP."""
     decoder_width: int = 128
@@ -170,6 +176,7 @@ class TaskFormer(nn.Module):
         # The fine-tuned CLIP as a ClipModel (preprocessing, tokenizer, image and text towers).
         self.clip = dataclasses.replace(clip, model=self.clip_model)
         self.sketch_visual = None if config.share_image_tower else copy.deepcopy(self.clip_model.visual)
+        self.photo_visual = copy.deepcopy(self.clip_model.visual) if config.photo_tower else None
         embed_dim = clip.embed_dim
         self.classifier = ClassHead(embed_dim, config.class_hidden, len(config.class_names))
         tokenizer = clip.tokenizer
@@ -208,6 +215,13 @@ class TaskFormer(nn.Module):
         if self.sketch_visual is None:
             return self.encode_image(sketches)
         return F.normalize(self.sketch_visual(self.clip.preprocess(sketches)), dim=-1)
+
+    def encode_photo(self, photos: torch.Tensor) -> torch.Tensor:
+        """photos: [B, 3, H, W] float in [0, 1], photo queries (cut out on white) -> [B, D] unit rows: the photo
+        tower when the model has one, else the image tower."""
+        if self.photo_visual is None:
+            return self.encode_image(photos)
+        return F.normalize(self.photo_visual(self.clip.preprocess(photos)), dim=-1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: [B, context_length] int64 CLIP tokens -> [B, D] unit rows."""
@@ -249,8 +263,9 @@ class TaskFormer(nn.Module):
         # are small and one-domain), and a run is reproducible whether or not it was interrupted.
         super().train(mode)
         self.clip_model.eval()
-        if self.sketch_visual is not None:
-            self.sketch_visual.eval()
+        for tower in (self.sketch_visual, self.photo_visual):
+            if tower is not None:
+                tower.eval()
         return self
 
 
@@ -283,7 +298,7 @@ def set_trainable(model: TaskFormer, train_layers: int) -> list[str]:
     clip_model = model.clip_model
     clip_model.logit_scale.requires_grad_(True)
     if train_layers != -1:
-        towers = [clip_model.visual] + ([model.sketch_visual] if model.sketch_visual is not None else [])
+        towers = [clip_model.visual] + [t for t in (model.sketch_visual, model.photo_visual) if t is not None]
         for visual in towers:
             blocks, head = _tower_blocks(visual)
             for module in blocks[len(blocks) - train_layers:] if train_layers else []:

@@ -5,9 +5,16 @@ one of its shaded views, one of its sketches (drawn independently) and its capti
 `caption_redraw` is replaced by a paraphrase (the same labels in another caption template). Images and
 sketches get random crops and mirroring. The loss is
 
-    100 * L_e(image, sketch + text query) + 10 * L_c(class head on image, sketch, text) + 1 * L_d(caption)
+    100 * (L_e(image, sketch + text query) + photo_weight * L_e(image, photo))
+        + 10 * L_c(class head on image, sketch, text) + 1 * L_d(caption)
 
-with L_e the symmetric InfoNCE, or with `hard_negative` the loss of Robinson et al. (`losses.py`).
+with L_e the symmetric InfoNCE, or with `hard_negative` the loss of Robinson et al. (`losses.py`). The photo
+term (issue 20; IBSR, the seed paper on image-based shape retrieval, aligns photos with shapes the same way):
+one of the shape's world photos (clutter, lighting, occlusion), cut out by saliency as `search --image` cuts a
+photo (`photo_crops`), through the photo tower (a copy of the image tower, `photo_tower`), against the shape's
+view through the image tower, the view embedding and the temperature held fixed (detached) in that term, so it
+trains the photo tower alone: with it, sketch and text training is that of a run without photos (measured
+before the detaching: text R@1 fell from 0.913 to 0.838). Off when `photo_weight` is 0.
 
 Everything random in a step (batch, views, captions, augmentation) is drawn from generators seeded by
 (seed, epoch) and (seed, step), and the CLIP towers keep BatchNorm in eval mode, so a run resumed from a
@@ -72,6 +79,12 @@ class TrainConfig:
     """Hard-negative concentration (0: uniform weights over negatives)."""
     tau_plus: float = 0.1
     """Hard-negative class prior: expected share of false negatives in a batch (0: no debiasing)."""
+    photo_weight: float = 0.0
+    """Weight of the photo term of the embedding loss (module docstring): each shape's saliency-cut photo
+    against its view (0: no photos). Needs a dataset with photos."""
+    photo_tower: bool = True
+    """With the photo term: encode photos with a separate copy of the image tower (`TaskFormerConfig.photo_tower`),
+    so the views', sketches' and texts' embeddings are not pulled towards photos; False: through the image tower."""
     weights: LossWeights = field(default_factory=LossWeights)
     """Embedding : classification : caption loss weights (100 : 10 : 1)."""
     caption_redraw: float = 0.5
@@ -117,6 +130,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.beta must be a finite number >= 0, got {self.beta!r}")
         if not (isinstance(self.tau_plus, (int, float)) and 0 <= self.tau_plus < 1):
             raise ValueError(f"TrainConfig.tau_plus must be in [0, 1), got {self.tau_plus!r}")
+        if isinstance(self.photo_weight, bool) or not (isinstance(self.photo_weight, (int, float))
+                                                       and math.isfinite(self.photo_weight) and self.photo_weight >= 0):
+            raise ValueError(f"TrainConfig.photo_weight must be a finite number >= 0, got {self.photo_weight!r}")
         if not 0 <= self.caption_redraw <= 1:
             raise ValueError(f"TrainConfig.caption_redraw must be in [0, 1], got {self.caption_redraw}")
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1]:
@@ -149,7 +165,7 @@ class TrainResult:
     """The trained model, in eval mode."""
     losses: list[dict[str, float]]
     """Per step from the run's start (resumed runs include the steps before the checkpoint): "loss",
-    "embedding", "classification", "caption"."""
+    "embedding", "classification", "caption" (and "photo", the photo term before its weight, when trained)."""
     steps: int
     """Steps done in all (== config.steps)."""
     start_step: int
@@ -185,9 +201,13 @@ def paraphrase(labels: dict, rng: np.random.Generator) -> str:
     return make_caption(labels["category"], labels["colour"], labels["pattern"], labels["attributes"], rng)
 
 
-def make_batch(data: RetrievalSplit, step: int, config: TrainConfig) -> dict[str, Any]:
+def make_batch(data: RetrievalSplit, step: int, config: TrainConfig,
+               photo_crops: torch.Tensor | None = None) -> dict[str, Any]:
     """The training batch of `step`: {"shapes" [B], "images" [B,3,H,W], "sketches" [B,3,H,W] float in [0, 1],
-    "captions" (B strings), "categories" [B]}; a function of (data, step, config) only."""
+    "captions" (B strings), "categories" [B]}, and with `photo_crops` ([N, P, H, W, 3] uint8, `photo_crops.py`)
+    "photos" [B,3,H,W] (one cut-out photo per shape, augmented like the images); a function of (data, step,
+    config, photo_crops) only. The photos are drawn from a generator of their own, so the rest of the batch is
+    the same with or without them."""
     shapes = batch_shapes(step, len(data), config.batch, config.seed)
     generator = torch.Generator().manual_seed(_seed(config.seed, 2, step))
     views = torch.randint(0, data.views.shape[1], (len(shapes),), generator=generator)
@@ -203,8 +223,16 @@ def make_batch(data: RetrievalSplit, step: int, config: TrainConfig) -> dict[str
         redraw = rng.random() < config.caption_redraw
         labelled = bool(data.labels[s].get("colour"))
         captions.append(paraphrase(data.labels[s], rng) if redraw and labelled else data.captions[s])
-    return {"shapes": shapes, "images": images, "sketches": sketches, "captions": captions,
-            "categories": data.categories[shapes]}
+    batch = {"shapes": shapes, "images": images, "sketches": sketches, "captions": captions,
+             "categories": data.categories[shapes]}
+    if photo_crops is not None:
+        photo_generator = torch.Generator().manual_seed(_seed(config.seed, 4, step))
+        picks = torch.randint(0, photo_crops.shape[1], (len(shapes),), generator=photo_generator)
+        photos = to_float(photo_crops[shapes, picks])
+        if config.flip or config.crop_scale != (1.0, 1.0):
+            photos = augment(photos, photo_generator, config.crop_scale, config.flip)
+        batch["photos"] = photos
+    return batch
 
 
 def decoder_vocab(data: RetrievalSplit, tokenizer, paraphrases: int = 4) -> tuple[int, ...]:
@@ -264,6 +292,7 @@ def build_model(clip: ClipModel, data: RetrievalSplit, config: TrainConfig) -> T
     """A fresh TaskFormer on `clip` for `data`'s classes and captions; heads initialised from `config.seed`."""
     model_config = TaskFormerConfig(class_names=data.class_names, decoder_vocab=decoder_vocab(data, clip.tokenizer),
                                     share_image_tower=config.share_image_tower, decoder_layers=config.decoder_layers,
+                                    photo_tower=config.photo_tower and config.photo_weight > 0,
                                     decoder_width=config.decoder_width)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -272,7 +301,8 @@ def build_model(clip: ClipModel, data: RetrievalSplit, config: TrainConfig) -> T
 
 def train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None = None, *, out: str | Path | None = None,
           resume: str | Path | None = None, init: str | Path | None = None, device: str | torch.device = "cpu",
-          progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> TrainResult:
+          progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
+          photo_crops: torch.Tensor | None = None) -> TrainResult:
     """Trains TASK-former on `data` (a train split from `load_split`).
 
     Start from exactly one of: `clip` (a fresh TaskFormer on it), `init` (a TASK-former checkpoint's weights,
@@ -280,7 +310,8 @@ def train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None = No
     optimiser state and step; `config` may change only `RESUMABLE_CHANGES`). `out`: the checkpoint written at
     the end, every `config.checkpoint_every` steps, and when cancelled (then JobCancelled is raised after it
     is written). Calls progress(step, steps, loss=..., embedding=..., classification=..., caption=..., lr=...)
-    after every step and checks `cancel` before each.
+    after every step (and photo=... with the photo term) and checks `cancel` before each. photo_crops: the
+    split's cut-out photos for the photo term (default, when `config.photo_weight` > 0: `cached_photo_crops`).
     """
     if sum(x is not None for x in (clip, init, resume)) != 1:
         raise ValueError("train() starts from exactly one of clip, init and resume")
@@ -289,11 +320,22 @@ def train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None = No
                                 hint="write a dataset with more shapes")
     context = torch_threads(config.threads) if config.threads else contextlib.nullcontext()
     with context:
-        return _train(data, config, clip, out, resume, init, torch.device(device), progress, cancel)
+        if config.photo_weight > 0:
+            if photo_crops is None:
+                from backend.retrieve.photo_crops import cached_photo_crops  # noqa: PLC0415
+
+                photo_crops = cached_photo_crops(data)
+            if tuple(photo_crops.shape[:2]) != tuple(data.photos.shape[:2]) or photo_crops.dtype != torch.uint8:
+                raise ValueError(f"photo_crops must be [N, P, H, W, 3] uint8 for the split's {tuple(data.photos.shape[:2])} "
+                                 f"photos, got {tuple(photo_crops.shape)} {photo_crops.dtype}")
+        else:
+            photo_crops = None
+        return _train(data, config, clip, out, resume, init, torch.device(device), progress, cancel, photo_crops)
 
 
 def _train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None, out, resume, init,
-           device: torch.device, progress: ProgressFn, cancel: CancelToken | None) -> TrainResult:
+           device: torch.device, progress: ProgressFn, cancel: CancelToken | None,
+           photo_crops: torch.Tensor | None = None) -> TrainResult:
     history: list[dict[str, float]] = []
     start = 0
     optimizer_state = None
@@ -308,6 +350,8 @@ def _train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None, ou
                                     f"{list(data.class_names)}", hint="train a new model on this dataset")
         if model.config.share_image_tower != config.share_image_tower:
             config = replace(config, share_image_tower=model.config.share_image_tower)
+        if config.photo_weight > 0 and model.config.photo_tower != config.photo_tower:
+            config = replace(config, photo_tower=model.config.photo_tower)  # the checkpoint's towers decide
         if resume is not None:
             _check_resume(ckpt.get("train"), config, path)
             start = int(ckpt["step"])
@@ -335,21 +379,32 @@ def _train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None, ou
     weights = config.weights
 
     def loss_at(step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        batch = make_batch(data, step, config)
+        batch = make_batch(data, step, config, photo_crops)
         tokens = model.tokenize(batch["captions"])
         result = model(batch["images"].to(device), batch["sketches"].to(device), tokens)
         scale = model.logit_scale
-        if config.hard_negative:
-            embedding = hard_negative_loss(result["image"], result["query"], scale, config.beta, config.tau_plus)
-        else:
-            embedding = info_nce(result["image"], result["query"], scale)
+
+        def contrast(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor = scale) -> torch.Tensor:
+            if config.hard_negative:
+                return hard_negative_loss(a, b, scale, config.beta, config.tau_plus)
+            return info_nce(a, b, scale)
+
+        embedding = contrast(result["image"], result["query"])
+        parts = {}
+        if photo_crops is not None:
+            # The photo is embedded as `search` embeds a photo query (QueryEncoder.encode_photo -> encode_photo).
+            # The views and the temperature are its fixed targets (detached): the photo term moves the photo
+            # encoder only, so with a photo tower the sketch and text training is that of a run without photos.
+            photo = contrast(result["image"].detach(), model.encode_photo(batch["photos"].to(device)), scale.detach())
+            embedding = embedding + config.photo_weight * photo
+            parts["photo"] = photo.detach()
         classification = classification_loss(result["class_logits"], batch["categories"].to(device))
         caption = caption_loss(result["caption_logits"], result["caption_targets"])
         loss = total_loss(embedding, classification, caption, weights)
         if not torch.isfinite(loss):
             raise RuntimeError(f"the TASK-former loss became {loss.item()} at step {step}; lower --lr")
         return loss, {"embedding": embedding.detach(), "classification": classification.detach(),
-                      "caption": caption.detach()}
+                      "caption": caption.detach(), **parts}
 
     def clamp_scale() -> None:
         with torch.no_grad():

@@ -31,6 +31,15 @@ def trained(world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     return out / "tf.pt", json.loads((out / "report.json").read_text())
 
 
+def test_train_retrieval_with_photos(world: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("ATELIER_HOME", str(tmp_path / "home"))  # the cut-out photos' cache
+    assert main(["train-retrieval", "--data", str(world), "--out", str(tmp_path / "tf.pt"), "--clip", "tiny",
+                 "--photo-weight", "0.5", "--no-eval", "--report", str(tmp_path / "report.json"), *FAST]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["photo_weight"] == 0.5 and report["losses_first"]["photo"] > 0
+    assert len(list((tmp_path / "home" / "cache" / "photo_crops").glob("*.pt"))) == 1
+
+
 def _check_recall(recall: dict, modes=("sketch", "text", "sketch+text", "photo")) -> None:
     assert set(recall) == set(modes)  # the report's keys are sorted
     for values in recall.values():
@@ -98,6 +107,8 @@ def test_train_retrieval_resume_continues_the_run(trained, world: Path, tmp_path
         (["train-retrieval", "--data", "{world}", "--out", "{tmp}/x.pt", "--resume", "{ckpt}", "--init", "{ckpt}"],
          "exclude each other"),
         (["train-retrieval", "--data", "{world}", "--out", "{tmp}/x.pt", "--steps", "0"], "steps must be"),
+        (["train-retrieval", "--data", "{world}", "--out", "{tmp}/x.pt", "--photo-weight", "-1"],
+         "photo_weight must be"),
         (["eval-retrieval", "--data", "{world}"], "exactly one of --checkpoint"),
         (["eval-retrieval", "--data", "{world}", "--zero-shot", "--clip", "nonsense"], "unknown CLIP spec"),
     ],
@@ -133,6 +144,6 @@ def test_help_states_the_training_defaults(capsys):
     defaults = TrainConfig()
     for flag, value in (("--steps", defaults.steps), ("--batch", defaults.batch), ("--lr", defaults.lr),
                         ("--train-layers", defaults.train_layers), ("--beta", defaults.beta),
-                        ("--tau-plus", defaults.tau_plus)):
+                        ("--tau-plus", defaults.tau_plus), ("--photo-weight", defaults.photo_weight)):
         found = re.search(re.escape(flag) + r" [A-Z_]+ [^(]*\(default ([-0-9.e]+)[;)]", text)
         assert found and float(found.group(1)) == value, flag
