@@ -44,6 +44,7 @@ from backend.stylize.loop import StepOutput, optimise
 from backend.stylize.nnfm import StyleBank, build_style_bank, content_loss, nearest_neighbours, nnfm_loss
 from backend.stylize.palette import extract_palette, nearest_palette_distance, palette_weight
 from backend.stylize.surface import check_size
+from backend.stylize.texture import CombinedFeatures, GramTerm, RandomTextureFeatures, TextureTermConfig
 from shared_protocol.limits import MAX_JOB_STEPS, TEXTURE_SIZE_RANGE
 
 MAX_STEPS = MAX_JOB_STEPS
@@ -95,6 +96,12 @@ class RestyleConfig:
     """Display RGB the style texture is added to when the mesh has neither a texture nor vertex colours."""
     features: FeatureConfig = field(default_factory=FeatureConfig)
     """Which network supplies the features (CLIP image tower by default, or VGG-16) and which layers."""
+    style_levels: int = 1
+    """The style texture is the sum of this many textures at halving sizes (T, T/2, T/4, ...), upsampled: 1 is
+    the paper's single texture; more let coarse patterns form in few steps (see `RestyleRun`)."""
+    texture: TextureTermConfig = field(default_factory=TextureTermConfig)
+    """The random multi-scale texture features added to NNFM and/or as a Gram term (off: the paper's CLIP
+    features alone; the draft and standard presets turn it on, see `QUALITY_PRESETS`)."""
     nn_chunk: int = 2048
     """Block side of the nearest-neighbour search: at most nn_chunk^2 similarities exist at once."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -141,6 +148,21 @@ class RestyleConfig:
             raise InvalidInputError("palette_end_fraction must be in [0, 1] and palette_colors in [1, 16]")
         if self.nn_chunk < 64 or self.preview_every < 1 or self.max_faces < 1:
             raise InvalidInputError("nn_chunk must be >= 64, preview_every and max_faces >= 1")
+        if isinstance(self.style_levels, bool) or not isinstance(self.style_levels, int) \
+                or not 1 <= self.style_levels <= 8 or self.texture_size >> (self.style_levels - 1) < 4:
+            raise InvalidInputError(f"style_levels must be an integer in [1, 8] leaving the coarsest level at least "
+                                    f"4 px (texture_size {self.texture_size}), got {self.style_levels!r}",
+                                    hint="1 is the paper's single texture; 4 to 6 let patterns form in few steps")
+        if not isinstance(self.texture, TextureTermConfig):
+            raise InvalidInputError(f"texture must be a TextureTermConfig, got {type(self.texture).__name__}",
+                                    hint="pass texture=TextureTermConfig(mode=...)")
+        self.texture.check()
+        if self.texture.mode != "off":
+            reach = self.texture.kernel * 2 ** (self.texture.levels - 1)
+            if min(self.render_size, self.style_size or self.render_size) < reach:
+                raise InvalidInputError(f"the texture term's {self.texture.levels} levels of {self.texture.kernel} px "
+                                        f"filters need renders and style images of at least {reach} px",
+                                        hint="use fewer texture levels or a larger render_size")
 
 
 QUALITY_PRESETS: dict[str, dict] = {
@@ -250,8 +272,9 @@ class RestyleRun:
 
     def __init__(self, prepared: PreparedMesh, bank: StyleBank, extractor: FeatureExtractor,
                  palette: torch.Tensor | None, config: RestyleConfig, device: torch.device | str,
-                 generator: torch.Generator):
+                 generator: torch.Generator, gram: GramTerm | None = None):
         self.config = config
+        self.gram = gram
         self.device = torch.device(device)
         self.generator = generator
         self.bank = bank
@@ -267,11 +290,25 @@ class RestyleRun:
             base = F.interpolate(base, size=(size, size), mode="bilinear", align_corners=False,
                                  antialias=base.shape[-1] > size)
         self.base = base[0].permute(1, 2, 0).contiguous()
-        self.style = torch.zeros(size, size, 3, device=self.device, requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.style], lr=config.learning_rate)
+        # The style texture as a sum of levels at halving sizes (one level: the paper's single texture). Adam
+        # moves every parameter by about the learning rate whatever its gradient's size, so a full-size texture
+        # alone drifts texel by texel into noise; coarse levels move whole areas together and patterns form.
+        self.levels = [torch.zeros(max(size >> i, 1), max(size >> i, 1), 3, device=self.device, requires_grad=True)
+                       for i in range(config.style_levels)]
+        self.optimizer = torch.optim.Adam(self.levels, lr=config.learning_rate)
         render_config = RenderConfig(size=config.render_size, background=tuple(config.background),
                                      rasterizer=RasterizerConfig(implementation=config.renderer))
         self.renderer = MeshRenderer(render_config, self.device)
+
+    @property
+    def style(self) -> torch.Tensor:
+        """[T, T, 3] the style texture: the sum of its levels, each upsampled (bilinear) to T."""
+        size = self.config.texture_size
+        total = self.levels[0]
+        for level in self.levels[1:]:
+            total = total + F.interpolate(level.permute(2, 0, 1)[None], size=(size, size), mode="bilinear",
+                                          align_corners=False)[0].permute(1, 2, 0)
+        return total
 
     def texture(self) -> torch.Tensor:
         """[T, T, 3] the combined texture clamp(base + style, 0, 1) (differentiable w.r.t. the style)."""
@@ -294,6 +331,12 @@ class RestyleRun:
         content = content_loss(features, reference)
         total = cfg.style_weight * style + cfg.content_weight * content
         metrics = {"loss_style": float(style.detach()), "loss_content": float(content.detach())}
+        if self.gram is not None:
+            # On the unlit render: the pattern lives in the albedo, and the style image has no shading.
+            source = unlit if unlit is not None else images
+            gram = self.gram(self.gram.features(source), alpha)
+            total = total + cfg.texture.gram_weight * gram
+            metrics["loss_gram"] = float(gram.detach())
         if unlit is not None and self.palette is not None:
             weight = palette_weight(step, cfg.steps, cfg.palette_weight, cfg.palette_end_fraction)
             colours = unlit.permute(0, 2, 3, 1)
@@ -315,7 +358,7 @@ class RestyleRun:
         images, alpha = self.render(texture, cameras, lights)
         with torch.no_grad():
             reference = self.extractor(self.render(self.base, cameras, lights)[0])
-        unlit = self.render(texture, cameras, lights, shade=False)[0] if self.palette_term else None
+        unlit = self.render(texture, cameras, lights, shade=False)[0] if self.palette_term or self.gram else None
         features = self.extractor(images)
         loss, metrics = self.losses(images, features, reference, unlit, alpha, step)
         loss.backward()
@@ -417,8 +460,15 @@ def restyle(mesh: Mesh, style_images: Sequence[np.ndarray], clip, config: Restyl
     if callable(clip):
         clip = clip()
     extractor = make_extractor(config.features, clip, device)
+    gram = None
+    if config.texture.mode != "off":
+        random_features = RandomTextureFeatures(config.texture, device)
+        if config.texture.matches:
+            extractor = CombinedFeatures(extractor, random_features)
+        if config.texture.grams:
+            gram = GramTerm(random_features, styles)
     bank = build_style_bank(extractor, styles)
-    run = RestyleRun(prepared, bank, extractor, palette_tensor, config, device, generator)
+    run = RestyleRun(prepared, bank, extractor, palette_tensor, config, device, generator, gram)
 
     parts: list[dict[str, float]] = []
 
