@@ -21,7 +21,8 @@ nearest library shape by voxel IoU at 32^3 (the classifier is the library, not a
 (d) Refinement: one sample per category prompt refined `--refine-steps` steps; the prompt's CLIP score on held-out
     cameras (never rendered while refining) and category accuracy, before and after.
 (e) Surfaces: every mesh decoded in (b) and (c): floating pieces above 1% of the volume, watertight and
-    consistently wound (trimesh), and a GLB that reads back.
+    consistently wound (trimesh), a GLB that reads back; and what the clean-up did: meshes with a piece bridged
+    back, and with detached volume dropped (over 1% and 5% of the volume: the cost of "one object").
 Timing: seconds per shape at 64^3 and 128^3, coarse to fine against dense.
 """
 
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backend.errors import InvalidInputError
 from backend.generate.cleanup import floating_fractions
 from backend.generate.decode import DecodeConfig, decode_grid, decode_grid_coarse_to_fine, decode_latent, logits_to_mesh
 from backend.generate.generate import prompt_condition
@@ -79,15 +81,33 @@ def occupied(ae, latent: torch.Tensor) -> np.ndarray:
     return decode_grid(ae, latent, 32) > 0.0
 
 
+def decoded(ae, latent: torch.Tensor, config: DecodeConfig):
+    """The latent's mesh, or None when its surface is empty (counted as a failed shape, never skipped)."""
+    try:
+        return decode_latent(ae, latent, config)
+    except InvalidInputError:
+        return None
+
+
+def cloud(mesh, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Surface samples; an empty shape is all points at the origin (as far from every real shape as it deserves)."""
+    return surface_points(mesh, count, rng) if mesh is not None else np.zeros((count, 3), np.float32)
+
+
 def surface_check(mesh) -> dict:
-    """Floating pieces, watertightness and a GLB round trip of one generated mesh."""
+    """Floating pieces, watertightness and a GLB round trip of one generated mesh (None: an empty surface)."""
     import trimesh
 
+    if mesh is None:
+        return {"empty": True, "largest_floating": 0.0, "watertight": False, "winding": False, "glb": False,
+                "volume_removed": 0.0, "bridged": 0}
     tri = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     document, _ = read_glb(export_glb(mesh))
     floating = floating_fractions(mesh)
-    return {"largest_floating": max(floating, default=0.0), "watertight": bool(tri.is_watertight),
-            "winding": bool(tri.is_winding_consistent), "glb": bool(document.get("meshes"))}
+    cleanup = mesh.metadata["cleanup"]
+    return {"empty": False, "largest_floating": max(floating, default=0.0), "watertight": bool(tri.is_watertight),
+            "winding": bool(tri.is_winding_consistent), "glb": bool(document.get("meshes")),
+            "volume_removed": cleanup["volume_removed"], "bridged": cleanup["bridged"]}
 
 
 def accuracy_table(names: list[str], got: dict[str, list[bool]]) -> dict:
@@ -169,7 +189,7 @@ def main() -> None:
     checks = []
 
     def classify(latent: torch.Tensor) -> str:
-        checks.append(surface_check(decode_latent(ae, latent, decode)))
+        checks.append(surface_check(decoded(ae, latent, decode)))
         return nearest(occupied(ae, latent))
 
     prompts = {}
@@ -202,9 +222,9 @@ def main() -> None:
     sets = {}
     for label, latents in (("generator (view-conditioned, T=0.8)", sample_latents[:m]),
                            ("unconditional (T=0.8)", uncond_latents[:m])):
-        meshes = [decode_latent(ae, z, decode) for z in latents]
+        meshes = [decoded(ae, z, decode) for z in latents]
         checks.extend(surface_check(mesh) for mesh in meshes)
-        sets[label] = np.stack([surface_points(mesh, args.points, point_rng) for mesh in meshes])
+        sets[label] = np.stack([cloud(mesh, args.points, point_rng) for mesh in meshes])
     sets["retrieval (nearest library shape)"] = np.stack(
         [surface_points(library.meshes[retrieved[i]], args.points, point_rng) for i in range(m)])
     report["generative_metrics"] = {}
@@ -221,14 +241,18 @@ def main() -> None:
     for name in names:
         condition = prompt_condition(clip, TRAINED_FORM.format(name)).to(device)
         latent = flow.sample(condition, 1, gen, temperature=0.8)[0]
-        result = refine_latent(ae, latent, condition, clip, refine_config)
+        try:
+            result = refine_latent(ae, latent, condition, clip, refine_config, scale=flow.latent_std)
+        except InvalidInputError as exc:  # an empty start: reported, and it counts as not refined
+            print(f"(d) {name}: {exc.message}")
+            continue
         refined["before"].append(result.score_before)
         refined["after"].append(result.score_after)
         refined["seconds_per_step"].append(result.seconds_per_step)
         refined["category_before"].append(nearest(occupied(ae, latent)) == name)
         refined["category_after"].append(nearest(occupied(ae, result.latent.to(device))) == name)
     report["refinement"] = {
-        "steps": args.refine_steps, "prompts": len(names),
+        "steps": args.refine_steps, "prompts": len(names), "refined": len(refined["before"]),
         "clip_score_before": mean(refined["before"]), "clip_score_after": mean(refined["after"]),
         "improved": mean([a > b for a, b in zip(refined["after"], refined["before"])]),
         "lowered": mean([a < b for a, b in zip(refined["after"], refined["before"])]),
@@ -242,31 +266,39 @@ def main() -> None:
 
     # --- (e) surfaces
     report["surfaces"] = {
-        "meshes": len(checks), "with_floating_piece_over_1pct": sum(c["largest_floating"] > 0.01 for c in checks),
+        "meshes": len(checks), "empty": sum(c["empty"] for c in checks), "with_floating_piece_over_1pct": sum(c["largest_floating"] > 0.01 for c in checks),
         "largest_floating": max(c["largest_floating"] for c in checks),
         "not_watertight": sum(not c["watertight"] for c in checks),
-        "inconsistent_winding": sum(not c["winding"] for c in checks), "glb_failed": sum(not c["glb"] for c in checks)}
+        "inconsistent_winding": sum(not c["winding"] for c in checks), "glb_failed": sum(not c["glb"] for c in checks),
+        "bridged": sum(c["bridged"] > 0 for c in checks),
+        "detached_dropped_over_1pct": sum(c["volume_removed"] > 0.01 for c in checks),
+        "detached_dropped_over_5pct": sum(c["volume_removed"] > 0.05 for c in checks),
+        "largest_dropped": max(c["volume_removed"] for c in checks)}
     print("(e) surfaces:", json.dumps(report["surfaces"]), flush=True)
 
     # --- timing: seconds per shape
     timing = {}
     latent = flow.sample(prompt_condition(clip, TRAINED_FORM.format(names[0])).to(device), 1, gen, 0.8)[0]
-    for resolution in (64, 128):
-        for coarse in (32, 0):
-            config = DecodeConfig(resolution=resolution, coarse_resolution=coarse)
-            started = time.perf_counter()
-            logits, evaluated = decode_grid_coarse_to_fine(ae, latent, config)
-            mesh = logits_to_mesh(logits, config)
-            timing[f"{resolution}{'_coarse_to_fine' if coarse else '_dense'}"] = {
-                "seconds": round(time.perf_counter() - started, 3), "points": evaluated, "faces": mesh.num_faces}
-        timing[f"{resolution}_speedup"] = round(timing[f"{resolution}_dense"]["seconds"]
-                                                / timing[f"{resolution}_coarse_to_fine"]["seconds"], 2)
+    try:
+        for resolution in (64, 128):
+            for coarse in (32, 0):
+                config = DecodeConfig(resolution=resolution, coarse_resolution=coarse)
+                started = time.perf_counter()
+                logits, evaluated = decode_grid_coarse_to_fine(ae, latent, config)
+                mesh = logits_to_mesh(logits, config)
+                timing[f"{resolution}{'_coarse_to_fine' if coarse else '_dense'}"] = {
+                    "seconds": round(time.perf_counter() - started, 3), "points": evaluated, "faces": mesh.num_faces}
+            timing[f"{resolution}_speedup"] = round(timing[f"{resolution}_dense"]["seconds"]
+                                                    / timing[f"{resolution}_coarse_to_fine"]["seconds"], 2)
+        print("seconds per shape (decode, marching cubes, clean-up):")
+        for res in (64, 128):
+            c2f, dense = timing[f"{res}_coarse_to_fine"], timing[f"{res}_dense"]
+            print(f"  {res}^3: coarse-to-fine {c2f['seconds']:.3f} s ({c2f['points']} points), dense "
+                  f"{dense['seconds']:.3f} s ({dense['points']} points), speed-up {timing[f'{res}_speedup']:.2f}x")
+    except InvalidInputError as exc:
+        timing["error"] = exc.message
+        print(f"timing not measured: {exc.message}")
     report["seconds_per_shape"] = timing
-    print("seconds per shape (decode, marching cubes, clean-up):")
-    for res in (64, 128):
-        c2f, dense = timing[f"{res}_coarse_to_fine"], timing[f"{res}_dense"]
-        print(f"  {res}^3: coarse-to-fine {c2f['seconds']:.3f} s ({c2f['points']} points), dense {dense['seconds']:.3f} s "
-              f"({dense['points']} points), speed-up {timing[f'{res}_speedup']:.2f}x")
     if device.type != "cuda":
         print("  on a CUDA GPU: not measured (run with --device cuda where one is at hand)")
     report["bench_seconds"] = round(time.perf_counter() - started_all, 1)

@@ -86,14 +86,14 @@ def _floating(vertices: np.ndarray, faces: np.ndarray) -> list[float]:
     return [float(v / total) for v in solids[1:]]
 
 
-def drop_small_pieces(vertices: np.ndarray, faces: np.ndarray, fraction: float):
-    """Drops pieces whose |volume| is below `fraction` of the total volume, and the vertices they leave unused.
-
-    Faces must wind outward overall (positive total volume). Returns (vertices, faces int32, pieces found,
+def drop_small_pieces(vertices: np.ndarray, faces: np.ndarray, fraction: float, only_largest: bool = False):
+    """Drops pieces whose |volume| is below `fraction` of the total volume (`only_largest`: every piece but the
+    largest, whatever its size; an enclosed cavity's wall goes too, which fills it), and the vertices they leave
+    unused. Faces must wind outward overall (positive total volume). Returns (vertices, faces int32, pieces found,
     pieces removed, volume removed as a fraction of the total). The largest piece is always kept."""
     labels, volumes = piece_volumes(vertices, faces)
     total = max(float(volumes.sum()), 1e-30)
-    keep = np.abs(volumes) >= fraction * total
+    keep = np.abs(volumes) >= fraction * total if not only_largest else np.zeros(len(volumes), bool)
     keep[np.argmax(volumes)] = True
     removed = float(np.abs(volumes[~keep]).sum() / total)
     faces = faces[keep[labels]]
@@ -131,9 +131,11 @@ def laplacian_smooth(vertices: np.ndarray, faces: np.ndarray, iterations: int, l
 
 
 def clean_surface(vertices: np.ndarray, faces: np.ndarray, min_piece_fraction: float,
-                  smooth_iterations: int) -> tuple[np.ndarray, np.ndarray, CleanupReport]:
-    """Drop floating pieces, then Taubin-smooth: (vertices float32, faces int32, report). Faces must wind outward."""
-    vertices, faces, pieces, removed, volume_removed = drop_small_pieces(vertices, faces, min_piece_fraction)
+                  smooth_iterations: int, only_largest: bool = False) -> tuple[np.ndarray, np.ndarray, CleanupReport]:
+    """Drop floating pieces (below `min_piece_fraction` of the volume, or all but the largest), then Taubin-smooth:
+    (vertices float32, faces int32, report). Faces must wind outward."""
+    vertices, faces, pieces, removed, volume_removed = drop_small_pieces(vertices, faces, min_piece_fraction,
+                                                                         only_largest)
     before = signed_volume(vertices, faces)
     if smooth_iterations:
         smoothed = laplacian_smooth(vertices, faces, smooth_iterations)
@@ -151,3 +153,97 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, min_piece_fraction: f
 def _face_volumes(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     a, b, c = (vertices.astype(np.float64)[faces[:, k]] for k in range(3))
     return np.einsum("ij,ij->i", a, np.cross(b, c)) / 6.0
+
+
+# ----------------------------------------------------------------------------------------------- bridging
+
+
+@dataclass
+class BridgeReport:
+    """What bridging did to one logit grid before marching cubes."""
+
+    pieces: int
+    """Occupied pieces of the grid (6-connected cells above the level) of at least the minimum size."""
+    bridged: int
+    """Pieces joined to the largest one by a strut."""
+    strut_cells: int
+    """Cells raised above the level to make the struts."""
+    weakest: float
+    """Lowest occupancy probability a strut passed through (1.0 when nothing was bridged)."""
+
+
+def _labels(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    from scipy import ndimage
+
+    return ndimage.label(mask)  # 6-connected in 3D: conservative, never misses a gap marching cubes could open
+
+
+def _strut(mask: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Cells of a shortest 6-connected path inside `mask` from `source` to `target` (boolean grids, connected
+    within mask): breadth-first distances from target by constrained dilation, then steepest descent from the
+    source cell nearest the target."""
+    from scipy import ndimage
+
+    distance = np.full(mask.shape, -1, np.int32)
+    reached = target.copy()
+    distance[reached] = 0
+    step = 0
+    while not (reached & source).any():
+        step += 1
+        frontier = ndimage.binary_dilation(reached) & mask & ~reached
+        if not frontier.any():
+            return np.zeros_like(mask)
+        distance[frontier] = step
+        reached |= frontier
+    path = np.zeros_like(mask)
+    cell = np.argwhere(source & reached)[0]
+    offsets = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+    while distance[tuple(cell)] > 0:
+        path[tuple(cell)] = True
+        for offset in offsets:
+            near = cell + offset
+            if (near >= 0).all() and (near < mask.shape).all() and distance[tuple(near)] == distance[tuple(cell)] - 1:
+                cell = near
+                break
+    return path
+
+
+def bridge_pieces(logits: np.ndarray, level: float, floor: float, min_fraction: float,
+                  lift: float = 1.0) -> tuple[np.ndarray, BridgeReport]:
+    """Joins the grid's detached pieces to its largest one where the decoder's field nearly does.
+
+    A thin part (a chair leg, a lamp's stem) that the field keeps just under the level at a joint comes out of
+    marching cubes as a floating piece. For every piece of at least `min_fraction` of the occupied cells: find the
+    highest level, on a ladder down to the logit `floor`, at which it is connected to the largest piece; raise
+    the cells of a shortest path between them at that level, and their 6 neighbours, to `level + lift` (a strut
+    three cells thick, following the field's ridge). Pieces that stay detached down to `floor` are left alone
+    (the clean-up drops them when small). Returns (the new logits, report); the input is not changed.
+    """
+    from scipy import ndimage
+
+    occupied = logits > level
+    labels, count = _labels(occupied)
+    if count < 2:
+        return logits, BridgeReport(pieces=count, bridged=0, strut_cells=0, weakest=1.0)
+    sizes = np.bincount(labels.ravel())[1:]
+    main = int(np.argmax(sizes)) + 1
+    pieces = [index + 1 for index in np.argsort(-sizes) if sizes[index] >= min_fraction * sizes.sum()]
+    out, bridged, weakest = logits.copy(), 0, level
+    struts = np.zeros_like(occupied)
+    ladder = np.linspace(level, floor, 9)[1:]
+    for piece in pieces:
+        if piece == main:
+            continue
+        for rung in ladder:
+            low, _ = _labels(logits > rung)
+            joined = low[labels == main][0]
+            if (low[labels == piece] == joined).any():
+                path = _strut(low == joined, labels == piece, labels == main)
+                if path.any():
+                    struts |= ndimage.binary_dilation(path)
+                    bridged += 1
+                    weakest = min(weakest, float(rung))
+                break
+    out[struts] = np.maximum(out[struts], level + lift)
+    return out, BridgeReport(pieces=len(pieces), bridged=bridged, strut_cells=int(struts.sum()),
+                             weakest=1.0 if not bridged else float(1.0 / (1.0 + np.exp(-weakest))))

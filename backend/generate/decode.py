@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from backend.errors import InvalidInputError
-from backend.generate.cleanup import clean_surface, signed_volume
+from backend.generate.cleanup import bridge_pieces, clean_surface, signed_volume
 from backend.geometry.mesh import Mesh
 from backend.geometry.normals import vertex_normals
 from backend.geometry.voxelize import grid_centres
@@ -32,9 +32,20 @@ class DecodeConfig:
     threshold: float = 0.5
     """Occupancy probability of the extracted surface, in (0, 1); lower grows the shape."""
     min_piece_fraction: float = 0.05
-    """Connected pieces enclosing less than this fraction of the surface's total volume are dropped (floaters),
-    in [0, 1); 0 keeps every piece. By volume, not face count: a thin chair leg has many faces but is kept
+    """With `keep_detached`: connected pieces enclosing less than this fraction of the surface's total volume are
+    dropped (floaters), in [0, 1); 0 keeps every piece. By volume, not face count: a thin chair leg has many faces but is kept
     because it is attached to the seat, and a flat floating slab has many faces but little volume."""
+    keep_detached: bool = False
+    """False: a generated shape is one object: after bridging, every piece but the largest is dropped whatever its
+    size (the report's volume_removed says how much went). True: detached pieces of at least
+    `min_piece_fraction` are kept."""
+    bridge_floor: float = 0.05
+    """Detached pieces of the grid (of at least `bridge_min_fraction` of its cells) are joined to the largest by a
+    strut along the field's ridge when they connect to it above this occupancy probability
+    (`backend.generate.cleanup.bridge_pieces`): a chair leg that the field keeps just under the threshold at its
+    joint stays on the chair instead of floating. 0 (or not below `threshold`): no bridging."""
+    bridge_min_fraction: float = 0.005
+    """Pieces smaller than this fraction of the occupied cells are never bridged (specks; the clean-up drops them)."""
     smooth_iterations: int = 10
     """Taubin lambda/mu smoothing rounds after the floaters go (0: off): removes the grid's staircase without
     shrinking the shape the way plain Laplacian smoothing does."""
@@ -59,6 +70,12 @@ class DecodeConfig:
         if not 0.0 <= self.min_piece_fraction < 1.0:
             raise ValueError(f"min_piece_fraction is a fraction of the total volume in [0, 1), got "
                              f"{self.min_piece_fraction} (0 keeps every piece)")
+        if not 0.0 <= self.bridge_floor < 1.0:
+            raise ValueError(f"bridge_floor is an occupancy probability in [0, 1), got {self.bridge_floor} "
+                             "(0 turns bridging off)")
+        if not 0.0 <= self.bridge_min_fraction < 1.0:
+            raise ValueError(f"bridge_min_fraction is a fraction of the occupied cells in [0, 1), got "
+                             f"{self.bridge_min_fraction}")
         if self.smooth_iterations < 0:
             raise ValueError(f"smooth_iterations must be >= 0 (0 turns smoothing off), got {self.smooth_iterations}")
 
@@ -105,10 +122,12 @@ def decode_grid_coarse_to_fine(model, latent: torch.Tensor, config: "DecodeConfi
 def logits_to_mesh(logits: np.ndarray, config: DecodeConfig | None = None, name: str = "generated") -> Mesh:
     """Marching cubes of a logit grid [R, R, R] (voxel frame) at `config.threshold` -> Mesh.
 
-    Floating pieces below `config.min_piece_fraction` of the volume are dropped, then the surface is Taubin-smoothed
-    (see `backend.generate.cleanup`). Returns vertices [N, 3] float32 in the voxel frame, faces [F, 3] int32
+    Detached pieces that nearly touch the largest are bridged to it first (`config.bridge_floor`), the pieces still
+    detached are dropped (`config.keep_detached`, `config.min_piece_fraction`), then the surface is Taubin-smoothed (see
+    `backend.generate.cleanup`). Returns vertices [N, 3] float32 in the voxel frame, faces [F, 3] int32
     counter-clockwise from outside, metadata["normals"] [N, 3] float32 (after smoothing) and metadata["cleanup"]
-    (`CleanupReport.as_dict()`). Raises InvalidInputError when nothing is above the threshold.
+    (`CleanupReport.as_dict()` with the `BridgeReport`'s bridged and strut_cells). Raises InvalidInputError when
+    nothing is above the threshold.
     """
     from skimage.measure import marching_cubes
 
@@ -123,6 +142,12 @@ def logits_to_mesh(logits: np.ndarray, config: DecodeConfig | None = None, name:
             f"(highest {top:.3g})",
             "lower the threshold below the highest occupancy, or check that the checkpoint is trained",
         )
+    bridged = {"bridged": 0, "strut_cells": 0}
+    if 0 < config.bridge_floor < config.threshold:
+        floor = math.log(config.bridge_floor / (1.0 - config.bridge_floor))
+        inner, bridge = bridge_pieces(padded[1:-1, 1:-1, 1:-1], level, floor, config.bridge_min_fraction)
+        padded[1:-1, 1:-1, 1:-1] = inner
+        bridged = {"bridged": bridge.bridged, "strut_cells": bridge.strut_cells}
     cell = 2.0 / r
     vertices, faces, _, _ = marching_cubes(padded, level=level, spacing=(cell, cell, cell))
     # Padded index p is cell p - 1, whose centre is at -1 + (p - 1 + 0.5) * cell.
@@ -132,9 +157,10 @@ def logits_to_mesh(logits: np.ndarray, config: DecodeConfig | None = None, name:
     # clean-up, which tells solids from cavities by the sign of their volume).
     if signed_volume(vertices, faces) < 0:
         faces = np.ascontiguousarray(faces[:, ::-1])
-    vertices, faces, report = clean_surface(vertices, faces, config.min_piece_fraction, config.smooth_iterations)
+    vertices, faces, report = clean_surface(vertices, faces, config.min_piece_fraction, config.smooth_iterations,
+                                             only_largest=not config.keep_detached)
     return Mesh(vertices=vertices, faces=faces, name=name,
-                metadata={"normals": vertex_normals(vertices, faces), "cleanup": report.as_dict()})
+                metadata={"normals": vertex_normals(vertices, faces), "cleanup": {**report.as_dict(), **bridged}})
 
 
 def decode_latent(model, latent: torch.Tensor, config: DecodeConfig | None = None, name: str = "generated") -> Mesh:

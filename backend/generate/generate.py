@@ -153,7 +153,7 @@ def generate(generator: Generator, clip, condition: torch.Tensor, config: Genera
 
             # refine_latent scores the held-out views before and after itself.
             result = refine_latent(generator.autoencoder, latent, condition, clip, refine_config,
-                                   progress=step_progress, cancel=cancel)
+                                   progress=step_progress, cancel=cancel, scale=generator.flow.latent_std)
             latent, before, after = result.latent, result.score_before, result.score_after
         else:
             before = after = clip_score(generator.autoencoder, latent, condition, clip, cameras, lights, refine_config)

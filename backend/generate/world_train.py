@@ -102,8 +102,9 @@ def write_world_library(root: str | Path, plan: Sequence[tuple[int, str]], capti
 
 
 def train_world_generator(out: str | Path, work: str | Path, config: WorldGeneratorConfig | None = None,
-                          device: str = "cpu", progress=no_progress):
-    """Writes the world library under `work` and trains the generator into `out`: the `train_generator` report."""
+                          device: str = "cpu", resume: bool = True, progress=no_progress):
+    """Writes the world library under `work` and trains the generator into `out`: the `train_generator` report.
+    With `resume`, the stages an interrupted run finished (OUT.parts/) are picked up."""
     from backend.models.clip import load_clip
 
     config = config or WorldGeneratorConfig()
@@ -111,7 +112,7 @@ def train_world_generator(out: str | Path, work: str | Path, config: WorldGenera
     library = write_world_library(Path(work) / f"library_{len(plan)}", plan, config.captions_per_shape,
                                   lambda done, total: progress(done, total, stage="world"))
     clip = load_clip("domain", device)
-    return train_generator(library, out, clip, config.train, device=device, progress=progress)
+    return train_generator(library, out, clip, config.train, device=device, resume=resume, progress=progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where the world library is written (kept: a rerun reuses it)")
     parser.add_argument("--shapes", type=int, default=0, help="train on the first N world shapes (0: all)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over instead of picking up the stages an interrupted run finished (OUT.parts/)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[generator] {stage} {step}/{total}{loss} ({now - started:.0f} s)", flush=True)
             last.update(stage=stage, t=now)
 
-    report = train_world_generator(args.out, args.work, config, progress=progress)
+    report = train_world_generator(args.out, args.work, config, resume=not args.fresh, progress=progress)
     seconds = time.perf_counter() - started
     print(f"[generator] wrote {args.out} in {seconds:.0f} s: {report.shapes} shapes, reconstruction IoU "
           f"{report.reconstruction_iou:.3f}, stages {report.stage_seconds}", flush=True)

@@ -110,7 +110,7 @@ def test_small_floaters_are_dropped():
     logits = 10.0 * (0.5 - np.linalg.norm(centres, axis=-1))
     logits = np.maximum(logits, 10.0 * (0.08 - np.linalg.norm(centres - [0.8, 0.8, 0.8], axis=-1)))
     kept = logits_to_mesh(logits, DecodeConfig(resolution=32))
-    both = logits_to_mesh(logits, DecodeConfig(resolution=32, min_piece_fraction=0.0))
+    both = logits_to_mesh(logits, DecodeConfig(resolution=32, min_piece_fraction=0.0, keep_detached=True))
     assert len(trimesh.Trimesh(kept.vertices, kept.faces).split(only_watertight=False)) == 1
     assert len(trimesh.Trimesh(both.vertices, both.faces).split(only_watertight=False)) == 2
 

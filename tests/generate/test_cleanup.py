@@ -43,10 +43,12 @@ def chair_logits(resolution=64):
 
 
 def test_floaters_below_the_threshold_go_and_above_stay():
-    # Radius 0.1 vs 0.45: about 1% of the volume, under the default 5%; radius 0.25: about 17%, kept.
-    small = logits_to_mesh(two_balls(48, 0.1), DecodeConfig(resolution=48))
-    large = logits_to_mesh(two_balls(48, 0.25), DecodeConfig(resolution=48))
-    everything = logits_to_mesh(two_balls(48, 0.1), DecodeConfig(resolution=48, min_piece_fraction=0.0))
+    # With keep_detached (and no bridging): radius 0.1 vs 0.45 is about 1% of the volume, under the default 5%;
+    # radius 0.25, about 17%, is kept.
+    config = dict(resolution=48, keep_detached=True, bridge_floor=0.0)
+    small = logits_to_mesh(two_balls(48, 0.1), DecodeConfig(**config))
+    large = logits_to_mesh(two_balls(48, 0.25), DecodeConfig(**config))
+    everything = logits_to_mesh(two_balls(48, 0.1), DecodeConfig(**config, min_piece_fraction=0.0))
     assert len(tri(small).split(only_watertight=False)) == 1
     assert len(tri(large).split(only_watertight=False)) == 2
     assert len(tri(everything).split(only_watertight=False)) == 2
@@ -57,6 +59,40 @@ def test_floaters_below_the_threshold_go_and_above_stay():
     assert len(fractions) == 1 and 0.1 < fractions[0] < 0.25
     assert large.metadata["cleanup"]["largest_floating"] == pytest.approx(fractions[0], abs=1e-5)
     assert large.metadata["cleanup"]["pieces_removed"] == 0 and large.metadata["cleanup"]["volume_removed"] == 0.0
+
+
+def test_by_default_one_object_remains_and_the_report_says_what_went():
+    # The default: whatever is still detached after bridging goes, however large (the 17% ball here, whose field
+    # between the balls never reaches the bridge floor once made steep).
+    logits = np.maximum(two_balls(48, 0.25) * 3.0, -20.0)
+    mesh = logits_to_mesh(logits, DecodeConfig(resolution=48))
+    report = mesh.metadata["cleanup"]
+    assert len(tri(mesh).split(only_watertight=False)) == 1 and floating_fractions(mesh) == []
+    assert report["pieces"] == 2 and report["pieces_removed"] == 1 and report["bridged"] == 0
+    assert 0.1 < report["volume_removed"] < 0.25
+
+
+def test_a_leg_cut_at_its_joint_is_bridged_back():
+    # A chair whose two-cell-thick back-right leg the field keeps just under the level (logit -1, occupancy 0.27) for two cells
+    # below the seat: marching cubes alone leaves the leg floating; bridging joins it, and the leg reaches the floor.
+    logits = chair_logits(64)
+    centres = grid_centres(64)
+    gap = (np.abs(centres[..., 0] - 0.4) < 0.05) & (np.abs(centres[..., 2] - 0.4) < 0.05) & \
+        (centres[..., 1] < 0.0) & (centres[..., 1] > -0.07)
+    logits[gap] = np.minimum(logits[gap], -1.0)
+    cut = logits_to_mesh(logits, DecodeConfig(resolution=64, bridge_floor=0.0, keep_detached=True,
+                                              min_piece_fraction=0.0))
+    assert len(tri(cut).split(only_watertight=False)) == 2
+    joined = logits_to_mesh(logits, DecodeConfig(resolution=64))
+    report = joined.metadata["cleanup"]
+    assert report["bridged"] == 1 and 0 < report["strut_cells"] < 60 and report["pieces_removed"] == 0
+    assert len(tri(joined).split(only_watertight=False)) == 1 and tri(joined).is_watertight
+    v = joined.vertices
+    leg = v[(np.hypot(v[:, 0] - 0.4, v[:, 2] - 0.4) < 0.06) & (v[:, 1] < -0.1)]
+    assert len(leg) and leg[:, 1].min() < -0.75
+    # Without bridging the default drops the cut leg: three legs, one object.
+    dropped = logits_to_mesh(logits, DecodeConfig(resolution=64, bridge_floor=0.0))
+    assert dropped.metadata["cleanup"]["pieces_removed"] == 1 and len(tri(dropped).split(only_watertight=False)) == 1
 
 
 def test_taubin_keeps_the_volume_where_plain_laplacian_shrinks():
@@ -106,7 +142,7 @@ def test_thin_legs_survive_smoothing():
 
 
 def test_cleaned_mesh_is_watertight_outward_and_exports(tmp_path):
-    mesh = logits_to_mesh(two_balls(32, 0.25), DecodeConfig(resolution=32))
+    mesh = logits_to_mesh(two_balls(32, 0.25), DecodeConfig(resolution=32, keep_detached=True))
     t = tri(mesh)
     assert t.is_watertight and t.is_winding_consistent and t.volume > 0
     assert mesh.metadata["normals"].shape == mesh.vertices.shape and np.abs(mesh.vertices).max() <= 1.0
@@ -127,6 +163,9 @@ def test_report_fields_and_dict():
     ({"smooth_iterations": -1}, "smooth_iterations must be >= 0"),
     ({"min_piece_fraction": -0.1}, "min_piece_fraction is a fraction"),
     ({"min_piece_fraction": 1.0}, "min_piece_fraction is a fraction"),
+    ({"bridge_floor": 1.0}, "bridge_floor is an occupancy probability"),
+    ({"bridge_floor": -0.1}, "bridge_floor is an occupancy probability"),
+    ({"bridge_min_fraction": 1.0}, "bridge_min_fraction is a fraction"),
 ])
 def test_bad_cleanup_config_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
