@@ -266,6 +266,26 @@ def random_views(count: int, config: RestyleConfig, generator: torch.Generator,
 # ----------------------------------------------------------------------------------------------- the run
 
 
+class ReturningClamp(torch.autograd.Function):
+    """clamp(x, 0, 1) whose gradient also reaches clamped values when a descent step would bring them back
+    toward [0, 1] (x > 1 with a positive gradient, x < 0 with a negative one). A plain clamp gives clamped
+    texels no gradient, so once a step pushes a texel out of range the loss can no longer move it and
+    saturated specks (white, magenta, cyan) stay for good; a gradient that pushes further out is still cut,
+    so texels do not drift away."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        passes = ((x >= 0.0) & (x <= 1.0)) | ((x > 1.0) & (grad > 0)) | ((x < 0.0) & (grad < 0))
+        return grad * passes
+
+
+
 class RestyleRun:
     """One optimisation of a style texture over a unit-sphere mesh. `restyle` drives it; the benchmark times
     its phases: `render`, `features`, `losses` (nearest-neighbour search inside), backward, `update`."""
@@ -311,8 +331,9 @@ class RestyleRun:
         return total
 
     def texture(self) -> torch.Tensor:
-        """[T, T, 3] the combined texture clamp(base + style, 0, 1) (differentiable w.r.t. the style)."""
-        return (self.base + self.style).clamp(0.0, 1.0)
+        """[T, T, 3] the combined texture clamp(base + style, 0, 1) (differentiable w.r.t. the style; see
+        `ReturningClamp` for the gradient of clamped texels)."""
+        return ReturningClamp.apply(self.base + self.style)
 
     def views(self) -> tuple[Cameras, torch.Tensor]:
         return random_views(self.config.batch, self.config, self.generator, self.device)

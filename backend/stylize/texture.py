@@ -55,12 +55,15 @@ class TextureTermConfig:
         if isinstance(self.levels, bool) or not isinstance(self.levels, int) or not 1 <= self.levels <= 6:
             raise InvalidInputError(f"texture levels must be an integer in [1, 6], got {self.levels!r}",
                                     hint="4 levels of 7 px filters reach 56 px patterns")
-        if not isinstance(self.channels, int) or not 4 <= self.channels <= 512:
-            raise InvalidInputError(f"texture channels must be an integer in [4, 512], got {self.channels!r}")
-        if not isinstance(self.kernel, int) or self.kernel < 3 or self.kernel > 31 or self.kernel % 2 == 0:
-            raise InvalidInputError(f"texture kernel must be an odd integer in [3, 31], got {self.kernel!r}")
-        if not self.gram_weight >= 0:
-            raise InvalidInputError(f"texture gram_weight must be >= 0, got {self.gram_weight}",
+        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or not 4 <= self.channels <= 512:
+            raise InvalidInputError(f"texture channels must be an integer in [4, 512], got {self.channels!r}",
+                                    hint="48 random filters per level describe two- and three-colour patterns")
+        if isinstance(self.kernel, bool) or not isinstance(self.kernel, int) or self.kernel < 3 or self.kernel > 31 or self.kernel % 2 == 0:
+            raise InvalidInputError(f"texture kernel must be an odd integer in [3, 31], got {self.kernel!r}",
+                                    hint="odd sides keep the maps centred; 9 is the draft preset's")
+        if isinstance(self.gram_weight, bool) or not isinstance(self.gram_weight, (int, float)) \
+                or not self.gram_weight >= 0:
+            raise InvalidInputError(f"texture gram_weight must be a number >= 0, got {self.gram_weight!r}",
                                     hint="0 turns the Gram term off; use mode 'nnfm' for the NNFM layers alone")
 
     @property
