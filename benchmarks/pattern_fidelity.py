@@ -9,13 +9,14 @@ losses. A view matches when its label equals the style image's own label (stripe
 
 Used by `restyle_bench.py --pattern` (the table) and runnable alone:
 
-    python benchmarks/pattern_fidelity.py [--steps 60] [--variants colour,clip,gram] [--report FILE]
+    python benchmarks/pattern_fidelity.py [--steps 150] [--variants colour,clip,draft] [--report FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import replace
@@ -55,19 +56,25 @@ def meshes() -> dict[str, Mesh]:
     return {"sphere": icosphere(4), "cube": cube(1.0)}
 
 
+PAPER_OPTIMISER = {"texture": TextureTermConfig(), "style_levels": 1, "learning_rate": 1e-2}
+"""The optimiser before the texture term: the paper's single full-size texture at Adam lr 1e-2, CLIP alone."""
+
 VARIANTS: dict[str, dict] = {
-    "colour": {"style_weight": 0.0, "content_weight": 0.0},
-    "clip": {},
-    "clip+random": {"texture": TextureTermConfig(mode="nnfm")},
-    "clip+gram": {"texture": TextureTermConfig(mode="gram")},
-    "clip+random+gram": {"texture": TextureTermConfig(mode="nnfm+gram")},
-    "clip/pyr": {"style_levels": 5},
-    "clip+random/pyr": {"texture": TextureTermConfig(mode="nnfm"), "style_levels": 5},
-    "clip+gram/pyr": {"texture": TextureTermConfig(mode="gram"), "style_levels": 5},
-    "clip+random+gram/pyr": {"texture": TextureTermConfig(mode="nnfm+gram"), "style_levels": 5},
+    "colour": {**PAPER_OPTIMISER, "style_weight": 0.0, "content_weight": 0.0},
+    "clip": PAPER_OPTIMISER,
+    "draft": {},
+    "draft-nocolour": {"texture": "nocolour"},
+    "draft-gram-only": {"style_weight": 0.0, "content_weight": 0.0},
+    "draft-nnfm": {"texture": "nnfm"},
 }
-"""Loss variants: colour-only (the palette term alone), NNFM on the domain CLIP (today's draft), and the random
-texture features added as NNFM layers, as a Gram term, or both."""
+"""Loss variants: colour-only (the palette term alone), NNFM on the domain CLIP (the draft preset before the
+texture term), and the draft preset as it is now (the Gram term on random multi-scale features, the style
+texture as a pyramid of levels); then ablations of the draft: its texture features without the colour channels,
+the Gram term without CLIP NNFM, the random features in the NNFM bank instead of a Gram term (slow on CPU)."""
+
+DEFAULT_VARIANTS = ("colour", "clip", "draft")
+DEFAULT_STEPS = 150
+"""The draft preset's step count."""
 
 VIEWS = [(azimuth, elevation) for elevation in (-15.0, 20.0) for azimuth in (20.0, 110.0, 200.0, 290.0)]
 """Held-out (azimuth, elevation) pairs in degrees."""
@@ -119,9 +126,27 @@ def fidelity(mesh: Mesh, style: np.ndarray, config: RestyleConfig, clip, device:
 
 
 def base_config(steps: int, render_size: int, texture_size: int, batch: int) -> RestyleConfig:
-    """The draft preset at the benchmark's size, with texture term off (variants add what they test)."""
+    """The draft preset at the benchmark's size. Its texture term's pyramid loses a level per halving of the
+    render size, so its filters reach the same share of the view (the style image is resized to the render)."""
+    draft = preset("draft")
+    halvings = max(0, round(math.log2(draft.render_size / render_size)))
+    texture = replace(draft.texture, levels=max(1, draft.texture.levels - halvings))
     return preset("draft", steps=steps, render_size=render_size, texture_size=texture_size, batch=batch,
-                  renderer="torch", preview_every=10_000, texture=TextureTermConfig())
+                  renderer="torch", preview_every=10_000, texture=texture)
+
+
+def variant_config(base: RestyleConfig, variant: str) -> RestyleConfig:
+    """`base` with a variant's changes ("nocolour"/"nnfm" edit the base's texture term)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    changes = dict(VARIANTS[variant])
+    if changes.get("texture") == "nocolour":
+        changes["texture"] = replace(base.texture, colour=False)
+    elif changes.get("texture") == "nnfm":
+        changes["texture"] = replace(base.texture, mode="nnfm")
+    config = replace(base, **changes)
+    config.check()
+    return config
 
 
 def run_table(clip, variants: list[str], steps: int, render_size: int = 128, texture_size: int = 256,
@@ -132,8 +157,7 @@ def run_table(clip, variants: list[str], steps: int, render_size: int = 128, tex
     rows, summary = [], {}
     base = base_config(steps, render_size, texture_size, batch)
     for variant in variants:
-        config = replace(base, **VARIANTS[variant])
-        config.check()
+        config = variant_config(base, variant)
         matches = []
         for mesh_name in mesh_names or list(all_meshes):
             for style_name in style_names or list(all_styles):
@@ -168,10 +192,10 @@ def main() -> None:
     from backend.models.clip import load_clip
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--render-size", type=int, default=128)
     parser.add_argument("--texture-size", type=int, default=256)
-    parser.add_argument("--variants", default="colour,clip,clip+gram")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}")
     parser.add_argument("--styles", default="", help="comma-separated style names (default: all)")
     parser.add_argument("--meshes", default="", help="comma-separated mesh names (default: sphere,cube)")
     parser.add_argument("--threads", type=int, default=2)

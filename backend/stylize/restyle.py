@@ -101,7 +101,7 @@ class RestyleConfig:
     the paper's single texture; more let coarse patterns form in few steps (see `RestyleRun`)."""
     texture: TextureTermConfig = field(default_factory=TextureTermConfig)
     """The random multi-scale texture features added to NNFM and/or as a Gram term (off: the paper's CLIP
-    features alone; the draft and standard presets turn it on, see `QUALITY_PRESETS`)."""
+    features alone; the draft preset turns the Gram term on, see `QUALITY_PRESETS`)."""
     nn_chunk: int = 2048
     """Block side of the nearest-neighbour search: at most nn_chunk^2 similarities exist at once."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -166,13 +166,18 @@ class RestyleConfig:
 
 
 QUALITY_PRESETS: dict[str, dict] = {
-    "draft": {"steps": 150, "batch": 2, "render_size": 256, "texture_size": 512, "preview_every": 10},
+    "draft": {"steps": 150, "batch": 2, "render_size": 256, "texture_size": 512, "preview_every": 10,
+              "learning_rate": 2e-2, "style_levels": 4,
+              "texture": TextureTermConfig(mode="gram", levels=4, kernel=9, gram_weight=2e4, colour=True)},
     "standard": {"steps": 400, "batch": 4, "render_size": 384, "texture_size": 1024},
     "high": {},
 }
 """Quality -> overrides of the paper's settings. `high` is the paper (batch 8 at 512 px, 1024 px texture,
 1000 steps); `standard` 400 steps of 4 views at 384 px; `draft` 150 steps of 2 views at 256 px on a 512 px
-texture (the feature network dominates a step's cost, and it scales with batch x pixels)."""
+texture (the feature network dominates a step's cost, and it scales with batch x pixels). The draft also adds
+the Gram term on random multi-scale features and optimises the style texture as 4 levels at Adam lr 2e-2: in
+150 steps the paper's optimiser on the domain CLIP leaves a plain or noisy texture with no pattern
+(benchmarks/pattern_fidelity.py)."""
 
 
 def preset(quality: Quality = "standard", **overrides) -> RestyleConfig:

@@ -47,6 +47,10 @@ class TextureTermConfig:
     beside lambda_S * NNFM."""
     seed: int = 0
     """Seed of the random filters (the same seed gives the same feature space)."""
+    colour: bool = False
+    """Append the level's (pooled) image itself, 3 channels in [-1, 1], to its maps: the Gram matrix then holds
+    the colours' second moments and which colours each filter fires on (zero-mean filters alone ignore the
+    mean colour)."""
 
     def check(self) -> None:
         """Raises InvalidInputError naming the setting and the fix for values a run cannot use."""
@@ -78,8 +82,8 @@ class TextureTermConfig:
 
 
 class RandomTextureFeatures:
-    """images [B, 3, H, W] float in [0, 1] -> one [B, channels, H / 2^l, W / 2^l] ReLU map per level l,
-    differentiable with respect to the images; the filters are seeded, frozen and zero-mean."""
+    """images [B, 3, H, W] float in [0, 1] -> one [B, channels (+ 3 with `colour`), H / 2^l, W / 2^l] ReLU map
+    per level l, differentiable with respect to the images; the filters are seeded, frozen and zero-mean."""
 
     kind = "random"
 
@@ -124,7 +128,8 @@ class RandomTextureFeatures:
         for level, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             if level:
                 x = F.avg_pool2d(x, 2)
-            out.append(F.relu(F.conv2d(x, weight, bias, padding=self.config.kernel // 2)))
+            maps = F.relu(F.conv2d(x, weight, bias, padding=self.config.kernel // 2))
+            out.append(torch.cat([maps, x], dim=1) if self.config.colour else maps)
         return out
 
 
