@@ -144,3 +144,17 @@ def test_bad_texture_settings_are_refused(change, match):
 def test_bad_restyle_texture_settings_are_refused(change, match):
     with pytest.raises(InvalidInputError, match=match):
         preset("draft", **change).check()
+
+
+def test_the_draft_preset_runs_the_gram_term_within_its_render():
+    config = preset("draft")
+    config.check()  # the filters' reach fits the 256 px renders
+    assert config.texture.grams and config.texture.colour and config.style_levels > 1
+    assert not preset("high").texture.grams  # the paper's settings stay the paper's
+
+
+def test_colour_channels_join_every_level():
+    x = torch.rand(1, 3, 32, 32)
+    maps = RandomTextureFeatures(replace(SMALL, colour=True))(x)
+    assert [m.shape[1] for m in maps] == [19, 19, 19]
+    assert torch.allclose(maps[1][:, 16:], 2.0 * torch.nn.functional.avg_pool2d(x, 2) - 1.0, atol=1e-6)
