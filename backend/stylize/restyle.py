@@ -13,6 +13,9 @@ the differentiable rasterizer and minimises
 where NNFM matches every feature of the render to its nearest neighbour (cosine) among the features of all
 style images together, the content term keeps the original render's structure, and the palette term pulls
 colours toward a user palette or one extracted from the style images, its weight decaying over the run.
+The draft preset adds lambda_G * Gram distance(random multi-scale features of the unlit render, of the style
+images) (`backend.stylize.texture`) and optimises S as a sum of levels at halving sizes: with the small domain
+CLIP, NNFM alone keeps the style's colours but not its pattern (benchmarks/pattern_fidelity.py).
 Paper settings (`high`): batch 8, 512 px renders, 1024 px texture, Adam lr 1e-2, lambda_S 1e4, lambda_C 22,
 lambda_P 2000 decaying, CLIP-RN50 features. Colours are handled as display (sRGB-encoded) values, as the
 texture stores them and the feature network saw them.
