@@ -67,13 +67,14 @@ VARIANTS: dict[str, dict] = {
     "colour": {**PAPER_OPTIMISER, "style_weight": 0.0, "content_weight": 0.0},
     "clip": PAPER_OPTIMISER,
     "draft": {},
+    "draft-batch4": {"batch": 4},
     "draft-nocolour": {"texture": "nocolour"},
     "draft-gram-only": {"style_weight": 0.0, "content_weight": 0.0},
     "draft-nnfm": {"texture": "nnfm"},
 }
 """Loss variants: colour-only (the palette term alone), NNFM on the domain CLIP (the draft preset before the
 texture term), and the draft preset as it is now (the Gram term on random multi-scale features, the style
-texture as a pyramid of levels); then ablations of the draft: its texture features without the colour channels,
+texture as a pyramid of levels), also with 4 views a step (the standard preset's batch); then ablations of the draft: its texture features without the colour channels,
 the Gram term without CLIP NNFM, the random features in the NNFM bank instead of a Gram term (slow on CPU)."""
 
 DEFAULT_VARIANTS = ("colour", "clip", "draft")

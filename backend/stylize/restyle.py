@@ -13,7 +13,7 @@ the differentiable rasterizer and minimises
 where NNFM matches every feature of the render to its nearest neighbour (cosine) among the features of all
 style images together, the content term keeps the original render's structure, and the palette term pulls
 colours toward a user palette or one extracted from the style images, its weight decaying over the run.
-The draft preset adds lambda_G * Gram distance(random multi-scale features of the unlit render, of the style
+The draft and standard presets add lambda_G * Gram distance(random multi-scale features of the unlit render, of the style
 images) (`backend.stylize.texture`) and optimises S as a sum of levels at halving sizes: with the small domain
 CLIP, NNFM alone keeps the style's colours but not its pattern (benchmarks/pattern_fidelity.py).
 Paper settings (`high`): batch 8, 512 px renders, 1024 px texture, Adam lr 1e-2, lambda_S 1e4, lambda_C 22,
@@ -104,7 +104,7 @@ class RestyleConfig:
     the paper's single texture; more let coarse patterns form in few steps (see `RestyleRun`)."""
     texture: TextureTermConfig = field(default_factory=TextureTermConfig)
     """The random multi-scale texture features added to NNFM and/or as a Gram term (off: the paper's CLIP
-    features alone; the draft preset turns the Gram term on, see `QUALITY_PRESETS`)."""
+    features alone; the draft and standard presets turn the Gram term on, see `QUALITY_PRESETS`)."""
     nn_chunk: int = 2048
     """Block side of the nearest-neighbour search: at most nn_chunk^2 similarities exist at once."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -172,15 +172,18 @@ QUALITY_PRESETS: dict[str, dict] = {
     "draft": {"steps": 150, "batch": 2, "render_size": 256, "texture_size": 512, "preview_every": 10,
               "learning_rate": 2e-2, "style_levels": 4,
               "texture": TextureTermConfig(mode="gram", levels=4, kernel=9, gram_weight=2e4, colour=True)},
-    "standard": {"steps": 400, "batch": 4, "render_size": 384, "texture_size": 1024},
+    "standard": {"steps": 400, "batch": 4, "render_size": 384, "texture_size": 1024, "learning_rate": 2e-2,
+                 "style_levels": 4,
+                 "texture": TextureTermConfig(mode="gram", levels=5, kernel=9, gram_weight=2e4, colour=True)},
     "high": {},
 }
 """Quality -> overrides of the paper's settings. `high` is the paper (batch 8 at 512 px, 1024 px texture,
 1000 steps); `standard` 400 steps of 4 views at 384 px; `draft` 150 steps of 2 views at 256 px on a 512 px
-texture (the feature network dominates a step's cost, and it scales with batch x pixels). The draft also adds
-the Gram term on random multi-scale features and optimises the style texture as 4 levels at Adam lr 2e-2: in
-150 steps the paper's optimiser on the domain CLIP leaves a plain or noisy texture with no pattern
-(benchmarks/pattern_fidelity.py)."""
+texture (the feature network dominates a step's cost, and it scales with batch x pixels). Draft and standard
+also add the Gram term on random multi-scale features (its pyramid reaching about a third of the render) and
+optimise the style texture as 4 levels at Adam lr 2e-2: in 150 steps the paper's optimiser on the domain CLIP
+leaves a plain or noisy texture with no pattern (benchmarks/pattern_fidelity.py, measured at 128 px renders with
+2 and 4 views a step; standard's own size is not measured)."""
 
 
 def preset(quality: Quality = "standard", **overrides) -> RestyleConfig:

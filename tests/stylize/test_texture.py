@@ -146,9 +146,10 @@ def test_bad_restyle_texture_settings_are_refused(change, match):
         preset("draft", **change).check()
 
 
-def test_the_draft_preset_runs_the_gram_term_within_its_render():
-    config = preset("draft")
-    config.check()  # the filters' reach fits the 256 px renders
+@pytest.mark.parametrize("quality", ["draft", "standard"])
+def test_the_presets_run_the_gram_term_within_their_renders(quality):
+    config = preset(quality)
+    config.check()  # the filters' reach fits the renders
     assert config.texture.grams and config.texture.colour and config.style_levels > 1
     assert not preset("high").texture.grams  # the paper's settings stay the paper's
 
