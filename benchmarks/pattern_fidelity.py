@@ -29,7 +29,7 @@ from backend.geometry.mesh import Mesh
 from backend.geometry.primitives import cube, icosphere
 from backend.render.camera import fit_distance, orbit_cameras
 from backend.stylize.pattern_check import classify_pattern, synthetic_pattern
-from backend.stylize.restyle import RestyleConfig, RestyleRun, preset, prepare_mesh, restyle
+from backend.stylize.restyle import RestyleConfig, RestyleRun, preset, restyle
 from backend.stylize.texture import TextureTermConfig
 
 STYLE_SIDE = 256
