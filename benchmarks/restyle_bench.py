@@ -16,6 +16,11 @@
 3. Presets end to end (`restyle()`, unwrap and set-up included) on the same mesh, with the RN50-sized tower
    (random weights) and, when present here, the domain CLIP; "not measured" for CLIPs whose weights are absent.
    `--preset-steps N` runs N steps of each preset instead (for the long ones: seconds per step).
+4. With `--pattern`: pattern fidelity (`pattern_fidelity.py`): restyles of a sphere and a cube from striped (0 and
+   45 degrees), checked, dotted and wavy style images and the demo's stripes, under each loss variant
+   (`--pattern-variants`: colour-only, CLIP NNFM, the draft preset's texture term), judged from held-out views
+   by the spectral pattern classifier; the share of views whose pattern class matches the style's. On 2 CPU
+   cores about 15 minutes at the default 150 steps, hence not run by default.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render_bench import bumpy_sphere  # noqa: E402  (the render benchmark's ~10k-face mesh)
 from timing import PhaseClock, sync  # noqa: E402
+import pattern_fidelity  # noqa: E402
 
 import backend.stylize.nnfm as nnfm  # noqa: E402
 from backend.errors import WeightsMissingError  # noqa: E402
@@ -219,6 +225,11 @@ def main() -> None:
     parser.add_argument("--skip-step", action="store_true", help="skip the per-step split")
     parser.add_argument("--skip-nn", action="store_true", help="skip the 512 px nearest-neighbour search")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--pattern", action="store_true", help="add the pattern-fidelity table (slow: see 4.)")
+    parser.add_argument("--pattern-steps", type=int, default=pattern_fidelity.DEFAULT_STEPS,
+                        help="optimisation steps of each pattern-fidelity restyle")
+    parser.add_argument("--pattern-variants", default=",".join(pattern_fidelity.DEFAULT_VARIANTS),
+                        help=f"comma-separated loss variants of the pattern table ({', '.join(pattern_fidelity.VARIANTS)})")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -263,9 +274,24 @@ def main() -> None:
                       f"{row['texture_size']} px texture)" +
                       ("" if row["full_run"] else f"; the full {row['preset_steps']} steps would take "
                        f"~{row['seconds_per_step'] * row['preset_steps']:.0f} s"))
+    pattern = None
+    if args.pattern:
+        print("\npattern fidelity (domain CLIP):")
+        try:
+            clip = load_clip("domain", args.device)
+        except WeightsMissingError as exc:
+            pattern = {"note": f"not measured: {exc.message}"}
+            print(f"  {pattern['note']}")
+        else:
+            variants = [v for v in args.pattern_variants.split(",") if v]
+            unknown = [v for v in variants if v not in pattern_fidelity.VARIANTS]
+            if unknown:
+                parser.error(f"unknown pattern variant {unknown[0]!r}; choose from {', '.join(pattern_fidelity.VARIANTS)}")
+            pattern = pattern_fidelity.run_table(clip, variants, args.pattern_steps, device=args.device)
+            pattern_fidelity.print_table(pattern)
     result = {"machine": machine, "device": args.device, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "repeats": args.repeats, "step": step, "nn_search": nn,
-              "presets": presets}
+              "presets": presets, "pattern": pattern}
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(result, indent=2) + "\n")

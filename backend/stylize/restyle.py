@@ -13,6 +13,9 @@ the differentiable rasterizer and minimises
 where NNFM matches every feature of the render to its nearest neighbour (cosine) among the features of all
 style images together, the content term keeps the original render's structure, and the palette term pulls
 colours toward a user palette or one extracted from the style images, its weight decaying over the run.
+The draft and standard presets add lambda_G * Gram distance(random multi-scale features of the unlit render, of the style
+images) (`backend.stylize.texture`) and optimises S as a sum of levels at halving sizes: with the small domain
+CLIP, NNFM alone keeps the style's colours but not its pattern (benchmarks/pattern_fidelity.py).
 Paper settings (`high`): batch 8, 512 px renders, 1024 px texture, Adam lr 1e-2, lambda_S 1e4, lambda_C 22,
 lambda_P 2000 decaying, CLIP-RN50 features. Colours are handled as display (sRGB-encoded) values, as the
 texture stores them and the feature network saw them.
@@ -44,6 +47,7 @@ from backend.stylize.loop import StepOutput, optimise
 from backend.stylize.nnfm import StyleBank, build_style_bank, content_loss, nearest_neighbours, nnfm_loss
 from backend.stylize.palette import extract_palette, nearest_palette_distance, palette_weight
 from backend.stylize.surface import check_size
+from backend.stylize.texture import CombinedFeatures, GramTerm, RandomTextureFeatures, TextureTermConfig
 from shared_protocol.limits import MAX_JOB_STEPS, TEXTURE_SIZE_RANGE
 
 MAX_STEPS = MAX_JOB_STEPS
@@ -95,6 +99,12 @@ class RestyleConfig:
     """Display RGB the style texture is added to when the mesh has neither a texture nor vertex colours."""
     features: FeatureConfig = field(default_factory=FeatureConfig)
     """Which network supplies the features (CLIP image tower by default, or VGG-16) and which layers."""
+    style_levels: int = 1
+    """The style texture is the sum of this many textures at halving sizes (T, T/2, T/4, ...), upsampled: 1 is
+    the paper's single texture; more let coarse patterns form in few steps (see `RestyleRun`)."""
+    texture: TextureTermConfig = field(default_factory=TextureTermConfig)
+    """The random multi-scale texture features added to NNFM and/or as a Gram term (off: the paper's CLIP
+    features alone; the draft and standard presets turn the Gram term on, see `QUALITY_PRESETS`)."""
     nn_chunk: int = 2048
     """Block side of the nearest-neighbour search: at most nn_chunk^2 similarities exist at once."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -141,16 +151,39 @@ class RestyleConfig:
             raise InvalidInputError("palette_end_fraction must be in [0, 1] and palette_colors in [1, 16]")
         if self.nn_chunk < 64 or self.preview_every < 1 or self.max_faces < 1:
             raise InvalidInputError("nn_chunk must be >= 64, preview_every and max_faces >= 1")
+        if isinstance(self.style_levels, bool) or not isinstance(self.style_levels, int) \
+                or not 1 <= self.style_levels <= 8 or self.texture_size >> (self.style_levels - 1) < 4:
+            raise InvalidInputError(f"style_levels must be an integer in [1, 8] leaving the coarsest level at least "
+                                    f"4 px (texture_size {self.texture_size}), got {self.style_levels!r}",
+                                    hint="1 is the paper's single texture; 4 to 6 let patterns form in few steps")
+        if not isinstance(self.texture, TextureTermConfig):
+            raise InvalidInputError(f"texture must be a TextureTermConfig, got {type(self.texture).__name__}",
+                                    hint="pass texture=TextureTermConfig(mode=...)")
+        self.texture.check()
+        if self.texture.mode != "off":
+            reach = self.texture.kernel * 2 ** (self.texture.levels - 1)
+            if min(self.render_size, self.style_size or self.render_size) < reach:
+                raise InvalidInputError(f"the texture term's {self.texture.levels} levels of {self.texture.kernel} px "
+                                        f"filters need renders and style images of at least {reach} px",
+                                        hint="use fewer texture levels or a larger render_size")
 
 
 QUALITY_PRESETS: dict[str, dict] = {
-    "draft": {"steps": 150, "batch": 2, "render_size": 256, "texture_size": 512, "preview_every": 10},
-    "standard": {"steps": 400, "batch": 4, "render_size": 384, "texture_size": 1024},
+    "draft": {"steps": 150, "batch": 2, "render_size": 256, "texture_size": 512, "preview_every": 10,
+              "learning_rate": 2e-2, "style_levels": 4,
+              "texture": TextureTermConfig(mode="gram", levels=4, kernel=9, gram_weight=2e4, colour=True)},
+    "standard": {"steps": 400, "batch": 4, "render_size": 384, "texture_size": 1024, "learning_rate": 2e-2,
+                 "style_levels": 4,
+                 "texture": TextureTermConfig(mode="gram", levels=5, kernel=9, gram_weight=2e4, colour=True)},
     "high": {},
 }
 """Quality -> overrides of the paper's settings. `high` is the paper (batch 8 at 512 px, 1024 px texture,
 1000 steps); `standard` 400 steps of 4 views at 384 px; `draft` 150 steps of 2 views at 256 px on a 512 px
-texture (the feature network dominates a step's cost, and it scales with batch x pixels)."""
+texture (the feature network dominates a step's cost, and it scales with batch x pixels). Draft and standard
+also add the Gram term on random multi-scale features (its pyramid reaching about a third of the render) and
+optimise the style texture as 4 levels at Adam lr 2e-2: in 150 steps the paper's optimiser on the domain CLIP
+leaves a plain or noisy texture with no pattern (benchmarks/pattern_fidelity.py, measured at 128 px renders with
+2 and 4 views a step; standard's own size is not measured)."""
 
 
 def preset(quality: Quality = "standard", **overrides) -> RestyleConfig:
@@ -244,14 +277,35 @@ def random_views(count: int, config: RestyleConfig, generator: torch.Generator,
 # ----------------------------------------------------------------------------------------------- the run
 
 
+class ReturningClamp(torch.autograd.Function):
+    """clamp(x, 0, 1) whose gradient also reaches clamped values when a descent step would bring them back
+    toward [0, 1] (x > 1 with a positive gradient, x < 0 with a negative one). A plain clamp gives clamped
+    texels no gradient, so once a step pushes a texel out of range the loss can no longer move it and
+    saturated specks (white, magenta, cyan) stay for good; a gradient that pushes further out is still cut,
+    so texels do not drift away."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        passes = ((x >= 0.0) & (x <= 1.0)) | ((x > 1.0) & (grad > 0)) | ((x < 0.0) & (grad < 0))
+        return grad * passes
+
+
+
 class RestyleRun:
     """One optimisation of a style texture over a unit-sphere mesh. `restyle` drives it; the benchmark times
     its phases: `render`, `features`, `losses` (nearest-neighbour search inside), backward, `update`."""
 
     def __init__(self, prepared: PreparedMesh, bank: StyleBank, extractor: FeatureExtractor,
                  palette: torch.Tensor | None, config: RestyleConfig, device: torch.device | str,
-                 generator: torch.Generator):
+                 generator: torch.Generator, gram: GramTerm | None = None):
         self.config = config
+        self.gram = gram
         self.device = torch.device(device)
         self.generator = generator
         self.bank = bank
@@ -267,15 +321,30 @@ class RestyleRun:
             base = F.interpolate(base, size=(size, size), mode="bilinear", align_corners=False,
                                  antialias=base.shape[-1] > size)
         self.base = base[0].permute(1, 2, 0).contiguous()
-        self.style = torch.zeros(size, size, 3, device=self.device, requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.style], lr=config.learning_rate)
+        # The style texture as a sum of levels at halving sizes (one level: the paper's single texture). Adam
+        # moves every parameter by about the learning rate whatever its gradient's size, so a full-size texture
+        # alone drifts texel by texel into noise; coarse levels move whole areas together and patterns form.
+        self.levels = [torch.zeros(max(size >> i, 1), max(size >> i, 1), 3, device=self.device, requires_grad=True)
+                       for i in range(config.style_levels)]
+        self.optimizer = torch.optim.Adam(self.levels, lr=config.learning_rate)
         render_config = RenderConfig(size=config.render_size, background=tuple(config.background),
                                      rasterizer=RasterizerConfig(implementation=config.renderer))
         self.renderer = MeshRenderer(render_config, self.device)
 
+    @property
+    def style(self) -> torch.Tensor:
+        """[T, T, 3] the style texture: the sum of its levels, each upsampled (bilinear) to T."""
+        size = self.config.texture_size
+        total = self.levels[0]
+        for level in self.levels[1:]:
+            total = total + F.interpolate(level.permute(2, 0, 1)[None], size=(size, size), mode="bilinear",
+                                          align_corners=False)[0].permute(1, 2, 0)
+        return total
+
     def texture(self) -> torch.Tensor:
-        """[T, T, 3] the combined texture clamp(base + style, 0, 1) (differentiable w.r.t. the style)."""
-        return (self.base + self.style).clamp(0.0, 1.0)
+        """[T, T, 3] the combined texture clamp(base + style, 0, 1) (differentiable w.r.t. the style; see
+        `ReturningClamp` for the gradient of clamped texels)."""
+        return ReturningClamp.apply(self.base + self.style)
 
     def views(self) -> tuple[Cameras, torch.Tensor]:
         return random_views(self.config.batch, self.config, self.generator, self.device)
@@ -294,6 +363,12 @@ class RestyleRun:
         content = content_loss(features, reference)
         total = cfg.style_weight * style + cfg.content_weight * content
         metrics = {"loss_style": float(style.detach()), "loss_content": float(content.detach())}
+        if self.gram is not None:
+            # On the unlit render: the pattern lives in the albedo, and the style image has no shading.
+            source = unlit if unlit is not None else images
+            gram = self.gram(self.gram.features(source), alpha)
+            total = total + cfg.texture.gram_weight * gram
+            metrics["loss_gram"] = float(gram.detach())
         if unlit is not None and self.palette is not None:
             weight = palette_weight(step, cfg.steps, cfg.palette_weight, cfg.palette_end_fraction)
             colours = unlit.permute(0, 2, 3, 1)
@@ -315,7 +390,7 @@ class RestyleRun:
         images, alpha = self.render(texture, cameras, lights)
         with torch.no_grad():
             reference = self.extractor(self.render(self.base, cameras, lights)[0])
-        unlit = self.render(texture, cameras, lights, shade=False)[0] if self.palette_term else None
+        unlit = self.render(texture, cameras, lights, shade=False)[0] if self.palette_term or self.gram else None
         features = self.extractor(images)
         loss, metrics = self.losses(images, features, reference, unlit, alpha, step)
         loss.backward()
@@ -417,8 +492,15 @@ def restyle(mesh: Mesh, style_images: Sequence[np.ndarray], clip, config: Restyl
     if callable(clip):
         clip = clip()
     extractor = make_extractor(config.features, clip, device)
+    gram = None
+    if config.texture.mode != "off":
+        random_features = RandomTextureFeatures(config.texture, device)
+        if config.texture.matches:
+            extractor = CombinedFeatures(extractor, random_features)
+        if config.texture.grams:
+            gram = GramTerm(random_features, styles)
     bank = build_style_bank(extractor, styles)
-    run = RestyleRun(prepared, bank, extractor, palette_tensor, config, device, generator)
+    run = RestyleRun(prepared, bank, extractor, palette_tensor, config, device, generator, gram)
 
     parts: list[dict[str, float]] = []
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from backend.stylize.restyle import RestyleConfig, preset
@@ -9,9 +11,11 @@ from backend.world.appearance import Appearance, pattern_texture
 
 
 def tiny_restyle_config(steps: int = 3, **changes) -> RestyleConfig:
-    """The draft preset shrunk for CPU tests: 2 views of 64 px on a 64 px texture, previews every 2 steps."""
+    """The draft preset shrunk for CPU tests: 2 views of 64 px on a 64 px texture, previews every 2 steps, its
+    texture term's pyramid cut to 2 levels of 5 px filters (reaching 10 px of the 64)."""
+    texture = replace(preset("draft").texture, levels=2, kernel=5)
     values = {"steps": steps, "batch": 2, "render_size": 64, "texture_size": 64, "preview_every": 2,
-              "renderer": "torch", **changes}
+              "renderer": "torch", "texture": texture, **changes}
     return preset("draft", **values)
 
 

@@ -1,0 +1,199 @@
+"""A texture feature space that needs no trained weights: multi-scale random shallow convolutions, added to the
+NNFM loss (as extra layers of its bank) and/or as a Gram-statistics term.
+
+A single layer of random filters with a ReLU, applied at several scales, carries enough second-order statistics
+to synthesise natural textures (Ustyuzhaninov, Brendel, Gatys & Bethge 2017, "What does it take to generate
+natural textures?"). The restyler's feature network is a CLIP image tower, and without the real CLIP-RN50
+weights (the small domain CLIP, trained on 64 px renders of the procedural world) its features keep the
+style's colours but lose its pattern. Here each level l of an image pyramid (2 x 2 mean pooling, l = 0 ..
+levels - 1) goes through its own bank of `channels` seeded random k x k filters and a ReLU, so the receptive
+fields run from k to k * 2^(levels - 1) pixels; the maps are those of one fixed, frozen network (seeded), so
+a style image and a render are described alike.
+
+Gram term: for every view and level, the Gram matrix of the render's features over the object's pixels (the
+coverage, eroded by the filter's reach so no background enters) against the mean Gram matrix of the style
+images, as a squared Frobenius distance relative to the style's norm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from backend.errors import InvalidInputError
+
+TextureMode = Literal["off", "nnfm", "gram", "nnfm+gram"]
+TEXTURE_MODES: tuple[str, ...] = ("off", "nnfm", "gram", "nnfm+gram")
+
+
+@dataclass(frozen=True)
+class TextureTermConfig:
+    """The random-feature texture term of a restyle run (off by default in `RestyleConfig`; presets set it)."""
+
+    mode: TextureMode = "off"
+    """"off": CLIP features only (the paper); "nnfm": the random features join the NNFM bank as extra layers;
+    "gram": a Gram-statistics loss on them; "nnfm+gram": both."""
+    levels: int = 4
+    """Pyramid levels (each halves the image): receptive fields up to kernel * 2^(levels - 1) pixels."""
+    channels: int = 48
+    """Random filters per level."""
+    kernel: int = 7
+    """Filter side in pixels (odd)."""
+    gram_weight: float = 2e3
+    """Weight of the Gram term (relative Frobenius distance, about 1 before optimisation) in the objective,
+    beside lambda_S * NNFM."""
+    seed: int = 0
+    """Seed of the random filters (the same seed gives the same feature space)."""
+    colour: bool = False
+    """Append the level's (pooled) image itself, 3 channels in [-1, 1], to its maps: the Gram matrix then holds
+    the colours' second moments and which colours each filter fires on (zero-mean filters alone ignore the
+    mean colour)."""
+
+    def check(self) -> None:
+        """Raises InvalidInputError naming the setting and the fix for values a run cannot use."""
+        if self.mode not in TEXTURE_MODES:
+            raise InvalidInputError(f"unknown texture mode {self.mode!r}", hint=f"use one of {', '.join(TEXTURE_MODES)}")
+        if isinstance(self.levels, bool) or not isinstance(self.levels, int) or not 1 <= self.levels <= 6:
+            raise InvalidInputError(f"texture levels must be an integer in [1, 6], got {self.levels!r}",
+                                    hint="4 levels of 7 px filters reach 56 px patterns")
+        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or not 4 <= self.channels <= 512:
+            raise InvalidInputError(f"texture channels must be an integer in [4, 512], got {self.channels!r}",
+                                    hint="48 random filters per level describe two- and three-colour patterns")
+        if isinstance(self.kernel, bool) or not isinstance(self.kernel, int) or self.kernel < 3 or self.kernel > 31 or self.kernel % 2 == 0:
+            raise InvalidInputError(f"texture kernel must be an odd integer in [3, 31], got {self.kernel!r}",
+                                    hint="odd sides keep the maps centred; 9 is the draft preset's")
+        if isinstance(self.gram_weight, bool) or not isinstance(self.gram_weight, (int, float)) \
+                or not self.gram_weight >= 0:
+            raise InvalidInputError(f"texture gram_weight must be a number >= 0, got {self.gram_weight!r}",
+                                    hint="0 turns the Gram term off; use mode 'nnfm' for the NNFM layers alone")
+
+    @property
+    def matches(self) -> bool:
+        """Whether the random features join the NNFM bank."""
+        return self.mode in ("nnfm", "nnfm+gram")
+
+    @property
+    def grams(self) -> bool:
+        """Whether the Gram term runs."""
+        return self.mode in ("gram", "nnfm+gram") and self.gram_weight > 0
+
+
+class RandomTextureFeatures:
+    """images [B, 3, H, W] float in [0, 1] -> one [B, channels (+ 3 with `colour`), H / 2^l, W / 2^l] ReLU map
+    per level l, differentiable with respect to the images; the filters are seeded, frozen and zero-mean."""
+
+    kind = "random"
+
+    def __init__(self, config: TextureTermConfig, device: torch.device | str = "cpu"):
+        config.check()
+        self.config = config
+        self.device = torch.device(device)
+        generator = torch.Generator().manual_seed(config.seed)
+        k = config.kernel
+        self.weights = []
+        for _ in range(config.levels):
+            w = torch.randn(config.channels, 3, k, k, generator=generator)
+            # Zero mean per filter: a flat area gives 0 (no response to the mean colour, which the palette term
+            # and the bias handle); unit norm: every filter counts alike in the Gram and cosine terms.
+            w = w - w.mean(dim=(1, 2, 3), keepdim=True)
+            self.weights.append((w / w.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).to(self.device))
+        # A small random bias, so the ReLU keeps part of the colour (a flat patch is not all zeros).
+        self.biases = [0.1 * torch.randn(config.channels, generator=generator).to(self.device)
+                       for _ in range(config.levels)]
+        self.layers = tuple(f"level{i}" for i in range(config.levels))
+
+    @property
+    def name(self) -> str:
+        c = self.config
+        return f"random{c.channels}x{c.kernel}:{'+'.join(self.layers)}"
+
+    @property
+    def min_side(self) -> int:
+        """The shortest image side every level can take."""
+        return self.config.kernel * 2 ** (self.config.levels - 1)
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise InvalidInputError(f"random texture features take [B, 3, H, W] images, got {shape}",
+                                    hint="add a batch axis with images[None] / drop alpha with images[:, :3]")
+        if min(images.shape[-2:]) < self.min_side:
+            raise InvalidInputError(f"random texture features need images of at least {self.min_side} px a side, "
+                                    f"got {tuple(images.shape[-2:])}", hint="use fewer texture levels or larger renders")
+        x = 2.0 * images.to(self.device, torch.float32) - 1.0
+        out = []
+        for level, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if level:
+                x = F.avg_pool2d(x, 2)
+            maps = F.relu(F.conv2d(x, weight, bias, padding=self.config.kernel // 2))
+            out.append(torch.cat([maps, x], dim=1) if self.config.colour else maps)
+        return out
+
+
+class CombinedFeatures:
+    """Two extractors side by side: the maps of `first`, then those of `second` (one NNFM bank over both)."""
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+        self.layers = tuple(first.layers) + tuple(second.layers)
+        self.device = first.device
+
+    @property
+    def name(self) -> str:
+        return f"{self.first.name}+{self.second.name}"
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.first(images) + self.second(images)
+
+
+def masked_gram(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per view, the Gram matrix of `features` over the pixels, weighted by `weight`.
+
+    features: [B, C, h, w]; weight: [B, 1, h, w] in [0, 1]. Returns [B, C, C]: sum(w f f^T) / sum(w).
+    """
+    flat = features.flatten(2)  # [B, C, N]
+    w = weight.flatten(2)  # [B, 1, N]
+    return torch.bmm(flat * w, flat.transpose(1, 2)) / w.sum(dim=2, keepdim=True).clamp(min=1.0)
+
+
+def coverage_at(alpha: torch.Tensor, size: tuple[int, int], reach: int) -> torch.Tensor:
+    """[B, 1, H, W] coverage -> [B, 1, h, w] at a level's size, eroded by `reach` feature pixels so that no
+    position whose filter sees the background counts."""
+    small = F.adaptive_avg_pool2d(alpha.float(), size)
+    if reach > 0:
+        small = -F.max_pool2d(-small, 2 * reach + 1, stride=1, padding=reach)
+    return (small > 0.99).float()
+
+
+class GramTerm:
+    """The Gram loss against a set of style images, on `features` (a `RandomTextureFeatures`)."""
+
+    def __init__(self, features: RandomTextureFeatures, styles: Sequence[torch.Tensor]):
+        if not styles:
+            raise InvalidInputError("no style image was given", hint="pass at least one style image")
+        self.features = features
+        with torch.no_grad():
+            per_image = []
+            for image in styles:
+                maps = features(image)
+                per_image.append([masked_gram(m, torch.ones_like(m[:, :1]))[0] for m in maps])
+            self.targets = [torch.stack(level).mean(dim=0) for level in zip(*per_image)]
+
+    def __call__(self, maps: list[torch.Tensor], alpha: torch.Tensor) -> torch.Tensor:
+        """0-d loss: mean over views and levels of |G(render) - G(style)|_F^2 / |G(style)|_F^2.
+
+        maps: the render's features per level (from `self.features`); alpha: [B, 1, H, W] coverage of the render.
+        Views in which a level has no fully covered position add nothing.
+        """
+        reach = self.features.config.kernel // 2
+        losses = []
+        for fmap, target in zip(maps, self.targets):
+            weight = coverage_at(alpha, tuple(fmap.shape[-2:]), reach)
+            gram = masked_gram(fmap, weight)
+            has = (weight.flatten(1).sum(dim=1) > 0).float()
+            distance = (gram - target).square().sum(dim=(1, 2)) / target.square().sum().clamp(min=1e-12)
+            losses.append((distance * has).sum() / has.sum().clamp(min=1.0))
+        return torch.stack(losses).mean()
