@@ -24,7 +24,7 @@ texture stores them and the feature network saw them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Literal, Sequence
 
 import numpy as np
@@ -187,14 +187,27 @@ leaves a plain or noisy texture with no pattern (benchmarks/pattern_fidelity.py,
 
 
 def preset(quality: Quality = "standard", **overrides) -> RestyleConfig:
-    """The config of a quality preset with fields overridden (an override of None keeps the preset's)."""
+    """The config of a quality preset with fields overridden (an override of None keeps the preset's). When the
+    overrides shrink the renders or style images below what the preset's own texture term reaches (its kernel x
+    2^(levels - 1) px), the term keeps as many levels as fit (none: off); a texture term given in the overrides is
+    kept as given (and checked)."""
     if quality not in QUALITY_PRESETS:
         raise InvalidInputError(f"unknown quality {quality!r}", hint=f"use one of {', '.join(QUALITY_PRESETS)}")
     names = {f.name for f in fields(RestyleConfig)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"RestyleConfig has no field {unknown[0]!r}")
-    return RestyleConfig(**{**QUALITY_PRESETS[quality], **{k: v for k, v in overrides.items() if v is not None}})
+    values = {**QUALITY_PRESETS[quality], **{k: v for k, v in overrides.items() if v is not None}}
+    term = values.get("texture")
+    if overrides.get("texture") is None and isinstance(term, TextureTermConfig) and term.mode != "off":
+        side = min(int(values.get("render_size", RestyleConfig.render_size)),
+                   int(values.get("style_size") or values.get("render_size", RestyleConfig.render_size)))
+        levels = term.levels
+        while levels > 0 and term.kernel * 2 ** (levels - 1) > side:
+            levels -= 1
+        if levels != term.levels:
+            values["texture"] = replace(term, levels=levels) if levels else replace(term, mode="off")
+    return RestyleConfig(**values)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
