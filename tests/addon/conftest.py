@@ -48,6 +48,19 @@ def _no_backend_imports():
     assert forbidden_loaded() == [], "the add-on imported backend/torch modules"
 
 
+@pytest.fixture
+def image_editor():
+    """An Image Editor in the window (one of the factory layout's other areas, turned back afterwards)."""
+    window = bpy.context.window_manager.windows[0]
+    area = next(a for a in window.screen.areas if a.type not in ("VIEW_3D", "IMAGE_EDITOR"))
+    before = area.type
+    area.type = "IMAGE_EDITOR"
+    space = area.spaces.active
+    yield space
+    space.image = None
+    area.type = before
+
+
 @pytest.fixture(scope="session")
 def backend_py() -> Path:
     return backend_python()

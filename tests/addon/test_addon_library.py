@@ -134,19 +134,6 @@ def test_a_sketch_and_a_photo_search(indexed, thumbnails, tmp_path):
     assert len(assert_hits_shown(photographed, thumbnails[photographed.id])) == 2
 
 
-@pytest.fixture
-def image_editor():
-    """An Image Editor in the window (one of the factory layout's other areas, turned back afterwards)."""
-    window = bpy.context.window_manager.windows[0]
-    area = next(a for a in window.screen.areas if a.type not in ("VIEW_3D", "IMAGE_EDITOR"))
-    before = area.type
-    area.type = "IMAGE_EDITOR"
-    space = area.spaces.active
-    yield space
-    space.image = None
-    area.type = before
-
-
 def test_a_photo_search_from_the_image_editor_cuts_the_object_out(indexed, thumbnails, image_editor, tmp_path):
     """Photo mode with an image open in Blender: the Image Editor's image is sent; the object is cut out by
     saliency, by the prompt (sent as `prompt`), or not at all (`raw_photo`), and the panel says which."""

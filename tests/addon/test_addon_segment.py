@@ -40,19 +40,6 @@ def settings(addon, tmp_path):
     return s
 
 
-@pytest.fixture
-def image_editor():
-    """An Image Editor in the window (one of the factory layout's other areas, turned back afterwards)."""
-    window = bpy.context.window_manager.windows[0]
-    area = next(a for a in window.screen.areas if a.type not in ("VIEW_3D", "IMAGE_EDITOR"))
-    before = area.type
-    area.type = "IMAGE_EDITOR"
-    space = area.spaces.active
-    yield space
-    space.image = None
-    area.type = before
-
-
 def refused(operator, words: str) -> str:
     """Runs an operator as a script would: it must refuse at once, its report naming the problem."""
     started = time.monotonic()
