@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from backend.errors import WeightsMissingError
-from backend.models.catalogue import human_size
+from backend.models.domain import shipped_row
 
 SHIPPED_GENERATOR = Path(__file__).resolve().parents[1] / "models" / "weights" / "generator_domain.pt"
 """The shipped generator file that an unnamed checkpoint resolves to."""
@@ -57,15 +57,7 @@ def resolve_generator(checkpoint: str | None) -> Path:
 def shipped_generators() -> list[dict]:
     """The shipped generator as an `atelier models list` row (the keys of `backend.models.shipped_models()`):
     status "shipped", or "missing" with the command that trains it."""
-    path = SHIPPED_GENERATOR
-    present = path.is_file()
-    size = path.stat().st_size if present else 0
-    return [{
-        "name": "generator", "kind": "generator", "present": present, "status": "shipped" if present else "missing",
-        "path": str(path) if present else None, "size": size, "size_human": human_size(size),
-        "licence": GENERATOR_LICENCE,
-        "description": f"the text-to-shape generator trained on the procedural world with the {GENERATOR_CLIP} CLIP "
-                       "(the default of `atelier generate` and the Generate panel)",
-        "notes": "default generator; rebuild: python build.py generator" if present else REBUILD_HINT,
-        "url": None,
-    }]
+    return [shipped_row("generator", "generator", SHIPPED_GENERATOR, GENERATOR_LICENCE,
+                        f"the text-to-shape generator trained on the procedural world with the {GENERATOR_CLIP} CLIP "
+                        "(the default of `atelier generate` and the Generate panel)",
+                        "default generator; rebuild: python build.py generator", REBUILD_HINT)]

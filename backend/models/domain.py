@@ -64,13 +64,20 @@ def shipped_models() -> list[dict]:
     and a `notes` line. Kept apart from the catalogue: nothing to pull or import, and `welcome` lists only
     what a user fetched.
     """
-    present = DOMAIN_WEIGHTS.is_file()
-    size = DOMAIN_WEIGHTS.stat().st_size if present else 0
-    return [{
-        "name": "domain", "kind": "clip", "present": present, "status": "shipped" if present else "missing",
-        "path": str(DOMAIN_WEIGHTS) if present else None, "size": size, "size_human": human_size(size),
-        "licence": DOMAIN_LICENCE,
-        "description": "the small CLIP trained on the procedural world (--clip domain)",
-        "notes": "--clip domain; rebuild: python build.py domain-clip" if present else REBUILD_HINT,
+    return [shipped_row("domain", "clip", DOMAIN_WEIGHTS, DOMAIN_LICENCE,
+                        "the small CLIP trained on the procedural world (--clip domain)",
+                        "--clip domain; rebuild: python build.py domain-clip", REBUILD_HINT)]
+
+
+def shipped_row(name: str, kind: str, path: Path, licence: str, description: str, notes: str,
+                missing_notes: str) -> dict:
+    """One `atelier models list` row for weights shipped in the package at `path`: status "shipped", or
+    "missing" (with `missing_notes`, the command that rebuilds them) when the file is not there."""
+    present = path.is_file()
+    size = path.stat().st_size if present else 0
+    return {
+        "name": name, "kind": kind, "present": present, "status": "shipped" if present else "missing",
+        "path": str(path) if present else None, "size": size, "size_human": human_size(size),
+        "licence": licence, "description": description, "notes": notes if present else missing_notes,
         "url": None,
-    }]
+    }
