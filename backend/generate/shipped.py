@@ -25,7 +25,7 @@ GENERATOR_CLIP = "domain"
 """The CLIP spec the shipped generator was trained with (its prompts are encoded with the same CLIP)."""
 GENERATOR_LICENCE = "MIT"
 """Trained by this project from random initialisation on its own procedural world: Atelier's licence."""
-REBUILD_HINT = ("run `python build.py generator` to train it (at most about 30 CPU minutes), or name a generator "
+REBUILD_HINT = ("run `python build.py generator` to train it (12 to 20 CPU minutes on 2 cores), or name a generator "
                 "that `atelier train-generator` wrote")
 
 
