@@ -231,11 +231,14 @@ def bridge_pieces(logits: np.ndarray, level: float, floor: float, min_fraction: 
     out, bridged, weakest = logits.copy(), 0, level
     struts = np.zeros_like(occupied)
     ladder = np.linspace(level, floor, 9)[1:]
+    rungs: dict[float, np.ndarray] = {}  # each rung's labels, computed once for all pieces
     for piece in pieces:
         if piece == main:
             continue
         for rung in ladder:
-            low, _ = _labels(logits > rung)
+            if rung not in rungs:
+                rungs[rung] = _labels(logits > rung)[0]
+            low = rungs[rung]
             joined = low[labels == main][0]
             if (low[labels == piece] == joined).any():
                 path = _strut(low == joined, labels == piece, labels == main)
