@@ -27,7 +27,15 @@
    to the raw photo (nothing found), and R@1 split by mask quality (IoU >= 0.7 or not). `--photo-size N` adds
    the same rows on new photos of the test shapes rendered at N px (a diagnostic of resolution: the dataset's are
    64 px). `--no-train` measures the zero-shot and photo rows only.
-6. `--latency`: query latency p50/p99 over 100,000 shapes stored as the indexer stores them, the approximate
+6. Sketches (issue 20): queries are framed as a search frames a user's sketch, and the "sketch" row scores them
+   as a search does, against each test shape's index line drawings (`sketch_domain.cached_index_lines`); the
+   row "sketch/views" keeps the earlier scoring against the shaded views. The default `TrainConfig` trains the
+   sketch encoder with the lines term, stroke augmentation and 12 more sketches a shape from new viewpoints.
+7. Composition protocol (`backend.retrieve.composition`): targets whose text names only colour and pattern,
+   whose sketch shows only the instance, in a gallery of sketch twins and text twins; R@1 of sketch, text
+   and sketch + text for the zero-shot CLIP and every trained model (the target: sketch + text above both by
+   0.1); the full-caption rows of 2. stay beside it.
+8. `--latency`: query latency p50/p99 over 100,000 shapes stored as the indexer stores them, the approximate
    index's recall@10 against exact search, and indexing throughput (shapes/s) with the domain CLIP: the
    functions of `benchmarks/retrieval_latency.py` (which also runs alone), added to this report.
 Prints the table (mode x R@1/5/10: chance, zero-shot, trained mean +- std over seeds) and the answer as
@@ -52,7 +60,11 @@ import torch
 from backend.models import load_clip
 from backend.models.store import atelier_home
 from backend.retrieve.data import RetrievalSplit, load_split, to_float
-from backend.retrieve.evaluate import KS, MODES, ZeroShot, evaluate
+from backend.retrieve.composition import (COMPOSITION_MODES, CompositionConfig, CompositionSet, build_composition,
+                                         evaluate_composition)
+from backend.retrieve.evaluate import KS, MODES, SKETCH_VS_VIEWS, ZeroShot, evaluate
+from backend.retrieve.photo_crops import label_prompt
+from backend.retrieve.sketch_domain import cached_index_lines
 from backend.retrieve.train import TrainConfig, train
 from backend.world.dataset import MANIFEST, read_manifest, write_dataset
 
@@ -87,6 +99,33 @@ def dataset(shapes: int, root: Path | None) -> tuple[Path, float, bool]:
     return folder, time.perf_counter() - started, False
 
 
+def composition_set(config: CompositionConfig) -> tuple[CompositionSet, float, bool]:
+    """(the composition protocol's set, seconds spent building it, whether it was cached)."""
+    spec = {**config.__dict__, "sources": _sources_digest()}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    path = atelier_home() / "cache" / "retrieval_bench" / f"composition_{key}.pt"
+    if path.is_file():
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        return CompositionSet(**raw), 0.0, True
+    started = time.perf_counter()
+    made = build_composition(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(dict(made.__dict__), path)
+    return made, time.perf_counter() - started, False
+
+
+COMPOSITION_MARGIN = 0.1
+"""Issue 20: on the composition protocol sketch + text R@1 must beat sketch alone and text alone by this much."""
+
+
+def composition_answer(recall: dict) -> dict:
+    """How far sketch + text R@1 is above each alone, and whether both margins reach COMPOSITION_MARGIN."""
+    over_sketch = recall["sketch+text"]["r1"] - recall["sketch"]["r1"]
+    over_text = recall["sketch+text"]["r1"] - recall["text"]["r1"]
+    return {"over_sketch": over_sketch, "over_text": over_text,
+            "met": over_sketch >= COMPOSITION_MARGIN and over_text >= COMPOSITION_MARGIN}
+
+
 def summarise(runs: list[dict]) -> dict:
     """mode -> rK -> {"mean", "std" (sample, over seeds), "min", "max", "runs"}."""
     out: dict = {}
@@ -115,11 +154,6 @@ def label_uniqueness(data) -> float:
 
 PHOTO_ROWS = ("raw", "saliency", "prompt", "true mask")
 """The photo rows: how each photo is cut before it is embedded."""
-
-
-def photo_prompt(labels: dict) -> str:
-    """The segment prompt a user would type for a world shape: its colour and category ("a red chair")."""
-    return f"a {labels['colour']} {labels['category']}"
 
 
 def _read_mask(path: Path) -> np.ndarray:
@@ -193,7 +227,7 @@ def photo_rows(clip, data: RetrievalSplit, gallery: torch.Tensor, photos, ks=KS,
             elif row == "true mask":
                 crop = object_crop(image, true, config.margin)
             else:
-                cut = cut_photo(image, clip, prompt=photo_prompt(data.labels[i]) if row == "prompt" else None,
+                cut = cut_photo(image, clip, prompt=label_prompt(data.labels[i]) if row == "prompt" else None,
                                 config=config)
                 crop = cut.image
                 if cut.mask is None:
@@ -285,9 +319,17 @@ def main() -> None:
           f"{len(train_split)} train / {len(test_split)} test shapes, {DATA['size']} px; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s)", flush=True)
     clip = load_clip("domain")
+    t0 = time.perf_counter()
+    test_lines = cached_index_lines(test_split)
+    composition, composition_seconds, composition_cached = composition_set(CompositionConfig())
+    print(f"index line drawings of the test shapes {tuple(test_lines.shape)} and the composition set "
+          f"({len(composition.roles)} gallery shapes, {len(composition.texts)} targets; "
+          f"{'cached' if composition_cached else f'built in {composition_seconds:.1f} s'}) in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
 
     t0 = time.perf_counter()
-    zero = evaluate(ZeroShot(clip), test_split)
+    zero = evaluate(ZeroShot(clip), test_split, index_lines=test_lines)
+    zero_composition = evaluate_composition(ZeroShot(clip), composition)
     eval_seconds = time.perf_counter() - t0
     print(f"zero-shot evaluated in {eval_seconds:.1f} s: gallery {zero.gallery}, queries {zero.queries}", flush=True)
 
@@ -330,7 +372,8 @@ def main() -> None:
         for seed in args.seeds:
             result = train(train_split, replace(config, seed=seed), clip,
                            photo_crops=crops if config.photo_weight > 0 else None)
-            evaluation = evaluate(result.model, test_split)
+            evaluation = evaluate(result.model, test_split, index_lines=test_lines)
+            composed = evaluate_composition(result.model, composition)
             # As search_photo with the checkpoint: the fine-tuned CLIP cuts (a prompt's relevance map), the
             # model's photo encoder embeds, the gallery is its image tower's.
             tuned, embed = result.model.clip, result.model.encode_photo
@@ -345,23 +388,28 @@ def main() -> None:
                          "under_budget": result.seconds < BUDGET_S, "loss_first": result.losses[0],
                          "loss_last": result.losses[-1], "recall": evaluation.recall,
                          "mean_rank": evaluation.mean_rank, "sketch_text_beats_both_r1": beats(evaluation.recall),
+                         "composition": composed, "composition_answer": composition_answer(composed),
                          "photo_cuts": trained_photo})
             r = evaluation.recall
             cuts = " ".join(f"{row} {trained_photo[row]['recall']['r1']:.3f}" for row in PHOTO_ROWS)
             if args.photo_size:
                 cuts += f"; {args.photo_size} px: " + " ".join(
                     f"{row} {trained_photo['rendered'][row]['recall']['r1']:.3f}" for row in PHOTO_ROWS)
+            c = composed
             print(f"{name} seed {seed}: {result.seconds:.1f} s ({result.steps} steps); R@1 sketch "
-                  f"{r['sketch']['r1']:.3f} text {r['text']['r1']:.3f} sketch+text {r['sketch+text']['r1']:.3f} "
-                  f"photo {r['photo']['r1']:.3f}; photo cuts R@1 {cuts}", flush=True)
+                  f"{r['sketch']['r1']:.3f} (vs views {r[SKETCH_VS_VIEWS]['r1']:.3f}) text {r['text']['r1']:.3f} sketch+text {r['sketch+text']['r1']:.3f} "
+                  f"photo {r['photo']['r1']:.3f}; photo cuts R@1 {cuts}; composition R@1 sketch "
+                  f"{c['sketch']['r1']:.3f} text {c['text']['r1']:.3f} sketch+text {c['sketch+text']['r1']:.3f}",
+                  flush=True)
         trained[name] = {"config": config.to_dict(), "trainable": result.trainable, "parameters": result.parameters,
-                         "runs": runs, "recall": summarise([run["recall"] for run in runs])}
+                         "runs": runs, "recall": summarise([run["recall"] for run in runs]),
+                         "composition": summarise([run["composition"] for run in runs])}
 
     # ----- the table
     ks = [f"r{k}" for k in KS]
     header = f"{'mode':<12} {'':<15}" + "".join(f" {'R@' + k[1:]:>15}" for k in ks)
     lines = [header, "-" * len(header)]
-    for mode in MODES:
+    for mode in (MODES[0], SKETCH_VS_VIEWS, *MODES[1:]):
         lines.append(f"{mode:<12} {'chance':<15}" + "".join(f" {zero.chance[k]:>15.3f}" for k in ks))
         lines.append(f"{'':<12} {'zero-shot':<15}" + "".join(f" {zero.recall[mode][k]:>15.3f}" for k in ks))
         for name, block in trained.items():
@@ -370,6 +418,28 @@ def main() -> None:
     print()
     print(f"Recall@K on {zero.gallery} test shapes (trained: mean ± std over seeds {args.seeds})")
     print("\n".join(lines))
+    print()
+    print(f"Composition protocol: {len(composition.texts)} targets, {len(composition.roles)} gallery shapes "
+          f"(trained: mean ± std over seeds {args.seeds}); sketch + text must beat each alone by "
+          f"{COMPOSITION_MARGIN} at R@1")
+    lines = [header, "-" * len(header)]
+    for mode in COMPOSITION_MODES:
+        lines.append(f"{mode:<12} {'zero-shot':<15}" + "".join(f" {zero_composition[mode][k]:>15.3f}" for k in ks))
+        for name, block in trained.items():
+            cells = [f"{block['composition'][mode][k]['mean']:.3f} ± {block['composition'][mode][k]['std']:.3f}"
+                     for k in ks]
+            lines.append(f"{'':<12} {name:<15}" + "".join(f" {c:>15}" for c in cells))
+    lines.append(f"{'any':<12} {'chance':<15}" + "".join(f" {zero_composition['chance'][k]:>15.3f}" for k in ks))
+    print("\n".join(lines))
+    composition_answers = {"zero-shot": composition_answer(zero_composition)}
+    for name, block in trained.items():
+        means = {m: {"r1": block["composition"][m]["r1"]["mean"]} for m in COMPOSITION_MODES}
+        composition_answers[name] = {**composition_answer(means),
+                                     "seeds_met": sum(run["composition_answer"]["met"] for run in block["runs"])}
+    for name, a in composition_answers.items():
+        print(f"  {name}: sketch + text above sketch by {a['over_sketch']:+.3f}, above text by "
+              f"{a['over_text']:+.3f}: {'met' if a['met'] else 'not met'}"
+              + (f" (met in {a['seeds_met']} of {len(args.seeds)} seeds)" if "seeds_met" in a else ""))
     if trained:
         print()
         print(f"photo R@1 by cut ({photo['queries']} test photos, {DATA['size']} px; trained: mean over seeds "
@@ -414,7 +484,11 @@ def main() -> None:
         "protocol": "backend/retrieve/evaluate.py module docstring", "gallery": zero.gallery,
         "queries": zero.queries, "chance": zero.chance, "clip": clip.spec,
         "zero_shot": {"recall": zero.recall, "mean_rank": zero.mean_rank, "eval_seconds": round(eval_seconds, 1)},
-        "trained": trained, "answer": answers, "test_label_sets_unique": unique,
+        "trained": trained, "answer": answers,
+        "composition": {"config": CompositionConfig().__dict__, "gallery": len(composition.roles),
+                        "targets": len(composition.texts), "zero_shot": zero_composition,
+                        "answer": composition_answers, "protocol": "backend/retrieve/composition.py module docstring",
+                        "build_seconds": round(composition_seconds, 1), "cached": composition_cached}, "test_label_sets_unique": unique,
         "slowest_training_seconds": slowest, "budget_seconds": BUDGET_S,
         "photo_cuts": {**photo, "clip": clip.spec, "prompt_template": "a {colour} {category}",
                        "protocol": "module docstring, 5."},

@@ -41,10 +41,16 @@ def resize_square(image: np.ndarray, side: int) -> np.ndarray:
     return (x[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
+def label_prompt(labels: dict) -> str:
+    """The object prompt a user would type for a world shape: its colour and category ("a red chair")."""
+    return f"a {labels['colour']} {labels['category']}"
+
+
 def cut_split_photos(data: RetrievalSplit, config=None,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, int]:
+                     progress: Callable[[int, int], None] | None = None, clip=None) -> tuple[torch.Tensor, int]:
     """([N, P, S, S, 3] uint8 crops, how many photos fell back to the whole photo) for every photo of `data`,
-    cut by saliency (`cut_photo` without a prompt, `config` a PhotoQueryConfig), S = the split's image size."""
+    cut by saliency (`cut_photo` without a prompt, `config` a PhotoQueryConfig), or with `clip` by each shape's
+    `label_prompt` as `search --image --prompt` cuts; S = the split's image size."""
     from backend.segment.photo_query import cut_photo  # noqa: PLC0415  (segmentation loads only when asked)
 
     n, per_shape = len(data), data.photos.shape[1]
@@ -57,7 +63,8 @@ def cut_split_photos(data: RetrievalSplit, config=None,
     fallbacks = 0
     for i in range(n):
         for k in range(per_shape):
-            cut = cut_photo(data.photos[i, k].numpy(), config=config)
+            prompt = label_prompt(data.labels[i]) if clip is not None else None
+            cut = cut_photo(data.photos[i, k].numpy(), clip, prompt=prompt, config=config)
             fallbacks += cut.method == "raw"
             out[i, k] = resize_square(cut.image, side)
         if progress is not None:
@@ -65,12 +72,17 @@ def cut_split_photos(data: RetrievalSplit, config=None,
     return torch.from_numpy(out), fallbacks
 
 
-def crops_key(data: RetrievalSplit, config=None) -> str:
-    """The cache key of `data`'s crops: its photos' bytes, the cut's settings and the cut's source files."""
+def crops_key(data: RetrievalSplit, config=None, clip=None) -> str:
+    """The cache key of `data`'s crops: its photos' bytes, the cut's settings and the cut's source files (with
+    `clip`: the prompts and the CLIP's weights too)."""
     from backend.segment import photo_query  # noqa: PLC0415
 
     config = config or photo_query.PhotoQueryConfig()
     digest = hashlib.sha256(CACHE_FORMAT.encode())
+    if clip is not None:
+        digest.update(json.dumps([label_prompt(labels) for labels in data.labels]).encode())
+        for tensor in clip.model.state_dict().values():
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update(json.dumps(asdict(config), sort_keys=True, default=str).encode())
     digest.update(json.dumps(list(data.photos.shape)).encode())
     digest.update(data.photos.numpy().tobytes())
@@ -83,8 +95,8 @@ def crops_key(data: RetrievalSplit, config=None) -> str:
 
 
 def cached_photo_crops(data: RetrievalSplit, cache_dir: str | Path | None = None, config=None,
-                       progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """`cut_split_photos(data)`, read from `cache_dir` (default `$ATELIER_HOME/cache/photo_crops`) when computed
+                       progress: Callable[[int, int], None] | None = None, clip=None) -> torch.Tensor:
+    """`cut_split_photos(data, clip=clip)`, read from `cache_dir` (default `$ATELIER_HOME/cache/photo_crops`) when computed
     before, else computed and written there."""
     if cache_dir is None:
         from backend.models.store import atelier_home  # noqa: PLC0415
@@ -92,7 +104,7 @@ def cached_photo_crops(data: RetrievalSplit, cache_dir: str | Path | None = None
         cache_dir = atelier_home() / "cache" / "photo_crops"
     if data.photos.shape[1] == 0:
         cut_split_photos(data, config)  # raises the InvalidInputError with its hint
-    path = Path(cache_dir) / f"{crops_key(data, config)}.pt"
+    path = Path(cache_dir) / f"{crops_key(data, config, clip)}.pt"
     if path.is_file():
         try:
             cached = torch.load(path, map_location="cpu", weights_only=True)
@@ -101,7 +113,7 @@ def cached_photo_crops(data: RetrievalSplit, cache_dir: str | Path | None = None
                 return crops
         except (OSError, RuntimeError, KeyError, AttributeError):
             pass  # a damaged cache file: computed again below
-    crops, fallbacks = cut_split_photos(data, config, progress)
+    crops, fallbacks = cut_split_photos(data, config, progress, clip)
     path.parent.mkdir(parents=True, exist_ok=True)
     from backend.checkpoints import save_atomic  # noqa: PLC0415
 

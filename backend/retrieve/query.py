@@ -3,7 +3,10 @@
 Query modes and the index vectors each is compared with (`QueryEncoder.target_kind`):
 - "text": the text tower vs. the shaded views;
 - "photo": the image tower vs. the shaded views (a TASK-former trained with photos: its photo tower);
-- "sketch": the image tower vs. the line drawings (TASK-former: its sketch encoder vs. the shaded views);
+- "sketch": the sketch encoder (a plain CLIP's image tower) vs. the line drawings, which the index embeds with the
+  same encoder. retrieval_bench (issue 20), 80 world test shapes: zero-shot R@1 0.472 against line drawings,
+  0.219 against shaded views; a TASK-former trained with the lines term 0.52 against line drawings, 0.27
+  against shaded views (one trained without it: 0.48 / 0.19), so TASK-former sketches go to the lines too;
 - "sketch+text": TASK-former's fusion, normalise(normalise(s) + normalise(t)), vs. the shaded views.
   Measured with the domain CLIP on 64 world shapes, a sketch from an unseen camera fused with a colour-only
   text ("a red object") found its shape in the top 3 for 100% of shapes against shaded views and 75%
@@ -111,7 +114,7 @@ class QueryEncoder:
         """Which index vectors ("shaded" or "lines") a query of `mode` is compared with (module docstring)."""
         if mode not in MODES:
             raise InvalidInputError(f"unknown query mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
-        return "lines" if mode == "sketch" and self.taskformer is None else "shaded"
+        return "lines" if mode == "sketch" else "shaded"
 
     # -- towers ----------------------------------------------------------------------------------------
 

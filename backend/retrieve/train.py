@@ -38,6 +38,7 @@ from backend.models.clip import ClipModel
 from backend.models.training import augment, torch_threads
 from backend.progress import CancelToken, ProgressFn, no_progress
 from backend.retrieve.data import RetrievalSplit, to_float
+from backend.retrieve.sketch_domain import augment_sketches, frame_sketches
 from backend.retrieve.losses import (LossWeights, caption_loss, classification_loss, hard_negative_loss, info_nce,
                                      total_loss)
 from backend.retrieve.taskformer import (TaskFormer, TaskFormerConfig, build_vocab, check_clip_spec,
@@ -82,6 +83,21 @@ class TrainConfig:
     photo_weight: float = 0.0
     """Weight of the photo term of the embedding loss (module docstring): each shape's saliency-cut photo
     against its view (0: no photos). Needs a dataset with photos."""
+    lines_weight: float = 3.0
+    """Weight of the line-drawing term of the embedding loss (module docstring): each shape's sketch against one
+    of the index's clean line drawings of it, both through the sketch encoder, as a search compares a sketch
+    with a database's "lines" vectors (0: no such term)."""
+    frame_sketches: bool = True
+    """Frame the training sketches as a search frames a user's sketch (`sketch_domain.frame_sketches`)."""
+    extra_sketches: int = 12
+    """More sketches per train shape, drawn from its library mesh from new random viewpoints as the world draws
+    its sketches (`sketch_domain.cached_drawn_sketches`, seeded by `seed`): the viewpoint augmentation."""
+    sketch_augment: bool = True
+    """Augment training sketches' strokes (`sketch_domain.augment_sketches`: width, erased patches, warp) on top
+    of the crops and mirroring."""
+    photo_prompt_crops: bool = True
+    """With the photo term: train on each photo cut out by its shape's object prompt ("a red chair", as `search
+    --image --prompt` cuts, by the model's CLIP) besides the saliency cut (`photo_crops.cached_photo_crops`)."""
     photo_tower: bool = True
     """With the photo term: encode photos with a separate copy of the image tower (`TaskFormerConfig.photo_tower`),
     so the views', sketches' and texts' embeddings are not pulled towards photos; False: through the image tower."""
@@ -112,7 +128,8 @@ class TrainConfig:
             self.weights = LossWeights(**self.weights)
         self.crop_scale = tuple(float(v) for v in self.crop_scale)  # type: ignore[assignment]
         for name, low in (("steps", 1), ("batch", 2), ("warmup", 0), ("checkpoint_every", 0), ("seed", 0),
-                          ("decoder_layers", 1), ("decoder_width", 8)):
+                          ("decoder_layers", 1), ("decoder_width", 8),
+                          ("extra_sketches", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= {low}, got {value!r}")
@@ -133,6 +150,9 @@ class TrainConfig:
         if isinstance(self.photo_weight, bool) or not (isinstance(self.photo_weight, (int, float))
                                                        and math.isfinite(self.photo_weight) and self.photo_weight >= 0):
             raise ValueError(f"TrainConfig.photo_weight must be a finite number >= 0, got {self.photo_weight!r}")
+        if isinstance(self.lines_weight, bool) or not (isinstance(self.lines_weight, (int, float))
+                                                       and math.isfinite(self.lines_weight) and self.lines_weight >= 0):
+            raise ValueError(f"TrainConfig.lines_weight must be a finite number >= 0, got {self.lines_weight!r}")
         if not 0 <= self.caption_redraw <= 1:
             raise ValueError(f"TrainConfig.caption_redraw must be in [0, 1], got {self.caption_redraw}")
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1]:
@@ -202,12 +222,14 @@ def paraphrase(labels: dict, rng: np.random.Generator) -> str:
 
 
 def make_batch(data: RetrievalSplit, step: int, config: TrainConfig,
-               photo_crops: torch.Tensor | None = None) -> dict[str, Any]:
+               photo_crops: torch.Tensor | None = None, index_lines: torch.Tensor | None = None) -> dict[str, Any]:
     """The training batch of `step`: {"shapes" [B], "images" [B,3,H,W], "sketches" [B,3,H,W] float in [0, 1],
     "captions" (B strings), "categories" [B]}, and with `photo_crops` ([N, P, H, W, 3] uint8, `photo_crops.py`)
-    "photos" [B,3,H,W] (one cut-out photo per shape, augmented like the images); a function of (data, step,
-    config, photo_crops) only. The photos are drawn from a generator of their own, so the rest of the batch is
-    the same with or without them."""
+    "photos" [B,3,H,W] (one cut-out photo per shape, augmented like the images), and with `index_lines` ([N, K, H,
+    W, 3] uint8, `sketch_domain.py`) "lines" [B,3,H,W] (one of the index's line drawings per shape, as indexed:
+    not augmented); a function of (data, step, config, photo_crops, index_lines) only. Photos, lines and the
+    stroke augmentation are drawn from generators of their own, so the rest of the batch is the same with or
+    without them."""
     shapes = batch_shapes(step, len(data), config.batch, config.seed)
     generator = torch.Generator().manual_seed(_seed(config.seed, 2, step))
     views = torch.randint(0, data.views.shape[1], (len(shapes),), generator=generator)
@@ -217,6 +239,8 @@ def make_batch(data: RetrievalSplit, step: int, config: TrainConfig,
     if config.flip or config.crop_scale != (1.0, 1.0):
         images = augment(images, generator, config.crop_scale, config.flip)
         sketches = augment(sketches, generator, config.crop_scale, config.flip)
+    if config.sketch_augment:
+        sketches = augment_sketches(sketches, torch.Generator().manual_seed(_seed(config.seed, 5, step)))
     rng = np.random.default_rng(_seed(config.seed, 3, step))
     captions = []
     for s in shapes.tolist():
@@ -232,6 +256,10 @@ def make_batch(data: RetrievalSplit, step: int, config: TrainConfig,
         if config.flip or config.crop_scale != (1.0, 1.0):
             photos = augment(photos, photo_generator, config.crop_scale, config.flip)
         batch["photos"] = photos
+    if index_lines is not None:
+        lines_generator = torch.Generator().manual_seed(_seed(config.seed, 6, step))
+        picks = torch.randint(0, index_lines.shape[1], (len(shapes),), generator=lines_generator)
+        batch["lines"] = to_float(index_lines[shapes, picks])
     return batch
 
 
@@ -302,7 +330,7 @@ def build_model(clip: ClipModel, data: RetrievalSplit, config: TrainConfig) -> T
 def train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None = None, *, out: str | Path | None = None,
           resume: str | Path | None = None, init: str | Path | None = None, device: str | torch.device = "cpu",
           progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
-          photo_crops: torch.Tensor | None = None) -> TrainResult:
+          photo_crops: torch.Tensor | None = None, index_lines: torch.Tensor | None = None) -> TrainResult:
     """Trains TASK-former on `data` (a train split from `load_split`).
 
     Start from exactly one of: `clip` (a fresh TaskFormer on it), `init` (a TASK-former checkpoint's weights,
@@ -310,8 +338,10 @@ def train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None = No
     optimiser state and step; `config` may change only `RESUMABLE_CHANGES`). `out`: the checkpoint written at
     the end, every `config.checkpoint_every` steps, and when cancelled (then JobCancelled is raised after it
     is written). Calls progress(step, steps, loss=..., embedding=..., classification=..., caption=..., lr=...)
-    after every step (and photo=... with the photo term) and checks `cancel` before each. photo_crops: the
-    split's cut-out photos for the photo term (default, when `config.photo_weight` > 0: `cached_photo_crops`).
+    after every step (and photo=..., lines=... with those terms) and checks `cancel` before each. photo_crops:
+    the split's cut-out photos for the photo term (default, when `config.photo_weight` > 0: `cached_photo_crops`);
+    index_lines: the split's index line drawings for the lines term (default, when `config.lines_weight` > 0:
+    `cached_index_lines`).
     """
     if sum(x is not None for x in (clip, init, resume)) != 1:
         raise ValueError("train() starts from exactly one of clip, init and resume")
@@ -330,12 +360,30 @@ def train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None = No
                                  f"photos, got {tuple(photo_crops.shape)} {photo_crops.dtype}")
         else:
             photo_crops = None
-        return _train(data, config, clip, out, resume, init, torch.device(device), progress, cancel, photo_crops)
+        if config.lines_weight > 0:
+            if index_lines is None:
+                from backend.retrieve.sketch_domain import cached_index_lines  # noqa: PLC0415
+
+                index_lines = cached_index_lines(data)
+            if index_lines.ndim != 5 or index_lines.shape[0] != len(data) or index_lines.dtype != torch.uint8:
+                raise ValueError(f"index_lines must be [N, K, H, W, 3] uint8 for the split's {len(data)} shapes, "
+                                 f"got {tuple(index_lines.shape)} {index_lines.dtype}")
+        else:
+            index_lines = None
+        if config.extra_sketches:
+            from backend.retrieve.sketch_domain import cached_drawn_sketches  # noqa: PLC0415
+
+            drawn = cached_drawn_sketches(data, config.extra_sketches, config.seed)
+            data = replace(data, sketches=torch.cat([data.sketches, drawn], dim=1))
+        if config.frame_sketches:
+            data = replace(data, sketches=frame_sketches(data.sketches))
+        return _train(data, config, clip, out, resume, init, torch.device(device), progress, cancel, photo_crops,
+                      index_lines)
 
 
 def _train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None, out, resume, init,
            device: torch.device, progress: ProgressFn, cancel: CancelToken | None,
-           photo_crops: torch.Tensor | None = None) -> TrainResult:
+           photo_crops: torch.Tensor | None = None, index_lines: torch.Tensor | None = None) -> TrainResult:
     history: list[dict[str, float]] = []
     start = 0
     optimizer_state = None
@@ -360,6 +408,10 @@ def _train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None, ou
             if start > config.steps:
                 raise InvalidInputError(f"{path} is at step {start}, past --steps {config.steps}",
                                         hint=f"pass --steps above {start} to train further")
+    if photo_crops is not None and config.photo_prompt_crops:
+        from backend.retrieve.photo_crops import cached_photo_crops  # noqa: PLC0415
+
+        photo_crops = torch.cat([photo_crops, cached_photo_crops(data, clip=model.clip)], dim=1)
     model = model.to(device)
     set_trainable(model, config.train_layers)
     optimizer = torch.optim.AdamW(_param_groups(model, config), betas=(0.9, 0.98), eps=1e-6)
@@ -379,7 +431,7 @@ def _train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None, ou
     weights = config.weights
 
     def loss_at(step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        batch = make_batch(data, step, config, photo_crops)
+        batch = make_batch(data, step, config, photo_crops, index_lines)
         tokens = model.tokenize(batch["captions"])
         result = model(batch["images"].to(device), batch["sketches"].to(device), tokens)
         scale = model.logit_scale
@@ -398,6 +450,12 @@ def _train(data: RetrievalSplit, config: TrainConfig, clip: ClipModel | None, ou
             photo = contrast(result["image"].detach(), model.encode_photo(batch["photos"].to(device)), scale.detach())
             embedding = embedding + config.photo_weight * photo
             parts["photo"] = photo.detach()
+        if index_lines is not None:
+            # The sketch against the index's drawing of its shape, both through the sketch encoder, as a search
+            # scores a sketch against a database's "lines" vectors.
+            lines = contrast(model.encode_sketch(batch["lines"].to(device)), result["sketch"])
+            embedding = embedding + config.lines_weight * lines
+            parts["lines"] = lines.detach()
         classification = classification_loss(result["class_logits"], batch["categories"].to(device))
         caption = caption_loss(result["caption_logits"], result["caption_targets"])
         loss = total_loss(embedding, classification, caption, weights)

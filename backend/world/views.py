@@ -136,11 +136,19 @@ def render_sketches(shape: WorldShape, count: int, size: int = 64, generator: to
     Returns [count, size, size] float32 in [0, 1], 1 = paper, 0 = full ink, top row first.
     """
     _check_shape(shape)
+    return sketch_mesh(shape.mesh, count, size, generator, device, config, view)
+
+
+@torch.no_grad()
+def sketch_mesh(mesh: Mesh, count: int, size: int = 64, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu", config: SketchConfig | None = None,
+                view: ViewConfig | None = None) -> torch.Tensor:
+    """`render_sketches` of any mesh (a library file's): line drawings from random viewpoints, roughened."""
     _check_size(count, size)
     view = view or ViewConfig()
     dev = torch.device(device)
     cameras, _, _ = _cameras_and_lights(count, view, view.distance_scale, generator, dev)
-    return line_drawings(shape.mesh, cameras, int(size), generator, dev, config)
+    return line_drawings(mesh, cameras, int(size), generator, dev, config)
 
 
 def random_background(size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:

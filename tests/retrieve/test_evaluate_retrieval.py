@@ -58,6 +58,24 @@ def test_untrained_taskformer_scores_as_the_zero_shot_baseline(world: Path):
     assert evaluate(model, test).recall == evaluate(ZeroShot(clip), test).recall
 
 
+def test_sketches_are_scored_against_the_index_drawings_when_given(world: Path, tmp_path: Path):
+    """Meaning: the domain CLIP finds a sketch's shape better among line drawings (the index's "lines" vectors,
+    what a search compares a sketch with) than among shaded views; the old scoring stays as "sketch/views"."""
+    from backend.retrieve.evaluate import SKETCH_VS_VIEWS
+    from backend.retrieve.sketch_domain import cached_index_lines
+
+    test = load_split(world, "test")
+    lines = cached_index_lines(test, cache_dir=tmp_path)
+    plain = evaluate(ZeroShot(load_clip("domain")), test)
+    result = evaluate(ZeroShot(load_clip("domain")), test, index_lines=lines)
+    assert list(result.recall) == ["sketch", SKETCH_VS_VIEWS, "text", "sketch+text", "photo"]
+    assert result.recall[SKETCH_VS_VIEWS] == plain.recall["sketch"]
+    assert result.recall["text"] == plain.recall["text"]
+    assert result.mean_rank["sketch"] < result.mean_rank[SKETCH_VS_VIEWS]
+    with pytest.raises(ValueError, match="index_lines must be"):
+        evaluate(ZeroShot(load_clip("domain")), test, index_lines=lines[:2])
+
+
 def test_photo_mode_is_left_out_without_photos(tmp_path: Path):
     data = load_split(tiny_world(tmp_path / "nophotos", photos=0), "test")
     result = evaluate(ZeroShot(load_clip("tiny")), data)

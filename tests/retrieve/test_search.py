@@ -76,7 +76,7 @@ def test_a_taskformer_checkpoint_supplies_the_encoders(tmp_path, db):
     path = save_checkpoint(tmp_path / "tf.pt", model)
     encoder = load_encoder(checkpoint=path)
     assert encoder.spec == "domain" and encoder.encoder_id.startswith("taskformer:")
-    assert encoder.target_kind("sketch") == encoder.target_kind("sketch+text") == "shaded"
+    assert encoder.target_kind("sketch") == "lines" and encoder.target_kind("sketch+text") == "shaded"
     with one_thread():
         vector = encoder.encode_fused(STAR, "a red chair")
         assert vector.shape == (clip.embed_dim,) and abs(float(np.linalg.norm(vector)) - 1) < 1e-5

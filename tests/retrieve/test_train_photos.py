@@ -23,8 +23,10 @@ from backend.segment.photo_query import cut_photo
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = TrainConfig(steps=16, batch=8, warmup=1, decoder_layers=1, decoder_width=32, seed=5, lr=1e-3,
-                   train_layers=-1, photo_weight=1.0)
-"""The recipe shrunk to seconds, with every layer trained at a high rate so that 16 steps move the loss."""
+                   train_layers=-1, photo_weight=1.0, photo_prompt_crops=False, lines_weight=0.0, extra_sketches=0,
+                   sketch_augment=False, frame_sketches=False)
+"""The recipe shrunk to seconds, with every layer trained at a high rate so that 16 steps move the loss (the
+saliency crops only, no sketch terms: the photo term alone)."""
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,31 @@ def test_crops_are_the_query_time_cut_and_are_cached(train_split, crops, tmp_pat
 
     monkeypatch.setattr(photo_crops_module, "cut_split_photos", no_cutting)
     assert torch.equal(cached_photo_crops(train_split, tmp_path), first)
+
+
+def test_prompt_crops_are_the_prompted_cut_and_join_the_saliency_ones(train_split, crops, tmp_path: Path,
+                                                                     monkeypatch):
+    from backend.retrieve.photo_crops import crops_key, label_prompt
+
+    clip = load_clip("domain")
+    prompted = cached_photo_crops(train_split, tmp_path, clip=clip)
+    assert prompted.shape == crops.shape and crops_key(train_split, clip=clip) != crops_key(train_split)
+    photo = train_split.photos[3, 0].numpy()
+    cut = cut_photo(photo, clip, prompt=label_prompt(train_split.labels[3]))  # what `--prompt` does
+    assert np.array_equal(prompted[3, 0].numpy(), resize_square(cut.image, 32))
+    assert label_prompt(train_split.labels[3]) == f"a {train_split.labels[3]['colour']} {train_split.labels[3]['category']}"
+    # Training with them cuts by the model's CLIP and draws from both sets of crops.
+    monkeypatch.setenv("ATELIER_HOME", str(tmp_path / "home"))
+    seen = []
+    real = __import__("backend.retrieve.train", fromlist=["make_batch"]).make_batch
+
+    def spy(data, step, config, photo_crops=None, index_lines=None):
+        seen.append(None if photo_crops is None else photo_crops.shape[1])
+        return real(data, step, config, photo_crops, index_lines)
+
+    monkeypatch.setattr("backend.retrieve.train.make_batch", spy)
+    train(train_split, replace(TINY, steps=1, photo_prompt_crops=True), clip, photo_crops=crops)
+    assert seen == [2 * crops.shape[1]]
 
 
 def test_photos_join_the_batch_without_changing_the_rest(train_split, crops):

@@ -19,8 +19,17 @@ from backend.retrieve.train import TrainConfig, batch_shapes, lr_factor, make_ba
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = TrainConfig(steps=4, batch=6, warmup=1, decoder_layers=1, decoder_width=32, seed=5)
-"""The CPU recipe shrunk to seconds."""
+TINY = TrainConfig(steps=4, batch=6, warmup=1, decoder_layers=1, decoder_width=32, seed=5, extra_sketches=2)
+"""The CPU recipe shrunk to seconds (the lines term and stroke augmentation on, as by default)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def home(tmp_path_factory: pytest.TempPathFactory):
+    """The module's own $ATELIER_HOME: the drawn sketches and line drawings are cached there, once per module."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ATELIER_HOME", str(tmp_path_factory.mktemp("home")))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +162,26 @@ def test_train_rejects_bad_starts_and_configs(train_split, tmp_path: Path):
         TrainConfig(tau_plus=1.0)
     with pytest.raises(ValueError, match="train_layers"):
         TrainConfig(train_layers=-3)
+    with pytest.raises(ValueError, match="lines_weight"):
+        TrainConfig(lines_weight=-1.0)
+    with pytest.raises(ValueError, match="extra_sketches"):
+        TrainConfig(extra_sketches=-2)
+
+
+def test_the_lines_term_trains_the_sketch_encoder_against_the_index_drawings(train_split):
+    from backend.retrieve.sketch_domain import cached_index_lines
+
+    lines = cached_index_lines(train_split)
+    batch = make_batch(train_split, 0, TINY, index_lines=lines)
+    assert batch["lines"].shape == batch["sketches"].shape and batch["lines"].dtype == torch.float32
+    assert torch.equal(make_batch(train_split, 0, TINY)["sketches"], batch["sketches"])  # own generator
+    result = train(train_split, TINY, load_clip("domain"), index_lines=lines)
+    assert all("lines" in record and record["lines"] > 0 for record in result.losses)
+    plain = train(train_split, replace(TINY, lines_weight=0.0), load_clip("domain"))
+    assert all("lines" not in record for record in plain.losses)
+    # The term moves the sketch tower: the two runs embed a sketch differently.
+    sketch = batch["sketches"][:2]
+    with torch.no_grad():
+        assert not torch.allclose(result.model.encode_sketch(sketch), plain.model.encode_sketch(sketch), atol=1e-4)
+    with pytest.raises(ValueError, match="index_lines must be"):
+        train(train_split, TINY, load_clip("domain"), index_lines=lines[:1])
