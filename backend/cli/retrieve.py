@@ -12,6 +12,8 @@ from shared_protocol import limits
 
 
 # -------------------------------------------------------------------------------- train-retrieval
+LOSS_PARTS = ("embedding", "classification", "caption", "photo", "lines")
+"""The loss parts a train-retrieval report shows at the first and last step (photo, lines: when trained)."""
 RETRIEVAL_DEFAULT_CLIP = "domain"
 """The CLIP `atelier train-retrieval` and `eval-retrieval --zero-shot` start from without --clip."""
 
@@ -32,6 +34,13 @@ def _train_retrieval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photo-weight", type=float, default=None,
                         help="weight of the photo term: the train split's photos, cut out by saliency as "
                              "`search --image` cuts them, contrasted with their shapes' views (default 0; 0 trains without photos)")
+    parser.add_argument("--lines-weight", type=float, default=None,
+                        help="weight of the lines term: each sketch against the index's line drawings of its shape, "
+                             "as a search scores a sketch (default 3; 0 leaves it out)")
+    parser.add_argument("--extra-sketches", type=int, default=None,
+                        help="more sketches per train shape drawn from new viewpoints (default 12; 0: the dataset's only)")
+    parser.add_argument("--no-sketch-augment", action="store_true",
+                        help="no stroke augmentation (width, erased patches, warp) of the training sketches")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="also write --out every N steps")
     parser.add_argument("--resume", default=None, help="continue the run saved in this checkpoint (--steps may grow)")
     parser.add_argument("--init", default=None,
@@ -46,6 +55,7 @@ def _train_retrieval(args, report: Report) -> None:
     from backend.models.clip import load_clip
     from backend.retrieve.data import load_split
     from backend.retrieve.evaluate import evaluate, format_table
+    from backend.retrieve.sketch_domain import cached_index_lines
     from backend.retrieve.train import TrainConfig, clip_spec_for, resume_config, train
 
     if args.resume and args.init:
@@ -53,7 +63,8 @@ def _train_retrieval(args, report: Report) -> None:
                                 hint="--resume continues a run; --init starts a new one from a checkpoint")
     recipe = {"batch": args.batch, "lr": args.lr, "train_layers": args.train_layers, "beta": args.beta,
               "tau_plus": args.tau_plus, "hard_negative": True if args.hard_negative else None,
-              "photo_weight": args.photo_weight}
+              "photo_weight": args.photo_weight, "lines_weight": args.lines_weight,
+              "extra_sketches": args.extra_sketches, "sketch_augment": False if args.no_sketch_augment else None}
     recipe = {k: v for k, v in recipe.items() if v is not None}
     run = {"steps": args.steps, "checkpoint_every": args.checkpoint_every, "threads": args.threads}
     run = {k: v for k, v in run.items() if v is not None}
@@ -82,13 +93,13 @@ def _train_retrieval(args, report: Report) -> None:
                   train_shapes=len(data), seconds_training=round(result.seconds, 3),
                   seconds_per_step=result.seconds / max(1, result.steps - result.start_step),
                   loss_first=first["loss"], loss_last=last["loss"],
-                  losses_first={k: first[k] for k in ("embedding", "classification", "caption", "photo") if k in first},
-                  losses_last={k: last[k] for k in ("embedding", "classification", "caption", "photo") if k in last},
+                  losses_first={k: first[k] for k in LOSS_PARTS if k in first},
+                  losses_last={k: last[k] for k in LOSS_PARTS if k in last},
                   trainable=result.trainable, parameters=result.parameters, config=result.config.to_dict())
     print(f"wrote {args.out} (loss {first['loss']:.4g} -> {last['loss']:.4g} over steps "
           f"{result.start_step}..{result.steps})")
     if test is not None:
-        evaluation = evaluate(result.model, test)
+        evaluation = evaluate(result.model, test, index_lines=cached_index_lines(test))
         report.update(split="test", **evaluation.to_dict())
         print(format_table({"taskformer": evaluation}))
 
@@ -110,6 +121,7 @@ def _eval_retrieval(args, report: Report) -> None:
     from backend.models.clip import load_clip
     from backend.retrieve.data import load_split
     from backend.retrieve.evaluate import ZeroShot, evaluate, format_table
+    from backend.retrieve.sketch_domain import cached_index_lines
     from backend.retrieve.taskformer import load_taskformer
     from backend.retrieve.train import clip_spec_for
 
@@ -126,7 +138,7 @@ def _eval_retrieval(args, report: Report) -> None:
         model, method, spec = ZeroShot(clip), "zero-shot", clip.spec
     progress, bar = progress_bar(5, "eval-retrieval")
     try:
-        evaluation = evaluate(model, data, progress=progress)
+        evaluation = evaluate(model, data, progress=progress, index_lines=cached_index_lines(data))
     finally:
         bar.close()
     report.update(method=method, clip=spec, checkpoint=args.checkpoint, split=args.split, **evaluation.to_dict())

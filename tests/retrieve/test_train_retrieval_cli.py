@@ -14,7 +14,16 @@ from backend.models import load_clip, save_clip_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FAST = ["--steps", "2", "--batch", "4", "--device", "cpu"]
+FAST = ["--steps", "2", "--batch", "4", "--device", "cpu", "--extra-sketches", "2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def home(tmp_path_factory: pytest.TempPathFactory):
+    """The module's own $ATELIER_HOME: drawn sketches and the index's line drawings are cached there."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ATELIER_HOME", str(tmp_path_factory.mktemp("home")))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +46,11 @@ def test_train_retrieval_with_photos(world: Path, tmp_path: Path, monkeypatch):
                  "--photo-weight", "0.5", "--no-eval", "--report", str(tmp_path / "report.json"), *FAST]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["config"]["photo_weight"] == 0.5 and report["losses_first"]["photo"] > 0
-    assert len(list((tmp_path / "home" / "cache" / "photo_crops").glob("*.pt"))) == 1
+    # The saliency cuts and the prompt cuts ("a red chair", by the model's CLIP), each cached once.
+    assert len(list((tmp_path / "home" / "cache" / "photo_crops").glob("*.pt"))) == 2
 
 
-def _check_recall(recall: dict, modes=("sketch", "text", "sketch+text", "photo")) -> None:
+def _check_recall(recall: dict, modes=("sketch", "sketch/views", "text", "sketch+text", "photo")) -> None:
     assert set(recall) == set(modes)  # the report's keys are sorted
     for values in recall.values():
         assert set(values) == {"r1", "r5", "r10"}
@@ -52,6 +62,7 @@ def test_train_retrieval_writes_checkpoint_and_report(trained):
     assert path.is_file()
     assert report["command"] == "train-retrieval" and report["device"] == "cpu" and report["clip"] == "tiny"
     assert report["steps"] == 2 and report["train_shapes"] == 8 and report["gallery"] == 8
+    assert report["losses_first"]["lines"] > 0 and report["config"]["lines_weight"] == 3.0  # the default recipe
     for key in ("seconds", "renderer", "loss_first", "loss_last", "seconds_per_step", "trainable", "config"):
         assert key in report
     _check_recall(report["recall"])
@@ -109,6 +120,10 @@ def test_train_retrieval_resume_continues_the_run(trained, world: Path, tmp_path
         (["train-retrieval", "--data", "{world}", "--out", "{tmp}/x.pt", "--steps", "0"], "steps must be"),
         (["train-retrieval", "--data", "{world}", "--out", "{tmp}/x.pt", "--photo-weight", "-1"],
          "photo_weight must be"),
+        (["train-retrieval", "--data", "{world}", "--out", "{tmp}/x.pt", "--lines-weight", "-1"],
+         "lines_weight must be"),
+        (["train-retrieval", "--data", "{world}", "--out", "{tmp}/x.pt", "--extra-sketches", "-1"],
+         "extra_sketches must be"),
         (["eval-retrieval", "--data", "{world}"], "exactly one of --checkpoint"),
         (["eval-retrieval", "--data", "{world}", "--zero-shot", "--clip", "nonsense"], "unknown CLIP spec"),
     ],
