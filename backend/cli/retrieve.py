@@ -32,8 +32,11 @@ def _train_retrieval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", type=float, default=None, help="hard-negative concentration (default 1)")
     parser.add_argument("--tau-plus", type=float, default=None, help="hard-negative class prior (default 0.1)")
     parser.add_argument("--photo-weight", type=float, default=None,
-                        help="weight of the photo term: the train split's photos, cut out by saliency as "
-                             "`search --image` cuts them, contrasted with their shapes' views (default 0; 0 trains without photos)")
+                        help="weight of the photo term: the train split's photos, cut out by saliency and by their "
+                             "prompt as `search --image` cuts them, contrasted with their shapes' views (default 0; 0 "
+                             "trains without photos)")
+    parser.add_argument("--extra-photos", type=int, default=None,
+                        help="with --photo-weight: new world photos per train shape, cut the same way (default 0)")
     parser.add_argument("--lines-weight", type=float, default=None,
                         help="weight of the lines term: each sketch against the index's line drawings of its shape, "
                              "as a search scores a sketch (default 3; 0 leaves it out)")
@@ -64,7 +67,7 @@ def _train_retrieval(args, report: Report) -> None:
     recipe = {"batch": args.batch, "lr": args.lr, "train_layers": args.train_layers, "beta": args.beta,
               "tau_plus": args.tau_plus, "hard_negative": True if args.hard_negative else None,
               "photo_weight": args.photo_weight, "lines_weight": args.lines_weight,
-              "extra_sketches": args.extra_sketches, "sketch_augment": False if args.no_sketch_augment else None}
+              "extra_sketches": args.extra_sketches, "extra_photos": args.extra_photos, "sketch_augment": False if args.no_sketch_augment else None}
     recipe = {k: v for k, v in recipe.items() if v is not None}
     run = {"steps": args.steps, "checkpoint_every": args.checkpoint_every, "threads": args.threads}
     run = {k: v for k, v in run.items() if v is not None}

@@ -46,14 +46,41 @@ def label_prompt(labels: dict) -> str:
     return f"a {labels['colour']} {labels['category']}"
 
 
+def drawn_photos(data: RetrievalSplit, count: int, seed: int = 0) -> torch.Tensor:
+    """[N, count, S, S, 3] uint8: `count` new world photos of each shape of `data` (its own viewpoints, clutter
+    and distractors, `render_photo` of the shape its manifest seed makes), seeded by (seed, shape seed, k)."""
+    from backend.world.dataset import read_manifest  # noqa: PLC0415
+    from backend.world.shape import make_shape  # noqa: PLC0415
+    from backend.world.views import render_photo  # noqa: PLC0415
+
+    records = {r.get("id"): r for r in read_manifest(data.root)["shapes"]}
+    side = data.image_size
+    out = np.empty((len(data), count, side, side, 3), dtype=np.uint8)
+    for i, ident in enumerate(data.ids):
+        record = records.get(ident) or {}
+        if not isinstance(record.get("seed"), int):
+            raise InvalidInputError(f"{data.root}: shape {ident} records no seed, so no new photos of it can be drawn",
+                                    hint="train without extra photos (extra_photos 0), or write the dataset again")
+        shape = make_shape(record["seed"], record["category"])
+        for k in range(count):
+            generator = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([seed, record["seed"], k]).generate_state(1)[0]))
+            image = render_photo(shape, size=side, generator=generator).image
+            out[i, k] = (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return torch.from_numpy(out)
+
+
 def cut_split_photos(data: RetrievalSplit, config=None,
-                     progress: Callable[[int, int], None] | None = None, clip=None) -> tuple[torch.Tensor, int]:
-    """([N, P, S, S, 3] uint8 crops, how many photos fell back to the whole photo) for every photo of `data`,
-    cut by saliency (`cut_photo` without a prompt, `config` a PhotoQueryConfig), or with `clip` by each shape's
-    `label_prompt` as `search --image --prompt` cuts; S = the split's image size."""
+                     progress: Callable[[int, int], None] | None = None, clip=None,
+                     photos: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """([N, P, S, S, 3] uint8 crops, how many photos fell back to the whole photo) for every photo of `data` (or
+    of `photos`, [N, P, S, S, 3] uint8 photos of its shapes), cut by saliency (`cut_photo` without a prompt,
+    `config` a PhotoQueryConfig), or with `clip` by each shape's `label_prompt` as `search --image --prompt`
+    cuts; S = the split's image size."""
     from backend.segment.photo_query import cut_photo  # noqa: PLC0415  (segmentation loads only when asked)
 
-    n, per_shape = len(data), data.photos.shape[1]
+    photos = data.photos if photos is None else photos
+    n, per_shape = len(data), photos.shape[1]
     if per_shape == 0:
         raise InvalidInputError(f"the {data.split!r} split of {data.root} has no photos to train the photo term on",
                                 hint="write the dataset with photos (atelier world DIR --photos 2), or set the "
@@ -64,7 +91,7 @@ def cut_split_photos(data: RetrievalSplit, config=None,
     for i in range(n):
         for k in range(per_shape):
             prompt = label_prompt(data.labels[i]) if clip is not None else None
-            cut = cut_photo(data.photos[i, k].numpy(), clip, prompt=prompt, config=config)
+            cut = cut_photo(photos[i, k].numpy(), clip, prompt=prompt, config=config)
             fallbacks += cut.method == "raw"
             out[i, k] = resize_square(cut.image, side)
         if progress is not None:
@@ -94,28 +121,49 @@ def crops_key(data: RetrievalSplit, config=None, clip=None) -> str:
     return digest.hexdigest()[:16]
 
 
+def _read(path: Path, key: str, rows: tuple[int, int]) -> torch.Tensor | None:
+    if path.is_file():
+        try:
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if cached.get("format") == CACHE_FORMAT and tuple(cached[key].shape[:2]) == rows:
+                return cached[key]
+        except (OSError, RuntimeError, KeyError, AttributeError):
+            pass  # a damaged cache file: computed again
+    return None
+
+
+def _write(path: Path, **entries) -> None:
+    from backend.checkpoints import save_atomic  # noqa: PLC0415
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic({"format": CACHE_FORMAT, **entries}, path)
+
+
 def cached_photo_crops(data: RetrievalSplit, cache_dir: str | Path | None = None, config=None,
-                       progress: Callable[[int, int], None] | None = None, clip=None) -> torch.Tensor:
-    """`cut_split_photos(data, clip=clip)`, read from `cache_dir` (default `$ATELIER_HOME/cache/photo_crops`) when computed
-    before, else computed and written there."""
+                       progress: Callable[[int, int], None] | None = None, clip=None, extra: int = 0,
+                       seed: int = 0) -> torch.Tensor:
+    """`cut_split_photos(data, clip=clip)`, read from `cache_dir` (default `$ATELIER_HOME/cache/photo_crops`) when
+    computed before, else computed and written there. extra > 0: the crops of `extra` new photos per shape
+    instead (`drawn_photos(data, extra, seed)`, drawn once and cached too)."""
     if cache_dir is None:
         from backend.models.store import atelier_home  # noqa: PLC0415
 
         cache_dir = atelier_home() / "cache" / "photo_crops"
     if data.photos.shape[1] == 0:
         cut_split_photos(data, config)  # raises the InvalidInputError with its hint
-    path = Path(cache_dir) / f"{crops_key(data, config, clip)}.pt"
-    if path.is_file():
-        try:
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            crops = cached["crops"]
-            if cached.get("format") == CACHE_FORMAT and crops.shape[:2] == data.photos.shape[:2]:
-                return crops
-        except (OSError, RuntimeError, KeyError, AttributeError):
-            pass  # a damaged cache file: computed again below
-    crops, fallbacks = cut_split_photos(data, config, progress, clip)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from backend.checkpoints import save_atomic  # noqa: PLC0415
-
-    save_atomic({"format": CACHE_FORMAT, "crops": crops, "raw_fallbacks": int(fallbacks)}, path)
+    key = crops_key(data, config, clip)
+    photos = None
+    if extra:
+        drawn_path = Path(cache_dir) / f"photos_{crops_key(data)}_{extra}_{seed}.pt"
+        photos = _read(drawn_path, "photos", (len(data), extra))
+        if photos is None:
+            photos = drawn_photos(data, extra, seed)
+            _write(drawn_path, photos=photos)
+        key = f"{key}_extra{extra}_{seed}"
+    path = Path(cache_dir) / f"{key}.pt"
+    rows = (len(data), extra or data.photos.shape[1])
+    crops = _read(path, "crops", rows)
+    if crops is None:
+        crops, fallbacks = cut_split_photos(data, config, progress, clip, photos)
+        _write(path, crops=crops, raw_fallbacks=int(fallbacks))
     return crops

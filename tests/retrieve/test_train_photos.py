@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = TrainConfig(steps=16, batch=8, warmup=1, decoder_layers=1, decoder_width=32, seed=5, lr=1e-3,
                    train_layers=-1, photo_weight=1.0, photo_prompt_crops=False, lines_weight=0.0, extra_sketches=0,
-                   sketch_augment=False, frame_sketches=False)
+                   sketch_augment=False, frame_sketches=False, extra_photos=0)
 """The recipe shrunk to seconds, with every layer trained at a high rate so that 16 steps move the loss (the
 saliency crops only, no sketch terms: the photo term alone)."""
 
@@ -79,6 +79,26 @@ def test_prompt_crops_are_the_prompted_cut_and_join_the_saliency_ones(train_spli
     monkeypatch.setattr("backend.retrieve.train.make_batch", spy)
     train(train_split, replace(TINY, steps=1, photo_prompt_crops=True), clip, photo_crops=crops)
     assert seen == [2 * crops.shape[1]]
+    seen.clear()  # with 2 extra photos a shape: their saliency and prompt cuts join too
+    train(train_split, replace(TINY, steps=1, photo_prompt_crops=True, extra_photos=2), clip, photo_crops=crops)
+    assert seen == [2 * crops.shape[1] + 4]
+
+
+def test_extra_photos_are_new_photos_of_the_shapes_cut_the_same_way(train_split, tmp_path: Path, monkeypatch):
+    from backend.retrieve.photo_crops import drawn_photos
+
+    photos = drawn_photos(train_split, 1, seed=0)
+    assert photos.shape == (8, 1, 32, 32, 3) and not torch.equal(photos[:, 0], train_split.photos[:, 0])
+    assert torch.equal(drawn_photos(train_split, 1, seed=0), photos) and not torch.equal(
+        drawn_photos(train_split, 1, seed=1), photos)
+    crops = cached_photo_crops(train_split, tmp_path, extra=1, seed=0)
+    assert crops.shape == (8, 1, 32, 32, 3)
+    assert np.array_equal(crops[2, 0].numpy(), resize_square(cut_photo(photos[2, 0].numpy()).image, 32))
+    assert len(list(tmp_path.glob("photos_*.pt"))) == 1  # the drawn photos are cached too
+    monkeypatch.setattr(photo_crops_module, "drawn_photos", lambda *a, **k: pytest.fail("should be cached"))
+    assert torch.equal(cached_photo_crops(train_split, tmp_path, extra=1, seed=0), crops)
+    with pytest.raises(ValueError, match="extra_photos"):
+        TrainConfig(extra_photos=-1)
 
 
 def test_photos_join_the_batch_without_changing_the_rest(train_split, crops):

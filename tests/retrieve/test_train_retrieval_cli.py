@@ -43,11 +43,13 @@ def trained(world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
 def test_train_retrieval_with_photos(world: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("ATELIER_HOME", str(tmp_path / "home"))  # the cut-out photos' cache
     assert main(["train-retrieval", "--data", str(world), "--out", str(tmp_path / "tf.pt"), "--clip", "tiny",
-                 "--photo-weight", "0.5", "--no-eval", "--report", str(tmp_path / "report.json"), *FAST]) == 0
+                 "--photo-weight", "0.5", "--extra-photos", "1", "--no-eval", "--report", str(tmp_path / "report.json"), *FAST]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["config"]["photo_weight"] == 0.5 and report["losses_first"]["photo"] > 0
-    # The saliency cuts and the prompt cuts ("a red chair", by the model's CLIP), each cached once.
-    assert len(list((tmp_path / "home" / "cache" / "photo_crops").glob("*.pt"))) == 2
+    # The saliency cuts and the prompt cuts ("a red chair", by the model's CLIP) of the dataset's photos and of
+    # one new photo a shape (drawn once), each cached once.
+    assert report["config"]["extra_photos"] == 1
+    assert len(list((tmp_path / "home" / "cache" / "photo_crops").glob("*.pt"))) == 5
 
 
 def _check_recall(recall: dict, modes=("sketch", "sketch/views", "text", "sketch+text", "photo")) -> None:
