@@ -6,7 +6,9 @@ drawings of every shape, and the stroke augmentations sketch training uses.
 - `index_lines`: each shape's K clean line drawings from the index's fixed cameras (`render_index_views` on the
   shape's library mesh): what a database holds as its "lines" vectors, so a sketch query is scored against the
   same line style it is compared with in a real search. Rendering takes about 0.05 s a shape on a CPU; a split's
-  drawings are cached (`cached_index_lines`), keyed by the meshes' bytes, the view config and the renderer's code.
+  drawings are cached (`cached_index_lines`), keyed by the meshes' bytes, the view config and the drawing code.
+- `drawn_sketches`: more sketches of each shape from new viewpoints, drawn from its library mesh as the world draws
+  its sketches (the viewpoint augmentation; about 0.15 s for 12 sketches of a shape, cached).
 - `augment_sketches`: what sketch retrieval work trains with beyond crops and mirroring: stroke width (ink grown
   or thinned by one pixel), partial strokes (patches of the drawing erased to paper), and a smooth warp (hand
   jitter). The world's sketches already vary viewpoint, width, jitter and dropped pieces when they are drawn;
@@ -30,8 +32,8 @@ from backend.retrieve.data import RetrievalSplit
 from backend.retrieve.sketch import SketchInputConfig, sketch_from_image
 from backend.retrieve.views import IndexViewConfig, render_index_views
 
-CACHE_FORMAT = "atelier-index-lines-1"
-"""The `format` entry of a cached line-drawings file."""
+CACHE_FORMAT = "atelier-sketch-domain-1"
+"""The `format` entry of a cached file of line drawings or drawn sketches."""
 
 
 def _to_uint8(grey: torch.Tensor) -> torch.Tensor:
