@@ -46,6 +46,9 @@ TRAINING_ON_WORLD = {
     "backend.generate.world_train": "the shipped generator's trainer on world shapes (build.py generator)",
     "backend.retrieve.data": "reads the world datasets `atelier train-retrieval/eval-retrieval --data` take",
     "backend.retrieve.train": "TASK-former training draws world captions for the shapes of a world dataset",
+    "backend.retrieve.sketch_domain": "TASK-former training draws more sketches of a world dataset's shapes",
+    "backend.retrieve.photo_crops": "the photo term draws more world photos of a world dataset's shapes",
+    "backend.retrieve.composition": "the sketch + text composition protocol's gallery of world shapes (retrieval_bench)",
     "backend.cli.world": "the `atelier world` command, a tool entry that writes a world dataset (imported lazily)",
 }
 """The only backend modules outside world/ that may import it, and why. Product modules may not import the first
