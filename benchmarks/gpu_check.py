@@ -369,7 +369,8 @@ def run_job_isolated(name: str, settings: Settings, device: str, timeout_s: floa
     try:
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return Row(name, "failed", target=target, limit_s=limit, why=f"did not end within its bound of {timeout_s:.0f} s")
+        return Row(name, "failed", target=target, limit_s=limit,
+                   why=f"did not end within its bound of {timeout_s:.0f} s")
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
@@ -470,17 +471,18 @@ def cuda_test_files() -> list[Path]:
 def run_cuda_tests(env: dict, timeout_s: float) -> dict:
     files = cuda_test_files()
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "cuda or gpu",
-           *[str(f.relative_to(ROOT)) for f in files]]
+           *[str(f) for f in files]]
     start = time.perf_counter()
     try:
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {"status": "failed", "why": f"did not end within {timeout_s:.0f} s", "files": len(files)}
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors)", done.stdout)}
-    failed = done.returncode not in (0, 5) or counts.get("failed", 0) or counts.get("error", 0) or counts.get("errors", 0)
+    errors = counts.get("failed", 0) + counts.get("error", 0) + counts.get("errors", 0)
+    failed = done.returncode not in (0, 5) or errors
     skips = [line.split(" ", 2)[-1] for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
     return {"status": "failed" if failed else "ok", "files": len(files), "passed": counts.get("passed", 0),
-            "failed": counts.get("failed", 0) + counts.get("error", 0) + counts.get("errors", 0),
+            "failed": errors,
             "skipped": counts.get("skipped", 0), "skip_reasons": skips,
             "seconds": round(time.perf_counter() - start, 1), "output_tail": done.stdout[-3000:]}
 

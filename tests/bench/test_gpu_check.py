@@ -125,3 +125,15 @@ def test_the_cuda_tests_it_runs_include_renderer_parity():
     names = {p.name for p in gpu_check.cuda_test_files()}
     assert {"test_nvdiffrast_parity.py", "test_rasterizer.py", "test_clip_load.py"} <= names
     assert "test_gpu_check.py" not in names
+
+
+def test_a_failing_cuda_test_fails_the_check(monkeypatch, tmp_path):
+    test_file = tmp_path / "test_planted.py"
+    mark = "@pytest.mark." + "cuda"  # spelt apart: this file itself is not one that gpu-check runs
+    test_file.write_text(f"import pytest\n\n\n{mark}\ndef test_planted():\n    assert 1 == 2\n\n\n"
+                         "def test_not_marked():\n    pass\n")
+    monkeypatch.setattr(gpu_check, "cuda_test_files", lambda: [test_file])
+    tests = gpu_check.run_cuda_tests(dict(os.environ), 60)
+    assert (tests["status"], tests["failed"], tests["passed"]) == ("failed", 1, 0)
+    report = gpu_check.build_report([], [], tests, {"device": "cuda"}, gpu_check.Settings(), 1.0)
+    assert report["ok"] is False and report["failures"] == ["cuda tests"]

@@ -25,7 +25,7 @@ needs_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and external.HAS_
 
 
 def bumpy_sphere(subdivisions: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """An icosphere with seeded radial bumps, radius at most 1: self-occlusion and faces turned away from every camera."""
+    """An icosphere with seeded radial bumps, radius at most 1: self-occlusion, faces turned away from each camera."""
     from backend.geometry.primitives import icosphere
 
     mesh = icosphere(subdivisions)
