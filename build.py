@@ -11,6 +11,12 @@
     python build.py generator     setup, then train the shipped shape generator into
                                   backend/models/weights/generator_domain.pt (12 to 20 CPU minutes on 2 cores)
     python build.py extension the Blender extension zips into dist/ (see tools/build_extension.py)
+    python build.py gpu-check on a CUDA GPU: prepare nvdiffrast (from .gpu/), run the tests marked cuda, time every
+                              job; one table and benchmarks/results/gpu_check.json, exit 1 when a CUDA path failed;
+                              without a GPU one line, exit 0 (no set-up: it runs where the GPU's torch is; see
+                              benchmarks/gpu_check.py)
+    python build.py gpu-bundle where there is network: wheels and nvdiffrast's source into .gpu/ (the lent GPU
+                              machines reach no network; carry .gpu there)
 
 Environments are re-installed only when what they are built from changes (a stamp file keeps the hash).
 """
@@ -186,6 +192,27 @@ def cmd_generator(args) -> None:
     run([python, "-m", "backend.generate.world_train", *args.extra], cwd=ROOT)
 
 
+def gpu_python() -> str:
+    """The interpreter that has torch: this one (a GPU machine's own), else .venv's, else this one (which says so)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None or not venv_python(VENV).exists():
+        return sys.executable
+    return str(venv_python(VENV))
+
+
+def cmd_gpu_check(args) -> None:
+    # No set-up: a lent GPU machine has no network; it runs under the interpreter that holds its CUDA torch.
+    result = subprocess.run([gpu_python(), str(ROOT / "benchmarks" / "gpu_check.py"), *args.extra], cwd=ROOT)
+    sys.exit(result.returncode)
+
+
+def cmd_gpu_bundle(args) -> None:
+    result = subprocess.run([gpu_python(), str(ROOT / "benchmarks" / "gpu_check.py"), "bundle", *args.extra],
+                            cwd=ROOT)
+    sys.exit(result.returncode)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,11 +226,17 @@ def main() -> None:
     sub.add_parser("generator", add_help=False,
                    help="train the shipped shape generator (arguments go to backend.generate.world_train.main, e.g. "
                    "--threads 2)").set_defaults(fn=cmd_generator)
+    sub.add_parser("gpu-check", add_help=False,
+                   help="on a CUDA GPU: prepare, run the cuda tests, time every job (arguments, --help included, go "
+                   "to benchmarks/gpu_check.py, e.g. --report FILE)").set_defaults(fn=cmd_gpu_check)
+    sub.add_parser("gpu-bundle", add_help=False,
+                   help="with network: wheels and nvdiffrast's source into .gpu/ for gpu-check (arguments go to "
+                   "benchmarks/gpu_check.py bundle)").set_defaults(fn=cmd_gpu_bundle)
     from tools.build_extension import add_arguments as extension_arguments
     extension_arguments(sub.add_parser("extension", help="build the Blender extension zips into dist/")).set_defaults(
         fn=cmd_extension)
     args, extra = parser.parse_known_args()
-    if extra and args.command not in ("test", "domain-clip", "generator"):
+    if extra and args.command not in ("test", "domain-clip", "generator", "gpu-check", "gpu-bundle"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
     args.extra = extra

@@ -62,8 +62,10 @@ def timed_together(fns: dict, repeats: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def atelier_step(vertices: np.ndarray, faces: np.ndarray, size: int, views: int, device: str):
-    renderer = MeshRenderer(RenderConfig(size=size, rasterizer=RasterizerConfig(implementation="torch")), device)
+def atelier_step(vertices: np.ndarray, faces: np.ndarray, size: int, views: int, device: str,
+                 implementation: str = "torch"):
+    renderer = MeshRenderer(RenderConfig(size=size, rasterizer=RasterizerConfig(implementation=implementation)),
+                            device)
     cams = orbit_cameras(torch.arange(views) * (360.0 / views) + 15.0, torch.full((views,), 20.0),
                          fit_distance(FOV), FOV, device=device)
     v = torch.tensor(vertices, device=device, requires_grad=True)

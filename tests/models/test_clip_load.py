@@ -275,7 +275,7 @@ def test_unsupported_open_clip_configs_are_refused():
         clip_from_config(config, name="timm")
 
 
-@pytest.mark.gpu
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("spec", TINY_SPECS)
 def test_tiny_models_on_cuda_match_the_cpu(spec: str):

@@ -185,7 +185,7 @@ def test_nvdiffrast_missing_says_how_to_fix():
     assert "implementation='torch'" in info.value.hint
 
 
-@pytest.mark.gpu
+@pytest.mark.cuda
 @pytest.mark.skipif(not (torch.cuda.is_available() and external.HAS_NVDIFFRAST), reason="needs CUDA and nvdiffrast")
 def test_torch_and_nvdiffrast_agree():
     from backend.geometry.primitives import icosphere
