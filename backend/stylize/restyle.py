@@ -183,11 +183,11 @@ class RestyleConfig:
 QUALITY_PRESETS: dict[str, dict] = {
     "draft": {"steps": 150, "batch": 2, "render_size": 256, "texture_size": 512, "preview_every": 10,
               "learning_rate": 3e-2, "learning_rate_end": 0.1, "style_levels": 4,
-              "texture": TextureTermConfig(mode="gram+swd", levels=4, kernel=9, gram_weight=2e4, swd_weight=2e4,
+              "texture": TextureTermConfig(mode="gram+swd", levels=4, kernel=9, gram_weight=2e4, swd_weight=5e4,
                                            spectrum_weight=2e4, colour=True)},
     "standard": {"steps": 400, "batch": 4, "render_size": 384, "texture_size": 1024, "learning_rate": 3e-2,
                  "learning_rate_end": 0.1, "style_levels": 4,
-                 "texture": TextureTermConfig(mode="gram+swd", levels=5, kernel=9, gram_weight=2e4, swd_weight=2e4,
+                 "texture": TextureTermConfig(mode="gram+swd", levels=5, kernel=9, gram_weight=2e4, swd_weight=5e4,
                                               spectrum_weight=2e4, colour=True)},
     "high": {},
 }
