@@ -60,7 +60,8 @@ def meshes() -> dict[str, Mesh]:
     return {"sphere": icosphere(4), "cube": cube(1.0)}
 
 
-PAPER_OPTIMISER = {"texture": TextureTermConfig(), "style_levels": 1, "learning_rate": 1e-2, "learning_rate_end": 1.0}
+PAPER_OPTIMISER = {"texture": TextureTermConfig(), "style_levels": 1, "learning_rate": 1e-2,
+                   "learning_rate_end": 1.0}
 """The optimiser before the texture term: the paper's single full-size texture at a constant Adam lr 1e-2, CLIP alone."""
 
 VARIANTS: dict[str, dict] = {
@@ -71,7 +72,8 @@ VARIANTS: dict[str, dict] = {
     "draft-nocolour": {"texture": "nocolour"},
     "draft-gram-only": {"style_weight": 0.0, "content_weight": 0.0},
     "draft-nnfm": {"texture": "nnfm"},
-    "draft-before": {"learning_rate": 2e-2, "learning_rate_end": 1.0, "texture": {"mode": "gram", "spectrum_weight": 0.0}},
+    "draft-before": {"learning_rate": 2e-2, "learning_rate_end": 1.0,
+                     "texture": {"mode": "gram", "spectrum_weight": 0.0}},
     "draft-no-swd": {"texture": {"mode": "gram"}},
     "draft-no-spectrum": {"texture": {"spectrum_weight": 0.0}},
     "draft-constant-lr": {"learning_rate_end": 1.0},

@@ -67,13 +67,15 @@ class SpectrumTerm:
         renders in [0, 1]; alpha: [B, 1, H, W] coverage."""
         if images.ndim != 4 or images.shape[1] != 3 or alpha.shape[-2:] != images.shape[-2:]:
             raise InvalidInputError(f"the spectrum term takes [B, 3, H, W] images and [B, 1, H, W] coverage, got "
-                                    f"{tuple(images.shape)} and {tuple(alpha.shape)}", hint="pass unlit renders and their alpha")
+                                    f"{tuple(images.shape)} and {tuple(alpha.shape)}",
+                                    hint="pass unlit renders and their alpha")
         w = window(alpha)
         size = tuple(images.shape[-2:])
         with torch.no_grad():
             target = torch.stack([windowed_amplitude(fit(s.to(images.device), size).expand(len(images), -1, -1, -1), w)
                                   for s in self.styles]).mean(dim=0)
         amplitude = windowed_amplitude(images, w)
-        distance = (amplitude - target).square().sum(dim=(1, 2, 3)) / target.square().sum(dim=(1, 2, 3)).clamp(min=1e-12)
+        norm = target.square().sum(dim=(1, 2, 3)).clamp(min=1e-12)
+        distance = (amplitude - target).square().sum(dim=(1, 2, 3)) / norm
         has = (w.flatten(1).sum(dim=1) > 0).float()
         return (distance * has).sum() / has.sum().clamp(min=1.0)

@@ -153,7 +153,8 @@ def test_a_tiny_restyle_with_swd_and_spectrum_runs_on_cpu():
 
 
 @pytest.mark.parametrize("change, match", [
-    ({"swd_weight": -1.0}, "swd_weight"), ({"swd_weight": float("nan")}, "swd_weight"), ({"swd_weight": True}, "swd_weight"),
+    ({"swd_weight": -1.0}, "swd_weight"), ({"swd_weight": float("nan")}, "swd_weight"),
+    ({"swd_weight": True}, "swd_weight"),
     ({"slices": 0}, "slices"), ({"slices": 2.5}, "slices"),
     ({"spectrum_weight": -1.0}, "spectrum_weight"), ({"spectrum_weight": "strong"}, "spectrum_weight"),
 ])
