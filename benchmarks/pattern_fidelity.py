@@ -60,8 +60,9 @@ def meshes() -> dict[str, Mesh]:
     return {"sphere": icosphere(4), "cube": cube(1.0)}
 
 
-PAPER_OPTIMISER = {"texture": TextureTermConfig(), "style_levels": 1, "learning_rate": 1e-2}
-"""The optimiser before the texture term: the paper's single full-size texture at Adam lr 1e-2, CLIP alone."""
+PAPER_OPTIMISER = {"texture": TextureTermConfig(), "style_levels": 1, "learning_rate": 1e-2,
+                   "learning_rate_end": 1.0}
+"""The optimiser before the texture term: the paper's single full-size texture at a constant Adam lr 1e-2, CLIP alone."""
 
 VARIANTS: dict[str, dict] = {
     "colour": {**PAPER_OPTIMISER, "style_weight": 0.0, "content_weight": 0.0},
@@ -71,11 +72,21 @@ VARIANTS: dict[str, dict] = {
     "draft-nocolour": {"texture": "nocolour"},
     "draft-gram-only": {"style_weight": 0.0, "content_weight": 0.0},
     "draft-nnfm": {"texture": "nnfm"},
+    "draft-before": {"learning_rate": 2e-2, "learning_rate_end": 1.0,
+                     "texture": {"mode": "gram", "spectrum_weight": 0.0}},
+    "draft-no-swd": {"texture": {"mode": "gram"}},
+    "draft-no-spectrum": {"texture": {"spectrum_weight": 0.0}},
+    "draft-constant-lr": {"learning_rate_end": 1.0},
+    "draft-levels+1": {"texture": {"extra_levels": 1}},
 }
-"""Loss variants: colour-only (the palette term alone), NNFM on the domain CLIP (the draft preset before the
-texture term), and the draft preset as it is now (the Gram term on random multi-scale features, the style
-texture as a pyramid of levels), also with 4 views a step (the standard preset's batch); then ablations of the draft: its texture features without the colour channels,
-the Gram term without CLIP NNFM, the random features in the NNFM bank instead of a Gram term (slow on CPU)."""
+"""Loss variants: colour-only (the palette term alone), NNFM on the domain CLIP (the draft preset before any
+texture term), and the draft preset as it is now (on random multi-scale features a Gram and a sliced Wasserstein
+term, an amplitude-spectrum term on whole views, the style texture as a pyramid of levels, the learning rate
+decaying tenfold), also with 4 views a step (the standard preset's batch); then ablations of the draft: its
+texture features without the colour channels, the texture terms without CLIP NNFM, the random features in the
+NNFM bank instead of a Gram term (slow on CPU), the draft before the sliced Wasserstein and spectrum terms and
+the decay (Gram alone at a constant lr 2e-2), without the sliced Wasserstein term, without the spectrum term,
+at a constant learning rate, with one more level of random features."""
 
 DEFAULT_VARIANTS = ("colour", "clip", "draft")
 DEFAULT_STEPS = 150
@@ -149,6 +160,10 @@ def variant_config(base: RestyleConfig, variant: str) -> RestyleConfig:
         changes["texture"] = replace(base.texture, colour=False)
     elif changes.get("texture") == "nnfm":
         changes["texture"] = replace(base.texture, mode="nnfm")
+    elif isinstance(changes.get("texture"), dict):
+        edits = dict(changes["texture"])
+        edits["levels"] = base.texture.levels + edits.pop("extra_levels", 0)
+        changes["texture"] = replace(base.texture, **edits)
     config = replace(base, **changes)
     config.check()
     return config

@@ -18,9 +18,9 @@
    `--preset-steps N` runs N steps of each preset instead (for the long ones: seconds per step).
 4. With `--pattern`: pattern fidelity (`pattern_fidelity.py`): restyles of a sphere and a cube from striped (0 and
    45 degrees), checked, dotted and wavy style images and the demo's stripes, under each loss variant
-   (`--pattern-variants`: colour-only, CLIP NNFM, the draft preset's texture term), judged from held-out views
-   by the spectral pattern classifier; the share of views whose pattern class matches the style's. On 2 CPU
-   cores about 15 minutes at the default 150 steps, hence not run by default.
+   (`--pattern-variants`: colour-only, CLIP NNFM, the draft preset with its texture terms), judged from held-out
+   views by the spectral pattern classifier; the share of views whose pattern class matches the style's. On 2
+   busy CPU cores about 30 minutes at the default 150 steps, hence not run by default.
 """
 
 from __future__ import annotations

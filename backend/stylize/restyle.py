@@ -13,9 +13,11 @@ the differentiable rasterizer and minimises
 where NNFM matches every feature of the render to its nearest neighbour (cosine) among the features of all
 style images together, the content term keeps the original render's structure, and the palette term pulls
 colours toward a user palette or one extracted from the style images, its weight decaying over the run.
-The draft and standard presets add lambda_G * Gram distance(random multi-scale features of the unlit render, of the style
-images) (`backend.stylize.texture`) and optimises S as a sum of levels at halving sizes: with the small domain
-CLIP, NNFM alone keeps the style's colours but not its pattern (benchmarks/pattern_fidelity.py).
+The draft and standard presets add lambda_G * Gram distance + lambda_W * sliced Wasserstein distance (random
+multi-scale features of the unlit render, of the style images; `backend.stylize.texture`) + lambda_F * amplitude-
+spectrum distance (whole unlit views against the style seen through the same window; `backend.stylize.spectrum`),
+optimise S as a sum of levels at halving sizes, and decay the learning rate tenfold (cosine): with the small
+domain CLIP, NNFM alone keeps the style's colours but not its pattern (benchmarks/pattern_fidelity.py).
 Paper settings (`high`): batch 8, 512 px renders, 1024 px texture, Adam lr 1e-2, lambda_S 1e4, lambda_C 22,
 lambda_P 2000 decaying, CLIP-RN50 features. Colours are handled as display (sRGB-encoded) values, as the
 texture stores them and the feature network saw them.
@@ -46,8 +48,10 @@ from backend.stylize.features import FeatureConfig, FeatureExtractor, make_extra
 from backend.stylize.loop import StepOutput, optimise
 from backend.stylize.nnfm import StyleBank, build_style_bank, content_loss, nearest_neighbours, nnfm_loss
 from backend.stylize.palette import extract_palette, nearest_palette_distance, palette_weight
+from backend.stylize.spectrum import SpectrumTerm
 from backend.stylize.surface import check_size
-from backend.stylize.texture import CombinedFeatures, GramTerm, RandomTextureFeatures, TextureTermConfig
+from backend.stylize.texture import (CombinedFeatures, GramTerm, RandomTextureFeatures, SlicedWassersteinTerm,
+                                    TextureTermConfig)
 from shared_protocol.limits import MAX_JOB_STEPS, TEXTURE_SIZE_RANGE
 
 MAX_STEPS = MAX_JOB_STEPS
@@ -66,6 +70,10 @@ class RestyleConfig:
     """Optimisation steps (the paper does not state its count; 1000 steps of batch 8 at 512 px)."""
     learning_rate: float = 1e-2
     """Adam learning rate on the style texture (the paper: 1e-2)."""
+    learning_rate_end: float = 1.0
+    """The learning rate decays (cosine) to this fraction of `learning_rate` by the last step (1: constant, the
+    paper). Adam moves every texel by about the learning rate each step, so a constant rate leaves texel noise
+    on the pattern at the end; a decay lets it settle."""
     batch: int = 8
     """Views rendered per step (the paper: 8)."""
     render_size: int = 512
@@ -147,6 +155,10 @@ class RestyleConfig:
                                         hint="0 turns the term off; the paper's are 1e4, 22 and 2000")
         if not self.learning_rate > 0:
             raise InvalidInputError(f"learning_rate must be > 0, got {self.learning_rate}", hint="the paper uses 1e-2")
+        if isinstance(self.learning_rate_end, bool) or not isinstance(self.learning_rate_end, (int, float)) \
+                or not 0.0 < self.learning_rate_end <= 1.0:
+            raise InvalidInputError(f"learning_rate_end must be a fraction in (0, 1], got {self.learning_rate_end!r}",
+                                    hint="1 keeps the learning rate constant (the paper); 0.1 decays it tenfold")
         if not 0.0 <= self.palette_end_fraction <= 1.0 or not 1 <= self.palette_colors <= 16:
             raise InvalidInputError("palette_end_fraction must be in [0, 1] and palette_colors in [1, 16]")
         if self.nn_chunk < 64 or self.preview_every < 1 or self.max_faces < 1:
@@ -170,20 +182,24 @@ class RestyleConfig:
 
 QUALITY_PRESETS: dict[str, dict] = {
     "draft": {"steps": 150, "batch": 2, "render_size": 256, "texture_size": 512, "preview_every": 10,
-              "learning_rate": 2e-2, "style_levels": 4,
-              "texture": TextureTermConfig(mode="gram", levels=4, kernel=9, gram_weight=2e4, colour=True)},
-    "standard": {"steps": 400, "batch": 4, "render_size": 384, "texture_size": 1024, "learning_rate": 2e-2,
-                 "style_levels": 4,
-                 "texture": TextureTermConfig(mode="gram", levels=5, kernel=9, gram_weight=2e4, colour=True)},
+              "learning_rate": 3e-2, "learning_rate_end": 0.1, "style_levels": 4,
+              "texture": TextureTermConfig(mode="gram+swd", levels=4, kernel=9, gram_weight=2e4, swd_weight=5e4,
+                                           spectrum_weight=2e4, colour=True)},
+    "standard": {"steps": 400, "batch": 4, "render_size": 384, "texture_size": 1024, "learning_rate": 3e-2,
+                 "learning_rate_end": 0.1, "style_levels": 4,
+                 "texture": TextureTermConfig(mode="gram+swd", levels=5, kernel=9, gram_weight=2e4, swd_weight=5e4,
+                                              spectrum_weight=2e4, colour=True)},
     "high": {},
 }
 """Quality -> overrides of the paper's settings. `high` is the paper (batch 8 at 512 px, 1024 px texture,
 1000 steps); `standard` 400 steps of 4 views at 384 px; `draft` 150 steps of 2 views at 256 px on a 512 px
 texture (the feature network dominates a step's cost, and it scales with batch x pixels). Draft and standard
-also add the Gram term on random multi-scale features (its pyramid reaching about a third of the render) and
-optimise the style texture as 4 levels at Adam lr 2e-2: in 150 steps the paper's optimiser on the domain CLIP
-leaves a plain or noisy texture with no pattern (benchmarks/pattern_fidelity.py, measured at 128 px renders with
-2 and 4 views a step; standard's own size is not measured)."""
+also add the texture terms (Gram and sliced Wasserstein on random multi-scale features whose pyramid reaches
+about a third of the render, and the amplitude spectrum of whole views), optimise the style texture as 4 levels
+at Adam lr 3e-2 decaying to 3e-3: in 150 steps the paper's optimiser on the domain CLIP leaves a plain or noisy
+texture with no pattern, the Gram term alone loses checks, dots and waves, and a constant rate leaves texel
+noise (benchmarks/pattern_fidelity.py, measured at 128 px renders with 2 views a step; standard's own size is not
+measured). The terms cost the draft about 1.4x the time of a Gram-only step (benchmarks/README.md)."""
 
 
 def preset(quality: Quality = "standard", **overrides) -> RestyleConfig:
@@ -316,9 +332,12 @@ class RestyleRun:
 
     def __init__(self, prepared: PreparedMesh, bank: StyleBank, extractor: FeatureExtractor,
                  palette: torch.Tensor | None, config: RestyleConfig, device: torch.device | str,
-                 generator: torch.Generator, gram: GramTerm | None = None):
+                 generator: torch.Generator, gram: GramTerm | None = None,
+                 swd: SlicedWassersteinTerm | None = None, spectrum: SpectrumTerm | None = None):
         self.config = config
+        self.spectrum = spectrum
         self.gram = gram
+        self.swd = swd
         self.device = torch.device(device)
         self.generator = generator
         self.bank = bank
@@ -340,6 +359,9 @@ class RestyleRun:
         self.levels = [torch.zeros(max(size >> i, 1), max(size >> i, 1), 3, device=self.device, requires_grad=True)
                        for i in range(config.style_levels)]
         self.optimizer = torch.optim.Adam(self.levels, lr=config.learning_rate)
+        end, steps = config.learning_rate_end, max(config.steps - 1, 1)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda i: end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * min(i, steps) / steps)))
         render_config = RenderConfig(size=config.render_size, background=tuple(config.background),
                                      rasterizer=RasterizerConfig(implementation=config.renderer))
         self.renderer = MeshRenderer(render_config, self.device)
@@ -376,12 +398,23 @@ class RestyleRun:
         content = content_loss(features, reference)
         total = cfg.style_weight * style + cfg.content_weight * content
         metrics = {"loss_style": float(style.detach()), "loss_content": float(content.detach())}
-        if self.gram is not None:
+        if self.gram is not None or self.swd is not None:
             # On the unlit render: the pattern lives in the albedo, and the style image has no shading.
             source = unlit if unlit is not None else images
-            gram = self.gram(self.gram.features(source), alpha)
-            total = total + cfg.texture.gram_weight * gram
-            metrics["loss_gram"] = float(gram.detach())
+            term = self.gram or self.swd
+            maps = term.features(source)
+            if self.gram is not None:
+                gram = self.gram(maps, alpha)
+                total = total + cfg.texture.gram_weight * gram
+                metrics["loss_gram"] = float(gram.detach())
+            if self.swd is not None:
+                swd = self.swd(maps, alpha)
+                total = total + cfg.texture.swd_weight * swd
+                metrics["loss_swd"] = float(swd.detach())
+        if self.spectrum is not None:
+            spectrum = self.spectrum(unlit if unlit is not None else images, alpha)
+            total = total + cfg.texture.spectrum_weight * spectrum
+            metrics["loss_spectrum"] = float(spectrum.detach())
         if unlit is not None and self.palette is not None:
             weight = palette_weight(step, cfg.steps, cfg.palette_weight, cfg.palette_end_fraction)
             colours = unlit.permute(0, 2, 3, 1)
@@ -403,11 +436,14 @@ class RestyleRun:
         images, alpha = self.render(texture, cameras, lights)
         with torch.no_grad():
             reference = self.extractor(self.render(self.base, cameras, lights)[0])
-        unlit = self.render(texture, cameras, lights, shade=False)[0] if self.palette_term or self.gram else None
+        unlit = self.render(texture, cameras, lights, shade=False)[0] \
+            if self.palette_term or self.gram or self.swd or self.spectrum else None
         features = self.extractor(images)
         loss, metrics = self.losses(images, features, reference, unlit, alpha, step)
+        metrics["learning_rate"] = float(self.optimizer.param_groups[0]["lr"])
         loss.backward()
         self.optimizer.step()
+        self.scheduler.step()
         return StepOutput(loss=metrics["loss"], metrics=metrics, front=images[0].detach().permute(1, 2, 0))
 
     @torch.no_grad()
@@ -505,15 +541,19 @@ def restyle(mesh: Mesh, style_images: Sequence[np.ndarray], clip, config: Restyl
     if callable(clip):
         clip = clip()
     extractor = make_extractor(config.features, clip, device)
-    gram = None
+    gram = swd = spectrum = None
     if config.texture.mode != "off":
         random_features = RandomTextureFeatures(config.texture, device)
         if config.texture.matches:
             extractor = CombinedFeatures(extractor, random_features)
         if config.texture.grams:
             gram = GramTerm(random_features, styles)
+        if config.texture.sliced:
+            swd = SlicedWassersteinTerm(random_features, styles)
+        if config.texture.spectrum_weight > 0:
+            spectrum = SpectrumTerm(styles)
     bank = build_style_bank(extractor, styles)
-    run = RestyleRun(prepared, bank, extractor, palette_tensor, config, device, generator, gram)
+    run = RestyleRun(prepared, bank, extractor, palette_tensor, config, device, generator, gram, swd, spectrum)
 
     parts: list[dict[str, float]] = []
 

@@ -13,6 +13,10 @@ a style image and a render are described alike.
 Gram term: for every view and level, the Gram matrix of the render's features over the object's pixels (the
 coverage, eroded by the filter's reach so no background enters) against the mean Gram matrix of the style
 images, as a squared Frobenius distance relative to the style's norm.
+
+Sliced Wasserstein term: the same features of the render and of the style images projected on random
+directions, sorted, and compared quantile by quantile (the whole distribution along each direction, which keeps
+two flat colours with sharp edges apart from a blur of the same covariance).
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ import torch.nn.functional as F
 
 from backend.errors import InvalidInputError
 
-TextureMode = Literal["off", "nnfm", "gram", "nnfm+gram"]
-TEXTURE_MODES: tuple[str, ...] = ("off", "nnfm", "gram", "nnfm+gram")
+TextureMode = Literal["off", "nnfm", "gram", "nnfm+gram", "swd", "gram+swd"]
+TEXTURE_MODES: tuple[str, ...] = ("off", "nnfm", "gram", "nnfm+gram", "swd", "gram+swd")
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,8 @@ class TextureTermConfig:
 
     mode: TextureMode = "off"
     """"off": CLIP features only (the paper); "nnfm": the random features join the NNFM bank as extra layers;
-    "gram": a Gram-statistics loss on them; "nnfm+gram": both."""
+    "gram": a Gram-statistics loss on them; "nnfm+gram": both; "swd": a sliced Wasserstein loss on them (the
+    distribution of the features along random directions, not only its second moments); "gram+swd": both."""
     levels: int = 4
     """Pyramid levels (each halves the image): receptive fields up to kernel * 2^(levels - 1) pixels."""
     channels: int = 48
@@ -47,6 +52,14 @@ class TextureTermConfig:
     beside lambda_S * NNFM."""
     seed: int = 0
     """Seed of the random filters (the same seed gives the same feature space)."""
+    swd_weight: float = 2e3
+    """Weight of the sliced Wasserstein term (relative to the style's spread along the directions, about 1
+    before optimisation) in the objective."""
+    spectrum_weight: float = 0.0
+    """Weight of the amplitude-spectrum term on the unlit renders (`backend.stylize.spectrum`, 1 for a plain
+    render, 0 at the style's spectrum); 0 turns it off. It runs in every mode but "off"."""
+    slices: int = 32
+    """Random directions the sliced Wasserstein term projects the features on (drawn afresh every step)."""
     colour: bool = False
     """Append the level's (pooled) image itself, 3 channels in [-1, 1], to its maps: the Gram matrix then holds
     the colours' second moments and which colours each filter fires on (zero-mean filters alone ignore the
@@ -69,6 +82,17 @@ class TextureTermConfig:
                 or not self.gram_weight >= 0:
             raise InvalidInputError(f"texture gram_weight must be a number >= 0, got {self.gram_weight!r}",
                                     hint="0 turns the Gram term off; use mode 'nnfm' for the NNFM layers alone")
+        if isinstance(self.swd_weight, bool) or not isinstance(self.swd_weight, (int, float)) \
+                or not self.swd_weight >= 0:
+            raise InvalidInputError(f"texture swd_weight must be a number >= 0, got {self.swd_weight!r}",
+                                    hint="0 turns the sliced Wasserstein term off")
+        if isinstance(self.spectrum_weight, bool) or not isinstance(self.spectrum_weight, (int, float)) \
+                or not self.spectrum_weight >= 0:
+            raise InvalidInputError(f"texture spectrum_weight must be a number >= 0, got {self.spectrum_weight!r}",
+                                    hint="0 turns the spectrum term off")
+        if isinstance(self.slices, bool) or not isinstance(self.slices, int) or not 1 <= self.slices <= 1024:
+            raise InvalidInputError(f"texture slices must be an integer in [1, 1024], got {self.slices!r}",
+                                    hint="32 random directions a step are the draft preset's")
 
     @property
     def matches(self) -> bool:
@@ -78,7 +102,12 @@ class TextureTermConfig:
     @property
     def grams(self) -> bool:
         """Whether the Gram term runs."""
-        return self.mode in ("gram", "nnfm+gram") and self.gram_weight > 0
+        return self.mode in ("gram", "nnfm+gram", "gram+swd") and self.gram_weight > 0
+
+    @property
+    def sliced(self) -> bool:
+        """Whether the sliced Wasserstein term runs."""
+        return self.mode in ("swd", "gram+swd") and self.swd_weight > 0
 
 
 class RandomTextureFeatures:
@@ -197,3 +226,65 @@ class GramTerm:
             distance = (gram - target).square().sum(dim=(1, 2)) / target.square().sum().clamp(min=1e-12)
             losses.append((distance * has).sum() / has.sum().clamp(min=1.0))
         return torch.stack(losses).mean()
+
+
+SWD_SAMPLES = 4096
+"""Positions per view and level the sliced Wasserstein term compares (a random subset, drawn each call, of a
+larger level's covered positions: the sort, not the features, dominates its cost); the style keeps 4x as many."""
+
+
+class SlicedWassersteinTerm:
+    """The sliced Wasserstein loss against a set of style images, on `features` (a `RandomTextureFeatures`):
+    per view and level, the render's features over the object's covered positions and the style images'
+    features are projected on `slices` random unit directions (drawn afresh each call from a generator seeded
+    with the features' seed, so a run is repeatable), sorted, and compared quantile by quantile (Heitz,
+    Vanhoey, Chambon & Belcour 2021, "A Sliced Wasserstein Loss for Neural Texture Synthesis"). Unlike the
+    Gram matrix, which keeps only second moments, this matches each projection's whole distribution: two
+    flat colours with sharp edges rather than any mix of the same covariance."""
+
+    def __init__(self, features: RandomTextureFeatures, styles: Sequence[torch.Tensor]):
+        if not styles:
+            raise InvalidInputError("no style image was given", hint="pass at least one style image")
+        self.features = features
+        self.slices = features.config.slices
+        self.generator = torch.Generator().manual_seed(features.config.seed + 7919)
+        with torch.no_grad():
+            per_image = [[m[0].flatten(1).T for m in features(image)] for image in styles]
+            self.targets = [self._sample(torch.cat(level, dim=0), 4 * SWD_SAMPLES)
+                            for level in zip(*per_image)]  # [M, C] per level
+
+    def __call__(self, maps: list[torch.Tensor], alpha: torch.Tensor) -> torch.Tensor:
+        """0-d loss: mean over views and levels of the mean squared difference of the sorted projections,
+        relative to the style's variance along the same directions. maps: the render's features per level;
+        alpha: [B, 1, H, W] coverage. Views in which a level has no fully covered position add nothing."""
+        reach = self.features.config.kernel // 2
+        losses = []
+        for fmap, target in zip(maps, self.targets):
+            directions = torch.randn(fmap.shape[1], self.slices, generator=self.generator)
+            directions = (directions / directions.norm(dim=0, keepdim=True)).to(fmap.device)
+            style = (target @ directions).sort(dim=0).values  # [M, slices]
+            scale = style.var(dim=0).mean().clamp(min=1e-12)
+            weight = coverage_at(alpha, tuple(fmap.shape[-2:]), reach)
+            for view in range(fmap.shape[0]):
+                keep = weight[view, 0].flatten() > 0
+                count = int(keep.sum())
+                if count == 0:
+                    continue
+                chosen = keep.nonzero()[:, 0]
+                if count > SWD_SAMPLES:
+                    chosen = chosen[self._choice(count, SWD_SAMPLES, fmap.device)]
+                    count = SWD_SAMPLES
+                projected = (fmap[view].flatten(1)[:, chosen].T @ directions).sort(dim=0).values  # [N, slices]
+                at = ((torch.arange(count, device=fmap.device) + 0.5) * (style.shape[0] / count)).long()
+                losses.append((projected - style[at]).square().mean() / scale)
+        if not losses:
+            return maps[0].sum() * 0.0
+        return torch.stack(losses).mean()
+
+    def _choice(self, count: int, size: int, device: torch.device) -> torch.Tensor:
+        """`size` distinct indices in [0, count), drawn from the term's generator."""
+        return torch.randperm(count, generator=self.generator)[:size].to(device)
+
+    def _sample(self, rows: torch.Tensor, size: int) -> torch.Tensor:
+        """At most `size` of `rows` [M, C], drawn from the term's generator (all of them when M <= size)."""
+        return rows if len(rows) <= size else rows[self._choice(len(rows), size, rows.device)]

@@ -165,9 +165,9 @@ def test_a_preset_shrunk_below_its_texture_term_keeps_the_levels_that_fit():
     from backend.stylize.restyle import preset
 
     full = preset("draft")
-    assert full.texture.mode == "gram" and full.texture.levels == 4
+    assert full.texture.mode == "gram+swd" and full.texture.levels == 4
     small = preset("draft", render_size=64, texture_size=64)  # 9 px x 2^3 = 72 px does not fit: 3 levels (36 px)
-    assert small.texture.levels == 3 and small.texture.mode == "gram"
+    assert small.texture.levels == 3 and small.texture.mode == "gram+swd"
     assert preset("draft", render_size=32, texture_size=64).texture.levels == 2
     assert preset("draft").texture.levels == 4  # the preset itself is unchanged
     # A term the caller gives is kept as given, and refused when it does not fit.
