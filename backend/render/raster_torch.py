@@ -181,32 +181,81 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
     batch = pos.shape[0]
     ids = _visibility(pos.detach(), tri, height, width, max_pairs)
     covered = torch.nonzero(ids).squeeze(1)
-    out = pos.new_zeros(batch * height * width, 4)
     if covered.numel() == 0:
-        return out.reshape(batch, height, width, 4)
+        return pos.new_zeros(batch, height, width, 4)
     face = ids[covered] - 1
     b = torch.div(covered, height * width, rounding_mode="floor")
     rem = covered - b * height * width
     py = torch.div(rem, width, rounding_mode="floor")
     px = rem - py * width
-    # Differentiable recomputation of the barycentrics for the visible triangle only.
-    verts = pos[b.unsqueeze(1), tri[face]]  # [P, 3, 4]
-    w = verts[..., 3]
-    nx = verts[..., 0] / w
-    ny = verts[..., 1] / w
+    corner = tri.index_select(0, face) + (b * pos.shape[1]).unsqueeze(1)  # [P, 3] rows of pos.reshape(-1, 4)
     cx = (px.to(pos.dtype) + 0.5) / width * 2.0 - 1.0
     cy = (py.to(pos.dtype) + 0.5) / height * 2.0 - 1.0
-    area = (nx[:, 1] - nx[:, 0]) * (ny[:, 2] - ny[:, 0]) - (nx[:, 2] - nx[:, 0]) * (ny[:, 1] - ny[:, 0])
-    s0 = ((nx[:, 1] - cx) * (ny[:, 2] - cy) - (nx[:, 2] - cx) * (ny[:, 1] - cy)) / area
-    s1 = ((nx[:, 2] - cx) * (ny[:, 0] - cy) - (nx[:, 0] - cx) * (ny[:, 2] - cy)) / area
-    s2 = 1.0 - s0 - s1
-    zw = s0 * verts[:, 0, 2] / w[:, 0] + s1 * verts[:, 1, 2] / w[:, 1] + s2 * verts[:, 2, 2] / w[:, 2]
-    # Perspective correction: weights proportional to screen barycentric / w.
-    p0, p1, p2 = s0 / w[:, 0], s1 / w[:, 1], s2 / w[:, 2]
-    norm = p0 + p1 + p2
-    values = torch.stack([p0 / norm, p1 / norm, zw, face.to(pos.dtype) + 1.0], dim=1)
-    out = out.index_put((covered,), values)
+    out = _Barycentrics.apply(pos, corner, covered, cx, cy, face.to(pos.dtype) + 1.0, batch * height * width)
     return out.reshape(batch, height, width, 4)
+
+
+class _Barycentrics(torch.autograd.Function):
+    """Perspective-correct barycentrics and depth of the visible triangle at each covered pixel, with an
+    analytic backward (autograd through the many small ops it takes was most of the rasterizer's cost).
+
+    forward(pos [B, V, 4], corner [P, 3] rows of pos.reshape(-1, 4), covered [P] pixel indices,
+    cx, cy [P] pixel centres in NDC, ids [P] triangle id + 1, total pixels) -> rast [total, 4].
+    """
+
+    @staticmethod
+    def forward(ctx, pos, corner, covered, cx, cy, ids, total):
+        flat = pos.detach().reshape(-1, 4)
+        verts = flat.index_select(0, corner.reshape(-1)).reshape(-1, 3, 4)
+        w = verts[..., 3]
+        nx = verts[..., 0] / w  # [P, 3]
+        ny = verts[..., 1] / w
+        z = verts[..., 2] / w
+        dx = nx - cx.unsqueeze(1)
+        dy = ny - cy.unsqueeze(1)
+        # Edge function opposite each vertex k: E_k over the vertices k+1, k+2 (s_k = E_k / area).
+        dx1, dy1 = dx.roll(-1, dims=1), dy.roll(-1, dims=1)
+        dx2, dy2 = dx.roll(-2, dims=1), dy.roll(-2, dims=1)
+        edge = dx1 * dy2 - dx2 * dy1
+        area = (nx[:, 1] - nx[:, 0]) * (ny[:, 2] - ny[:, 0]) - (nx[:, 2] - nx[:, 0]) * (ny[:, 1] - ny[:, 0])
+        s = edge[:, :2] / area.unsqueeze(1)
+        s = torch.cat([s, 1.0 - s.sum(1, keepdim=True)], dim=1)  # [P, 3] screen barycentrics
+        zw = (s * z).sum(1)
+        p = s / w
+        norm = p.sum(1)
+        out = flat.new_zeros(total, 4)
+        values = torch.stack([p[:, 0] / norm, p[:, 1] / norm, zw, ids], dim=1)
+        out.index_copy_(0, covered, values)
+        ctx.save_for_backward(corner, covered, nx, ny, z, w, s, area, norm, values[:, :2])
+        ctx.num_rows = flat.shape[0]
+        ctx.pos_shape = pos.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        corner, covered, nx, ny, z, w, s, area, norm, uv = ctx.saved_tensors
+        g = grad_out.index_select(0, covered)
+        gu, gv, gz = g[:, 0:1], g[:, 1:2], g[:, 2:3]
+        # u = p0 / N, v = p1 / N with p_k = s_k / w_k and N = sum p_k.
+        gp = (-(gu * uv[:, 0:1] + gv * uv[:, 1:2])).expand(-1, 3).clone()
+        gp[:, 0:1] += gu
+        gp[:, 1:2] += gv
+        gp = gp / norm.unsqueeze(1)
+        gs = gp / w + gz * z  # [P, 3]
+        # Screen barycentric s_k has gradient grad_k w.r.t. the pixel centre; moving vertex j by d
+        # changes s_k by -s_j grad_k . d.
+        inv = 1.0 / area.unsqueeze(1)
+        grad_x = (ny.roll(-1, dims=1) - ny.roll(-2, dims=1)) * inv  # [P, 3] d s_k / d cx
+        grad_y = (nx.roll(-2, dims=1) - nx.roll(-1, dims=1)) * inv
+        sum_x = (gs * grad_x).sum(1, keepdim=True)
+        sum_y = (gs * grad_y).sum(1, keepdim=True)
+        g_nx = -s * sum_x
+        g_ny = -s * sum_y
+        g_z = gz * s
+        g_vert = torch.stack([g_nx / w, g_ny / w, g_z / w,
+                              -(g_nx * nx + g_ny * ny + g_z * z + gp * s / w) / w], dim=-1)  # [P, 3, 4]
+        grad_pos = g_vert.new_zeros(ctx.num_rows, 4).index_add_(0, corner.reshape(-1), g_vert.reshape(-1, 4))
+        return grad_pos.reshape(ctx.pos_shape), None, None, None, None, None, None
 
 
 def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
