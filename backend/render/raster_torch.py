@@ -19,6 +19,8 @@ pixel-to-pixel segment the edge crosses (nvdiffrast's analytic antialiasing).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 _NO_HIT = torch.iinfo(torch.int64).max
@@ -268,7 +270,7 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> to
     """
     batch, height, width, _ = rast.shape
     channels = attr.shape[-1]
-    flat = rast.reshape(-1, 4)
+    flat = rast.detach().reshape(-1, 4)
     covered = torch.nonzero(flat[:, 3] > 0).squeeze(1)  # work on covered pixels only
     face = flat[covered, 3].long() - 1
     corner = tri.long().index_select(0, face)  # [P, 3]
@@ -276,13 +278,49 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> to
         num_vertices = attr.shape[1]
         b = torch.div(covered, height * width, rounding_mode="floor")
         corner = corner + (b * num_vertices).unsqueeze(1)
-        attr = attr.reshape(-1, channels)
-    corners = attr.index_select(0, corner.reshape(-1)).reshape(-1, 3, channels)
-    uv = flat.index_select(0, covered)
-    u, v = uv[:, 0:1], uv[:, 1:2]
-    values = corners[:, 2] + u * (corners[:, 0] - corners[:, 2]) + v * (corners[:, 1] - corners[:, 2])
-    out = attr.new_zeros(batch * height * width, channels).index_copy(0, covered, values.to(attr.dtype))
+    out = _Interpolate.apply(attr, rast, corner, covered)
     return out.reshape(batch, height, width, channels)
+
+
+class _Interpolate(torch.autograd.Function):
+    """attr's values at the covered pixels from their barycentrics, with an analytic backward.
+
+    forward(attr [V, C] or [B, V, C], rast [B, H, W, 4], corner [P, 3] rows of attr.reshape(-1, C),
+    covered [P] pixel indices) -> [B * H * W, C], zero where not covered.
+    """
+
+    @staticmethod
+    def forward(ctx, attr, rast, corner, covered):
+        channels = attr.shape[-1]
+        flat_attr = attr.detach().reshape(-1, channels)
+        corners = flat_attr.index_select(0, corner.reshape(-1)).reshape(-1, 3, channels)
+        uv = rast.detach().reshape(-1, 4).index_select(0, covered)[:, :2].to(attr.dtype)
+        u, v = uv[:, 0:1], uv[:, 1:2]
+        d0 = corners[:, 0] - corners[:, 2]
+        d1 = corners[:, 1] - corners[:, 2]
+        values = corners[:, 2] + u * d0 + v * d1
+        total = rast.shape[0] * rast.shape[1] * rast.shape[2]
+        out = flat_attr.new_zeros(total, channels).index_copy_(0, covered, values)
+        ctx.save_for_backward(corner, covered, uv, d0, d1)
+        ctx.attr_shape, ctx.rast_shape, ctx.rast_dtype = attr.shape, rast.shape, rast.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        corner, covered, uv, d0, d1 = ctx.saved_tensors
+        g = grad_out.index_select(0, covered)  # [P, C]
+        grad_attr = grad_rast = None
+        if ctx.needs_input_grad[0]:
+            weights = torch.cat([uv, 1.0 - uv.sum(1, keepdim=True)], dim=1)  # [P, 3]
+            grad_attr = g.new_zeros(math.prod(ctx.attr_shape[:-1]), g.shape[1]).index_add_(
+                0, corner.reshape(-1), (weights.unsqueeze(2) * g.unsqueeze(1)).reshape(-1, g.shape[1]))
+            grad_attr = grad_attr.reshape(ctx.attr_shape)
+        if ctx.needs_input_grad[1]:
+            guv = torch.stack([(g * d0).sum(1), (g * d1).sum(1)], dim=1).to(ctx.rast_dtype)
+            grad_rast = guv.new_zeros(math.prod(ctx.rast_shape[:-1]), 4)
+            grad_rast[:, :2].index_copy_(0, covered, guv)
+            grad_rast = grad_rast.reshape(ctx.rast_shape)
+        return grad_attr, grad_rast, None, None
 
 
 def texture(tex: torch.Tensor, uv: torch.Tensor, boundary_mode: str = "wrap") -> torch.Tensor:
