@@ -428,8 +428,9 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     ids = rast[..., 3].long().reshape(-1)  # triangle id + 1
     depth = rast[..., 2].reshape(-1)
     flat_color = color.reshape(-1, channels)
-    targets: list[torch.Tensor] = []
-    changes: list[torch.Tensor] = []
+    pairs_p: list[torch.Tensor] = []
+    pairs_q: list[torch.Tensor] = []
+    pairs_horizontal: list[torch.Tensor] = []
     pixel = torch.arange(batch * height * width, device=color.device).reshape(batch, height, width)
     for horizontal in (True, False):
         if horizontal:
@@ -440,36 +441,41 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
         p, q = p[differ], q[differ]
         b_of = torch.div(p, height * width, rounding_mode="floor") * (tri.shape[0] + 1)
         keep = has_silhouette[b_of + ids[p]] | has_silhouette[b_of + ids[q]]
-        p, q = p[keep], q[keep]
-        if p.numel() == 0:
-            continue
-        # Try the nearer side's triangle first; fall back to the other side's.
-        p_front = (ids[q] == 0) | ((ids[p] != 0) & (depth[p] <= depth[q]))
-        t_a, ok_a = _crossing(p, q, ids, sx, sy, tri, topology, facing, height, width, horizontal)
-        t_b, ok_b = _crossing(q, p, ids, sx, sy, tri, topology, facing, height, width, horizontal)
-        use_a = ok_a & (p_front | ~ok_b)
-        use_b = ok_b & ~use_a
-        for use, own, other, t in ((use_a, p, q, t_a), (use_b, q, p, t_b)):
-            own, other, t = own[use], other[use], t[use]
-            # Edge beyond the midpoint: the other pixel is partly covered by this triangle.
-            spill = (t - 0.5).clamp(min=0).unsqueeze(1)
-            # Edge before the midpoint: this pixel is partly uncovered.
-            recede = (0.5 - t).clamp(min=0).unsqueeze(1)
-            diff = flat_color[own] - flat_color[other]
-            targets += [other, own]
-            changes += [spill * diff, -recede * diff]
-    if not targets:
+        pairs_p.append(p[keep])
+        pairs_q.append(q[keep])
+        pairs_horizontal.append(torch.full_like(pairs_p[-1], horizontal, dtype=torch.bool))
+    p, q, horizontal = torch.cat(pairs_p), torch.cat(pairs_q), torch.cat(pairs_horizontal)
+    if p.numel() == 0:
         return color
-    # One scatter for every pair (an out-of-place index_add per pair direction would copy the image each time).
-    out = flat_color.index_add(0, torch.cat(targets), torch.cat(changes))
+    # Try the nearer side's triangle first; fall back to the other side's. Both sides of every
+    # pair (both directions) go through one `_crossing` call: fewer, larger ops.
+    p_front = (ids[q] == 0) | ((ids[p] != 0) & (depth[p] <= depth[q]))
+    count = p.numel()
+    t_ab, ok_ab = _crossing(torch.cat([p, q]), torch.cat([q, p]), ids, sx, sy, tri, topology, facing, height,
+                            width, torch.cat([horizontal, horizontal]))
+    t_a, t_b = t_ab[:count], t_ab[count:]
+    ok_a, ok_b = ok_ab[:count], ok_ab[count:]
+    use_a = ok_a & (p_front | ~ok_b)
+    use_b = ok_b & ~use_a
+    own = torch.cat([p[use_a], q[use_b]])
+    other = torch.cat([q[use_a], p[use_b]])
+    t = torch.cat([t_a[use_a], t_b[use_b]]).unsqueeze(1)
+    # Edge beyond the midpoint: the other pixel is partly covered by this triangle.
+    spill = (t - 0.5).clamp(min=0)
+    # Edge before the midpoint: this pixel is partly uncovered.
+    recede = (0.5 - t).clamp(min=0)
+    diff = flat_color.index_select(0, own) - flat_color.index_select(0, other)
+    # One scatter for every pair (an out-of-place index_add per pair would copy the image each time).
+    out = flat_color.index_add(0, torch.cat([other, own]), torch.cat([spill * diff, -recede * diff]))
     return out.reshape(batch, height, width, channels)
 
 
 def _crossing(own: torch.Tensor, other: torch.Tensor, ids: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor,
               tri: torch.Tensor, topology: torch.Tensor, facing: torch.Tensor, height: int, width: int,
-              horizontal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+              horizontal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Where a silhouette edge of the triangle at `own` crosses the segment own -> other.
 
+    horizontal: [P] bool, whether each pair is left-right neighbours (else bottom-top).
     Returns t in [0, 1] (0 at own's centre; differentiable w.r.t. positions) and a validity mask.
     """
     face = ids[own] - 1
@@ -483,9 +489,9 @@ def _crossing(own: torch.Tensor, other: torch.Tensor, ids: torch.Tensor, sx: tor
     oy = torch.div(rem_own, width, rounding_mode="floor").to(sx.dtype) + 0.5
     qx = (rem_other % width).to(sx.dtype) + 0.5
     qy = torch.div(rem_other, width, rounding_mode="floor").to(sx.dtype) + 0.5
-    corner = tri[face]  # [P, 3]
-    vx = sx[b.unsqueeze(1), corner]  # [P, 3]
-    vy = sy[b.unsqueeze(1), corner]
+    corner = (tri.index_select(0, face) + (b * sx.shape[1]).unsqueeze(1)).reshape(-1)  # rows of sx.reshape(-1)
+    vx = sx.reshape(-1).index_select(0, corner).reshape(-1, 3)  # [P, 3]
+    vy = sy.reshape(-1).index_select(0, corner).reshape(-1, 3)
     ax, ay = vx, vy
     bx, by = vx.roll(-1, dims=1), vy.roll(-1, dims=1)
     orient = facing[b, face].unsqueeze(1)
@@ -497,7 +503,7 @@ def _crossing(own: torch.Tensor, other: torch.Tensor, ids: torch.Tensor, sx: tor
     silhouette = (opp < 0) | (opp_facing != orient)
     dx, dy = (bx - ax).detach().abs(), (by - ay).detach().abs()
     # Each edge is handled by one pair direction only, so its length is counted once.
-    steep = dy >= dx if horizontal else dx > dy
+    steep = torch.where(horizontal.unsqueeze(1), dy >= dx, dx > dy)
     crosses = (e_other < 0) & (e_own.detach() >= 0) & silhouette & steep
     t = e_own / (e_own - e_other).where(crosses, torch.ones_like(e_own))
     t = torch.where(crosses, t, torch.full_like(t, 2.0))
