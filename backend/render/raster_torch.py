@@ -130,9 +130,11 @@ def _grid_candidates(table: torch.Tensor, side: int, rows: torch.Tensor, width: 
     f = table.T.unsqueeze(-1)  # [14, T, 1] broadcasts against the grid
     cx = f[9] + (ox + 0.5)
     cy = f[10] + (oy + 0.5)
-    w0 = f[0] * cx + f[1] * cy + f[2]
-    w1 = f[3] * cx + f[4] * cy + f[5]
-    inside = (w0 >= 0) & (w1 >= 0) & (w0 + w1 <= 1) & (ox < f[11]) & (oy < rows.unsqueeze(-1))
+    # In place: the [T, S] temporaries are large, and fresh allocations cost page faults.
+    w0 = torch.mul(f[0], cx).add_(torch.mul(f[1], cy)).add_(f[2])
+    w1 = cx.mul_(f[3]).add_(cy.mul_(f[4])).add_(f[5])
+    inside = (w0 >= 0).logical_and_(w1 >= 0).logical_and_(w0.add_(w1) <= 1)
+    inside.logical_and_(ox < f[11]).logical_and_(oy < rows.unsqueeze(-1))
     hit = torch.nonzero(inside.reshape(-1)).squeeze(1)
     t = torch.div(hit, side * side, rounding_mode="floor")
     cell = hit - t * (side * side)
