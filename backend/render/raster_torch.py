@@ -55,16 +55,21 @@ def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, m
     device = pos.device
     sx, sy, sz = _screen(pos.float(), height, width)
     num_faces = tri.shape[0]
-    fx, fy, fz = sx[:, tri], sy[:, tri], sz[:, tri]  # [B, F, 3]
-    fw = pos[..., 3][:, tri]
-    area = (fx[..., 1] - fx[..., 0]) * (fy[..., 2] - fy[..., 0]) - (fx[..., 2] - fx[..., 0]) * (fy[..., 1] - fy[..., 0])
-    x0 = torch.ceil(fx.min(-1).values - 0.5).clamp(min=0)
-    x1 = torch.floor(fx.max(-1).values - 0.5).clamp(max=width - 1)
-    y0 = torch.ceil(fy.min(-1).values - 0.5).clamp(min=0)
-    y1 = torch.floor(fy.max(-1).values - 0.5).clamp(max=height - 1)
+    # One gather of every corner's (x, y, z, w), laid out so each corner's component is a contiguous [B, F].
+    corners = torch.stack([sx, sy, sz, pos[..., 3].float()]).index_select(2, tri.reshape(-1))
+    corners = corners.reshape(4, batch, num_faces, 3).permute(0, 3, 1, 2).contiguous()  # [4, 3, B, F]
+    (fx0, fx1, fx2), (fy0, fy1, fy2), (fz0, fz1, fz2), (fw0, fw1, fw2) = corners
+    dx1, dx2 = fx1 - fx0, fx2 - fx0
+    dy1, dy2 = fy1 - fy0, fy2 - fy0
+    area = dx1 * dy2 - dx2 * dy1
+    x0 = torch.ceil(torch.minimum(torch.minimum(fx0, fx1), fx2) - 0.5).clamp(min=0)
+    x1 = torch.floor(torch.maximum(torch.maximum(fx0, fx1), fx2) - 0.5).clamp(max=width - 1)
+    y0 = torch.ceil(torch.minimum(torch.minimum(fy0, fy1), fy2) - 0.5).clamp(min=0)
+    y1 = torch.floor(torch.maximum(torch.maximum(fy0, fy1), fy2) - 0.5).clamp(max=height - 1)
     cols = (x1 - x0 + 1).clamp(min=0)
     rows = (y1 - y0 + 1).clamp(min=0)
-    ok = (fw > 0).all(-1) & (area.abs() > 1e-12) & (fz > -1).any(-1) & (fz < 1).any(-1) & torch.isfinite(area)
+    ok = ((fw0 > 0) & (fw1 > 0) & (fw2 > 0) & (area.abs() > 1e-12) & ((fz0 > -1) | (fz1 > -1) | (fz2 > -1))
+          & ((fz0 < 1) | (fz1 < 1) | (fz2 < 1)) & torch.isfinite(area))
     counts = torch.where(ok, cols * rows, torch.zeros_like(cols)).long().flatten()  # [B * F]
     depth_keys = torch.full((batch * height * width,), _NO_HIT, dtype=torch.int64, device=device)
     live = torch.nonzero(counts > 0).squeeze(1)
@@ -75,18 +80,15 @@ def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, m
     # Each live triangle becomes planes in pixel coordinates: barycentrics b0, b1 and depth z/w are
     # affine in screen space, so a candidate pixel costs three multiply-adds each.
     inv = 1.0 / area
-    def plane(values):  # values [B, F, 3] at the vertices -> coefficients (a, b, c) of a*x + b*y + c
-        dx1, dx2 = fx[..., 1] - fx[..., 0], fx[..., 2] - fx[..., 0]
-        dy1, dy2 = fy[..., 1] - fy[..., 0], fy[..., 2] - fy[..., 0]
-        dv1, dv2 = values[..., 1] - values[..., 0], values[..., 2] - values[..., 0]
-        a = (dv1 * dy2 - dv2 * dy1) * inv
-        b = (dv2 * dx1 - dv1 * dx2) * inv
-        return a, b, values[..., 0] - a * fx[..., 0] - b * fy[..., 0]
 
-    eye = torch.eye(3, device=device)
-    b0 = plane(eye[0].expand_as(fx))
-    b1 = plane(eye[1].expand_as(fx))
-    zp = plane(fz)
+    def plane(a, b, v0):  # a * x + b * y + c through value v0 at corner 0, given (a, b) before scaling
+        a, b = a * inv, b * inv
+        return a, b, v0 - a * fx0 - b * fy0
+
+    b0 = plane(dy1 - dy2, dx2 - dx1, 1.0)  # the barycentric of corner 0: values (1, 0, 0)
+    b1 = plane(dy2, -dx2, 0.0)  # corner 1: values (0, 1, 0)
+    dz1, dz2 = fz1 - fz0, fz2 - fz0
+    zp = plane(dz1 * dy2 - dz2 * dy1, dz2 * dx1 - dz1 * dx2, fz0)
     face_index = torch.arange(num_faces, device=device, dtype=torch.float32).expand(batch, -1)
     pixel_base = (torch.arange(batch, device=device, dtype=torch.float32) * (height * width)).unsqueeze(1).expand(-1, num_faces)
     # One row per live triangle; float32 holds the integers exactly (all < 2^24).
