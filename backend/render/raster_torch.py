@@ -56,8 +56,9 @@ def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, m
     sx, sy, sz = _screen(pos.float(), height, width)
     num_faces = tri.shape[0]
     # One gather of every corner's (x, y, z, w), laid out so each corner's component is a contiguous [B, F].
-    corners = torch.stack([sx, sy, sz, pos[..., 3].float()]).index_select(2, tri.reshape(-1))
-    corners = corners.reshape(4, batch, num_faces, 3).permute(0, 3, 1, 2).contiguous()  # [4, 3, B, F]
+    rows_of = (tri.reshape(1, -1) + (torch.arange(batch, device=device) * pos.shape[1]).unsqueeze(1)).reshape(-1)
+    corners = torch.stack([sx, sy, sz, pos[..., 3].float()], dim=-1).reshape(-1, 4).index_select(0, rows_of)
+    corners = corners.reshape(batch, num_faces, 3, 4).permute(3, 2, 0, 1).contiguous()  # [4, 3, B, F]
     (fx0, fx1, fx2), (fy0, fy1, fy2), (fz0, fz1, fz2), (fw0, fw1, fw2) = corners
     dx1, dx2 = fx1 - fx0, fx2 - fx0
     dy1, dy2 = fy1 - fy0, fy2 - fy0
