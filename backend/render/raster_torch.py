@@ -275,23 +275,30 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> to
     """
     batch, height, width, _ = rast.shape
     channels = attr.shape[-1]
-    flat = rast.detach().reshape(-1, 4)
-    covered = torch.nonzero(flat[:, 3] > 0).squeeze(1)  # work on covered pixels only
-    face = flat[covered, 3].long() - 1
+    covered = torch.nonzero(rast.detach()[..., 3].reshape(-1) > 0).squeeze(1)  # work on covered pixels only
+    values = interpolate_pixels(attr, rast, tri, covered)
+    out = values.new_zeros(batch * height * width, channels).index_copy(0, covered, values)
+    return out.reshape(batch, height, width, channels)
+
+
+def interpolate_pixels(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """`interpolate` at a list of covered pixels only: [P, C] for `pixels` [P], indices into the
+    flattened [B * H * W] image, every one covered (rast id > 0). Skips the dense image both ways."""
+    batch, height, width, _ = rast.shape
+    face = rast.detach().reshape(-1, 4)[:, 3].index_select(0, pixels).long() - 1
     corner = tri.long().index_select(0, face)  # [P, 3]
     if attr.dim() == 3:
         num_vertices = attr.shape[1]
-        b = torch.div(covered, height * width, rounding_mode="floor")
+        b = torch.div(pixels, height * width, rounding_mode="floor")
         corner = corner + (b * num_vertices).unsqueeze(1)
-    out = _Interpolate.apply(attr, rast, corner, covered)
-    return out.reshape(batch, height, width, channels)
+    return _Interpolate.apply(attr, rast, corner, pixels)
 
 
 class _Interpolate(torch.autograd.Function):
     """attr's values at the covered pixels from their barycentrics, with an analytic backward.
 
     forward(attr [V, C] or [B, V, C], rast [B, H, W, 4], corner [P, 3] rows of attr.reshape(-1, C),
-    covered [P] pixel indices) -> [B * H * W, C], zero where not covered.
+    covered [P] pixel indices) -> [P, C].
     """
 
     @staticmethod
@@ -304,16 +311,14 @@ class _Interpolate(torch.autograd.Function):
         d0 = corners[:, 0] - corners[:, 2]
         d1 = corners[:, 1] - corners[:, 2]
         values = corners[:, 2] + u * d0 + v * d1
-        total = rast.shape[0] * rast.shape[1] * rast.shape[2]
-        out = flat_attr.new_zeros(total, channels).index_copy_(0, covered, values)
         ctx.save_for_backward(corner, covered, uv, d0, d1)
         ctx.attr_shape, ctx.rast_shape, ctx.rast_dtype = attr.shape, rast.shape, rast.dtype
-        return out
+        return values
 
     @staticmethod
     def backward(ctx, grad_out):
         corner, covered, uv, d0, d1 = ctx.saved_tensors
-        g = grad_out.index_select(0, covered)  # [P, C]
+        g = grad_out  # [P, C]
         grad_attr = grad_rast = None
         if ctx.needs_input_grad[0]:
             weights = torch.cat([uv, 1.0 - uv.sum(1, keepdim=True)], dim=1)  # [P, 3]
