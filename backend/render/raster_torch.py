@@ -213,55 +213,47 @@ class _Barycentrics(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pos, corner, covered, cx, cy, ids, total):
         flat = pos.detach().reshape(-1, 4)
-        verts = flat.index_select(0, corner.reshape(-1)).reshape(-1, 3, 4)
-        w = verts[..., 3]
-        nx = verts[..., 0] / w  # [P, 3]
-        ny = verts[..., 1] / w
-        z = verts[..., 2] / w
-        dx = nx - cx.unsqueeze(1)
-        dy = ny - cy.unsqueeze(1)
-        # Edge function opposite each vertex k: E_k over the vertices k+1, k+2 (s_k = E_k / area).
-        dx1, dy1 = dx.roll(-1, dims=1), dy.roll(-1, dims=1)
-        dx2, dy2 = dx.roll(-2, dims=1), dy.roll(-2, dims=1)
-        edge = dx1 * dy2 - dx2 * dy1
-        area = (nx[:, 1] - nx[:, 0]) * (ny[:, 2] - ny[:, 0]) - (nx[:, 2] - nx[:, 0]) * (ny[:, 1] - ny[:, 0])
-        s = edge[:, :2] / area.unsqueeze(1)
-        s = torch.cat([s, 1.0 - s.sum(1, keepdim=True)], dim=1)  # [P, 3] screen barycentrics
-        zw = (s * z).sum(1)
+        # [4, 3, P]: each corner's component a contiguous vector.
+        verts = flat.index_select(0, corner.reshape(-1)).reshape(-1, 3, 4).permute(2, 1, 0).contiguous()
+        w = verts[3]
+        nx, ny, z = verts[0] / w, verts[1] / w, verts[2] / w  # [3, P]
+        dx, dy = nx - cx, ny - cy
+        area = (nx[1] - nx[0]) * (ny[2] - ny[0]) - (nx[2] - nx[0]) * (ny[1] - ny[0])
+        s0 = (dx[1] * dy[2] - dx[2] * dy[1]) / area
+        s1 = (dx[2] * dy[0] - dx[0] * dy[2]) / area
+        s = torch.stack([s0, s1, 1.0 - s0 - s1])  # [3, P] screen barycentrics
+        zw = (s * z).sum(0)
         p = s / w
-        norm = p.sum(1)
+        norm = p.sum(0)
+        u, v = p[0] / norm, p[1] / norm
         out = flat.new_zeros(total, 4)
-        values = torch.stack([p[:, 0] / norm, p[:, 1] / norm, zw, ids], dim=1)
-        out.index_copy_(0, covered, values)
-        ctx.save_for_backward(corner, covered, nx, ny, z, w, s, area, norm, values[:, :2])
+        out.index_copy_(0, covered, torch.stack([u, v, zw, ids], dim=1))
+        ctx.save_for_backward(corner, covered, nx, ny, z, w, s, area, norm, u, v)
         ctx.num_rows = flat.shape[0]
         ctx.pos_shape = pos.shape
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        corner, covered, nx, ny, z, w, s, area, norm, uv = ctx.saved_tensors
-        g = grad_out.index_select(0, covered)
-        gu, gv, gz = g[:, 0:1], g[:, 1:2], g[:, 2:3]
+        corner, covered, nx, ny, z, w, s, area, norm, u, v = ctx.saved_tensors
+        g = grad_out.index_select(0, covered).T  # [4, P]
+        gu, gv, gz = g[0], g[1], g[2]
         # u = p0 / N, v = p1 / N with p_k = s_k / w_k and N = sum p_k.
-        gp = (-(gu * uv[:, 0:1] + gv * uv[:, 1:2])).expand(-1, 3).clone()
-        gp[:, 0:1] += gu
-        gp[:, 1:2] += gv
-        gp = gp / norm.unsqueeze(1)
-        gs = gp / w + gz * z  # [P, 3]
-        # Screen barycentric s_k has gradient grad_k w.r.t. the pixel centre; moving vertex j by d
+        common = -(gu * u + gv * v)
+        gp = torch.stack([common + gu, common + gv, common]) / norm  # [3, P]
+        gs = gp / w + gz * z
+        # Screen barycentric s_k has gradient grad_k w.r.t. the pixel centre; moving corner j by d
         # changes s_k by -s_j grad_k . d.
-        inv = 1.0 / area.unsqueeze(1)
-        grad_x = (ny.roll(-1, dims=1) - ny.roll(-2, dims=1)) * inv  # [P, 3] d s_k / d cx
-        grad_y = (nx.roll(-2, dims=1) - nx.roll(-1, dims=1)) * inv
-        sum_x = (gs * grad_x).sum(1, keepdim=True)
-        sum_y = (gs * grad_y).sum(1, keepdim=True)
+        sum_x = (gs[0] * (ny[1] - ny[2]) + gs[1] * (ny[2] - ny[0]) + gs[2] * (ny[0] - ny[1])) / area
+        sum_y = (gs[0] * (nx[2] - nx[1]) + gs[1] * (nx[0] - nx[2]) + gs[2] * (nx[1] - nx[0])) / area
         g_nx = -s * sum_x
         g_ny = -s * sum_y
         g_z = gz * s
-        g_vert = torch.stack([g_nx / w, g_ny / w, g_z / w,
-                              -(g_nx * nx + g_ny * ny + g_z * z + gp * s / w) / w], dim=-1)  # [P, 3, 4]
-        grad_pos = g_vert.new_zeros(ctx.num_rows, 4).index_add_(0, corner.reshape(-1), g_vert.reshape(-1, 4))
+        inv_w = 1.0 / w
+        g_vert = torch.stack([g_nx * inv_w, g_ny * inv_w, g_z * inv_w,
+                              -(g_nx * nx + g_ny * ny + g_z * z + gp * s * inv_w) * inv_w])  # [4, 3, P]
+        g_vert = g_vert.permute(2, 1, 0).reshape(-1, 4)
+        grad_pos = g_vert.new_zeros(ctx.num_rows, 4).index_add_(0, corner.reshape(-1), g_vert)
         return grad_pos.reshape(ctx.pos_shape), None, None, None, None, None, None
 
 
