@@ -419,9 +419,11 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
         pos = pos.expand(batch, -1, -1)
     sx, sy, _ = _screen(pos, height, width)
     with torch.no_grad():
-        fx, fy = sx[:, tri], sy[:, tri]
-        facing = torch.sign((fx[..., 1] - fx[..., 0]) * (fy[..., 2] - fy[..., 0])
-                            - (fx[..., 2] - fx[..., 0]) * (fy[..., 1] - fy[..., 0]))  # [B, F]
+        num_faces = tri.shape[0]
+        rows_of = (tri.reshape(1, -1) + (torch.arange(batch, device=tri.device) * sx.shape[1]).unsqueeze(1)).reshape(-1)
+        corners = torch.stack([sx, sy], dim=-1).reshape(-1, 2).index_select(0, rows_of)
+        (fx0, fx1, fx2), (fy0, fy1, fy2) = corners.reshape(batch, num_faces, 3, 2).permute(3, 2, 0, 1).contiguous()
+        facing = torch.sign((fx1 - fx0) * (fy2 - fy0) - (fx2 - fx0) * (fy1 - fy0))  # [B, F]
         # Only triangles with a silhouette edge in this view can move colour: skip the rest early.
         opp = topology.unsqueeze(0).expand(batch, -1, -1)
         opp_facing = torch.gather(facing, 1, opp.clamp(min=0).reshape(batch, -1)).reshape(opp.shape)
@@ -434,13 +436,17 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     pairs_q: list[torch.Tensor] = []
     pairs_horizontal: list[torch.Tensor] = []
     pixel = torch.arange(batch * height * width, device=color.device).reshape(batch, height, width)
+    id_image = ids.reshape(batch, height, width)
     for horizontal in (True, False):
+        # Neighbours with different ids, found on shifted views of the id image (no gathers).
         if horizontal:
-            p, q = pixel[:, :, :-1].reshape(-1), pixel[:, :, 1:].reshape(-1)
+            differ = id_image[:, :, :-1] != id_image[:, :, 1:]
+            p = pixel[:, :, :-1][differ]
+            q = p + 1
         else:
-            p, q = pixel[:, :-1, :].reshape(-1), pixel[:, 1:, :].reshape(-1)
-        differ = ids[p] != ids[q]
-        p, q = p[differ], q[differ]
+            differ = id_image[:, :-1, :] != id_image[:, 1:, :]
+            p = pixel[:, :-1, :][differ]
+            q = p + width
         b_of = torch.div(p, height * width, rounding_mode="floor") * (tri.shape[0] + 1)
         keep = has_silhouette[b_of + ids[p]] | has_silhouette[b_of + ids[q]]
         pairs_p.append(p[keep])
