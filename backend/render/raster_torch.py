@@ -142,7 +142,8 @@ def _grid_candidates(table: torch.Tensor, side: int, rows: torch.Tensor, width: 
     t = torch.div(hit, side * side, rounding_mode="floor")
     cell = hit - t * (side * side)
     hit_fields = table.index_select(0, t)
-    _depth_test(hit_fields, hit_fields[:, 9] + ox[cell], hit_fields[:, 10] + oy[cell], width, depth_keys)
+    row = torch.div(cell, side, rounding_mode="floor")  # cell = row * side + column (ox, oy above)
+    _depth_test(hit_fields, hit_fields[:, 9] + (cell - row * side), hit_fields[:, 10] + row, width, depth_keys)
 
 
 def _box_candidates(table: torch.Tensor, counts: torch.Tensor, width: int, depth_keys: torch.Tensor) -> None:
@@ -313,9 +314,13 @@ class _Interpolate(torch.autograd.Function):
         g = grad_out  # [P, C]
         grad_attr = grad_rast = None
         if ctx.needs_input_grad[0]:
-            weights = torch.cat([uv, 1.0 - uv.sum(1, keepdim=True)], dim=1)  # [P, 3]
-            grad_attr = g.new_zeros(math.prod(ctx.attr_shape[:-1]), g.shape[1]).index_add_(
-                0, corner.reshape(-1), (weights.unsqueeze(2) * g.unsqueeze(1)).reshape(-1, g.shape[1]))
+            u, v = uv[:, 0:1], uv[:, 1:2]
+            grad_attr = g.new_zeros(math.prod(ctx.attr_shape[:-1]), g.shape[1])
+            corner = corner.T.contiguous()
+            # One scatter per corner: a [P, 3, C] broadcast product was slower than the scatters.
+            grad_attr.index_add_(0, corner[0], g * u)
+            grad_attr.index_add_(0, corner[1], g * v)
+            grad_attr.index_add_(0, corner[2], g * (1.0 - u - v))
             grad_attr = grad_attr.reshape(ctx.attr_shape)
         if ctx.needs_input_grad[1]:
             guv = torch.stack([(g * d0).sum(1), (g * d1).sum(1)], dim=1).to(ctx.rast_dtype)
