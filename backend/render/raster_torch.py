@@ -12,7 +12,9 @@ Conventions, as nvdiffrast (OpenGL):
 How: visibility is found without gradients by enumerating (triangle, pixel) pairs inside each
 triangle's pixel bounding box, in chunks of at most `max_pairs` (never pixels x triangles), and a
 depth test done as one `scatter_reduce(amin)` over keys packing (depth, triangle id). The
-barycentrics of the winning triangle are then recomputed with autograd from `pos`. Silhouette
+barycentrics of the winning triangle are then recomputed from `pos` for the covered pixels only, in
+an autograd Function with an analytic backward (`_Barycentrics`; `_Interpolate` likewise), which is
+several times cheaper than autograd through the many small ops it takes. Silhouette
 gradients come from `antialias`, which blends colours across silhouette edges by how far along the
 pixel-to-pixel segment the edge crosses (nvdiffrast's analytic antialiasing).
 """
