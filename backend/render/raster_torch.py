@@ -12,12 +12,16 @@ Conventions, as nvdiffrast (OpenGL):
 How: visibility is found without gradients by enumerating (triangle, pixel) pairs inside each
 triangle's pixel bounding box, in chunks of at most `max_pairs` (never pixels x triangles), and a
 depth test done as one `scatter_reduce(amin)` over keys packing (depth, triangle id). The
-barycentrics of the winning triangle are then recomputed with autograd from `pos`. Silhouette
+barycentrics of the winning triangle are then recomputed from `pos` for the covered pixels only, in
+an autograd Function with an analytic backward (`_Barycentrics`; `_Interpolate` likewise), which is
+several times cheaper than autograd through the many small ops it takes. Silhouette
 gradients come from `antialias`, which blends colours across silhouette edges by how far along the
 pixel-to-pixel segment the edge crosses (nvdiffrast's analytic antialiasing).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -53,16 +57,22 @@ def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, m
     device = pos.device
     sx, sy, sz = _screen(pos.float(), height, width)
     num_faces = tri.shape[0]
-    fx, fy, fz = sx[:, tri], sy[:, tri], sz[:, tri]  # [B, F, 3]
-    fw = pos[..., 3][:, tri]
-    area = (fx[..., 1] - fx[..., 0]) * (fy[..., 2] - fy[..., 0]) - (fx[..., 2] - fx[..., 0]) * (fy[..., 1] - fy[..., 0])
-    x0 = torch.ceil(fx.min(-1).values - 0.5).clamp(min=0)
-    x1 = torch.floor(fx.max(-1).values - 0.5).clamp(max=width - 1)
-    y0 = torch.ceil(fy.min(-1).values - 0.5).clamp(min=0)
-    y1 = torch.floor(fy.max(-1).values - 0.5).clamp(max=height - 1)
+    # One gather of every corner's (x, y, z, w), laid out so each corner's component is a contiguous [B, F].
+    rows_of = (tri.reshape(1, -1) + (torch.arange(batch, device=device) * pos.shape[1]).unsqueeze(1)).reshape(-1)
+    corners = torch.stack([sx, sy, sz, pos[..., 3].float()], dim=-1).reshape(-1, 4).index_select(0, rows_of)
+    corners = corners.reshape(batch, num_faces, 3, 4).permute(3, 2, 0, 1).contiguous()  # [4, 3, B, F]
+    (fx0, fx1, fx2), (fy0, fy1, fy2), (fz0, fz1, fz2), (fw0, fw1, fw2) = corners
+    dx1, dx2 = fx1 - fx0, fx2 - fx0
+    dy1, dy2 = fy1 - fy0, fy2 - fy0
+    area = dx1 * dy2 - dx2 * dy1
+    x0 = torch.ceil(torch.minimum(torch.minimum(fx0, fx1), fx2) - 0.5).clamp(min=0)
+    x1 = torch.floor(torch.maximum(torch.maximum(fx0, fx1), fx2) - 0.5).clamp(max=width - 1)
+    y0 = torch.ceil(torch.minimum(torch.minimum(fy0, fy1), fy2) - 0.5).clamp(min=0)
+    y1 = torch.floor(torch.maximum(torch.maximum(fy0, fy1), fy2) - 0.5).clamp(max=height - 1)
     cols = (x1 - x0 + 1).clamp(min=0)
     rows = (y1 - y0 + 1).clamp(min=0)
-    ok = (fw > 0).all(-1) & (area.abs() > 1e-12) & (fz > -1).any(-1) & (fz < 1).any(-1) & torch.isfinite(area)
+    ok = ((fw0 > 0) & (fw1 > 0) & (fw2 > 0) & (area.abs() > 1e-12) & ((fz0 > -1) | (fz1 > -1) | (fz2 > -1))
+          & ((fz0 < 1) | (fz1 < 1) | (fz2 < 1)) & torch.isfinite(area))
     counts = torch.where(ok, cols * rows, torch.zeros_like(cols)).long().flatten()  # [B * F]
     depth_keys = torch.full((batch * height * width,), _NO_HIT, dtype=torch.int64, device=device)
     live = torch.nonzero(counts > 0).squeeze(1)
@@ -73,18 +83,15 @@ def _visibility(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, m
     # Each live triangle becomes planes in pixel coordinates: barycentrics b0, b1 and depth z/w are
     # affine in screen space, so a candidate pixel costs three multiply-adds each.
     inv = 1.0 / area
-    def plane(values):  # values [B, F, 3] at the vertices -> coefficients (a, b, c) of a*x + b*y + c
-        dx1, dx2 = fx[..., 1] - fx[..., 0], fx[..., 2] - fx[..., 0]
-        dy1, dy2 = fy[..., 1] - fy[..., 0], fy[..., 2] - fy[..., 0]
-        dv1, dv2 = values[..., 1] - values[..., 0], values[..., 2] - values[..., 0]
-        a = (dv1 * dy2 - dv2 * dy1) * inv
-        b = (dv2 * dx1 - dv1 * dx2) * inv
-        return a, b, values[..., 0] - a * fx[..., 0] - b * fy[..., 0]
 
-    eye = torch.eye(3, device=device)
-    b0 = plane(eye[0].expand_as(fx))
-    b1 = plane(eye[1].expand_as(fx))
-    zp = plane(fz)
+    def plane(a, b, v0):  # a * x + b * y + c through value v0 at corner 0, given (a, b) before scaling
+        a, b = a * inv, b * inv
+        return a, b, v0 - a * fx0 - b * fy0
+
+    b0 = plane(dy1 - dy2, dx2 - dx1, 1.0)  # the barycentric of corner 0: values (1, 0, 0)
+    b1 = plane(dy2, -dx2, 0.0)  # corner 1: values (0, 1, 0)
+    dz1, dz2 = fz1 - fz0, fz2 - fz0
+    zp = plane(dz1 * dy2 - dz2 * dy1, dz2 * dx1 - dz1 * dx2, fz0)
     face_index = torch.arange(num_faces, device=device, dtype=torch.float32).expand(batch, -1)
     pixel_base = (torch.arange(batch, device=device, dtype=torch.float32) * (height * width)).unsqueeze(1).expand(-1, num_faces)
     # One row per live triangle; float32 holds the integers exactly (all < 2^24).
@@ -128,14 +135,17 @@ def _grid_candidates(table: torch.Tensor, side: int, rows: torch.Tensor, width: 
     f = table.T.unsqueeze(-1)  # [14, T, 1] broadcasts against the grid
     cx = f[9] + (ox + 0.5)
     cy = f[10] + (oy + 0.5)
-    w0 = f[0] * cx + f[1] * cy + f[2]
-    w1 = f[3] * cx + f[4] * cy + f[5]
-    inside = (w0 >= 0) & (w1 >= 0) & (w0 + w1 <= 1) & (ox < f[11]) & (oy < rows.unsqueeze(-1))
+    # In place: the [T, S] temporaries are large, and fresh allocations cost page faults.
+    w0 = torch.mul(f[0], cx).add_(torch.mul(f[1], cy)).add_(f[2])
+    w1 = cx.mul_(f[3]).add_(cy.mul_(f[4])).add_(f[5])
+    inside = (w0 >= 0).logical_and_(w1 >= 0).logical_and_(w0.add_(w1) <= 1)
+    inside.logical_and_(ox < f[11]).logical_and_(oy < rows.unsqueeze(-1))
     hit = torch.nonzero(inside.reshape(-1)).squeeze(1)
     t = torch.div(hit, side * side, rounding_mode="floor")
     cell = hit - t * (side * side)
     hit_fields = table.index_select(0, t)
-    _depth_test(hit_fields, hit_fields[:, 9] + ox[cell], hit_fields[:, 10] + oy[cell], width, depth_keys)
+    row = torch.div(cell, side, rounding_mode="floor")  # cell = row * side + column (ox, oy above)
+    _depth_test(hit_fields, hit_fields[:, 9] + (cell - row * side), hit_fields[:, 10] + row, width, depth_keys)
 
 
 def _box_candidates(table: torch.Tensor, counts: torch.Tensor, width: int, depth_keys: torch.Tensor) -> None:
@@ -181,32 +191,73 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
     batch = pos.shape[0]
     ids = _visibility(pos.detach(), tri, height, width, max_pairs)
     covered = torch.nonzero(ids).squeeze(1)
-    out = pos.new_zeros(batch * height * width, 4)
     if covered.numel() == 0:
-        return out.reshape(batch, height, width, 4)
+        return pos.new_zeros(batch, height, width, 4)
     face = ids[covered] - 1
     b = torch.div(covered, height * width, rounding_mode="floor")
     rem = covered - b * height * width
     py = torch.div(rem, width, rounding_mode="floor")
     px = rem - py * width
-    # Differentiable recomputation of the barycentrics for the visible triangle only.
-    verts = pos[b.unsqueeze(1), tri[face]]  # [P, 3, 4]
-    w = verts[..., 3]
-    nx = verts[..., 0] / w
-    ny = verts[..., 1] / w
+    corner = tri.index_select(0, face) + (b * pos.shape[1]).unsqueeze(1)  # [P, 3] rows of pos.reshape(-1, 4)
     cx = (px.to(pos.dtype) + 0.5) / width * 2.0 - 1.0
     cy = (py.to(pos.dtype) + 0.5) / height * 2.0 - 1.0
-    area = (nx[:, 1] - nx[:, 0]) * (ny[:, 2] - ny[:, 0]) - (nx[:, 2] - nx[:, 0]) * (ny[:, 1] - ny[:, 0])
-    s0 = ((nx[:, 1] - cx) * (ny[:, 2] - cy) - (nx[:, 2] - cx) * (ny[:, 1] - cy)) / area
-    s1 = ((nx[:, 2] - cx) * (ny[:, 0] - cy) - (nx[:, 0] - cx) * (ny[:, 2] - cy)) / area
-    s2 = 1.0 - s0 - s1
-    zw = s0 * verts[:, 0, 2] / w[:, 0] + s1 * verts[:, 1, 2] / w[:, 1] + s2 * verts[:, 2, 2] / w[:, 2]
-    # Perspective correction: weights proportional to screen barycentric / w.
-    p0, p1, p2 = s0 / w[:, 0], s1 / w[:, 1], s2 / w[:, 2]
-    norm = p0 + p1 + p2
-    values = torch.stack([p0 / norm, p1 / norm, zw, face.to(pos.dtype) + 1.0], dim=1)
-    out = out.index_put((covered,), values)
+    out = _Barycentrics.apply(pos, corner, covered, cx, cy, face.to(pos.dtype) + 1.0, batch * height * width)
     return out.reshape(batch, height, width, 4)
+
+
+class _Barycentrics(torch.autograd.Function):
+    """Perspective-correct barycentrics and depth of the visible triangle at each covered pixel, with an
+    analytic backward (autograd through the many small ops it takes was most of the rasterizer's cost).
+
+    forward(pos [B, V, 4], corner [P, 3] rows of pos.reshape(-1, 4), covered [P] pixel indices,
+    cx, cy [P] pixel centres in NDC, ids [P] triangle id + 1, total pixels) -> rast [total, 4].
+    """
+
+    @staticmethod
+    def forward(ctx, pos, corner, covered, cx, cy, ids, total):
+        flat = pos.detach().reshape(-1, 4)
+        # [4, 3, P]: each corner's component a contiguous vector.
+        verts = flat.index_select(0, corner.reshape(-1)).reshape(-1, 3, 4).permute(2, 1, 0).contiguous()
+        w = verts[3]
+        nx, ny, z = verts[0] / w, verts[1] / w, verts[2] / w  # [3, P]
+        dx, dy = nx - cx, ny - cy
+        area = (nx[1] - nx[0]) * (ny[2] - ny[0]) - (nx[2] - nx[0]) * (ny[1] - ny[0])
+        s0 = (dx[1] * dy[2] - dx[2] * dy[1]) / area
+        s1 = (dx[2] * dy[0] - dx[0] * dy[2]) / area
+        s = torch.stack([s0, s1, 1.0 - s0 - s1])  # [3, P] screen barycentrics
+        zw = (s * z).sum(0)
+        p = s / w
+        norm = p.sum(0)
+        u, v = p[0] / norm, p[1] / norm
+        out = flat.new_zeros(total, 4)
+        out.index_copy_(0, covered, torch.stack([u, v, zw, ids], dim=1))
+        ctx.save_for_backward(corner, covered, nx, ny, z, w, s, area, norm, u, v)
+        ctx.num_rows = flat.shape[0]
+        ctx.pos_shape = pos.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        corner, covered, nx, ny, z, w, s, area, norm, u, v = ctx.saved_tensors
+        g = grad_out.index_select(0, covered).T  # [4, P]
+        gu, gv, gz = g[0], g[1], g[2]
+        # u = p0 / N, v = p1 / N with p_k = s_k / w_k and N = sum p_k.
+        common = -(gu * u + gv * v)
+        gp = torch.stack([common + gu, common + gv, common]) / norm  # [3, P]
+        gs = gp / w + gz * z
+        # Screen barycentric s_k has gradient grad_k w.r.t. the pixel centre; moving corner j by d
+        # changes s_k by -s_j grad_k . d.
+        sum_x = (gs[0] * (ny[1] - ny[2]) + gs[1] * (ny[2] - ny[0]) + gs[2] * (ny[0] - ny[1])) / area
+        sum_y = (gs[0] * (nx[2] - nx[1]) + gs[1] * (nx[0] - nx[2]) + gs[2] * (nx[1] - nx[0])) / area
+        g_nx = -s * sum_x
+        g_ny = -s * sum_y
+        g_z = gz * s
+        inv_w = 1.0 / w
+        g_vert = torch.stack([g_nx * inv_w, g_ny * inv_w, g_z * inv_w,
+                              -(g_nx * nx + g_ny * ny + g_z * z + gp * s * inv_w) * inv_w])  # [4, 3, P]
+        g_vert = g_vert.permute(2, 1, 0).reshape(-1, 4)
+        grad_pos = g_vert.new_zeros(ctx.num_rows, 4).index_add_(0, corner.reshape(-1), g_vert)
+        return grad_pos.reshape(ctx.pos_shape), None, None, None, None, None, None
 
 
 def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
@@ -219,21 +270,66 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> to
     """
     batch, height, width, _ = rast.shape
     channels = attr.shape[-1]
-    flat = rast.reshape(-1, 4)
-    covered = torch.nonzero(flat[:, 3] > 0).squeeze(1)  # work on covered pixels only
-    face = flat[covered, 3].long() - 1
+    covered = torch.nonzero(rast.detach()[..., 3].reshape(-1) > 0).squeeze(1)  # work on covered pixels only
+    values = interpolate_pixels(attr, rast, tri, covered)
+    out = values.new_zeros(batch * height * width, channels).index_copy(0, covered, values)
+    return out.reshape(batch, height, width, channels)
+
+
+def interpolate_pixels(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """`interpolate` at a list of covered pixels only: [P, C] for `pixels` [P], indices into the
+    flattened [B * H * W] image, every one covered (rast id > 0). Skips the dense image both ways."""
+    batch, height, width, _ = rast.shape
+    face = rast.detach().reshape(-1, 4)[:, 3].index_select(0, pixels).long() - 1
     corner = tri.long().index_select(0, face)  # [P, 3]
     if attr.dim() == 3:
         num_vertices = attr.shape[1]
-        b = torch.div(covered, height * width, rounding_mode="floor")
+        b = torch.div(pixels, height * width, rounding_mode="floor")
         corner = corner + (b * num_vertices).unsqueeze(1)
-        attr = attr.reshape(-1, channels)
-    corners = attr.index_select(0, corner.reshape(-1)).reshape(-1, 3, channels)
-    uv = flat.index_select(0, covered)
-    u, v = uv[:, 0:1], uv[:, 1:2]
-    values = corners[:, 2] + u * (corners[:, 0] - corners[:, 2]) + v * (corners[:, 1] - corners[:, 2])
-    out = attr.new_zeros(batch * height * width, channels).index_copy(0, covered, values.to(attr.dtype))
-    return out.reshape(batch, height, width, channels)
+    return _Interpolate.apply(attr, rast, corner, pixels)
+
+
+class _Interpolate(torch.autograd.Function):
+    """attr's values at the covered pixels from their barycentrics, with an analytic backward.
+
+    forward(attr [V, C] or [B, V, C], rast [B, H, W, 4], corner [P, 3] rows of attr.reshape(-1, C),
+    covered [P] pixel indices) -> [P, C].
+    """
+
+    @staticmethod
+    def forward(ctx, attr, rast, corner, covered):
+        channels = attr.shape[-1]
+        flat_attr = attr.detach().reshape(-1, channels)
+        corners = flat_attr.index_select(0, corner.reshape(-1)).reshape(-1, 3, channels)
+        uv = rast.detach().reshape(-1, 4).index_select(0, covered)[:, :2].to(attr.dtype)
+        u, v = uv[:, 0:1], uv[:, 1:2]
+        d0 = corners[:, 0] - corners[:, 2]
+        d1 = corners[:, 1] - corners[:, 2]
+        values = corners[:, 2] + u * d0 + v * d1
+        ctx.save_for_backward(corner, covered, uv, d0, d1)
+        ctx.attr_shape, ctx.rast_shape, ctx.rast_dtype = attr.shape, rast.shape, rast.dtype
+        return values
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        corner, covered, uv, d0, d1 = ctx.saved_tensors
+        g = grad_out  # [P, C]
+        grad_attr = grad_rast = None
+        if ctx.needs_input_grad[0]:
+            u, v = uv[:, 0:1], uv[:, 1:2]
+            grad_attr = g.new_zeros(math.prod(ctx.attr_shape[:-1]), g.shape[1])
+            corner = corner.T.contiguous()
+            # One scatter per corner: a [P, 3, C] broadcast product was slower than the scatters.
+            grad_attr.index_add_(0, corner[0], g * u)
+            grad_attr.index_add_(0, corner[1], g * v)
+            grad_attr.index_add_(0, corner[2], g * (1.0 - u - v))
+            grad_attr = grad_attr.reshape(ctx.attr_shape)
+        if ctx.needs_input_grad[1]:
+            guv = torch.stack([(g * d0).sum(1), (g * d1).sum(1)], dim=1).to(ctx.rast_dtype)
+            grad_rast = guv.new_zeros(math.prod(ctx.rast_shape[:-1]), 4)
+            grad_rast[:, :2].index_copy_(0, covered, guv)
+            grad_rast = grad_rast.reshape(ctx.rast_shape)
+        return grad_attr, grad_rast, None, None
 
 
 def texture(tex: torch.Tensor, uv: torch.Tensor, boundary_mode: str = "wrap") -> torch.Tensor:
@@ -330,9 +426,11 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
         pos = pos.expand(batch, -1, -1)
     sx, sy, _ = _screen(pos, height, width)
     with torch.no_grad():
-        fx, fy = sx[:, tri], sy[:, tri]
-        facing = torch.sign((fx[..., 1] - fx[..., 0]) * (fy[..., 2] - fy[..., 0])
-                            - (fx[..., 2] - fx[..., 0]) * (fy[..., 1] - fy[..., 0]))  # [B, F]
+        num_faces = tri.shape[0]
+        rows_of = (tri.reshape(1, -1) + (torch.arange(batch, device=tri.device) * sx.shape[1]).unsqueeze(1)).reshape(-1)
+        corners = torch.stack([sx, sy], dim=-1).reshape(-1, 2).index_select(0, rows_of)
+        (fx0, fx1, fx2), (fy0, fy1, fy2) = corners.reshape(batch, num_faces, 3, 2).permute(3, 2, 0, 1).contiguous()
+        facing = torch.sign((fx1 - fx0) * (fy2 - fy0) - (fx2 - fx0) * (fy1 - fy0))  # [B, F]
         # Only triangles with a silhouette edge in this view can move colour: skip the rest early.
         opp = topology.unsqueeze(0).expand(batch, -1, -1)
         opp_facing = torch.gather(facing, 1, opp.clamp(min=0).reshape(batch, -1)).reshape(opp.shape)
@@ -341,48 +439,58 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     ids = rast[..., 3].long().reshape(-1)  # triangle id + 1
     depth = rast[..., 2].reshape(-1)
     flat_color = color.reshape(-1, channels)
-    targets: list[torch.Tensor] = []
-    changes: list[torch.Tensor] = []
+    pairs_p: list[torch.Tensor] = []
+    pairs_q: list[torch.Tensor] = []
+    pairs_horizontal: list[torch.Tensor] = []
     pixel = torch.arange(batch * height * width, device=color.device).reshape(batch, height, width)
+    id_image = ids.reshape(batch, height, width)
     for horizontal in (True, False):
+        # Neighbours with different ids, found on shifted views of the id image (no gathers).
         if horizontal:
-            p, q = pixel[:, :, :-1].reshape(-1), pixel[:, :, 1:].reshape(-1)
+            differ = id_image[:, :, :-1] != id_image[:, :, 1:]
+            p = pixel[:, :, :-1][differ]
+            q = p + 1
         else:
-            p, q = pixel[:, :-1, :].reshape(-1), pixel[:, 1:, :].reshape(-1)
-        differ = ids[p] != ids[q]
-        p, q = p[differ], q[differ]
+            differ = id_image[:, :-1, :] != id_image[:, 1:, :]
+            p = pixel[:, :-1, :][differ]
+            q = p + width
         b_of = torch.div(p, height * width, rounding_mode="floor") * (tri.shape[0] + 1)
         keep = has_silhouette[b_of + ids[p]] | has_silhouette[b_of + ids[q]]
-        p, q = p[keep], q[keep]
-        if p.numel() == 0:
-            continue
-        # Try the nearer side's triangle first; fall back to the other side's.
-        p_front = (ids[q] == 0) | ((ids[p] != 0) & (depth[p] <= depth[q]))
-        t_a, ok_a = _crossing(p, q, ids, sx, sy, tri, topology, facing, height, width, horizontal)
-        t_b, ok_b = _crossing(q, p, ids, sx, sy, tri, topology, facing, height, width, horizontal)
-        use_a = ok_a & (p_front | ~ok_b)
-        use_b = ok_b & ~use_a
-        for use, own, other, t in ((use_a, p, q, t_a), (use_b, q, p, t_b)):
-            own, other, t = own[use], other[use], t[use]
-            # Edge beyond the midpoint: the other pixel is partly covered by this triangle.
-            spill = (t - 0.5).clamp(min=0).unsqueeze(1)
-            # Edge before the midpoint: this pixel is partly uncovered.
-            recede = (0.5 - t).clamp(min=0).unsqueeze(1)
-            diff = flat_color[own] - flat_color[other]
-            targets += [other, own]
-            changes += [spill * diff, -recede * diff]
-    if not targets:
+        pairs_p.append(p[keep])
+        pairs_q.append(q[keep])
+        pairs_horizontal.append(torch.full_like(pairs_p[-1], horizontal, dtype=torch.bool))
+    p, q, horizontal = torch.cat(pairs_p), torch.cat(pairs_q), torch.cat(pairs_horizontal)
+    if p.numel() == 0:
         return color
-    # One scatter for every pair (an out-of-place index_add per pair direction would copy the image each time).
-    out = flat_color.index_add(0, torch.cat(targets), torch.cat(changes))
+    # Try the nearer side's triangle first; fall back to the other side's. Both sides of every
+    # pair (both directions) go through one `_crossing` call: fewer, larger ops.
+    p_front = (ids[q] == 0) | ((ids[p] != 0) & (depth[p] <= depth[q]))
+    count = p.numel()
+    t_ab, ok_ab = _crossing(torch.cat([p, q]), torch.cat([q, p]), ids, sx, sy, tri, topology, facing, height,
+                            width, torch.cat([horizontal, horizontal]))
+    t_a, t_b = t_ab[:count], t_ab[count:]
+    ok_a, ok_b = ok_ab[:count], ok_ab[count:]
+    use_a = ok_a & (p_front | ~ok_b)
+    use_b = ok_b & ~use_a
+    own = torch.cat([p[use_a], q[use_b]])
+    other = torch.cat([q[use_a], p[use_b]])
+    t = torch.cat([t_a[use_a], t_b[use_b]]).unsqueeze(1)
+    # Edge beyond the midpoint: the other pixel is partly covered by this triangle.
+    spill = (t - 0.5).clamp(min=0)
+    # Edge before the midpoint: this pixel is partly uncovered.
+    recede = (0.5 - t).clamp(min=0)
+    diff = flat_color.index_select(0, own) - flat_color.index_select(0, other)
+    # One scatter for every pair (an out-of-place index_add per pair would copy the image each time).
+    out = flat_color.index_add(0, torch.cat([other, own]), torch.cat([spill * diff, -recede * diff]))
     return out.reshape(batch, height, width, channels)
 
 
 def _crossing(own: torch.Tensor, other: torch.Tensor, ids: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor,
               tri: torch.Tensor, topology: torch.Tensor, facing: torch.Tensor, height: int, width: int,
-              horizontal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+              horizontal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Where a silhouette edge of the triangle at `own` crosses the segment own -> other.
 
+    horizontal: [P] bool, whether each pair is left-right neighbours (else bottom-top).
     Returns t in [0, 1] (0 at own's centre; differentiable w.r.t. positions) and a validity mask.
     """
     face = ids[own] - 1
@@ -396,9 +504,9 @@ def _crossing(own: torch.Tensor, other: torch.Tensor, ids: torch.Tensor, sx: tor
     oy = torch.div(rem_own, width, rounding_mode="floor").to(sx.dtype) + 0.5
     qx = (rem_other % width).to(sx.dtype) + 0.5
     qy = torch.div(rem_other, width, rounding_mode="floor").to(sx.dtype) + 0.5
-    corner = tri[face]  # [P, 3]
-    vx = sx[b.unsqueeze(1), corner]  # [P, 3]
-    vy = sy[b.unsqueeze(1), corner]
+    corner = (tri.index_select(0, face) + (b * sx.shape[1]).unsqueeze(1)).reshape(-1)  # rows of sx.reshape(-1)
+    vx = sx.reshape(-1).index_select(0, corner).reshape(-1, 3)  # [P, 3]
+    vy = sy.reshape(-1).index_select(0, corner).reshape(-1, 3)
     ax, ay = vx, vy
     bx, by = vx.roll(-1, dims=1), vy.roll(-1, dims=1)
     orient = facing[b, face].unsqueeze(1)
@@ -410,7 +518,7 @@ def _crossing(own: torch.Tensor, other: torch.Tensor, ids: torch.Tensor, sx: tor
     silhouette = (opp < 0) | (opp_facing != orient)
     dx, dy = (bx - ax).detach().abs(), (by - ay).detach().abs()
     # Each edge is handled by one pair direction only, so its length is counted once.
-    steep = dy >= dx if horizontal else dx > dy
+    steep = torch.where(horizontal.unsqueeze(1), dy >= dx, dx > dy)
     crosses = (e_other < 0) & (e_own.detach() >= 0) & silhouette & steep
     t = e_own / (e_own - e_other).where(crosses, torch.ones_like(e_own))
     t = torch.where(crosses, t, torch.full_like(t, 2.0))

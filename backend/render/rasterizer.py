@@ -45,6 +45,11 @@ class TorchRasterizer:
         """attr: [V, C] or [B, V, C] -> [B, H, W, C]."""
         return raster_torch.interpolate(attr, rast, tri)
 
+    def interpolate_pixels(self, attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
+                           pixels: torch.Tensor) -> torch.Tensor:
+        """`interpolate` at covered pixels only: pixels [P] into the flat [B * H * W] image -> [P, C]."""
+        return raster_torch.interpolate_pixels(attr, rast, tri, pixels)
+
     def texture(self, tex: torch.Tensor, uv: torch.Tensor, boundary_mode: str = "wrap") -> torch.Tensor:
         """tex: [B|1, Ht, Wt, C]; uv: [B, H, W, 2] -> [B, H, W, C] bilinear."""
         return raster_torch.texture(tex, uv, boundary_mode)
@@ -77,6 +82,10 @@ class NvdiffrastRasterizer:
     def interpolate(self, attr, rast, tri):
         out, _ = self.dr.interpolate(attr.contiguous(), rast, tri.int().contiguous())
         return out
+
+    def interpolate_pixels(self, attr, rast, tri, pixels):
+        out = self.interpolate(attr, rast, tri)
+        return out.reshape(-1, out.shape[-1]).index_select(0, pixels)
 
     def texture(self, tex, uv, boundary_mode="wrap"):
         return self.dr.texture(tex.contiguous(), uv.contiguous(), filter_mode="linear", boundary_mode=boundary_mode)

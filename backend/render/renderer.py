@@ -98,10 +98,9 @@ class MeshRenderer:
                 raise ValueError("a texture needs per-vertex uv [V, 2]")
             attrs.append(uv.expand(batch, -1, -1))
         attr = torch.cat([a.to(clip.dtype) for a in attrs], dim=-1).contiguous()
-        interp = self.rasterizer.interpolate(attr, rast, faces)
         # Shade covered pixels only: a sparse list is cheaper than full images, forward and backward.
         pixels = torch.nonzero(rast[..., 3].reshape(-1) > 0).squeeze(1)
-        values = interp.reshape(-1, attr.shape[-1]).index_select(0, pixels)
+        values = self.rasterizer.interpolate_pixels(attr, rast, faces, pixels)
         view_of = torch.div(pixels, cfg.size * cfg.size, rounding_mode="floor")
         position, normal = values[:, 0:3], values[:, 3:6]
         if texture is None:

@@ -1,0 +1,292 @@
+"""The rasterizer's analytic backward against its former autograd implementation and finite differences.
+
+The `ref_*` functions are the differentiable parts of `raster_torch` as they were before the analytic
+backward (autograd through small ops), kept verbatim as the reference. Visibility (which triangle wins
+each pixel) has no gradient and is shared.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backend.render import raster_torch
+from backend.render.camera import fit_distance, orbit_cameras, to_clip
+
+
+
+def ref_rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int], max_pairs: int = 1 << 22) -> torch.Tensor:
+    """Rasterizes triangles.
+
+    pos: [B, V, 4] (or [V, 4]) float32 clip-space positions; differentiable.
+    tri: [F, 3] int32 vertex indices.
+    resolution: (height, width) in pixels.
+    Returns rast: [B, H, W, 4] float32 (u, v, z/w, triangle_id + 1), row 0 at the bottom.
+    """
+    pos = raster_torch._as_batched(pos)
+    tri = tri.long()
+    height, width = int(resolution[0]), int(resolution[1])
+    batch = pos.shape[0]
+    ids = raster_torch._visibility(pos.detach(), tri, height, width, max_pairs)
+    covered = torch.nonzero(ids).squeeze(1)
+    out = pos.new_zeros(batch * height * width, 4)
+    if covered.numel() == 0:
+        return out.reshape(batch, height, width, 4)
+    face = ids[covered] - 1
+    b = torch.div(covered, height * width, rounding_mode="floor")
+    rem = covered - b * height * width
+    py = torch.div(rem, width, rounding_mode="floor")
+    px = rem - py * width
+    # Differentiable recomputation of the barycentrics for the visible triangle only.
+    verts = pos[b.unsqueeze(1), tri[face]]  # [P, 3, 4]
+    w = verts[..., 3]
+    nx = verts[..., 0] / w
+    ny = verts[..., 1] / w
+    cx = (px.to(pos.dtype) + 0.5) / width * 2.0 - 1.0
+    cy = (py.to(pos.dtype) + 0.5) / height * 2.0 - 1.0
+    area = (nx[:, 1] - nx[:, 0]) * (ny[:, 2] - ny[:, 0]) - (nx[:, 2] - nx[:, 0]) * (ny[:, 1] - ny[:, 0])
+    s0 = ((nx[:, 1] - cx) * (ny[:, 2] - cy) - (nx[:, 2] - cx) * (ny[:, 1] - cy)) / area
+    s1 = ((nx[:, 2] - cx) * (ny[:, 0] - cy) - (nx[:, 0] - cx) * (ny[:, 2] - cy)) / area
+    s2 = 1.0 - s0 - s1
+    zw = s0 * verts[:, 0, 2] / w[:, 0] + s1 * verts[:, 1, 2] / w[:, 1] + s2 * verts[:, 2, 2] / w[:, 2]
+    # Perspective correction: weights proportional to screen barycentric / w.
+    p0, p1, p2 = s0 / w[:, 0], s1 / w[:, 1], s2 / w[:, 2]
+    norm = p0 + p1 + p2
+    values = torch.stack([p0 / norm, p1 / norm, zw, face.to(pos.dtype) + 1.0], dim=1)
+    out = out.index_put((covered,), values)
+    return out.reshape(batch, height, width, 4)
+
+
+def ref_interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+    """Interpolates vertex attributes over the pixels.
+
+    attr: [V, C] or [B, V, C] float32 per-vertex attributes.
+    rast: [B, H, W, 4] output of `rasterize`.
+    tri: [F, 3] int32.
+    Returns [B, H, W, C]; zero where no triangle covers the pixel.
+    """
+    batch, height, width, _ = rast.shape
+    channels = attr.shape[-1]
+    flat = rast.reshape(-1, 4)
+    covered = torch.nonzero(flat[:, 3] > 0).squeeze(1)  # work on covered pixels only
+    face = flat[covered, 3].long() - 1
+    corner = tri.long().index_select(0, face)  # [P, 3]
+    if attr.dim() == 3:
+        num_vertices = attr.shape[1]
+        b = torch.div(covered, height * width, rounding_mode="floor")
+        corner = corner + (b * num_vertices).unsqueeze(1)
+        attr = attr.reshape(-1, channels)
+    corners = attr.index_select(0, corner.reshape(-1)).reshape(-1, 3, channels)
+    uv = flat.index_select(0, covered)
+    u, v = uv[:, 0:1], uv[:, 1:2]
+    values = corners[:, 2] + u * (corners[:, 0] - corners[:, 2]) + v * (corners[:, 1] - corners[:, 2])
+    out = attr.new_zeros(batch * height * width, channels).index_copy(0, covered, values.to(attr.dtype))
+    return out.reshape(batch, height, width, channels)
+
+
+def ref_antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
+              topology: torch.Tensor | None = None) -> torch.Tensor:
+    """Analytic antialiasing of silhouette edges; gives gradients w.r.t. vertex positions.
+
+    color: [B, H, W, C] float32 shaded image (same orientation as rast).
+    rast: [B, H, W, 4] from `rasterize(pos, tri, ...)`.
+    pos: [B, V, 4] or [V, 4] clip-space positions used for `rast`.
+    tri: [F, 3] int32.
+    topology: `raster_torch.edge_topology(tri)`, computed here if not given.
+    Returns [B, H, W, C]: for each pair of neighbouring pixels covered by different triangles (or
+    one by none), the silhouette edge between them moves colour across the pair in proportion to
+    where it crosses the segment joining the pixel centres.
+    """
+    pos = raster_torch._as_batched(pos)
+    tri = tri.long()
+    if topology is None:
+        topology = raster_torch.edge_topology(tri)
+    batch, height, width, channels = color.shape
+    if pos.shape[0] == 1 and batch > 1:
+        pos = pos.expand(batch, -1, -1)
+    sx, sy, _ = raster_torch._screen(pos, height, width)
+    with torch.no_grad():
+        fx, fy = sx[:, tri], sy[:, tri]
+        facing = torch.sign((fx[..., 1] - fx[..., 0]) * (fy[..., 2] - fy[..., 0])
+                            - (fx[..., 2] - fx[..., 0]) * (fy[..., 1] - fy[..., 0]))  # [B, F]
+        # Only triangles with a silhouette edge in this view can move colour: skip the rest early.
+        opp = topology.unsqueeze(0).expand(batch, -1, -1)
+        opp_facing = torch.gather(facing, 1, opp.clamp(min=0).reshape(batch, -1)).reshape(opp.shape)
+        has_silhouette = ((opp < 0) | (opp_facing != facing.unsqueeze(-1))).any(-1)  # [B, F]
+        has_silhouette = torch.nn.functional.pad(has_silhouette, (1, 0)).reshape(-1)  # index (b, id + 1)
+    ids = rast[..., 3].long().reshape(-1)  # triangle id + 1
+    depth = rast[..., 2].reshape(-1)
+    flat_color = color.reshape(-1, channels)
+    targets: list[torch.Tensor] = []
+    changes: list[torch.Tensor] = []
+    pixel = torch.arange(batch * height * width, device=color.device).reshape(batch, height, width)
+    for horizontal in (True, False):
+        if horizontal:
+            p, q = pixel[:, :, :-1].reshape(-1), pixel[:, :, 1:].reshape(-1)
+        else:
+            p, q = pixel[:, :-1, :].reshape(-1), pixel[:, 1:, :].reshape(-1)
+        differ = ids[p] != ids[q]
+        p, q = p[differ], q[differ]
+        b_of = torch.div(p, height * width, rounding_mode="floor") * (tri.shape[0] + 1)
+        keep = has_silhouette[b_of + ids[p]] | has_silhouette[b_of + ids[q]]
+        p, q = p[keep], q[keep]
+        if p.numel() == 0:
+            continue
+        # Try the nearer side's triangle first; fall back to the other side's.
+        p_front = (ids[q] == 0) | ((ids[p] != 0) & (depth[p] <= depth[q]))
+        t_a, ok_a = _ref_crossing(p, q, ids, sx, sy, tri, topology, facing, height, width, horizontal)
+        t_b, ok_b = _ref_crossing(q, p, ids, sx, sy, tri, topology, facing, height, width, horizontal)
+        use_a = ok_a & (p_front | ~ok_b)
+        use_b = ok_b & ~use_a
+        for use, own, other, t in ((use_a, p, q, t_a), (use_b, q, p, t_b)):
+            own, other, t = own[use], other[use], t[use]
+            # Edge beyond the midpoint: the other pixel is partly covered by this triangle.
+            spill = (t - 0.5).clamp(min=0).unsqueeze(1)
+            # Edge before the midpoint: this pixel is partly uncovered.
+            recede = (0.5 - t).clamp(min=0).unsqueeze(1)
+            diff = flat_color[own] - flat_color[other]
+            targets += [other, own]
+            changes += [spill * diff, -recede * diff]
+    if not targets:
+        return color
+    # One scatter for every pair (an out-of-place index_add per pair direction would copy the image each time).
+    out = flat_color.index_add(0, torch.cat(targets), torch.cat(changes))
+    return out.reshape(batch, height, width, channels)
+
+
+def _ref_crossing(own: torch.Tensor, other: torch.Tensor, ids: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor,
+              tri: torch.Tensor, topology: torch.Tensor, facing: torch.Tensor, height: int, width: int,
+              horizontal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a silhouette edge of the triangle at `own` crosses the segment own -> other.
+
+    Returns t in [0, 1] (0 at own's centre; differentiable w.r.t. positions) and a validity mask.
+    """
+    face = ids[own] - 1
+    valid = face >= 0
+    face = face.clamp(min=0)
+    hw = height * width
+    b = torch.div(own, hw, rounding_mode="floor")
+    rem_own = own - b * hw
+    rem_other = other - b * hw
+    ox = (rem_own % width).to(sx.dtype) + 0.5
+    oy = torch.div(rem_own, width, rounding_mode="floor").to(sx.dtype) + 0.5
+    qx = (rem_other % width).to(sx.dtype) + 0.5
+    qy = torch.div(rem_other, width, rounding_mode="floor").to(sx.dtype) + 0.5
+    corner = tri[face]  # [P, 3]
+    vx = sx[b.unsqueeze(1), corner]  # [P, 3]
+    vy = sy[b.unsqueeze(1), corner]
+    ax, ay = vx, vy
+    bx, by = vx.roll(-1, dims=1), vy.roll(-1, dims=1)
+    orient = facing[b, face].unsqueeze(1)
+    # Edge functions, positive inside the triangle whatever its winding.
+    e_own = ((bx - ax) * (oy.unsqueeze(1) - ay) - (by - ay) * (ox.unsqueeze(1) - ax)) * orient
+    e_other = ((bx - ax) * (qy.unsqueeze(1) - ay) - (by - ay) * (qx.unsqueeze(1) - ax)) * orient
+    opp = topology[face]  # [P, 3]
+    opp_facing = facing[b.unsqueeze(1), opp.clamp(min=0)]
+    silhouette = (opp < 0) | (opp_facing != orient)
+    dx, dy = (bx - ax).detach().abs(), (by - ay).detach().abs()
+    # Each edge is handled by one pair direction only, so its length is counted once.
+    steep = dy >= dx if horizontal else dx > dy
+    crosses = (e_other < 0) & (e_own.detach() >= 0) & silhouette & steep
+    t = e_own / (e_own - e_other).where(crosses, torch.ones_like(e_own))
+    t = torch.where(crosses, t, torch.full_like(t, 2.0))
+    t_min, _ = t.min(dim=1)
+    valid = valid & (t_min <= 1.0)
+    return t_min.clamp(0.0, 1.0), valid
+
+
+# ---- tests -------------------------------------------------------------------------------------
+
+
+def _soup(faces: int, seed: int, back_faces: bool, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random triangles in clip space, some crossing the image edge, one batch of 2 views; with
+    `back_faces` False every triangle is wound counter-clockwise on screen."""
+    gen = torch.Generator().manual_seed(seed)
+    centre = (torch.rand(faces, 1, 2, generator=gen, dtype=dtype) * 2.4 - 1.2)  # some beyond [-1, 1]
+    xy = centre + (torch.rand(faces, 3, 2, generator=gen, dtype=dtype) - 0.5) * 0.9
+    if not back_faces:
+        d1, d2 = xy[:, 1] - xy[:, 0], xy[:, 2] - xy[:, 0]
+        cw = (d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]) < 0
+        xy[cw] = xy[cw][:, [0, 2, 1]]
+    w = 1.0 + torch.rand(faces, 3, 1, generator=gen, dtype=dtype)
+    z = torch.rand(faces, 3, 1, generator=gen, dtype=dtype) * 1.6 - 0.8
+    pos = torch.cat([xy * w, z * w, w], dim=-1).reshape(1, -1, 4)
+    pos = torch.cat([pos, pos * torch.tensor([0.9, 1.1, 1.0, 1.0], dtype=dtype)])  # a second view
+    return pos, torch.arange(faces * 3, dtype=torch.int32).reshape(faces, 3)
+
+
+@pytest.mark.parametrize("faces", [1, 100])
+@pytest.mark.parametrize("back_faces", [False, True])
+def test_rasterize_interpolate_antialias_match_the_autograd_reference(faces: int, back_faces: bool):
+    pos, tri = _soup(faces, seed=faces, back_faces=back_faces)
+    gen = torch.Generator().manual_seed(1)
+    attr = torch.rand(pos.shape[1], 3, generator=gen, dtype=torch.float64)
+    grads = []
+    for rasterize, interpolate, antialias in ((raster_torch.rasterize, raster_torch.interpolate, raster_torch.antialias),
+                                              (ref_rasterize, ref_interpolate, ref_antialias)):
+        p, a = pos.clone().requires_grad_(True), attr.clone().requires_grad_(True)
+        rast = rasterize(p, tri, (24, 20))
+        color = antialias(interpolate(a, rast, tri).contiguous(), rast, p, tri)
+        weights = torch.rand(rast.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        loss = (rast[..., :3] * weights[..., :3]).sum() + (color * weights[..., :3]).sum()
+        grads.append((rast.detach(), color.detach(), *torch.autograd.grad(loss, (p, a))))
+    assert (grads[0][0][..., 3] > 0).any() and grads[0][2].abs().sum() > 0
+    for new, old in zip(grads[0], grads[1]):
+        torch.testing.assert_close(new, old, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("faces", [1, 100])
+@pytest.mark.parametrize("back_faces", [False, True])
+def test_barycentric_and_interpolate_gradients_match_finite_differences(faces: int, back_faces: bool):
+    pos, tri = _soup(faces, seed=10 + faces, back_faces=back_faces)
+    pos = pos[:1].clone().requires_grad_(True)
+    attr = torch.rand(pos.shape[1], 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64,
+                      requires_grad=True)
+
+    def f(p, a):
+        rast = raster_torch.rasterize(p, tri, (10, 12))
+        return rast[..., :3], raster_torch.interpolate(a, rast, tri)
+
+    assert (raster_torch.rasterize(pos, tri, (10, 12))[..., 3] > 0).any()
+    assert torch.autograd.gradcheck(f, (pos, attr), eps=1e-7, atol=1e-5)
+
+
+def test_batched_attributes_and_vertices_behind_the_eye_match_the_reference():
+    pos, tri = _soup(40, seed=5, back_faces=True)
+    pos = pos.clone()
+    pos[0, 0:6, 3] = -0.5  # two triangles of view 0 behind the eye: skipped, no gradient
+    attr = torch.rand(2, pos.shape[1], 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    grads = []
+    for rasterize, interpolate in ((raster_torch.rasterize, raster_torch.interpolate), (ref_rasterize, ref_interpolate)):
+        p, a = pos.clone().requires_grad_(True), attr.clone().requires_grad_(True)
+        rast = rasterize(p, tri, (16, 16))
+        grads.append(torch.autograd.grad((interpolate(a, rast, tri) ** 2).sum() + rast[..., :3].sum(), (p, a)))
+    assert grads[0][0][0, 0:6].abs().max() == 0
+    for new, old in zip(grads[0], grads[1]):
+        torch.testing.assert_close(new, old, rtol=1e-9, atol=1e-9)
+
+
+def test_an_80k_face_mesh_matches_the_reference_and_a_directional_difference():
+    """A cheap check at scale: a bumpy sphere of ~80k faces at 96 px, both windings drawn."""
+    trimesh = pytest.importorskip("trimesh")
+    mesh = trimesh.creation.uv_sphere(radius=1.0, count=[141, 141])
+    vertices = torch.tensor(mesh.vertices, dtype=torch.float64)
+    vertices = vertices * (1 + 0.05 * torch.sin(7 * vertices[:, :1]) * torch.cos(5 * vertices[:, 1:2]))
+    tri = torch.tensor(mesh.faces, dtype=torch.int32)
+    assert tri.shape[0] > 75_000
+    cams = orbit_cameras(torch.tensor([15.0]), torch.tensor([20.0]), fit_distance(40.0), 40.0)
+    clip = to_clip(vertices.float(), cams).double()
+    weights = torch.rand(1, 96, 96, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    grads = []
+    for rasterize in (raster_torch.rasterize, ref_rasterize):
+        p = clip.clone().requires_grad_(True)
+        grads.append(torch.autograd.grad((rasterize(p, tri, (96, 96))[..., :3] * weights).sum(), p)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-9)
+    direction = torch.randn(clip.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    eps = 1e-7
+
+    def loss(p):
+        return (raster_torch.rasterize(p, tri, (96, 96))[..., :3] * weights).sum()
+
+    numeric = (loss(clip + eps * direction) - loss(clip - eps * direction)) / (2 * eps)
+    assert torch.allclose(numeric, (grads[0] * direction).sum(), rtol=1e-4)
