@@ -37,6 +37,22 @@ def save_atomic(payload: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def load_cached(path: str | os.PathLike, fmt: str, key: str, rows: tuple[int, ...]) -> torch.Tensor | None:
+    """The tensor `key` of a cache file written with `save_atomic({"format": fmt, key: tensor, ...})`, when the file
+    exists, reads, has that format and the tensor's leading dimensions are `rows`; else None (missing, damaged or
+    stale: the caller computes it again)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        if cached.get("format") == fmt and tuple(cached[key].shape[:len(rows)]) == tuple(rows):
+            return cached[key]
+    except (OSError, RuntimeError, KeyError, AttributeError):
+        pass  # a damaged cache file
+    return None
+
+
 def save_model_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, model_config: Any,
                           train_config: Any, optimizer: torch.optim.Optimizer | None, step: int,
                           losses: list[float]) -> Path:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.checkpoints import load_cached, save_atomic
 from backend.errors import InvalidInputError
 from backend.retrieve.data import RetrievalSplit
 
@@ -121,24 +122,6 @@ def crops_key(data: RetrievalSplit, config=None, clip=None) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read(path: Path, key: str, rows: tuple[int, int]) -> torch.Tensor | None:
-    if path.is_file():
-        try:
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            if cached.get("format") == CACHE_FORMAT and tuple(cached[key].shape[:2]) == rows:
-                return cached[key]
-        except (OSError, RuntimeError, KeyError, AttributeError):
-            pass  # a damaged cache file: computed again
-    return None
-
-
-def _write(path: Path, **entries) -> None:
-    from backend.checkpoints import save_atomic  # noqa: PLC0415
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic({"format": CACHE_FORMAT, **entries}, path)
-
-
 def cached_photo_crops(data: RetrievalSplit, cache_dir: str | Path | None = None, config=None,
                        progress: Callable[[int, int], None] | None = None, clip=None, extra: int = 0,
                        seed: int = 0) -> torch.Tensor:
@@ -155,15 +138,15 @@ def cached_photo_crops(data: RetrievalSplit, cache_dir: str | Path | None = None
     photos = None
     if extra:
         drawn_path = Path(cache_dir) / f"photos_{crops_key(data)}_{extra}_{seed}.pt"
-        photos = _read(drawn_path, "photos", (len(data), extra))
+        photos = load_cached(drawn_path, CACHE_FORMAT, "photos", (len(data), extra))
         if photos is None:
             photos = drawn_photos(data, extra, seed)
-            _write(drawn_path, photos=photos)
+            save_atomic({"format": CACHE_FORMAT, "photos": photos}, drawn_path)
         key = f"{key}_extra{extra}_{seed}"
     path = Path(cache_dir) / f"{key}.pt"
     rows = (len(data), extra or data.photos.shape[1])
-    crops = _read(path, "crops", rows)
+    crops = load_cached(path, CACHE_FORMAT, "crops", rows)
     if crops is None:
         crops, fallbacks = cut_split_photos(data, config, progress, clip, photos)
-        _write(path, crops=crops, raw_fallbacks=int(fallbacks))
+        save_atomic({"format": CACHE_FORMAT, "crops": crops, "raw_fallbacks": int(fallbacks)}, path)
     return crops

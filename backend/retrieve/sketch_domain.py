@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.checkpoints import load_cached, save_atomic
 from backend.errors import InvalidInputError
 from backend.retrieve.data import RetrievalSplit
 from backend.retrieve.sketch import SketchInputConfig, sketch_from_image
@@ -127,18 +128,10 @@ def _cached(kind: str, key: str, rows: int, compute: Callable[[], torch.Tensor],
 
         cache_dir = atelier_home() / "cache" / "sketch_domain"
     path = Path(cache_dir) / f"{kind}_{key}.pt"
-    if path.is_file():
-        try:
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            if cached.get("format") == CACHE_FORMAT and cached["images"].shape[0] == rows:
-                return cached["images"]
-        except (OSError, RuntimeError, KeyError, AttributeError):
-            pass  # a damaged cache file: drawn again below
-    images = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from backend.checkpoints import save_atomic  # noqa: PLC0415
-
-    save_atomic({"format": CACHE_FORMAT, "images": images}, path)
+    images = load_cached(path, CACHE_FORMAT, "images", (rows,))
+    if images is None:
+        images = compute()
+        save_atomic({"format": CACHE_FORMAT, "images": images}, path)
     return images
 
 
