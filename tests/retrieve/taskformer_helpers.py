@@ -30,3 +30,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_home(tmp_path_factory: pytest.TempPathFactory):
+    """A module's own $ATELIER_HOME, for the caches training writes (drawn sketches, the index's line drawings):
+    filled once per module, never the user's. Autouse in the modules that import it."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ATELIER_HOME", str(tmp_path_factory.mktemp("home")))
+    yield
+    patch.undo()

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from taskformer_helpers import one_thread, tiny_world  # noqa: F401  (fixture)
+from taskformer_helpers import one_thread, tiny_world, module_home  # noqa: F401  (fixtures)
 
 from backend.cli import main
 from backend.models import load_clip, save_clip_checkpoint
@@ -15,15 +15,6 @@ from backend.models import load_clip, save_clip_checkpoint
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = ["--steps", "2", "--batch", "4", "--device", "cpu", "--extra-sketches", "2"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def home(tmp_path_factory: pytest.TempPathFactory):
-    """The module's own $ATELIER_HOME: drawn sketches and the index's line drawings are cached there."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ATELIER_HOME", str(tmp_path_factory.mktemp("home")))
-    yield
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from taskformer_helpers import one_thread, tiny_world  # noqa: F401  (fixture)
+from taskformer_helpers import one_thread, tiny_world, module_home  # noqa: F401  (fixtures)
 
 from backend.errors import InvalidInputError, JobCancelled
 from backend.models import load_clip
@@ -21,15 +21,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = TrainConfig(steps=4, batch=6, warmup=1, decoder_layers=1, decoder_width=32, seed=5, extra_sketches=2)
 """The CPU recipe shrunk to seconds (the lines term and stroke augmentation on, as by default)."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def home(tmp_path_factory: pytest.TempPathFactory):
-    """The module's own $ATELIER_HOME: the drawn sketches and line drawings are cached there, once per module."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ATELIER_HOME", str(tmp_path_factory.mktemp("home")))
-    yield
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
