@@ -5,9 +5,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import torch
 
+from backend.stylize.pattern_check import synthetic_pattern
 from backend.stylize.restyle import RestyleConfig, preset
 from backend.world.appearance import Appearance, pattern_texture
+
+
+def pattern_tensor(pattern: str, angle: float = 0.0, size: int = 64, period: float = 16.0) -> torch.Tensor:
+    """[1, 3, size, size] a synthetic pattern (`synthetic_pattern`) as a tensor."""
+    return torch.as_tensor(synthetic_pattern(pattern, size, period, angle)).permute(2, 0, 1)[None]
 
 
 def tiny_restyle_config(steps: int = 3, **changes) -> RestyleConfig:

@@ -14,16 +14,11 @@ from backend.geometry.primitives import textured_cube
 from backend.models.clip import load_clip
 from backend.stylize.pattern_check import synthetic_pattern
 from backend.stylize.restyle import ReturningClamp, preset, restyle
-from backend.stylize.texture import (CombinedFeatures, GramTerm, RandomTextureFeatures, TextureTermConfig,
-                                     coverage_at, masked_gram)
-from tests.stylize.restyle_helpers import tiny_restyle_config
+from backend.stylize.texture import (CombinedFeatures, GramTerm, RandomTextureFeatures, SlicedWassersteinTerm,
+                                     TextureTermConfig, coverage_at, masked_gram)
+from tests.stylize.restyle_helpers import pattern_tensor as image, tiny_restyle_config
 
 SMALL = TextureTermConfig(mode="gram", levels=3, channels=16, kernel=5)
-
-
-def image(pattern: str, angle: float = 0.0, size: int = 64, period: float = 16.0) -> torch.Tensor:
-    """[1, 3, size, size] a synthetic pattern as a tensor."""
-    return torch.as_tensor(synthetic_pattern(pattern, size, period, angle)).permute(2, 0, 1)[None]
 
 
 def test_features_have_one_map_per_level_at_halving_sizes():
@@ -83,9 +78,10 @@ def test_gram_term_is_zero_on_the_style_itself_and_tells_angles_apart():
     assert float(term(features(shifted), full)) < 0.2 * float(term(features(turned), full))
 
 
-def test_gram_gradient_reaches_covered_pixels_only():
+@pytest.mark.parametrize("term_class", [GramTerm, SlicedWassersteinTerm])
+def test_texture_term_gradient_reaches_covered_pixels_only(term_class):
     features = RandomTextureFeatures(SMALL)
-    term = GramTerm(features, [image("checks")])
+    term = term_class(features, [image("checks")])
     render = torch.rand(2, 3, 64, 64, requires_grad=True)
     alpha = torch.zeros(2, 1, 64, 64)
     alpha[0, :, 8:56, 8:56] = 1.0  # view 1 shows no object: it adds nothing
@@ -96,9 +92,10 @@ def test_gram_gradient_reaches_covered_pixels_only():
     assert grad[0, 8:56, 8:56].sum() > 0 and grad[0, :4].sum() == 0 and grad[1].sum() == 0
 
 
-def test_gram_term_needs_a_style_image():
+@pytest.mark.parametrize("term_class", [GramTerm, SlicedWassersteinTerm])
+def test_texture_term_needs_a_style_image(term_class):
     with pytest.raises(InvalidInputError, match="no style image"):
-        GramTerm(RandomTextureFeatures(SMALL), [])
+        term_class(RandomTextureFeatures(SMALL), [])
 
 
 def test_combined_features_put_both_banks_side_by_side():
