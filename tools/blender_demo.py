@@ -427,8 +427,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the backend environment's python (default: $ATELIER_BACKEND_PYTHON, else .venv)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--stylize-steps", type=int, default=0, help="0: the draft preset's 150")
-    parser.add_argument("--restyle-steps", type=int, default=0, help="0: the draft preset's 150")
-    parser.add_argument("--texture-size", type=int, default=256)
+    parser.add_argument("--restyle-steps", type=int, default=300,
+                        help="restyle steps (the draft preset has 150; Suzanne's face needs more to form stripes)")
+    parser.add_argument("--texture-size", type=int, default=512, help="restyle texture side (the draft preset's)")
     parser.add_argument("--shapes", type=int, default=16, help="procedural library size")
     parser.add_argument("--sketch-category", default="lamp")
     parser.add_argument("-k", type=int, default=3, help="hits per search")

@@ -32,6 +32,16 @@ def bake_vertex_colors(uv: np.ndarray, faces: np.ndarray, colors: np.ndarray, si
                                 hint="1024 or 2048 suit most objects")
     if not uv_in_unit_square(uv):
         raise InvalidInputError("baking needs UVs inside [0, 1]", hint="unwrap the mesh first (ensure_uv)")
+    values = bake_vertex_values(uv, faces, np.asarray(colors, dtype=np.float32)[:, :3], size, padding, device,
+                                implementation)
+    return (values.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+@torch.no_grad()
+def bake_vertex_values(uv: np.ndarray, faces: np.ndarray, values: np.ndarray, size: int, padding: int = 4,
+                       device: torch.device | str = "cpu", implementation: str = "auto") -> torch.Tensor:
+    """`bake_vertex_colors` for any per-vertex values [N, C] (float): [size, size, C] float32, row 0 at v = 0,
+    charts grown by `padding` texels, the texels no chart reaches set to the mean value."""
     device = torch.device(device)
     rasterizer = make_rasterizer(RasterizerConfig(implementation=implementation), device)
     uv_t = torch.as_tensor(np.asarray(uv, dtype=np.float32), device=device)
@@ -39,23 +49,23 @@ def bake_vertex_colors(uv: np.ndarray, faces: np.ndarray, colors: np.ndarray, si
     pos = torch.cat([uv_t * 2.0 - 1.0, torch.zeros_like(uv_t[:, :1]), torch.ones_like(uv_t[:, :1])], dim=1)
     tri = torch.as_tensor(np.asarray(faces, dtype=np.int32), device=device)
     rast = rasterizer.rasterize(pos[None].contiguous(), tri, (size, size))
-    attr = torch.as_tensor(np.asarray(colors, dtype=np.float32)[:, :3], device=device)
-    image = rasterizer.interpolate(attr[None].contiguous(), rast, tri)[0]  # [S, S, 3]
+    attr = torch.as_tensor(np.asarray(values, dtype=np.float32), device=device)
+    image = rasterizer.interpolate(attr[None].contiguous(), rast, tri)[0]  # [S, S, C]
     covered = (rast[0, ..., 3] > 0).to(image.dtype)[..., None]
     image, reached = _dilate(image * covered, covered, padding)
-    image = torch.where(reached > 0, image, attr.mean(dim=0))
-    return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+    return torch.where(reached > 0, image, attr.mean(dim=0))
 
 
 def _dilate(image: torch.Tensor, covered: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Grows coloured regions by `steps` texels: empty texels take the mean of their covered neighbours.
 
-    image: [S, S, 3]; covered: [S, S, 1] in {0, 1}. Returns (image, coverage after growing), same shapes."""
+    image: [S, S, C]; covered: [S, S, 1] in {0, 1}. Returns (image, coverage after growing), same shapes."""
     kernel = torch.ones(1, 1, 3, 3, dtype=image.dtype, device=image.device)
-    colour = image.permute(2, 0, 1)[None]  # [1, 3, S, S]
+    colour = image.permute(2, 0, 1)[None]  # [1, C, S, S]
     mask = covered.permute(2, 0, 1)[None]  # [1, 1, S, S]
     for _ in range(steps):
-        total = F.conv2d(colour, kernel.expand(3, 1, 3, 3), padding=1, groups=3)
+        total = F.conv2d(colour, kernel.expand(colour.shape[1], 1, 3, 3), padding=1,
+                         groups=colour.shape[1])
         count = F.conv2d(mask, kernel, padding=1)
         grown = (count > 0).to(image.dtype)
         colour = torch.where(mask > 0, colour, total / count.clamp(min=1.0))

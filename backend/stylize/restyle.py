@@ -50,6 +50,7 @@ from backend.stylize.nnfm import StyleBank, build_style_bank, content_loss, near
 from backend.stylize.palette import extract_palette, nearest_palette_distance, palette_weight
 from backend.stylize.spectrum import SpectrumTerm
 from backend.stylize.surface import check_size
+from backend.stylize.texel_density import level_weights, pixels_per_unit
 from backend.stylize.texture import (CombinedFeatures, GramTerm, RandomTextureFeatures, SlicedWassersteinTerm,
                                     TextureTermConfig)
 from shared_protocol.limits import MAX_JOB_STEPS, TEXTURE_SIZE_RANGE
@@ -110,6 +111,10 @@ class RestyleConfig:
     style_levels: int = 1
     """The style texture is the sum of this many textures at halving sizes (T, T/2, T/4, ...), upsampled: 1 is
     the paper's single texture; more let coarse patterns form in few steps (see `RestyleRun`)."""
+    density_levels: bool = True
+    """With several style levels, weight each level per texel by whether the renders can show it: where the UV
+    layout packs several of a level's texels on one rendered pixel, that level fades out and coarser ones carry
+    the pattern (a static mipmap choice, `backend.stylize.texel_density`); False sums every level everywhere."""
     texture: TextureTermConfig = field(default_factory=TextureTermConfig)
     """The random multi-scale texture features added to NNFM and/or as a Gram term (off: the paper's CLIP
     features alone; the draft and standard presets turn the Gram term on, see `QUALITY_PRESETS`)."""
@@ -358,6 +363,11 @@ class RestyleRun:
         # alone drifts texel by texel into noise; coarse levels move whole areas together and patterns form.
         self.levels = [torch.zeros(max(size >> i, 1), max(size >> i, 1), 3, device=self.device, requires_grad=True)
                        for i in range(config.style_levels)]
+        self.level_weights = None
+        if config.density_levels and config.style_levels > 1 and uv_in_unit_square(normalised.uv):
+            density = pixels_per_unit(config.render_size, config.fov_deg, config.pattern_scale)
+            self.level_weights = level_weights(normalised.vertices, normalised.faces, normalised.uv, size,
+                                               config.style_levels, density, self.device)
         self.optimizer = torch.optim.Adam(self.levels, lr=config.learning_rate)
         end, steps = config.learning_rate_end, max(config.steps - 1, 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -368,12 +378,17 @@ class RestyleRun:
 
     @property
     def style(self) -> torch.Tensor:
-        """[T, T, 3] the style texture: the sum of its levels, each upsampled (bilinear) to T."""
+        """[T, T, 3] the style texture: the sum of its levels, each upsampled (bilinear) to T and weighted per
+        texel by `level_weights` when set."""
         size = self.config.texture_size
-        total = self.levels[0]
-        for level in self.levels[1:]:
-            total = total + F.interpolate(level.permute(2, 0, 1)[None], size=(size, size), mode="bilinear",
-                                          align_corners=False)[0].permute(1, 2, 0)
+        total = None
+        for index, level in enumerate(self.levels):
+            if index:
+                level = F.interpolate(level.permute(2, 0, 1)[None], size=(size, size), mode="bilinear",
+                                      align_corners=False)[0].permute(1, 2, 0)
+            if self.level_weights is not None:
+                level = level * self.level_weights[index]
+            total = level if total is None else total + level
         return total
 
     def texture(self) -> torch.Tensor:
