@@ -48,7 +48,8 @@ from backend.models.clip import ClipModel, clip_from_config, load_clip  # noqa: 
 from backend.stylize.features import make_extractor  # noqa: E402
 from backend.stylize.nnfm import build_style_bank, nearest_neighbours  # noqa: E402
 from backend.stylize.palette import extract_palette  # noqa: E402
-from backend.stylize.restyle import RestyleRun, prepare_mesh, preset, restyle, style_tensors  # noqa: E402
+from backend.stylize.restyle import (RestyleRun, build_run, prepare_mesh, preset, restyle,  # noqa: E402
+                                     style_tensors)
 
 RANDOM_RN50 = "RN50-random"
 """The name standing for a CLIP-RN50-sized model with seeded random weights (the cost of the real one)."""
@@ -97,30 +98,13 @@ class NNClock:
 
 
 def step_phases(run: RestyleRun, index: int, device: str) -> dict[str, float]:
-    """One optimisation step, timed phase by phase (the calls `RestyleRun.step` makes)."""
+    """One optimisation step (`RestyleRun.step`), timed phase by phase."""
     clock = PhaseClock(device)
-    times, lap = clock.times, clock.lap
-    run.optimizer.zero_grad(set_to_none=True)
-    cameras, lights = run.views()
-    texture = run.texture()
-    images, alpha = run.render(texture, cameras, lights)
-    with torch.no_grad():
-        base_images = run.render(run.base, cameras, lights)[0]
-    unlit = run.render(texture, cameras, lights, shade=False)[0] if run.palette_term else None
-    lap("render")
-    with torch.no_grad():
-        reference = run.extractor(base_images)
-    features = run.extractor(images)
-    lap("features")
     with NNClock(device) as nn:
-        loss, _ = run.losses(images, features, reference, unlit, alpha, index)
-    lap("losses")
+        run.step(index, lap=clock.lap)
+    times = clock.times
     times["nn_search"] = nn.seconds
     times["other_losses"] = times.pop("losses") - nn.seconds
-    loss.backward()
-    lap("backward")
-    run.optimizer.step()
-    lap("update")
     times["step"] = sum(times.values())
     return times
 
@@ -142,13 +126,12 @@ def features_alone(run: RestyleRun, images: torch.Tensor, device: str):
 
 
 def make_run(mesh: Mesh, clip: ClipModel, size: int, batch: int, device: str) -> RestyleRun:
+    """The draft preset's optimisation as `restyle` builds it (texture terms included) at `size` px, `batch` views."""
     config = preset("draft", render_size=size, batch=batch, texture_size=512, renderer="auto")
     prepared = prepare_mesh(mesh, config)
-    extractor = make_extractor(config.features, clip, device)
     styles = style_tensors([style_image()], size, device)
-    bank = build_style_bank(extractor, styles)
     palette = torch.as_tensor(extract_palette([s[0].permute(1, 2, 0).cpu().numpy() for s in styles], 5))
-    return RestyleRun(prepared, bank, extractor, palette, config, device, torch.Generator().manual_seed(0))
+    return build_run(prepared, styles, clip, palette, config, device, torch.Generator().manual_seed(0))
 
 
 def benchmark_step(mesh: Mesh, clip: ClipModel, size: int, batch: int, device: str, repeats: int) -> dict:

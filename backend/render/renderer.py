@@ -78,47 +78,72 @@ class MeshRenderer:
         lights: [B, 3] point-light positions (default: `default_lights`).
         shade: False returns the albedo unlit (useful for colour-only losses).
         """
+        if texture is not None:
+            if uv is None:
+                raise ValueError("a texture needs per-vertex uv [V, 2]")
+            return self.render_textures(vertices, faces, cameras, uv, [(texture, shade)], normals=normals,
+                                        lights=lights)[0]
+        if vertex_colors is None:
+            vertex_colors = torch.tensor(self.config.default_color, device=self.device).expand(vertices.shape[-2], 3)
+        surface = self._surface(vertices, faces, cameras, normals, vertex_colors)
+        return self._compose(surface, surface.values[:, 6:9], shade, lights)
+
+    def render_textures(self, vertices: torch.Tensor, faces: torch.Tensor, cameras: Cameras, uv: torch.Tensor,
+                        textures: list[tuple[torch.Tensor, bool]], *, normals: torch.Tensor | None = None,
+                        lights: torch.Tensor | None = None) -> list[RenderOutput]:
+        """`render` of one mesh under several textures, each (texture, shade), from the same cameras: one
+        rasterization and one interpolation serve them all (a restyle step renders its texture lit and unlit and
+        the original texture lit)."""
+        surface = self._surface(vertices, faces, cameras, normals, uv)
+        lookup = surface.values[None, :, None, 6:8].contiguous()
+        outputs = []
+        for texture, shade in textures:
+            tex = texture[None].to(surface.clip.dtype).contiguous()
+            albedo = self.rasterizer.texture(tex, lookup)[0, :, 0, :3]
+            outputs.append(self._compose(surface, albedo, shade, lights))
+        return outputs
+
+    def _surface(self, vertices: torch.Tensor, faces: torch.Tensor, cameras: Cameras, normals: torch.Tensor | None,
+                 extra: torch.Tensor) -> "_Surface":
+        """Rasterizes the mesh and interpolates position, normal and `extra` ([V, C] or [B, V, C]) at the
+        covered pixels."""
         cfg = self.config
         cameras = cameras.to(self.device)
         faces = faces.to(self.device).int()
         batch = len(cameras)
         clip = to_clip(vertices, cameras).contiguous()
         rast = self.rasterizer.rasterize(clip, faces, (cfg.size, cfg.size))
-        covered = (rast[..., 3:4] > 0).to(clip.dtype)
         if normals is None:
             normals = vertex_normals(vertices, faces)
-        attrs = [vertices if vertices.dim() == 3 else vertices.expand(batch, -1, -1),
-                 normals if normals.dim() == 3 else normals.expand(batch, -1, -1)]
-        if texture is None:
-            if vertex_colors is None:
-                vertex_colors = torch.tensor(cfg.default_color, device=self.device).expand(vertices.shape[-2], 3)
-            attrs.append(vertex_colors if vertex_colors.dim() == 3 else vertex_colors.expand(batch, -1, -1))
-        else:
-            if uv is None:
-                raise ValueError("a texture needs per-vertex uv [V, 2]")
-            attrs.append(uv.expand(batch, -1, -1))
-        attr = torch.cat([a.to(clip.dtype) for a in attrs], dim=-1).contiguous()
+        attrs = [vertices, normals, extra]
+        attr = torch.cat([(a if a.dim() == 3 else a.expand(batch, -1, -1)).to(clip.dtype) for a in attrs],
+                         dim=-1).contiguous()
         # Shade covered pixels only: a sparse list is cheaper than full images, forward and backward.
         pixels = torch.nonzero(rast[..., 3].reshape(-1) > 0).squeeze(1)
         values = self.rasterizer.interpolate_pixels(attr, rast, faces, pixels)
         view_of = torch.div(pixels, cfg.size * cfg.size, rounding_mode="floor")
-        position, normal = values[:, 0:3], values[:, 3:6]
-        if texture is None:
-            albedo = values[:, 6:9]
-        else:
-            tex = texture[None].to(clip.dtype).contiguous()
-            albedo = self.rasterizer.texture(tex, values[None, :, None, 6:8].contiguous())[0, :, 0, :3]
+        return _Surface(cameras, faces, clip, rast, pixels, values, view_of)
+
+    def _compose(self, surface: "_Surface", albedo: torch.Tensor, shade: bool,
+                 lights: torch.Tensor | None) -> RenderOutput:
+        """Shades `albedo` [P, 3] at the surface's pixels, over the background, antialiased."""
+        cfg = self.config
+        cameras, rast, pixels, clip = surface.cameras, surface.rast, surface.pixels, surface.clip
+        batch = len(cameras)
+        position, normal = surface.values[:, 0:3], surface.values[:, 3:6]
         if shade:
             if lights is None:
                 lights = self.default_lights(cameras)
+            view_of = surface.view_of
             color = phong(albedo, position, normal, cameras.eye[view_of], lights[view_of], cfg.shading).clamp(0, 1)
         else:
             color = albedo
+        covered = (rast[..., 3:4] > 0).to(clip.dtype)
         background = torch.tensor(cfg.background, dtype=clip.dtype, device=self.device)
         image = background.expand(batch * cfg.size * cfg.size, 3).index_copy(0, pixels, color.to(clip.dtype))
         layers = torch.cat([image.reshape(batch, cfg.size, cfg.size, 3), covered], dim=-1)
         if cfg.antialias:
-            layers = self.rasterizer.antialias(layers.contiguous(), rast, clip, faces)
+            layers = self.rasterizer.antialias(layers.contiguous(), rast, clip, surface.faces)
         layers = torch.flip(layers, dims=[1])  # OpenGL rows are bottom-up; images are top-down
         unit_normal = torch.nn.functional.normalize(normal, dim=-1, eps=1e-12)
 
@@ -133,3 +158,19 @@ class MeshRenderer:
             position=dense(position),
             face_id=torch.flip(rast[..., 3], dims=[1]).long() - 1,
         )
+
+
+@dataclass
+class _Surface:
+    """What every texture of one `MeshRenderer` pass shares: the rasterization and the interpolated attributes."""
+
+    cameras: Cameras
+    faces: torch.Tensor
+    clip: torch.Tensor
+    rast: torch.Tensor
+    pixels: torch.Tensor
+    """[P] covered pixels into the flat [B * H * W] image."""
+    values: torch.Tensor
+    """[P, 6 + C] position, normal and the extra attribute at those pixels."""
+    view_of: torch.Tensor
+    """[P] the view each pixel belongs to."""

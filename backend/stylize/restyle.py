@@ -51,8 +51,8 @@ from backend.stylize.palette import extract_palette, nearest_palette_distance, p
 from backend.stylize.spectrum import SpectrumTerm
 from backend.stylize.surface import check_size
 from backend.stylize.texel_density import level_weights, pixels_per_unit
-from backend.stylize.texture import (CombinedFeatures, GramTerm, RandomTextureFeatures, SlicedWassersteinTerm,
-                                    TextureTermConfig)
+from backend.stylize.texture import (TERM_SAMPLES, CombinedFeatures, GramTerm, RandomTextureFeatures,
+                                    SlicedWassersteinTerm, TextureTermConfig)
 from shared_protocol.limits import MAX_JOB_STEPS, TEXTURE_SIZE_RANGE
 
 MAX_STEPS = MAX_JOB_STEPS
@@ -342,6 +342,7 @@ class RestyleRun:
         self.config = config
         self.spectrum = spectrum
         self.gram = gram
+        self.texture_generator = torch.Generator().manual_seed(config.texture.seed + 1)
         self.swd = swd
         self.device = torch.device(device)
         self.generator = generator
@@ -416,14 +417,13 @@ class RestyleRun:
         if self.gram is not None or self.swd is not None:
             # On the unlit render: the pattern lives in the albedo, and the style image has no shading.
             source = unlit if unlit is not None else images
-            term = self.gram or self.swd
-            maps = term.features(source)
+            samples = (self.gram or self.swd).features.sample(source, alpha, TERM_SAMPLES, self.texture_generator)
             if self.gram is not None:
-                gram = self.gram(maps, alpha)
+                gram = self.gram.of_samples(samples)
                 total = total + cfg.texture.gram_weight * gram
                 metrics["loss_gram"] = float(gram.detach())
             if self.swd is not None:
-                swd = self.swd(maps, alpha)
+                swd = self.swd.of_samples(samples)
                 total = total + cfg.texture.swd_weight * swd
                 metrics["loss_swd"] = float(swd.detach())
         if self.spectrum is not None:
@@ -443,22 +443,35 @@ class RestyleRun:
     def palette_term(self) -> bool:
         return self.palette is not None and self.config.palette_weight > 0
 
-    def step(self, step: int) -> StepOutput:
-        """One optimisation step at index `step` (0-based)."""
+    def step(self, step: int, lap: Callable[[str], None] = lambda phase: None) -> StepOutput:
+        """One optimisation step at index `step` (0-based); `lap(phase)` is called as each phase ends ("render",
+        "features", "losses", "backward", "update": the benchmark's clock)."""
         self.optimizer.zero_grad(set_to_none=True)
         cameras, lights = self.views()
         texture = self.texture()
-        images, alpha = self.render(texture, cameras, lights)
+        # One rasterization for the lit render, the original's (content features) and the unlit one (colour and
+        # texture terms): only the texture lookup and the shading differ.
+        wanted = [(texture, True), (self.base, True)]
+        unlit_needed = self.palette_term or self.gram or self.swd or self.spectrum
+        if unlit_needed:
+            wanted.append((texture, False))
+        outputs = self.renderer.render_textures(self.vertices, self.faces, cameras, self.uv, wanted, lights=lights)
+        images, alpha = outputs[0].image.permute(0, 3, 1, 2), outputs[0].alpha.permute(0, 3, 1, 2)
+        original = outputs[1].image.permute(0, 3, 1, 2)
+        unlit = outputs[2].image.permute(0, 3, 1, 2) if unlit_needed else None
+        lap("render")
         with torch.no_grad():
-            reference = self.extractor(self.render(self.base, cameras, lights)[0])
-        unlit = self.render(texture, cameras, lights, shade=False)[0] \
-            if self.palette_term or self.gram or self.swd or self.spectrum else None
+            reference = self.extractor(original)
         features = self.extractor(images)
+        lap("features")
         loss, metrics = self.losses(images, features, reference, unlit, alpha, step)
         metrics["learning_rate"] = float(self.optimizer.param_groups[0]["lr"])
+        lap("losses")
         loss.backward()
+        lap("backward")
         self.optimizer.step()
         self.scheduler.step()
+        lap("update")
         return StepOutput(loss=metrics["loss"], metrics=metrics, front=images[0].detach().permute(1, 2, 0))
 
     @torch.no_grad()
@@ -555,6 +568,26 @@ def restyle(mesh: Mesh, style_images: Sequence[np.ndarray], clip, config: Restyl
     palette_tensor = torch.as_tensor(np.asarray(palette, dtype=np.float32)) if palette_source != "none" else None
     if callable(clip):
         clip = clip()
+    run = build_run(prepared, styles, clip, palette_tensor, config, device, generator)
+
+    parts: list[dict[str, float]] = []
+
+    def step(index: int) -> StepOutput:
+        out = run.step(index)
+        parts[:] = [parts[0] if parts else out.metrics, out.metrics]
+        return out
+
+    losses, seconds = optimise(config.steps, step, progress=progress, cancel=cancel, on_preview=on_preview,
+                               preview_every=config.preview_every)
+    share = run.neighbour_share(*random_views(min(config.batch, 4), config, generator, device))
+    return finish(run, prepared, losses, parts, palette_tensor, palette_source, share, run.extractor.name,
+                  seconds)
+
+
+def build_run(prepared: PreparedMesh, styles: list[torch.Tensor], clip, palette: torch.Tensor | None,
+              config: RestyleConfig, device: torch.device | str, generator: torch.Generator) -> RestyleRun:
+    """The optimisation `restyle` runs: the feature network (plus the random texture features when the config's
+    texture term matches them), the texture terms, and the style bank of `styles` ([1, 3, h, w] tensors)."""
     extractor = make_extractor(config.features, clip, device)
     gram = swd = spectrum = None
     if config.texture.mode != "off":
@@ -568,19 +601,7 @@ def restyle(mesh: Mesh, style_images: Sequence[np.ndarray], clip, config: Restyl
         if config.texture.spectrum_weight > 0:
             spectrum = SpectrumTerm(styles)
     bank = build_style_bank(extractor, styles)
-    run = RestyleRun(prepared, bank, extractor, palette_tensor, config, device, generator, gram, swd, spectrum)
-
-    parts: list[dict[str, float]] = []
-
-    def step(index: int) -> StepOutput:
-        out = run.step(index)
-        parts[:] = [parts[0] if parts else out.metrics, out.metrics]
-        return out
-
-    losses, seconds = optimise(config.steps, step, progress=progress, cancel=cancel, on_preview=on_preview,
-                               preview_every=config.preview_every)
-    share = run.neighbour_share(*random_views(min(config.batch, 4), config, generator, device))
-    return finish(run, prepared, losses, parts, palette_tensor, palette_source, share, extractor.name, seconds)
+    return RestyleRun(prepared, bank, extractor, palette, config, device, generator, gram, swd, spectrum)
 
 
 def finish(run: RestyleRun, prepared: PreparedMesh, losses: list[float], parts: list[dict[str, float]],

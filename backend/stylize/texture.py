@@ -161,6 +161,62 @@ class RandomTextureFeatures:
             out.append(torch.cat([maps, x], dim=1) if self.config.colour else maps)
         return out
 
+    def sample(self, images: torch.Tensor, alpha: torch.Tensor, count: int,
+               generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The features at `count` positions per view and level (at most a quarter of the level's), drawn uniformly (with replacement) among the
+        positions whose filter sees only the object (`coverage_at`): per level, (rows [B, count, C'], has [B]:
+        whether the view has such a position; its rows are then meaningless). The same maps as `__call__`, computed
+        at the drawn positions only: a 256 px level costs 4096 of its 65536 filter positions per view."""
+        x = 2.0 * images.to(self.device, torch.float32) - 1.0
+        reach = self.config.kernel // 2
+        out = []
+        for level, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if level:
+                x = F.avg_pool2d(x, 2)
+            # A level of h x w positions gets at most a quarter of them in draws (coarse levels have few).
+            drawn = max(1, min(count, x.shape[-2] * x.shape[-1] // 4))
+            index, has = draw_positions(coverage_at(alpha, tuple(x.shape[-2:]), reach), drawn, generator)
+            patches = gather_patches(x, index, self.config.kernel)  # [B, N, k k 3]
+            rows = F.relu(conv_rows(patches, weight, bias))
+            if self.config.colour:
+                centre = patches.unflatten(-1, (-1, 3))[:, :, (self.config.kernel**2) // 2]
+                rows = torch.cat([rows, centre], dim=-1)
+            out.append((rows, has))
+        return out
+
+
+def draw_positions(weight: torch.Tensor, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` positions per view drawn uniformly, with replacement, where `weight` [B, 1, h, w] is 1: indices
+    [B, count] into h * w, and has [B] (False: the view has no such position; its indices are 0)."""
+    flat = weight.flatten(1)
+    total = flat.cumsum(dim=1)
+    has = total[:, -1] > 0
+    draws = torch.rand(flat.shape[0], count, generator=generator).to(flat.device) * total[:, -1:].clamp(min=1.0)
+    index = torch.searchsorted(total, draws, right=True).clamp(max=flat.shape[1] - 1)
+    return torch.where(has[:, None], index, torch.zeros_like(index)), has
+
+
+def gather_patches(x: torch.Tensor, index: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The k x k patches of `x` [B, C, h, w] (zero-padded) centred at `index` [B, N] (into h * w): [B, N, k k C],
+    ordered as `conv_rows` expects a conv2d weight [out, C, k, k]."""
+    batch, channels, height, width = x.shape
+    reach = kernel // 2
+    padded = F.pad(x, (reach, reach, reach, reach))
+    size = padded.shape[-2] * padded.shape[-1]
+    pixels = padded.permute(0, 2, 3, 1).reshape(batch * size, channels)  # channels last: one row per pixel
+    stride = width + 2 * reach
+    dy, dx = torch.meshgrid(torch.arange(kernel, device=x.device), torch.arange(kernel, device=x.device),
+                            indexing="ij")
+    offsets = (dy * stride + dx).flatten()  # [k k]
+    corner = (index // width) * stride + index % width  # the patch's top-left in the padded image
+    where = corner[..., None] + offsets + (torch.arange(batch, device=x.device) * size)[:, None, None]
+    return pixels.index_select(0, where.flatten()).reshape(batch, index.shape[1], kernel * kernel * channels)
+
+
+def conv_rows(patches: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """conv2d(x, weight, bias) at the patches' centres: [B, N, k k C] patches (`gather_patches`) -> [B, N, out]."""
+    return patches @ weight.permute(0, 2, 3, 1).flatten(1).T + bias
+
 
 class CombinedFeatures:
     """Two extractors side by side: the maps of `first`, then those of `second` (one NNFM bank over both)."""
@@ -192,8 +248,9 @@ def coverage_at(alpha: torch.Tensor, size: tuple[int, int], reach: int) -> torch
     """[B, 1, H, W] coverage -> [B, 1, h, w] at a level's size, eroded by `reach` feature pixels so that no
     position whose filter sees the background counts."""
     small = F.adaptive_avg_pool2d(alpha.float(), size)
-    if reach > 0:
-        small = -F.max_pool2d(-small, 2 * reach + 1, stride=1, padding=reach)
+    if reach > 0:  # a square min filter, as two passes (rows, then columns)
+        small = -F.max_pool2d(-small, (2 * reach + 1, 1), stride=1, padding=(reach, 0))
+        small = -F.max_pool2d(-small, (1, 2 * reach + 1), stride=1, padding=(0, reach))
     return (small > 0.99).float()
 
 
@@ -227,6 +284,21 @@ class GramTerm:
             losses.append((distance * has).sum() / has.sum().clamp(min=1.0))
         return torch.stack(losses).mean()
 
+    def of_samples(self, samples: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The same loss from the features at drawn positions (`RandomTextureFeatures.sample`): each view's Gram
+        matrix is estimated from its rows (unbiased), which costs a fraction of the full maps."""
+        losses = []
+        for (rows, has), target in zip(samples, self.targets):
+            gram = rows.transpose(1, 2) @ rows / rows.shape[1]
+            distance = (gram - target).square().sum(dim=(1, 2)) / target.square().sum().clamp(min=1e-12)
+            weight = has.float()
+            losses.append((distance * weight).sum() / weight.sum().clamp(min=1.0))
+        return torch.stack(losses).mean()
+
+
+TERM_SAMPLES = 4096
+"""Positions per view and level at which a restyle step computes the random features for its Gram and sliced
+Wasserstein terms (`RandomTextureFeatures.sample`): the full maps of a 256 px render hold 65536 at level 0."""
 
 SWD_SAMPLES = 4096
 """Positions per view and level the sliced Wasserstein term compares (a random subset, drawn each call, of a
@@ -236,11 +308,15 @@ larger level's covered positions: the sort, not the features, dominates its cost
 class SlicedWassersteinTerm:
     """The sliced Wasserstein loss against a set of style images, on `features` (a `RandomTextureFeatures`):
     per view and level, the render's features over the object's covered positions and the style images'
-    features are projected on `slices` random unit directions (drawn afresh each call from a generator seeded
-    with the features' seed, so a run is repeatable), sorted, and compared quantile by quantile (Heitz,
-    Vanhoey, Chambon & Belcour 2021, "A Sliced Wasserstein Loss for Neural Texture Synthesis"). Unlike the
-    Gram matrix, which keeps only second moments, this matches each projection's whole distribution: two
-    flat colours with sharp edges rather than any mix of the same covariance."""
+    features are projected on `slices` random unit directions, sorted, and compared quantile by quantile
+    (Heitz, Vanhoey, Chambon & Belcour 2021, "A Sliced Wasserstein Loss for Neural Texture Synthesis"). Unlike
+    the Gram matrix, which keeps only second moments, this matches each projection's whole distribution: two
+    flat colours with sharp edges rather than any mix of the same covariance. Each call draws its directions
+    afresh (a generator seeded with the features' seed, so a run is repeatable) from a pool of `POOL_FACTOR` x
+    `slices` per level whose style projections were sorted once: sorting the style's projections every step
+    cost more than the rest of the term."""
+
+    POOL_FACTOR = 8
 
     def __init__(self, features: RandomTextureFeatures, styles: Sequence[torch.Tensor]):
         if not styles:
@@ -248,10 +324,27 @@ class SlicedWassersteinTerm:
         self.features = features
         self.slices = features.config.slices
         self.generator = torch.Generator().manual_seed(features.config.seed + 7919)
+        pool = self.POOL_FACTOR * self.slices
+        self.directions, self.sorted_style, self.spread = [], [], []
         with torch.no_grad():
             per_image = [[m[0].flatten(1).T for m in features(image)] for image in styles]
-            self.targets = [self._sample(torch.cat(level, dim=0), 4 * SWD_SAMPLES)
-                            for level in zip(*per_image)]  # [M, C] per level
+            for level in zip(*per_image):
+                target = self._sample(torch.cat(level, dim=0), 2 * SWD_SAMPLES)  # [M, C]
+                directions = torch.randn(target.shape[1], pool, generator=self.generator).to(target.device)
+                directions = directions / directions.norm(dim=0, keepdim=True)
+                projected = (target @ directions).T.contiguous()  # [pool, M]
+                self.directions.append(directions)
+                self.sorted_style.append(projected.sort(dim=1).values)
+                self.spread.append(projected.var(dim=1))
+
+    def _draw(self, level: int, count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This call's directions of `level` [C, slices], the style's sorted projections on them at `count`
+        evenly spaced quantiles [slices, count], and the style's mean variance along them (the loss's scale)."""
+        chosen = self._choice(self.directions[level].shape[1], self.slices, self.directions[level].device)
+        style = self.sorted_style[level][chosen]
+        at = ((torch.arange(count, device=style.device) + 0.5) * (style.shape[1] / count)).long()
+        scale = self.spread[level][chosen].mean().clamp(min=1e-12)
+        return self.directions[level][:, chosen].to(device), style[:, at].to(device), scale.to(device)
 
     def __call__(self, maps: list[torch.Tensor], alpha: torch.Tensor) -> torch.Tensor:
         """0-d loss: mean over views and levels of the mean squared difference of the sorted projections,
@@ -259,11 +352,7 @@ class SlicedWassersteinTerm:
         alpha: [B, 1, H, W] coverage. Views in which a level has no fully covered position add nothing."""
         reach = self.features.config.kernel // 2
         losses = []
-        for fmap, target in zip(maps, self.targets):
-            directions = torch.randn(fmap.shape[1], self.slices, generator=self.generator)
-            directions = (directions / directions.norm(dim=0, keepdim=True)).to(fmap.device)
-            style = (target @ directions).sort(dim=0).values  # [M, slices]
-            scale = style.var(dim=0).mean().clamp(min=1e-12)
+        for level, fmap in enumerate(maps):
             weight = coverage_at(alpha, tuple(fmap.shape[-2:]), reach)
             for view in range(fmap.shape[0]):
                 keep = weight[view, 0].flatten() > 0
@@ -274,11 +363,23 @@ class SlicedWassersteinTerm:
                 if count > SWD_SAMPLES:
                     chosen = chosen[self._choice(count, SWD_SAMPLES, fmap.device)]
                     count = SWD_SAMPLES
-                projected = (fmap[view].flatten(1)[:, chosen].T @ directions).sort(dim=0).values  # [N, slices]
-                at = ((torch.arange(count, device=fmap.device) + 0.5) * (style.shape[0] / count)).long()
-                losses.append((projected - style[at]).square().mean() / scale)
+                directions, style, scale = self._draw(level, count, fmap.device)
+                projected = (directions.T @ fmap[view].flatten(1)[:, chosen]).sort(dim=1).values  # [slices, N]
+                losses.append((projected - style).square().mean() / scale)
         if not losses:
             return maps[0].sum() * 0.0
+        return torch.stack(losses).mean()
+
+    def of_samples(self, samples: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The same loss from the features at drawn positions (`RandomTextureFeatures.sample`), all views at
+        once: each view's rows stand for its distribution."""
+        losses = []
+        for level, (rows, has) in enumerate(samples):
+            directions, style, scale = self._draw(level, rows.shape[1], rows.device)
+            projected = (rows @ directions).transpose(1, 2).sort(dim=2).values  # [B, slices, N]
+            distance = (projected - style).square().mean(dim=(1, 2)) / scale
+            weight = has.float()
+            losses.append((distance * weight).sum() / weight.sum().clamp(min=1.0))
         return torch.stack(losses).mean()
 
     def _choice(self, count: int, size: int, device: torch.device) -> torch.Tensor:
