@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from backend.render.camera import Cameras, to_clip
+from backend.render import raster_compiled
 from backend.render.rasterizer import RasterizerConfig, make_rasterizer
 from backend.render.shading import ShadingConfig, phong, vertex_normals
 
@@ -84,7 +85,6 @@ class MeshRenderer:
         batch = len(cameras)
         clip = to_clip(vertices, cameras).contiguous()
         rast = self.rasterizer.rasterize(clip, faces, (cfg.size, cfg.size))
-        covered = (rast[..., 3:4] > 0).to(clip.dtype)
         if normals is None:
             normals = vertex_normals(vertices, faces)
         attrs = [vertices if vertices.dim() == 3 else vertices.expand(batch, -1, -1),
@@ -111,25 +111,33 @@ class MeshRenderer:
         if shade:
             if lights is None:
                 lights = self.default_lights(cameras)
-            color = phong(albedo, position, normal, cameras.eye[view_of], lights[view_of], cfg.shading).clamp(0, 1)
+            kernel = getattr(self.rasterizer, "kernel", None)
+            if kernel is not None and self.device.type == "cpu" and not (cameras.eye.requires_grad or lights.requires_grad):
+                # One pass per pixel each way, reading the interpolated attributes in place.
+                color = raster_compiled.phong(kernel, values, 0, 3, 6 if texture is None else albedo, cameras.eye,
+                                              lights, view_of, cfg.shading)
+            else:
+                color = phong(albedo, position, normal, cameras.eye[view_of], lights[view_of], cfg.shading)
+            color = color.clamp(0, 1)
         else:
             color = albedo
-        background = torch.tensor(cfg.background, dtype=clip.dtype, device=self.device)
-        image = background.expand(batch * cfg.size * cfg.size, 3).index_copy(0, pixels, color.to(clip.dtype))
-        layers = torch.cat([image.reshape(batch, cfg.size, cfg.size, 3), covered], dim=-1)
+        # Colour and coverage in one [B * H * W, 4] image: one scatter over the background.
+        background = torch.tensor((*cfg.background, 0.0), dtype=clip.dtype, device=self.device)
+        covered_layers = torch.cat([color.to(clip.dtype), torch.ones_like(color[:, :1], dtype=clip.dtype)], dim=1)
+        layers = background.expand(batch * cfg.size * cfg.size, 4).index_copy(0, pixels, covered_layers)
+        layers = layers.reshape(batch, cfg.size, cfg.size, 4)
         if cfg.antialias:
             layers = self.rasterizer.antialias(layers.contiguous(), rast, clip, faces)
         layers = torch.flip(layers, dims=[1])  # OpenGL rows are bottom-up; images are top-down
         unit_normal = torch.nn.functional.normalize(normal, dim=-1, eps=1e-12)
-
-        def dense(sparse: torch.Tensor) -> torch.Tensor:  # [P, 3] -> [B, H, W, 3] top-down, zero background
-            full = sparse.new_zeros(batch * cfg.size * cfg.size, 3).index_copy(0, pixels, sparse)
-            return torch.flip(full.reshape(batch, cfg.size, cfg.size, 3), dims=[1])
+        # Normals and positions as one [P, 6] scatter and one flip, [B, H, W, 3] each, zero background.
+        geometry = clip.new_zeros(batch * cfg.size * cfg.size, 6).index_copy(0, pixels, torch.cat([unit_normal, position], 1))
+        geometry = torch.flip(geometry.reshape(batch, cfg.size, cfg.size, 6), dims=[1])
 
         return RenderOutput(
             image=layers[..., 0:3],
             alpha=layers[..., 3:4],
-            normal=dense(unit_normal),
-            position=dense(position),
+            normal=geometry[..., 0:3],
+            position=geometry[..., 3:6],
             face_id=torch.flip(rast[..., 3], dims=[1]).long() - 1,
         )
