@@ -184,3 +184,25 @@ class _PhongValues(torch.autograd.Function):
                          *ctx.params, values.new_empty(0), grad.contiguous(), g_albedo,
                          g_values[:, cols[0]:cols[0] + 3], g_values[:, cols[1]:cols[1] + 3])
         return g_values, (g_albedo if cols[2] < 0 else None), None, None, None, None, None, None
+
+
+def vertex_normals(kernel: ModuleType, vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """`shading.vertex_normals` in one pass each way: vertices [V, 3] or [B, V, 3], faces [F, 3] -> unit
+    area-weighted vertex normals, same shape."""
+    return _VertexNormals.apply(vertices, faces.long().contiguous(), kernel)
+
+
+class _VertexNormals(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, vertices, faces, kernel):
+        batched = vertices.detach().reshape(-1, vertices.shape[-2], 3).contiguous()
+        unit, sums = kernel.vertex_normals(batched, faces, batched.new_empty(0), batched.new_empty(0), batched.new_empty(0))
+        ctx.save_for_backward(batched, faces, sums, unit)
+        ctx.kernel, ctx.shape = kernel, vertices.shape
+        return unit.reshape(vertices.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        batched, faces, sums, unit = ctx.saved_tensors
+        (grad_v,) = ctx.kernel.vertex_normals(batched, faces, sums, unit, grad.reshape(batched.shape).contiguous())
+        return grad_v.reshape(ctx.shape), None, None

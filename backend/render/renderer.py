@@ -85,8 +85,9 @@ class MeshRenderer:
         batch = len(cameras)
         clip = to_clip(vertices, cameras).contiguous()
         rast = self.rasterizer.rasterize(clip, faces, (cfg.size, cfg.size))
+        kernel = getattr(self.rasterizer, "kernel", None) if self.device.type == "cpu" else None
         if normals is None:
-            normals = vertex_normals(vertices, faces)
+            normals = vertex_normals(vertices, faces) if kernel is None else raster_compiled.vertex_normals(kernel, vertices, faces)
         attrs = [vertices if vertices.dim() == 3 else vertices.expand(batch, -1, -1),
                  normals if normals.dim() == 3 else normals.expand(batch, -1, -1)]
         if texture is None:
@@ -111,8 +112,7 @@ class MeshRenderer:
         if shade:
             if lights is None:
                 lights = self.default_lights(cameras)
-            kernel = getattr(self.rasterizer, "kernel", None)
-            if kernel is not None and self.device.type == "cpu" and not (cameras.eye.requires_grad or lights.requires_grad):
+            if kernel is not None and not (cameras.eye.requires_grad or lights.requires_grad):
                 # One pass per pixel each way, reading the interpolated attributes in place.
                 color = raster_compiled.phong(kernel, values, 0, 3, 6 if texture is None else albedo, cameras.eye,
                                               lights, view_of, cfg.shading)

@@ -652,12 +652,88 @@ std::vector<torch::Tensor> antialias_blend_backward(torch::Tensor grad, torch::T
   return {grad_color, grad_t};
 }
 
+// shading.vertex_normals: area-weighted unit vertex normals of vertices [B, V, 3] (contiguous), faces [F, 3]
+// int64. Forward: (unit normals [B, V, 3], unnormalised sums [B, V, 3]). Backward (grad given): grad vertices.
+std::vector<torch::Tensor> vertex_normals(torch::Tensor vertices, torch::Tensor faces, torch::Tensor sums,
+                                          torch::Tensor unit, torch::Tensor grad) {
+  TORCH_CHECK(vertices.is_contiguous() && faces.is_contiguous() && vertices.dim() == 3 && vertices.size(2) == 3,
+              "vertex_normals: vertices [B, V, 3] contiguous, faces [F, 3] int64");
+  const int64_t batch = vertices.size(0), num_vertices = vertices.size(1), num_faces = faces.size(0);
+  const bool backward = grad.defined() && grad.numel() > 0;
+  std::vector<torch::Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES(vertices.scalar_type(), "vertex_normals", [&] {
+    using T = scalar_t;
+    const T eps = static_cast<T>(1e-12);
+    const int64_t* f = faces.data_ptr<int64_t>();
+    if (!backward) {
+      auto sum_t = torch::zeros_like(vertices);
+      auto unit_t = torch::empty_like(vertices);
+      for (int64_t b = 0; b < batch; ++b) {
+        const T* v = vertices.data_ptr<T>() + b * num_vertices * 3;
+        T* n = sum_t.data_ptr<T>() + b * num_vertices * 3;
+        // Corner k's sums in face order, k = 0, 1, 2 (as the three index_adds of shading.vertex_normals).
+        std::vector<T> fn(num_faces * 3);
+        for (int64_t i = 0; i < num_faces; ++i) {
+          const T *v0 = v + 3 * f[3 * i], *v1 = v + 3 * f[3 * i + 1], *v2 = v + 3 * f[3 * i + 2];
+          const T e1[3] = {v1[0] - v0[0], v1[1] - v0[1], v1[2] - v0[2]};
+          const T e2[3] = {v2[0] - v0[0], v2[1] - v0[1], v2[2] - v0[2]};
+          fn[3 * i] = e1[1] * e2[2] - e1[2] * e2[1];
+          fn[3 * i + 1] = e1[2] * e2[0] - e1[0] * e2[2];
+          fn[3 * i + 2] = e1[0] * e2[1] - e1[1] * e2[0];
+        }
+        for (int k = 0; k < 3; ++k)
+          for (int64_t i = 0; i < num_faces; ++i)
+            for (int c = 0; c < 3; ++c) n[3 * f[3 * i + k] + c] += fn[3 * i + c];
+        T* u = unit_t.data_ptr<T>() + b * num_vertices * 3;
+        for (int64_t i = 0; i < num_vertices; ++i) normalize3(n + 3 * i, u + 3 * i, eps);
+      }
+      result = {unit_t, sum_t};
+      return;
+    }
+    TORCH_CHECK(sums.is_contiguous() && unit.is_contiguous(), "vertex_normals backward: saved sums and unit normals");
+    grad = grad.contiguous();
+    auto grad_v = torch::zeros_like(vertices);
+    for (int64_t b = 0; b < batch; ++b) {
+      const T* v = vertices.data_ptr<T>() + b * num_vertices * 3;
+      const T* n = sums.data_ptr<T>() + b * num_vertices * 3;
+      const T* u = unit.data_ptr<T>() + b * num_vertices * 3;
+      const T* g = grad.data_ptr<T>() + b * num_vertices * 3;
+      T* gv = grad_v.data_ptr<T>() + b * num_vertices * 3;
+      std::vector<T> g_sum(num_vertices * 3);
+      for (int64_t i = 0; i < num_vertices; ++i) {
+        const T* ni = n + 3 * i;
+        const T norm = std::sqrt(ni[0] * ni[0] + ni[1] * ni[1] + ni[2] * ni[2]);
+        normalize3_backward(g + 3 * i, u + 3 * i, norm, eps, g_sum.data() + 3 * i);
+      }
+      for (int64_t i = 0; i < num_faces; ++i) {
+        const int64_t i0 = f[3 * i], i1 = f[3 * i + 1], i2 = f[3 * i + 2];
+        const T *v0 = v + 3 * i0, *v1 = v + 3 * i1, *v2 = v + 3 * i2;
+        const T e1[3] = {v1[0] - v0[0], v1[1] - v0[1], v1[2] - v0[2]};
+        const T e2[3] = {v2[0] - v0[0], v2[1] - v0[1], v2[2] - v0[2]};
+        T gf[3];
+        for (int c = 0; c < 3; ++c) gf[c] = g_sum[3 * i0 + c] + g_sum[3 * i1 + c] + g_sum[3 * i2 + c];
+        // fn = e1 x e2: d/de1 = e2 x gf, d/de2 = gf x e1.
+        const T g1[3] = {e2[1] * gf[2] - e2[2] * gf[1], e2[2] * gf[0] - e2[0] * gf[2], e2[0] * gf[1] - e2[1] * gf[0]};
+        const T g2[3] = {gf[1] * e1[2] - gf[2] * e1[1], gf[2] * e1[0] - gf[0] * e1[2], gf[0] * e1[1] - gf[1] * e1[0]};
+        for (int c = 0; c < 3; ++c) {
+          gv[3 * i1 + c] += g1[c];
+          gv[3 * i2 + c] += g2[c];
+          gv[3 * i0 + c] -= g1[c] + g2[c];
+        }
+      }
+    }
+    result = {grad_v};
+  });
+  return result;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("visibility", &visibility, "winning triangle id + 1 per pixel");
   m.def("barycentrics_forward", &barycentrics_forward, "rast from the winning triangles");
   m.def("barycentrics_backward", &barycentrics_backward, "grad pos from grad rast");
   m.def("interpolate_forward", &interpolate_forward, "attributes at covered pixels");
   m.def("interpolate_backward", &interpolate_backward, "grad attr and grad uv");
+  m.def("vertex_normals", &vertex_normals, "area-weighted unit vertex normals (or their backward)");
   m.def("phong", &phong, "Phong shading of pixels (or its backward when grad is given)");
   m.def("antialias_blend_forward", &antialias_blend_forward, "colour moved across silhouette pairs");
   m.def("antialias_blend_backward", &antialias_blend_backward, "its backward");
