@@ -139,25 +139,27 @@ class _Blend(torch.autograd.Function):
 
 
 def phong(kernel: ModuleType, values: torch.Tensor, position_col: int, normal_col: int, albedo: torch.Tensor | int,
-          eye: torch.Tensor, light: torch.Tensor, view_of: torch.Tensor, config) -> torch.Tensor:
+          eye: torch.Tensor, light: torch.Tensor, view_of: torch.Tensor, config, clamp: bool = False) -> torch.Tensor:
     """`shading.phong` of P pixels in one pass, with its analytic backward (autograd through its ~40 small
     ops was most of a CPU render's time).
 
     values: [P, C] interpolated attributes holding position and normal at columns position_col and
     normal_col (3 each); albedo: the column of the albedo in values, or a [P, 3] tensor; eye, light: [B, 3]
-    per view, not differentiated; view_of: [P] view index; config: ShadingConfig. Returns [P, 3].
+    per view, not differentiated; view_of: [P] view index; config: ShadingConfig; clamp: the result is
+    `.clamp(0, 1)`-ed in the same pass (and its gradient masked as torch.clamp's). Returns [P, 3].
     """
     if isinstance(albedo, int):
-        return _PhongValues.apply(values, None, (position_col, normal_col, albedo), eye, light, view_of, kernel, config)
-    return _PhongValues.apply(values, albedo, (position_col, normal_col, -1), eye, light, view_of, kernel, config)
+        return _PhongValues.apply(values, None, (position_col, normal_col, albedo), eye, light, view_of, kernel, config,
+                                  clamp)
+    return _PhongValues.apply(values, albedo, (position_col, normal_col, -1), eye, light, view_of, kernel, config, clamp)
 
 
 class _PhongValues(torch.autograd.Function):
     """forward(values [P, C], albedo [P, 3] or None (then in values), cols (position, normal, albedo or -1)
-    column offsets into values, eye [B, 3], light [B, 3], view_of [P], kernel, config) -> [P, 3]."""
+    column offsets into values, eye [B, 3], light [B, 3], view_of [P], kernel, config, clamp) -> [P, 3]."""
 
     @staticmethod
-    def forward(ctx, values, albedo, cols, eye, light, view_of, kernel, config):
+    def forward(ctx, values, albedo, cols, eye, light, view_of, kernel, config, clamp):
         values = values.detach()
         albedo = values[:, cols[2]:cols[2] + 3] if albedo is None else albedo.detach()
         albedo = albedo if albedo.stride(-1) == 1 else albedo.contiguous()
@@ -165,7 +167,7 @@ class _PhongValues(torch.autograd.Function):
         light = light.detach().to(values.dtype).contiguous()
         view_of = view_of.long().contiguous()
         params = (float(config.ambient), float(config.diffuse), float(config.specular), float(config.shininess),
-                  bool(config.two_sided))
+                  bool(config.two_sided), bool(clamp))
         out = values.new_empty(values.shape[0], 3)
         empty = values.new_empty(0)
         kernel.phong(albedo, values[:, cols[0]:cols[0] + 3], values[:, cols[1]:cols[1] + 3], eye, light, view_of,
@@ -183,7 +185,7 @@ class _PhongValues(torch.autograd.Function):
         ctx.kernel.phong(albedo, values[:, cols[0]:cols[0] + 3], values[:, cols[1]:cols[1] + 3], eye, light, view_of,
                          *ctx.params, values.new_empty(0), grad.contiguous(), g_albedo,
                          g_values[:, cols[0]:cols[0] + 3], g_values[:, cols[1]:cols[1] + 3])
-        return g_values, (g_albedo if cols[2] < 0 else None), None, None, None, None, None, None
+        return g_values, (g_albedo if cols[2] < 0 else None), None, None, None, None, None, None, None
 
 
 def vertex_normals(kernel: ModuleType, vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

@@ -115,23 +115,24 @@ class MeshRenderer:
             if kernel is not None and not (cameras.eye.requires_grad or lights.requires_grad):
                 # One pass per pixel each way, reading the interpolated attributes in place.
                 color = raster_compiled.phong(kernel, values, 0, 3, 6 if texture is None else albedo, cameras.eye,
-                                              lights, view_of, cfg.shading)
+                                              lights, view_of, cfg.shading, clamp=True)
             else:
-                color = phong(albedo, position, normal, cameras.eye[view_of], lights[view_of], cfg.shading)
-            color = color.clamp(0, 1)
+                color = phong(albedo, position, normal, cameras.eye[view_of], lights[view_of], cfg.shading).clamp(0, 1)
         else:
             color = albedo
         # Colour and coverage in one [B * H * W, 4] image: one scatter over the background.
         background = torch.tensor((*cfg.background, 0.0), dtype=clip.dtype, device=self.device)
         covered_layers = torch.cat([color.to(clip.dtype), torch.ones_like(color[:, :1], dtype=clip.dtype)], dim=1)
-        layers = background.expand(batch * cfg.size * cfg.size, 4).index_copy(0, pixels, covered_layers)
+        layers = background.repeat(batch * cfg.size * cfg.size, 1)
+        layers.index_copy_(0, pixels, covered_layers)  # in place: a fresh image, not another copy of one
         layers = layers.reshape(batch, cfg.size, cfg.size, 4)
         if cfg.antialias:
             layers = self.rasterizer.antialias(layers.contiguous(), rast, clip, faces)
         layers = torch.flip(layers, dims=[1])  # OpenGL rows are bottom-up; images are top-down
         unit_normal = torch.nn.functional.normalize(normal, dim=-1, eps=1e-12)
         # Normals and positions as one [P, 6] scatter and one flip, [B, H, W, 3] each, zero background.
-        geometry = clip.new_zeros(batch * cfg.size * cfg.size, 6).index_copy(0, pixels, torch.cat([unit_normal, position], 1))
+        geometry = clip.new_zeros(batch * cfg.size * cfg.size, 6)
+        geometry.index_copy_(0, pixels, torch.cat([unit_normal, position], 1))
         geometry = torch.flip(geometry.reshape(batch, cfg.size, cfg.size, 6), dims=[1])
 
         return RenderOutput(
@@ -139,5 +140,5 @@ class MeshRenderer:
             alpha=layers[..., 3:4],
             normal=geometry[..., 0:3],
             position=geometry[..., 3:6],
-            face_id=torch.flip(rast[..., 3], dims=[1]).long() - 1,
+            face_id=torch.flip(rast.detach(), dims=[1])[..., 3].long() - 1,  # a contiguous flip is the cheap one
         )

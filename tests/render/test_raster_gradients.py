@@ -387,15 +387,18 @@ def test_compiled_phong_matches_shading_phong(kernel):
     light = torch.tensor([[0.0, 2.0, 3.0], [3.0, 1.0, 0.0]], dtype=torch.float64)
     view_of = torch.arange(500) % 2
     weights = torch.rand(500, 3, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
-    for config in (ShadingConfig(), ShadingConfig(specular=0.0, two_sided=False)):
+    for config, clamp in ((ShadingConfig(), False), (ShadingConfig(ambient=0.9), True),
+                          (ShadingConfig(specular=0.0, two_sided=False), False)):
         results = []
         for compiled in (False, True):
             v = values.clone().requires_grad_(True)
             if compiled:
-                out = raster_compiled.phong(kernel, v, 0, 3, 6, eye, light, view_of, config)
+                out = raster_compiled.phong(kernel, v, 0, 3, 6, eye, light, view_of, config, clamp=clamp)
             else:
                 out = phong(v[:, 6:9], v[:, 0:3], v[:, 3:6], eye[view_of], light[view_of], config)
+                out = out.clamp(0, 1) if clamp else out
             results.append((out.detach(), torch.autograd.grad((out * weights).sum(), v)[0]))
+        assert not clamp or ((results[0][0] == 0) | (results[0][0] == 1)).any()  # the clamp is exercised
         for new, old in zip(*results):
             torch.testing.assert_close(new, old, rtol=1e-9, atol=1e-9)
 

@@ -481,14 +481,14 @@ inline T power(T x, T k) {
 
 struct PhongParams {
   double ambient, diffuse, specular, shininess, eps;
-  bool two_sided;
+  bool two_sided, clamp;  // clamp: the result clamped to [0, 1] (torch.clamp's gradient: passed where inside)
 };
 
 // One pixel of shading.phong: forward (out != nullptr) or backward (g != nullptr, writes g_albedo,
 // g_position, g_normal).
 template <typename T>
 inline void phong_pixel(const T* albedo, const T* position, const T* normal, const T* eye, const T* light,
-                        const PhongParams& prm, T* out, const T* g, T* g_albedo, T* g_position, T* g_normal) {
+                        const PhongParams& prm, T* out, const T* g_out, T* g_albedo, T* g_position, T* g_normal) {
   const T eps = static_cast<T>(prm.eps);
   T n[3], te_raw[3], te[3], tl_raw[3], tl[3];
   const T n_norm = normalize3(normal, n, eps);
@@ -512,14 +512,18 @@ inline void phong_pixel(const T* albedo, const T* position, const T* normal, con
     s = dot3(r, te);
     spec = power(s > 0 ? s : T(0), k);
   }
+  T value[3];
+  for (int c = 0; c < 3; ++c) {
+    value[c] = albedo[c] * light_term;
+    if (prm.specular > 0) value[c] = value[c] + S * spec * (lit ? T(1) : T(0));
+  }
   if (out) {
-    for (int c = 0; c < 3; ++c) {
-      T v = albedo[c] * light_term;
-      if (prm.specular > 0) v = v + S * spec * (lit ? T(1) : T(0));
-      out[c] = v;
-    }
+    for (int c = 0; c < 3; ++c) out[c] = prm.clamp ? std::min(std::max(value[c], T(0)), T(1)) : value[c];
     return;
   }
+  T g_in[3];
+  for (int c = 0; c < 3; ++c) g_in[c] = !prm.clamp || (value[c] >= 0 && value[c] <= 1) ? g_out[c] : T(0);
+  const T* g = g_in;
   T g_nf[3] = {0, 0, 0}, g_tl[3] = {0, 0, 0}, g_te[3] = {0, 0, 0};
   for (int c = 0; c < 3; ++c) g_albedo[c] = g[c] * light_term;
   const T g_lambert = D * dot3(g, albedo);
@@ -557,7 +561,7 @@ inline void phong_pixel(const T* albedo, const T* position, const T* normal, con
 // writes the three gradients into g_albedo, g_position, g_normal ([P, 3] views, rows may be strided).
 void phong(torch::Tensor albedo, torch::Tensor position, torch::Tensor normal, torch::Tensor eye, torch::Tensor light,
            torch::Tensor view_of, double ambient, double diffuse, double specular, double shininess, bool two_sided,
-           torch::Tensor out, torch::Tensor grad, torch::Tensor g_albedo, torch::Tensor g_position, torch::Tensor g_normal) {
+           bool clamp, torch::Tensor out, torch::Tensor grad, torch::Tensor g_albedo, torch::Tensor g_position, torch::Tensor g_normal) {
   const bool backward = grad.defined() && grad.numel() > 0;
   std::vector<torch::Tensor> views = {albedo, position, normal};
   if (backward) views.insert(views.end(), {grad, g_albedo, g_position, g_normal});
@@ -568,23 +572,29 @@ void phong(torch::Tensor albedo, torch::Tensor position, torch::Tensor normal, t
   TORCH_CHECK(eye.is_contiguous() && light.is_contiguous() && eye.scalar_type() == albedo.scalar_type() &&
               light.scalar_type() == albedo.scalar_type(), "phong: eye, light [B, 3] contiguous, albedo's dtype");
   const int64_t count = albedo.size(0);
-  const PhongParams prm{ambient, diffuse, specular, shininess, 1e-12, two_sided};
+  const PhongParams prm{ambient, diffuse, specular, shininess, 1e-12, two_sided, clamp};
   AT_DISPATCH_FLOATING_TYPES(albedo.scalar_type(), "phong", [&] {
     using T = scalar_t;
     const T *a = albedo.data_ptr<T>(), *p = position.data_ptr<T>(), *n = normal.data_ptr<T>();
     const int64_t sa = albedo.stride(0), sp = position.stride(0), sn = normal.stride(0);
     const T *e = eye.data_ptr<T>(), *l = light.data_ptr<T>();
     const int64_t* v = view_of.data_ptr<int64_t>();
+    T* o = backward ? nullptr : out.data_ptr<T>();
+    const T* g = backward ? grad.data_ptr<T>() : nullptr;
+    T* ga = backward ? g_albedo.data_ptr<T>() : nullptr;
+    T* gp = backward ? g_position.data_ptr<T>() : nullptr;
+    T* gn = backward ? g_normal.data_ptr<T>() : nullptr;
+    const int64_t so = backward ? 0 : out.stride(0), sg = backward ? grad.stride(0) : 0;
+    const int64_t sga = backward ? g_albedo.stride(0) : 0, sgp = backward ? g_position.stride(0) : 0;
+    const int64_t sgn = backward ? g_normal.stride(0) : 0;
     at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
       for (int64_t j = begin; j < end; ++j) {
         if (backward) {
-          phong_pixel<T>(a + j * sa, p + j * sp, n + j * sn, e + 3 * v[j], l + 3 * v[j], prm, nullptr,
-                         grad.data_ptr<T>() + j * grad.stride(0), g_albedo.data_ptr<T>() + j * g_albedo.stride(0),
-                         g_position.data_ptr<T>() + j * g_position.stride(0),
-                         g_normal.data_ptr<T>() + j * g_normal.stride(0));
+          phong_pixel<T>(a + j * sa, p + j * sp, n + j * sn, e + 3 * v[j], l + 3 * v[j], prm, nullptr, g + j * sg,
+                         ga + j * sga, gp + j * sgp, gn + j * sgn);
         } else {
-          phong_pixel<T>(a + j * sa, p + j * sp, n + j * sn, e + 3 * v[j], l + 3 * v[j], prm,
-                         out.data_ptr<T>() + j * out.stride(0), nullptr, nullptr, nullptr, nullptr);
+          phong_pixel<T>(a + j * sa, p + j * sp, n + j * sn, e + 3 * v[j], l + 3 * v[j], prm, o + j * so, nullptr,
+                         nullptr, nullptr, nullptr);
         }
       }
     });
