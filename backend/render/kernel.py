@@ -2,7 +2,7 @@
 
 The C++ source is compiled by torch.utils.cpp_extension (a C++ compiler and ninja; `python build.py setup`
 installs the `ninja` package and warms the build) into `$ATELIER_HOME/cache/raster_kernel/<hash of the
-source and the torch version>/`, so a changed source or torch builds afresh and an unchanged one loads in
+source, torch and Python versions>/`, so a changed source or torch builds afresh and an unchanged one loads in
 milliseconds. Where it cannot be built (no compiler, no ninja, a build error) `load_kernel` logs one line
 and returns None, and the rasterizer runs `raster_torch` (same results, slower). `ATELIER_RASTER_KERNEL=pure`
 (or `RasterizerConfig(kernel="pure")`) forces the pure path; `=compiled` makes a failed build an error.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -44,9 +45,10 @@ def kernel_choice(configured: str = "auto") -> str:
 
 
 def cache_dir(source: Path = SOURCE) -> Path:
-    """Where the kernel built from `source` lives: keyed by the source's and torch's versions."""
+    """Where the kernel built from `source` lives: keyed by the source, torch, Python and the platform."""
     home = Path(os.environ.get("ATELIER_HOME") or Path.home() / ".cache" / "atelier").expanduser()
-    digest = hashlib.sha256(source.read_bytes() + torch.__version__.encode() + repr(CFLAGS).encode()).hexdigest()[:16]
+    build = (torch.__version__, sys.version_info[:2], sys.platform, platform.machine(), CFLAGS)
+    digest = hashlib.sha256(source.read_bytes() + repr(build).encode()).hexdigest()[:16]
     return home / "cache" / "raster_kernel" / digest
 
 
@@ -58,8 +60,9 @@ def _ninja_on_path() -> None:
     try:
         import ninja  # the PyPI package (build.py setup installs it)
 
-        candidates.insert(0, Path(ninja.BIN_DIR))
-    except ImportError:
+        if ninja.BIN_DIR:
+            candidates.insert(0, Path(ninja.BIN_DIR))
+    except (ImportError, AttributeError):
         pass
     for folder in candidates:
         if (folder / "ninja").exists() or (folder / "ninja.exe").exists():

@@ -1,9 +1,11 @@
-"""`raster_torch`'s rasterize / interpolate / antialias with their hot loops in the compiled CPU kernel.
+"""`raster_torch`'s rasterize / interpolate / antialias, and the renderer's Phong shading and vertex normals,
+with their hot loops in the compiled CPU kernel (`kernels/raster_cpu.cpp`, loaded by `backend.render.kernel`).
 
 Same contract, same results: visibility is bit-identical (same float32 operations), barycentrics,
 interpolation and their backward passes are `raster_torch._Barycentrics` / `_Interpolate` formula for
-formula, and antialias finds its silhouette crossings in C++ then computes the crossing parameter with
-autograd exactly as `raster_torch._crossing` does. CPU tensors only: anything else goes to `raster_torch`.
+formula, antialias finds its silhouette crossings in C++ then computes the crossing parameter with autograd
+exactly as `raster_torch._crossing` does, and Phong and the normals are `shading.phong` / `vertex_normals`
+with hand-written backward passes. CPU tensors only (TorchRasterizer sends anything else to `raster_torch`).
 `kernel` is the module `backend.render.kernel.load_kernel` returns.
 """
 

@@ -33,18 +33,27 @@ inline int64_t depth_key(float z, int64_t face) {
 }
 
 // Winning triangle id + 1 of every pixel of one view into ids[H * W] (0 = empty).
-void visibility_view(const float* pos, const int64_t* tri, int64_t num_faces, int64_t height, int64_t width,
-                     int64_t* keys, int64_t* ids) {
+void visibility_view(const float* pos, int64_t num_vertices, const int64_t* tri, int64_t num_faces, int64_t height,
+                     int64_t width, int64_t* keys, float* screen, int64_t* ids) {
   const float half_w = static_cast<float>(0.5 * width), half_h = static_cast<float>(0.5 * height);
   std::fill(keys, keys + height * width, kNoHit);
+  // Screen x, y (pixel units), depth z / w and w of each vertex, once (raster_torch._screen).
+  for (int64_t i = 0; i < num_vertices; ++i) {
+    const float* p = pos + i * 4;
+    float* q = screen + i * 4;
+    q[0] = (p[0] / p[3] + 1.0f) * half_w;
+    q[1] = (p[1] / p[3] + 1.0f) * half_h;
+    q[2] = p[2] / p[3];
+    q[3] = p[3];
+  }
   for (int64_t f = 0; f < num_faces; ++f) {
     float fx[3], fy[3], fz[3], fw[3];
     for (int k = 0; k < 3; ++k) {
-      const float* p = pos + tri[3 * f + k] * 4;
-      fw[k] = p[3];
-      fx[k] = (p[0] / fw[k] + 1.0f) * half_w;
-      fy[k] = (p[1] / fw[k] + 1.0f) * half_h;
-      fz[k] = p[2] / fw[k];
+      const float* q = screen + tri[3 * f + k] * 4;
+      fx[k] = q[0];
+      fy[k] = q[1];
+      fz[k] = q[2];
+      fw[k] = q[3];
     }
     const float dx1 = fx[1] - fx[0], dx2 = fx[2] - fx[0];
     const float dy1 = fy[1] - fy[0], dy2 = fy[2] - fy[0];
@@ -86,6 +95,21 @@ void visibility_view(const float* pos, const int64_t* tri, int64_t num_faces, in
   for (int64_t i = 0; i < height * width; ++i) ids[i] = keys[i] == kNoHit ? 0 : (keys[i] & 0xFFFFFFFF) + 1;
 }
 
+// NDC x, y, z (divided by w) and w of every vertex of every view: [B * V, 4].
+template <typename T>
+std::vector<T> ndc_vertices(const T* pos, int64_t rows) {
+  std::vector<T> out(rows * 4);
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* v = pos + i * 4;
+    T* o = out.data() + i * 4;
+    o[0] = v[0] / v[3];
+    o[1] = v[1] / v[3];
+    o[2] = v[2] / v[3];
+    o[3] = v[3];
+  }
+  return out;
+}
+
 }  // namespace
 
 // pos32: [B, V, 4] float32 contiguous; tri: [F, 3] int64 -> ids [B, H, W] int64 (triangle id + 1, 0 empty).
@@ -99,8 +123,10 @@ torch::Tensor visibility(torch::Tensor pos32, torch::Tensor tri, int64_t height,
   int64_t* out = ids.data_ptr<int64_t>();
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> keys(height * width);
+    std::vector<float> screen(num_vertices * 4);
     for (int64_t b = begin; b < end; ++b)
-      visibility_view(pos + b * num_vertices * 4, t, num_faces, height, width, keys.data(), out + b * height * width);
+      visibility_view(pos + b * num_vertices * 4, num_vertices, t, num_faces, height, width, keys.data(), screen.data(),
+                      out + b * height * width);
   });
   return ids;
 }
@@ -116,6 +142,7 @@ torch::Tensor barycentrics_forward(torch::Tensor pos, torch::Tensor tri, torch::
     const int64_t* t = tri.data_ptr<int64_t>();
     const int64_t* id = ids.data_ptr<int64_t>();
     T* out = rast.data_ptr<T>();
+    const std::vector<T> ndc = ndc_vertices(p, batch * num_vertices);
     at::parallel_for(0, batch * height, 16, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / height, py = r % height;
@@ -127,11 +154,11 @@ torch::Tensor barycentrics_forward(torch::Tensor pos, torch::Tensor tri, torch::
           const T cx = (static_cast<T>(px) + T(0.5)) / static_cast<T>(width) * T(2) - T(1);
           T nx[3], ny[3], z[3], w[3];
           for (int k = 0; k < 3; ++k) {
-            const T* v = p + (b * num_vertices + t[3 * f + k]) * 4;
+            const T* v = ndc.data() + (b * num_vertices + t[3 * f + k]) * 4;
+            nx[k] = v[0];
+            ny[k] = v[1];
+            z[k] = v[2];
             w[k] = v[3];
-            nx[k] = v[0] / w[k];
-            ny[k] = v[1] / w[k];
-            z[k] = v[2] / w[k];
           }
           const T dx0 = nx[0] - cx, dx1 = nx[1] - cx, dx2 = nx[2] - cx;
           const T dy0 = ny[0] - cy, dy1 = ny[1] - cy, dy2 = ny[2] - cy;
@@ -165,6 +192,7 @@ torch::Tensor barycentrics_backward(torch::Tensor pos, torch::Tensor tri, torch:
     const T* rs = rast.data_ptr<T>();
     const T* gr = grad_rast.data_ptr<T>();
     T* gp_out = grad_pos.data_ptr<T>();
+    const std::vector<T> ndc = ndc_vertices(p, batch * num_vertices);
     // Views write disjoint rows of grad_pos: one task per view.
     at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
@@ -183,11 +211,11 @@ torch::Tensor barycentrics_backward(torch::Tensor pos, torch::Tensor tri, torch:
             int64_t row[3];
             for (int k = 0; k < 3; ++k) {
               row[k] = b * num_vertices + t[3 * f + k];
-              const T* v = p + row[k] * 4;
+              const T* v = ndc.data() + row[k] * 4;
+              nx[k] = v[0];
+              ny[k] = v[1];
+              z[k] = v[2];
               w[k] = v[3];
-              nx[k] = v[0] / w[k];
-              ny[k] = v[1] / w[k];
-              z[k] = v[2] / w[k];
             }
             const T dx0 = nx[0] - cx, dx1 = nx[1] - cx, dx2 = nx[2] - cx;
             const T dy0 = ny[0] - cy, dy1 = ny[1] - cy, dy2 = ny[2] - cy;
@@ -450,8 +478,8 @@ inline T dot3(const T* a, const T* b) { return a[0] * b[0] + a[1] * b[1] + a[2] 
 template <typename T>
 inline T normalize3(const T* x, T* y, T eps) {
   T norm = std::sqrt(x[0] * x[0] + x[1] * x[1] + x[2] * x[2]);
-  const T denom = norm > eps ? norm : eps;
-  for (int c = 0; c < 3; ++c) y[c] = x[c] / denom;
+  const T inv = T(1) / (norm > eps ? norm : eps);
+  for (int c = 0; c < 3; ++c) y[c] = x[c] * inv;
   return norm;
 }
 
@@ -459,8 +487,8 @@ inline T normalize3(const T* x, T* y, T eps) {
 template <typename T>
 inline void normalize3_backward(const T* g, const T* y, T norm, T eps, T* g_x) {
   if (norm > eps) {
-    const T yg = dot3(y, g);
-    for (int c = 0; c < 3; ++c) g_x[c] = (g[c] - y[c] * yg) / norm;
+    const T yg = dot3(y, g), inv = T(1) / norm;
+    for (int c = 0; c < 3; ++c) g_x[c] = (g[c] - y[c] * yg) * inv;
   } else {
     for (int c = 0; c < 3; ++c) g_x[c] = g[c] / eps;
   }
