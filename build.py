@@ -112,8 +112,8 @@ def setup_backend() -> Path:
 
 
 def warm_raster_kernel(python: Path) -> None:
-    """Builds the compiled CPU rasterizer now (about a minute, once per source and torch version; cached
-    under $ATELIER_HOME), so tests and jobs don't pay it. Where it cannot build, the renderer falls back
+    """Builds the compiled CPU rasterizer now (about a minute, once per source and torch version; cached in
+    backend/render/kernels/build/), so tests and jobs don't pay it. Where it cannot build, the renderer falls back
     to pure PyTorch: the line it prints says so, and set-up goes on."""
     code = ("import logging; logging.basicConfig(level=logging.INFO, format='[build] %(message)s'); "
             "from backend.render.kernel import load_kernel; load_kernel('auto')")

@@ -1,9 +1,9 @@
 """The compiled CPU rasterizer kernel (`kernels/raster_cpu.cpp`): built on first use, or pure PyTorch.
 
 The C++ source is compiled by torch.utils.cpp_extension (a C++ compiler and ninja; `python build.py setup`
-installs the `ninja` package and warms the build) into `$ATELIER_HOME/cache/raster_kernel/<hash of the
-source, torch and Python versions>/`, so a changed source or torch builds afresh and an unchanged one loads in
-milliseconds. Where it cannot be built (no compiler, no ninja, a build error) `load_kernel` logs one line
+installs the `ninja` package and warms the build) into `kernels/build/<hash of the source, torch, Python and
+platform>/` (see `cache_dir`), so a changed source or torch builds afresh (about a minute) and an unchanged one
+loads in milliseconds. Where it cannot be built (no compiler, no ninja, a build error) `load_kernel` logs one line
 and returns None, and the rasterizer runs `raster_torch` (same results, slower). `ATELIER_RASTER_KERNEL=pure`
 (or `RasterizerConfig(kernel="pure")`) forces the pure path; `=compiled` makes a failed build an error.
 """
@@ -28,6 +28,7 @@ log = logging.getLogger("atelier.render")
 SOURCE = Path(__file__).parent / "kernels" / "raster_cpu.cpp"
 KERNEL_CHOICES = ("auto", "compiled", "pure")
 ENV_VAR = "ATELIER_RASTER_KERNEL"
+CACHE_ENV_VAR = "ATELIER_RASTER_KERNEL_CACHE"
 CFLAGS = ["-O3", "-ffp-contract=off"]
 """No fused multiply-adds: visibility must round exactly as raster_torch's float32 ops do."""
 
@@ -45,10 +46,20 @@ def kernel_choice(configured: str = "auto") -> str:
 
 
 def cache_dir(source: Path = SOURCE) -> Path:
-    """Where the kernel built from `source` lives: keyed by the source, torch, Python and the platform."""
-    home = Path(os.environ.get("ATELIER_HOME") or Path.home() / ".cache" / "atelier").expanduser()
+    """Where the kernel built from `source` lives, keyed by the source, torch, Python and the platform:
+    `$ATELIER_RASTER_KERNEL_CACHE/<hash>` when set, else `build/<hash>` beside the source (git-ignored; one
+    build per checkout, whatever $ATELIER_HOME or $HOME a test or a job points elsewhere), else, where the
+    package is read-only, `$ATELIER_HOME/cache/raster_kernel/<hash>`."""
     build = (torch.__version__, sys.version_info[:2], sys.platform, platform.machine(), CFLAGS)
     digest = hashlib.sha256(source.read_bytes() + repr(build).encode()).hexdigest()[:16]
+    override = os.environ.get(CACHE_ENV_VAR)
+    if override:
+        return Path(override).expanduser() / digest
+    local = source.parent / "build"
+    writable = local if local.exists() else source.parent
+    if os.access(writable, os.W_OK):
+        return local / digest
+    home = Path(os.environ.get("ATELIER_HOME") or Path.home() / ".cache" / "atelier").expanduser()
     return home / "cache" / "raster_kernel" / digest
 
 
@@ -74,6 +85,9 @@ def build_kernel(source: Path = SOURCE, verbose: bool = False) -> ModuleType:
     """Compiles (or loads the cached build of) `source`; raises DependencyMissingError saying why not."""
     from torch.utils import cpp_extension
 
+    if not source.is_file():
+        raise DependencyMissingError(f"the compiled rasterizer's source {source} is missing",
+                                     hint=f"reinstall the package (pip install -e .), or set {ENV_VAR}=pure")
     _ninja_on_path()
     try:
         cpp_extension.verify_ninja_availability()

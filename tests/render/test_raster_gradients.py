@@ -501,6 +501,22 @@ def test_a_failed_build_falls_back_with_one_line_or_is_a_clear_error(tmp_path, m
     assert kernel_module.load_kernel("pure", source=broken) is None
 
 
+def test_the_build_cache_ignores_a_test_s_atelier_home(tmp_path, monkeypatch):
+    """Tests and jobs point $ATELIER_HOME at temporary folders: the build must not follow them (a fresh build
+    per process would cost a minute each)."""
+    default = kernel_module.cache_dir()
+    monkeypatch.setenv("ATELIER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert kernel_module.cache_dir() == default
+    monkeypatch.setenv("ATELIER_RASTER_KERNEL_CACHE", str(tmp_path / "kernels"))
+    assert kernel_module.cache_dir().parent == tmp_path / "kernels"
+
+
+def test_a_missing_source_is_named(tmp_path):
+    with pytest.raises(DependencyMissingError, match="source .* is missing"):
+        kernel_module.build_kernel(tmp_path / "gone.cpp")
+
+
 def test_missing_ninja_is_named_with_its_fix(tmp_path, monkeypatch):
     from torch.utils import cpp_extension
 
@@ -508,6 +524,8 @@ def test_missing_ninja_is_named_with_its_fix(tmp_path, monkeypatch):
         raise RuntimeError("Ninja is required to load C++ extensions")
 
     monkeypatch.setattr(cpp_extension, "verify_ninja_availability", no_ninja)
+    source = tmp_path / "kernel.cpp"
+    source.write_text("// never compiled\n")
     with pytest.raises(DependencyMissingError, match="ninja is not installed") as info:
-        kernel_module.build_kernel(tmp_path / "unused.cpp")
+        kernel_module.build_kernel(source)
     assert "pip install ninja" in info.value.hint
