@@ -96,19 +96,20 @@ def build_kernel(source: Path = SOURCE, verbose: bool = False) -> ModuleType:
                                      hint="pip install ninja (python build.py setup does), or set "
                                           f"{ENV_VAR}=pure") from exc
     build_dir = cache_dir(source)
-    build_dir.mkdir(parents=True, exist_ok=True)
     name = f"atelier_raster_cpu_{build_dir.name}"
     try:
+        build_dir.mkdir(parents=True, exist_ok=True)
         return cpp_extension.load(name=name, sources=[str(source)], extra_cflags=CFLAGS, build_directory=str(build_dir),
                                   verbose=verbose)
-    except Exception as exc:  # a compiler error, a missing compiler or header: all mean "cannot build here"
+    except Exception as exc:  # a compiler error, a missing compiler or header, an unwritable cache: "cannot build here"
         raise DependencyMissingError(f"the compiled rasterizer failed to build: {str(exc).strip()[-400:]}",
-                                     hint=f"install a C++ compiler (g++) and the Python headers, or set {ENV_VAR}=pure") from exc
+                                     hint="install a C++ compiler (g++) and the Python headers, or set "
+                                          f"{ENV_VAR}=pure") from exc
 
 
 def load_kernel(configured: str = "auto", source: Path = SOURCE) -> ModuleType | None:
-    """The kernel module, or None for the pure-PyTorch path. Builds once per process (and once per machine:
-    the build is cached). `configured`: "auto" falls back with one logged line, "compiled" raises, "pure" skips."""
+    """The kernel module, or None for the pure-PyTorch path. Builds once per checkout (`cache_dir`) and loads
+    once per process. `configured`: "auto" falls back with one logged line, "compiled" raises, "pure" skips."""
     choice = kernel_choice(configured)
     if choice == "pure":
         return None

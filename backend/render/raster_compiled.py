@@ -153,7 +153,8 @@ def phong(kernel: ModuleType, values: torch.Tensor, position_col: int, normal_co
     if isinstance(albedo, int):
         return _PhongValues.apply(values, None, (position_col, normal_col, albedo), eye, light, view_of, kernel, config,
                                   clamp)
-    return _PhongValues.apply(values, albedo, (position_col, normal_col, -1), eye, light, view_of, kernel, config, clamp)
+    return _PhongValues.apply(values, albedo, (position_col, normal_col, -1), eye, light, view_of, kernel, config,
+                              clamp)
 
 
 class _PhongValues(torch.autograd.Function):
@@ -200,7 +201,8 @@ class _VertexNormals(torch.autograd.Function):
     @staticmethod
     def forward(ctx, vertices, faces, kernel):
         batched = vertices.detach().reshape(-1, vertices.shape[-2], 3).contiguous()
-        unit, sums = kernel.vertex_normals(batched, faces, batched.new_empty(0), batched.new_empty(0), batched.new_empty(0))
+        none = batched.new_empty(0)
+        unit, sums = kernel.vertex_normals(batched, faces, none, none, none)
         ctx.save_for_backward(batched, faces, sums, unit)
         ctx.kernel, ctx.shape = kernel, vertices.shape
         return unit.reshape(vertices.shape)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from backend.render.camera import Cameras, to_clip
 from backend.render import raster_compiled
+from backend.render.camera import Cameras, to_clip
 from backend.render.rasterizer import RasterizerConfig, make_rasterizer
 from backend.render.shading import ShadingConfig, phong, vertex_normals
 
@@ -87,7 +87,10 @@ class MeshRenderer:
         rast = self.rasterizer.rasterize(clip, faces, (cfg.size, cfg.size))
         kernel = getattr(self.rasterizer, "kernel", None) if self.device.type == "cpu" else None
         if normals is None:
-            normals = vertex_normals(vertices, faces) if kernel is None else raster_compiled.vertex_normals(kernel, vertices, faces)
+            if kernel is None:
+                normals = vertex_normals(vertices, faces)
+            else:
+                normals = raster_compiled.vertex_normals(kernel, vertices, faces)
         attrs = [vertices if vertices.dim() == 3 else vertices.expand(batch, -1, -1),
                  normals if normals.dim() == 3 else normals.expand(batch, -1, -1)]
         if texture is None:

@@ -410,8 +410,8 @@ def test_compiled_vertex_normals_match_shading_and_finite_differences(kernel):
     mesh = icosphere(1)
     faces = torch.tensor(mesh.faces)
     gen = torch.Generator().manual_seed(13)
-    vertices = torch.tensor(mesh.vertices, dtype=torch.float64) + 0.1 * torch.rand(2, len(mesh.vertices), 3, generator=gen,
-                                                                                     dtype=torch.float64)
+    noise = torch.rand(2, len(mesh.vertices), 3, generator=gen, dtype=torch.float64)
+    vertices = torch.tensor(mesh.vertices, dtype=torch.float64) + 0.1 * noise
     weights = torch.rand(vertices.shape, generator=gen, dtype=torch.float64)
     results = []
     for fn in (vertex_normals, lambda v, f: raster_compiled.vertex_normals(kernel, v, f)):
