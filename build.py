@@ -99,6 +99,7 @@ def setup_backend() -> Path:
         sys.exit(f"[build] error: no torch pin for machine {machine!r}; add one to TORCH_PINS in build.py")
     fingerprint = hashlib.sha256(((ROOT / "pyproject.toml").read_bytes() + repr(pins).encode())).hexdigest()
     if stamp_matches(VENV, fingerprint):
+        warm_raster_kernel(venv_python(VENV))
         return venv_python(VENV)
     if sys.version_info[:2] < (3, 11):
         sys.exit("[build] error: the backend needs Python >= 3.11; run build.py with python3.11 or newer")
@@ -106,7 +107,19 @@ def setup_backend() -> Path:
     run([python, "-m", "pip", "install", *pins])
     run([python, "-m", "pip", "install", "-e", f"{ROOT}[test]"])
     write_stamp(VENV, fingerprint)
+    warm_raster_kernel(python)
     return python
+
+
+def warm_raster_kernel(python: Path) -> None:
+    """Builds the compiled CPU rasterizer now (about a minute, once per source and torch version; cached in
+    backend/render/kernels/build/), so tests and jobs don't pay it. Where it cannot build, the renderer falls back
+    to pure PyTorch: the line it prints says so, and set-up goes on."""
+    code = ("import logging; logging.basicConfig(level=logging.INFO, format='[build] %(message)s'); "
+            "from backend.render.kernel import load_kernel; load_kernel('auto')")
+    result = subprocess.run([str(python), "-c", code], cwd=ROOT)
+    if result.returncode != 0:
+        log("the compiled rasterizer could not be checked; the renderer will use pure PyTorch")
 
 
 def setup_blender(version: str) -> Path:

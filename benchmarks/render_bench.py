@@ -6,7 +6,9 @@ Rows: a batch of 5 views at 224 and 512 px of bumpy spheres with ~1k, ~10k and ~
 per-vertex colours and antialiased, loss = random-weighted sum of pixels, backward to vertex positions and colours.
 Beside it: one ViT-B-32 CLIP image-tower forward + backward (random weights: timing only) on the same
 5 views at 224 px, and DEODR (a C renderer with a PyTorch interface) on the same mesh, size and view.
-Targets: renderer <= 1/4 of the CLIP step at 224 px / 10k faces (CPU); within 2x of DEODR at 512 px / ~80k faces.
+Targets (issue 21, CPU, same run, same thread count): renderer <= 1/4 of the CLIP step at 224 px / 10k faces;
+at most DEODR's time at 512 px / ~80k faces and within 1.5x of it at 224 px / 10k faces. The header says which
+CPU path ran (the compiled kernel, or pure PyTorch where it cannot be built or ATELIER_RASTER_KERNEL=pure).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from backend.render.camera import fit_distance, orbit_cameras
-from backend.render.rasterizer import RasterizerConfig
+from backend.render.rasterizer import RasterizerConfig, make_rasterizer
 from backend.render.renderer import MeshRenderer, RenderConfig
 
 VIEWS = 5
@@ -168,8 +170,10 @@ def main() -> None:
         })
     header = (f"{'size':>5} {'faces':>7} {'atelier 5v s':>13} {'atelier 1v s':>13} {'CLIP 5v s':>10} {'/ CLIP':>7} "
               f"{'DEODR 1v s':>11} {'/ DEODR':>8}")
+    kernel_path = getattr(make_rasterizer(RasterizerConfig(implementation="torch"), args.device), "kernel_path", "-")
     print(f"device {args.device}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads; CLIP = ViT-B-32 image tower fwd+bwd on {VIEWS} views at 224 px")
+          f"{torch.get_num_threads()} threads, rasterizer path {kernel_path}; "
+          f"CLIP = ViT-B-32 image tower fwd+bwd on {VIEWS} views at 224 px")
     print(header)
     for r in rows:
         fmt = lambda x, spec: format(x, spec) if x is not None else "-"  # noqa: E731
@@ -177,6 +181,7 @@ def main() -> None:
               f"{fmt(r['clip_vit_b32_5_views_s'], '>10.3f'):>10} {fmt(r['renderer_over_clip'], '>7.3f'):>7} {fmt(r['deodr_1_view_s'], '>11.4f'):>11} "
               f"{fmt(r['atelier_over_deodr'], '>8.2f'):>8}")
     result = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "rasterizer_path": kernel_path,
               "repeats": args.repeats, "rows": rows}
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)

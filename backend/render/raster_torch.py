@@ -17,6 +17,10 @@ an autograd Function with an analytic backward (`_Barycentrics`; `_Interpolate` 
 several times cheaper than autograd through the many small ops it takes. Silhouette
 gradients come from `antialias`, which blends colours across silhouette edges by how far along the
 pixel-to-pixel segment the edge crosses (nvdiffrast's analytic antialiasing).
+
+On the CPU, `raster_compiled` runs the same contract through a compiled C++ kernel (several times faster;
+`RasterizerConfig.kernel`); this module stays the reference it is tested against and the fallback where no
+compiler is present.
 """
 
 from __future__ import annotations

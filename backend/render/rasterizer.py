@@ -12,7 +12,8 @@ import torch
 
 from backend import external
 from backend.errors import DependencyMissingError
-from backend.render import raster_torch
+from backend.render import raster_compiled, raster_torch
+from backend.render.kernel import KERNEL_CHOICES, kernel_choice, load_kernel
 
 IMPLEMENTATIONS = ("auto", "nvdiffrast", "torch")
 
@@ -25,10 +26,15 @@ class RasterizerConfig:
     """`auto` uses nvdiffrast when it is installed and the device is CUDA, else the PyTorch one."""
     max_pairs: int = 1 << 22
     """PyTorch path: the most (triangle, pixel) candidates enumerated at once (bounds memory)."""
+    kernel: Literal["auto", "compiled", "pure"] = "auto"
+    """PyTorch implementation on the CPU: `auto` runs the compiled C++ kernel (`backend.render.kernel`, built on
+    first use) and falls back to pure PyTorch, with one logged line, where it cannot be built; `compiled` makes a
+    failed build an error; `pure` never builds it. `$ATELIER_RASTER_KERNEL` overrides this."""
 
 
 class TorchRasterizer:
-    """The pure-PyTorch implementation."""
+    """The PyTorch implementation: on the CPU with the compiled kernel's hot loops when it builds
+    (`kernel_path` "compiled"), else pure PyTorch (`kernel_path` "pure"); both give the same results."""
 
     name = "torch"
 
@@ -36,18 +42,29 @@ class TorchRasterizer:
         self.config = config
         self.device = device
         self._topology: tuple[torch.Tensor, object] | None = None
+        self.kernel = load_kernel(config.kernel) if device.type == "cpu" else None
+        self.kernel_path = "compiled" if self.kernel is not None else "pure"
+
+    def _compiled(self, *tensors: torch.Tensor) -> bool:
+        return self.kernel is not None and all(t.device.type == "cpu" for t in tensors)
 
     def rasterize(self, pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
         """pos: [B, V, 4] clip; tri: [F, 3] int32 -> rast [B, H, W, 4] (u, v, z/w, id + 1)."""
+        if self._compiled(pos, tri):
+            return raster_compiled.rasterize(self.kernel, pos, tri, resolution)
         return raster_torch.rasterize(pos, tri, resolution, max_pairs=self.config.max_pairs)
 
     def interpolate(self, attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
         """attr: [V, C] or [B, V, C] -> [B, H, W, C]."""
+        if self._compiled(attr, rast, tri):
+            return raster_compiled.interpolate(self.kernel, attr, rast, tri)
         return raster_torch.interpolate(attr, rast, tri)
 
     def interpolate_pixels(self, attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
                            pixels: torch.Tensor) -> torch.Tensor:
         """`interpolate` at covered pixels only: pixels [P] into the flat [B * H * W] image -> [P, C]."""
+        if self._compiled(attr, rast, tri):
+            return raster_compiled.interpolate_pixels(self.kernel, attr, rast, tri, pixels)
         return raster_torch.interpolate_pixels(attr, rast, tri, pixels)
 
     def texture(self, tex: torch.Tensor, uv: torch.Tensor, boundary_mode: str = "wrap") -> torch.Tensor:
@@ -56,7 +73,10 @@ class TorchRasterizer:
 
     def antialias(self, color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
         """Silhouette antialiasing with position gradients; color [B, H, W, C]."""
-        return raster_torch.antialias(color, rast, pos, tri, _cached_topology(self, tri, raster_torch.edge_topology))
+        topology = _cached_topology(self, tri, raster_torch.edge_topology)
+        if self._compiled(color, rast, pos, tri):
+            return raster_compiled.antialias(self.kernel, color, rast, pos, tri, topology)
+        return raster_torch.antialias(color, rast, pos, tri, topology)
 
 
 class NvdiffrastRasterizer:
@@ -117,6 +137,9 @@ def make_rasterizer(config: RasterizerConfig | None = None, device: torch.device
     device = torch.device(device)
     if config.implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {config.implementation!r}")
+    if config.kernel not in KERNEL_CHOICES:
+        raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {config.kernel!r}")
+    kernel_choice(config.kernel)  # a bad $ATELIER_RASTER_KERNEL is an error here, whichever implementation runs
     if config.implementation == "nvdiffrast":
         return NvdiffrastRasterizer(config, device)
     if config.implementation == "auto" and external.HAS_NVDIFFRAST and device.type == "cuda":

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from backend.render import raster_compiled
 from backend.render.camera import Cameras, to_clip
 from backend.render.rasterizer import RasterizerConfig, make_rasterizer
 from backend.render.shading import ShadingConfig, phong, vertex_normals
@@ -86,7 +87,7 @@ class MeshRenderer:
         if vertex_colors is None:
             vertex_colors = torch.tensor(self.config.default_color, device=self.device).expand(vertices.shape[-2], 3)
         surface = self._surface(vertices, faces, cameras, normals, vertex_colors)
-        return self._compose(surface, surface.values[:, 6:9], shade, lights)
+        return self._compose(surface, 6, shade, lights)
 
     def render_textures(self, vertices: torch.Tensor, faces: torch.Tensor, cameras: Cameras, uv: torch.Tensor,
                         textures: list[tuple[torch.Tensor, bool]], *, normals: torch.Tensor | None = None,
@@ -113,8 +114,10 @@ class MeshRenderer:
         batch = len(cameras)
         clip = to_clip(vertices, cameras).contiguous()
         rast = self.rasterizer.rasterize(clip, faces, (cfg.size, cfg.size))
+        kernel = getattr(self.rasterizer, "kernel", None) if self.device.type == "cpu" else None
         if normals is None:
-            normals = vertex_normals(vertices, faces)
+            normals = vertex_normals(vertices, faces) if kernel is None else \
+                raster_compiled.vertex_normals(kernel, vertices, faces)
         attrs = [vertices, normals, extra]
         attr = torch.cat([(a if a.dim() == 3 else a.expand(batch, -1, -1)).to(clip.dtype) for a in attrs],
                          dim=-1).contiguous()
@@ -122,41 +125,51 @@ class MeshRenderer:
         pixels = torch.nonzero(rast[..., 3].reshape(-1) > 0).squeeze(1)
         values = self.rasterizer.interpolate_pixels(attr, rast, faces, pixels)
         view_of = torch.div(pixels, cfg.size * cfg.size, rounding_mode="floor")
-        return _Surface(cameras, faces, clip, rast, pixels, values, view_of)
+        return _Surface(cameras, faces, clip, rast, pixels, values, view_of, kernel)
 
-    def _compose(self, surface: "_Surface", albedo: torch.Tensor, shade: bool,
+    def _compose(self, surface: "_Surface", albedo: torch.Tensor | int, shade: bool,
                  lights: torch.Tensor | None) -> RenderOutput:
-        """Shades `albedo` [P, 3] at the surface's pixels, over the background, antialiased."""
+        """Shades `albedo` at the surface's pixels ([P, 3], or the column of `surface.values` where it starts),
+        over the background, antialiased."""
         cfg = self.config
-        cameras, rast, pixels, clip = surface.cameras, surface.rast, surface.pixels, surface.clip
+        cameras, rast, pixels, clip, kernel = surface.cameras, surface.rast, surface.pixels, surface.clip, surface.kernel
         batch = len(cameras)
         position, normal = surface.values[:, 0:3], surface.values[:, 3:6]
+        colours = surface.values[:, albedo:albedo + 3] if isinstance(albedo, int) else albedo
         if shade:
             if lights is None:
                 lights = self.default_lights(cameras)
-            view_of = surface.view_of
-            color = phong(albedo, position, normal, cameras.eye[view_of], lights[view_of], cfg.shading).clamp(0, 1)
+            if kernel is not None and not (cameras.eye.requires_grad or lights.requires_grad):
+                # One pass per pixel each way, reading the interpolated attributes in place.
+                color = raster_compiled.phong(kernel, surface.values, 0, 3, albedo, cameras.eye, lights,
+                                              surface.view_of, cfg.shading, clamp=True)
+            else:
+                view_of = surface.view_of
+                color = phong(colours, position, normal, cameras.eye[view_of], lights[view_of],
+                              cfg.shading).clamp(0, 1)
         else:
-            color = albedo
-        covered = (rast[..., 3:4] > 0).to(clip.dtype)
-        background = torch.tensor(cfg.background, dtype=clip.dtype, device=self.device)
-        image = background.expand(batch * cfg.size * cfg.size, 3).index_copy(0, pixels, color.to(clip.dtype))
-        layers = torch.cat([image.reshape(batch, cfg.size, cfg.size, 3), covered], dim=-1)
+            color = colours
+        # Colour and coverage in one [B * H * W, 4] image: one scatter over the background.
+        background = torch.tensor((*cfg.background, 0.0), dtype=clip.dtype, device=self.device)
+        covered_layers = torch.cat([color.to(clip.dtype), torch.ones_like(color[:, :1], dtype=clip.dtype)], dim=1)
+        layers = background.repeat(batch * cfg.size * cfg.size, 1)
+        layers.index_copy_(0, pixels, covered_layers)  # in place: a fresh image, not another copy of one
+        layers = layers.reshape(batch, cfg.size, cfg.size, 4)
         if cfg.antialias:
             layers = self.rasterizer.antialias(layers.contiguous(), rast, clip, surface.faces)
         layers = torch.flip(layers, dims=[1])  # OpenGL rows are bottom-up; images are top-down
         unit_normal = torch.nn.functional.normalize(normal, dim=-1, eps=1e-12)
-
-        def dense(sparse: torch.Tensor) -> torch.Tensor:  # [P, 3] -> [B, H, W, 3] top-down, zero background
-            full = sparse.new_zeros(batch * cfg.size * cfg.size, 3).index_copy(0, pixels, sparse)
-            return torch.flip(full.reshape(batch, cfg.size, cfg.size, 3), dims=[1])
+        # Normals and positions as one [P, 6] scatter and one flip, [B, H, W, 3] each, zero background.
+        geometry = clip.new_zeros(batch * cfg.size * cfg.size, 6)
+        geometry.index_copy_(0, pixels, torch.cat([unit_normal, position], 1))
+        geometry = torch.flip(geometry.reshape(batch, cfg.size, cfg.size, 6), dims=[1])
 
         return RenderOutput(
             image=layers[..., 0:3],
             alpha=layers[..., 3:4],
-            normal=dense(unit_normal),
-            position=dense(position),
-            face_id=torch.flip(rast[..., 3], dims=[1]).long() - 1,
+            normal=geometry[..., 0:3],
+            position=geometry[..., 3:6],
+            face_id=torch.flip(rast.detach(), dims=[1])[..., 3].long() - 1,  # a contiguous flip is the cheap one
         )
 
 
@@ -174,3 +187,5 @@ class _Surface:
     """[P, 6 + C] position, normal and the extra attribute at those pixels."""
     view_of: torch.Tensor
     """[P] the view each pixel belongs to."""
+    kernel: object | None
+    """The compiled CPU kernel (`backend.render.kernel`), or None: the pure-PyTorch shading."""

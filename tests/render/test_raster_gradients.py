@@ -290,3 +290,264 @@ def test_an_80k_face_mesh_matches_the_reference_and_a_directional_difference():
 
     numeric = (loss(clip + eps * direction) - loss(clip - eps * direction)) / (2 * eps)
     assert torch.allclose(numeric, (grads[0] * direction).sum(), rtol=1e-4)
+
+
+# ---- the compiled CPU kernel (backend/render/kernel.py) against the pure-PyTorch path ------------------
+
+from backend.errors import DependencyMissingError  # noqa: E402
+from backend.render import kernel as kernel_module, raster_compiled  # noqa: E402
+from backend.render.rasterizer import RasterizerConfig, make_rasterizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """The compiled kernel; built here if `python build.py setup` has not warmed it. A machine with a C++
+    compiler must build it (a build error fails these tests); only a machine without one skips them."""
+    import shutil
+
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler: the rasterizer runs pure PyTorch here (tested above)")
+    return kernel_module.load_kernel("compiled")
+
+
+def _both_paths(kernel, pos, tri, attr, size, weights_seed=2):
+    """rast, antialiased colour and the gradients of one loss, by the pure and the compiled path."""
+    results = []
+    for path in ("pure", "compiled"):
+        p, a = pos.clone().requires_grad_(True), attr.clone().requires_grad_(True)
+        if path == "pure":
+            rast = raster_torch.rasterize(p, tri, size)
+            color = raster_torch.antialias(raster_torch.interpolate(a, rast, tri).contiguous(), rast, p, tri)
+        else:
+            rast = raster_compiled.rasterize(kernel, p, tri, size)
+            color = raster_compiled.antialias(kernel, raster_compiled.interpolate(kernel, a, rast, tri).contiguous(),
+                                              rast, p, tri)
+        weights = torch.rand(rast.shape, generator=torch.Generator().manual_seed(weights_seed), dtype=pos.dtype)
+        loss = (rast[..., :3] * weights[..., :3]).sum() + (color * weights[..., :3]).sum()
+        results.append((rast.detach(), color.detach(), *torch.autograd.grad(loss, (p, a))))
+    return results
+
+
+@pytest.mark.parametrize("faces", [1, 100])
+@pytest.mark.parametrize("back_faces", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compiled_kernel_matches_the_pure_path(kernel, faces: int, back_faces: bool, dtype):
+    """Same winning triangle at every pixel (the soup crosses the image edge), same values and gradients."""
+    pos, tri = _soup(faces, seed=faces, back_faces=back_faces, dtype=dtype)
+    attr = torch.rand(pos.shape[1], 3, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    pure, compiled = _both_paths(kernel, pos, tri, attr, (24, 20))
+    assert torch.equal(pure[0][..., 3], compiled[0][..., 3])
+    assert (compiled[0][..., 3] > 0).any() and compiled[2].abs().sum() > 0
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    for new, old in zip(compiled, pure):
+        torch.testing.assert_close(new, old, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("faces", [1, 100])
+@pytest.mark.parametrize("back_faces", [False, True])
+def test_compiled_gradients_match_finite_differences(kernel, faces: int, back_faces: bool):
+    pos, tri = _soup(faces, seed=10 + faces, back_faces=back_faces)
+    pos = pos[:1].clone().requires_grad_(True)
+    attr = torch.rand(pos.shape[1], 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64,
+                      requires_grad=True)
+
+    def f(p, a):
+        rast = raster_compiled.rasterize(kernel, p, tri, (10, 12))
+        return rast[..., :3], raster_compiled.interpolate(kernel, a, rast, tri)
+
+    assert (raster_compiled.rasterize(kernel, pos, tri, (10, 12))[..., 3] > 0).any()
+    assert torch.autograd.gradcheck(f, (pos, attr), eps=1e-7, atol=1e-5)
+
+
+def test_compiled_antialias_and_phong_match_finite_differences(kernel):
+    """Antialias's crossing parameter and blend, and the fused Phong, against central differences (the
+    silhouette stays put for steps this small, so the image is smooth in the positions)."""
+    from backend.render.shading import ShadingConfig
+
+    pos = torch.tensor([[-0.6, -0.5, 0.1, 1.0], [0.7, -0.3, 0.2, 1.0], [0.1, 0.8, 0.3, 1.0]], dtype=torch.float64)
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    rast = raster_compiled.rasterize(kernel, pos, tri, (16, 16)).detach()
+    color = torch.rand(1, 16, 16, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda p, c: raster_compiled.antialias(kernel, c, rast, p, tri),
+                                    (pos.clone().requires_grad_(True), color.requires_grad_(True)), eps=1e-7, atol=1e-5)
+    values = (torch.rand(40, 9, generator=torch.Generator().manual_seed(8), dtype=torch.float64) * 2 - 1)
+    eye = torch.tensor([[0.0, 0.0, 3.0], [1.0, 2.0, 3.0]], dtype=torch.float64)
+    light = torch.tensor([[0.0, 2.0, 3.0], [3.0, 1.0, 0.0]], dtype=torch.float64)
+    view_of = torch.arange(40) % 2
+    config = ShadingConfig(shininess=3.0)  # low enough that finite differences resolve the highlight
+    assert torch.autograd.gradcheck(lambda v: raster_compiled.phong(kernel, v, 0, 3, 6, eye, light, view_of, config),
+                                    (values.requires_grad_(True),), eps=1e-7, atol=1e-5)
+
+
+def test_compiled_phong_matches_shading_phong(kernel):
+    from backend.render.shading import ShadingConfig, phong
+
+    values = (torch.rand(500, 9, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 2 - 1)
+    eye = torch.tensor([[0.0, 0.0, 3.0], [1.0, 2.0, 3.0]], dtype=torch.float64)
+    light = torch.tensor([[0.0, 2.0, 3.0], [3.0, 1.0, 0.0]], dtype=torch.float64)
+    view_of = torch.arange(500) % 2
+    weights = torch.rand(500, 3, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    for config, clamp in ((ShadingConfig(), False), (ShadingConfig(ambient=0.9), True),
+                          (ShadingConfig(specular=0.0, two_sided=False), False)):
+        results = []
+        for compiled in (False, True):
+            v = values.clone().requires_grad_(True)
+            if compiled:
+                out = raster_compiled.phong(kernel, v, 0, 3, 6, eye, light, view_of, config, clamp=clamp)
+            else:
+                out = phong(v[:, 6:9], v[:, 0:3], v[:, 3:6], eye[view_of], light[view_of], config)
+                out = out.clamp(0, 1) if clamp else out
+            results.append((out.detach(), torch.autograd.grad((out * weights).sum(), v)[0]))
+        assert not clamp or ((results[0][0] == 0) | (results[0][0] == 1)).any()  # the clamp is exercised
+        for new, old in zip(*results):
+            torch.testing.assert_close(new, old, rtol=1e-9, atol=1e-9)
+
+
+def test_compiled_vertex_normals_match_shading_and_finite_differences(kernel):
+    from backend.geometry.primitives import icosphere
+    from backend.render.shading import vertex_normals
+
+    mesh = icosphere(1)
+    faces = torch.tensor(mesh.faces)
+    gen = torch.Generator().manual_seed(13)
+    noise = torch.rand(2, len(mesh.vertices), 3, generator=gen, dtype=torch.float64)
+    vertices = torch.tensor(mesh.vertices, dtype=torch.float64) + 0.1 * noise
+    weights = torch.rand(vertices.shape, generator=gen, dtype=torch.float64)
+    results = []
+    for fn in (vertex_normals, lambda v, f: raster_compiled.vertex_normals(kernel, v, f)):
+        v = vertices.clone().requires_grad_(True)
+        out = fn(v, faces)
+        results.append((out.detach(), torch.autograd.grad((out * weights).sum(), v)[0]))
+    for new, old in zip(results[1], results[0]):
+        torch.testing.assert_close(new, old, rtol=1e-9, atol=1e-9)
+    assert torch.autograd.gradcheck(lambda v: raster_compiled.vertex_normals(kernel, v, faces),
+                                    (vertices[0].clone().requires_grad_(True),), eps=1e-7, atol=1e-5)
+
+
+def test_compiled_kernel_on_an_80k_face_mesh_matches_the_pure_path(kernel):
+    """At scale, both windings drawn, batched views: the whole renderer, compiled against pure PyTorch."""
+    trimesh = pytest.importorskip("trimesh")
+    from backend.render.renderer import MeshRenderer, RenderConfig
+
+    mesh = trimesh.creation.uv_sphere(radius=1.0, count=[141, 141])
+    vertices = torch.tensor(mesh.vertices, dtype=torch.float32)
+    vertices = vertices * (1 + 0.05 * torch.sin(7 * vertices[:, :1]) * torch.cos(5 * vertices[:, 1:2]))
+    faces = torch.tensor(mesh.faces, dtype=torch.int32)
+    assert faces.shape[0] > 75_000
+    cams = orbit_cameras(torch.tensor([15.0, 200.0]), torch.tensor([20.0, -30.0]), fit_distance(40.0) * 0.8, 40.0)
+    colors = torch.rand(len(vertices), 3, generator=torch.Generator().manual_seed(11))
+    weights = torch.rand(2, 96, 96, 3, generator=torch.Generator().manual_seed(12))
+    results = []
+    for path in ("pure", "compiled"):
+        renderer = MeshRenderer(RenderConfig(size=96, rasterizer=RasterizerConfig(kernel=path)))
+        assert renderer.rasterizer.kernel_path == path
+        v, c = vertices.clone().requires_grad_(True), colors.clone().requires_grad_(True)
+        out = renderer.render(v, faces, cams, vertex_colors=c)
+        loss = (out.image * weights).sum() + out.alpha.sum()
+        results.append((out.image.detach(), out.alpha.detach(), out.normal.detach(), out.face_id,
+                        *torch.autograd.grad(loss, (v, c))))
+    assert torch.equal(results[0][3], results[1][3])  # identical visibility
+    for new, old in zip(results[1], results[0]):  # float32 sums in another order: relative to the largest entry
+        torch.testing.assert_close(new, old, rtol=1e-4, atol=1e-5 * float(old.abs().max()))
+
+
+def test_compiled_rasterize_on_an_80k_face_mesh_matches_a_directional_difference(kernel):
+    """As the pure path's 80k-face check above: a bumpy sphere at 96 px in float64, both windings drawn."""
+    trimesh = pytest.importorskip("trimesh")
+    mesh = trimesh.creation.uv_sphere(radius=1.0, count=[141, 141])
+    vertices = torch.tensor(mesh.vertices, dtype=torch.float64)
+    vertices = vertices * (1 + 0.05 * torch.sin(7 * vertices[:, :1]) * torch.cos(5 * vertices[:, 1:2]))
+    tri = torch.tensor(mesh.faces, dtype=torch.int32)
+    cams = orbit_cameras(torch.tensor([15.0]), torch.tensor([20.0]), fit_distance(40.0), 40.0)
+    clip = to_clip(vertices.float(), cams).double()
+    weights = torch.rand(1, 96, 96, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    def loss(p):
+        return (raster_compiled.rasterize(kernel, p, tri, (96, 96))[..., :3] * weights).sum()
+
+    p = clip.clone().requires_grad_(True)
+    grad = torch.autograd.grad(loss(p), p)[0]
+    direction = torch.randn(clip.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    eps = 1e-7
+    numeric = (loss(clip + eps * direction) - loss(clip - eps * direction)) / (2 * eps)
+    assert grad.abs().sum() > 0 and torch.allclose(numeric, (grad * direction).sum(), rtol=1e-4)
+
+
+def test_compiled_textured_render_matches_the_pure_path(kernel):
+    """The texture branch of the renderer: albedo from a texture lookup, not from the interpolated values."""
+    from backend.geometry.primitives import icosphere
+    from backend.render.renderer import MeshRenderer, RenderConfig
+
+    mesh = icosphere(2)
+    vertices = torch.tensor(mesh.vertices, dtype=torch.float32)
+    faces = torch.tensor(mesh.faces)
+    uv = (vertices[:, :2] * 0.5 + 0.5).contiguous()
+    texture = torch.rand(16, 16, 3, generator=torch.Generator().manual_seed(14))
+    cams = orbit_cameras(torch.tensor([30.0, 150.0]), torch.tensor([10.0, 40.0]), 3.0)
+    weights = torch.rand(2, 32, 32, 3, generator=torch.Generator().manual_seed(15))
+    results = []
+    for path in ("pure", "compiled"):
+        renderer = MeshRenderer(RenderConfig(size=32, rasterizer=RasterizerConfig(kernel=path)))
+        v, tex = vertices.clone().requires_grad_(True), texture.clone().requires_grad_(True)
+        out = renderer.render(v, faces, cams, uv=uv, texture=tex)
+        results.append((out.image.detach(), *torch.autograd.grad((out.image * weights).sum(), (v, tex))))
+    assert results[1][2].abs().sum() > 0
+    for new, old in zip(results[1], results[0]):
+        torch.testing.assert_close(new, old, rtol=1e-4, atol=1e-5 * float(old.abs().max()))
+
+
+def test_forcing_the_pure_path_by_config_or_environment(kernel, monkeypatch):
+    assert make_rasterizer(RasterizerConfig(kernel="pure")).kernel is None
+    assert make_rasterizer(RasterizerConfig()).kernel_path == "compiled"
+    monkeypatch.setenv("ATELIER_RASTER_KERNEL", "pure")
+    assert make_rasterizer(RasterizerConfig(kernel="compiled")).kernel_path == "pure"
+    monkeypatch.setenv("ATELIER_RASTER_KERNEL", "fast")
+    with pytest.raises(ValueError, match="ATELIER_RASTER_KERNEL must be one of"):
+        make_rasterizer(RasterizerConfig())
+    monkeypatch.delenv("ATELIER_RASTER_KERNEL")
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        make_rasterizer(RasterizerConfig(kernel="fast"))
+
+
+def test_a_failed_build_falls_back_with_one_line_or_is_a_clear_error(tmp_path, monkeypatch, caplog):
+    """A source that does not compile: `auto` logs which path runs and returns None; `compiled` says the fix."""
+    monkeypatch.setenv("ATELIER_HOME", str(tmp_path))
+    broken = tmp_path / "broken.cpp"
+    broken.write_text("#error this kernel does not compile\n")
+    with caplog.at_level("WARNING", logger="atelier.render"):
+        assert kernel_module.load_kernel("auto", source=broken) is None
+    assert [r.getMessage() for r in caplog.records if "pure-PyTorch path" in r.getMessage()]
+    with pytest.raises(DependencyMissingError, match="cannot be used") as info:
+        kernel_module.load_kernel("compiled", source=broken)
+    assert "g++" in info.value.hint and "ATELIER_RASTER_KERNEL=pure" in info.value.hint
+    assert kernel_module.load_kernel("pure", source=broken) is None
+
+
+def test_the_build_cache_ignores_a_test_s_atelier_home(tmp_path, monkeypatch):
+    """Tests and jobs point $ATELIER_HOME at temporary folders: the build must not follow them (a fresh build
+    per process would cost a minute each)."""
+    default = kernel_module.cache_dir()
+    monkeypatch.setenv("ATELIER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert kernel_module.cache_dir() == default
+    monkeypatch.setenv("ATELIER_RASTER_KERNEL_CACHE", str(tmp_path / "kernels"))
+    assert kernel_module.cache_dir().parent == tmp_path / "kernels"
+
+
+def test_a_missing_source_is_named(tmp_path):
+    with pytest.raises(DependencyMissingError, match="source .* is missing"):
+        kernel_module.build_kernel(tmp_path / "gone.cpp")
+
+
+def test_missing_ninja_is_named_with_its_fix(tmp_path, monkeypatch):
+    from torch.utils import cpp_extension
+
+    def no_ninja():
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(cpp_extension, "verify_ninja_availability", no_ninja)
+    source = tmp_path / "kernel.cpp"
+    source.write_text("// never compiled\n")
+    with pytest.raises(DependencyMissingError, match="ninja is not installed") as info:
+        kernel_module.build_kernel(source)
+    assert "pip install ninja" in info.value.hint
