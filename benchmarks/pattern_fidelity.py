@@ -78,6 +78,7 @@ VARIANTS: dict[str, dict] = {
     "draft-no-spectrum": {"texture": {"spectrum_weight": 0.0}},
     "draft-constant-lr": {"learning_rate_end": 1.0},
     "draft-levels+1": {"texture": {"extra_levels": 1}},
+    "draft-no-density": {"density_levels": False},
 }
 """Loss variants: colour-only (the palette term alone), NNFM on the domain CLIP (the draft preset before any
 texture term), and the draft preset as it is now (on random multi-scale features a Gram and a sliced Wasserstein
@@ -86,7 +87,8 @@ decaying tenfold), also with 4 views a step (the standard preset's batch); then 
 texture features without the colour channels, the texture terms without CLIP NNFM, the random features in the
 NNFM bank instead of a Gram term (slow on CPU), the draft before the sliced Wasserstein and spectrum terms and
 the decay (Gram alone at a constant lr 2e-2), without the sliced Wasserstein term, without the spectrum term,
-at a constant learning rate, with one more level of random features."""
+at a constant learning rate, with one more level of random features, with every style level summed everywhere
+(no density levels)."""
 
 DEFAULT_VARIANTS = ("colour", "clip", "draft")
 DEFAULT_STEPS = 150

@@ -97,11 +97,12 @@ class MeshRenderer:
         the original texture lit)."""
         surface = self._surface(vertices, faces, cameras, normals, uv)
         lookup = surface.values[None, :, None, 6:8].contiguous()
-        outputs = []
+        outputs, looked_up = [], {}
         for texture, shade in textures:
-            tex = texture[None].to(surface.clip.dtype).contiguous()
-            albedo = self.rasterizer.texture(tex, lookup)[0, :, 0, :3]
-            outputs.append(self._compose(surface, albedo, shade, lights))
+            if id(texture) not in looked_up:  # a texture asked for lit and unlit is looked up once
+                tex = texture[None].to(surface.clip.dtype).contiguous()
+                looked_up[id(texture)] = self.rasterizer.texture(tex, lookup)[0, :, 0, :3]
+            outputs.append(self._compose(surface, looked_up[id(texture)], shade, lights))
         return outputs
 
     def _surface(self, vertices: torch.Tensor, faces: torch.Tensor, cameras: Cameras, normals: torch.Tensor | None,

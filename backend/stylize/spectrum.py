@@ -20,10 +20,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from backend.errors import InvalidInputError
-from backend.stylize.texture import coverage_at
+from backend.stylize.texture import box_sum, coverage_at
 
 EDGE = 2
 """Pixels the coverage is eroded by (antialiased silhouette pixels mix in the background)."""
@@ -34,7 +33,7 @@ SOFT = 7
 def window(alpha: torch.Tensor) -> torch.Tensor:
     """[B, 1, H, W] coverage -> [B, 1, H, W] window in [0, 1]: eroded by EDGE pixels, edge softened over SOFT."""
     hard = coverage_at(alpha, tuple(alpha.shape[-2:]), EDGE)
-    return F.avg_pool2d(hard, SOFT, stride=1, padding=SOFT // 2, count_include_pad=True) * hard
+    return box_sum(hard, SOFT // 2) / SOFT**2 * hard
 
 
 def fit(style: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -246,12 +246,23 @@ def masked_gram(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def coverage_at(alpha: torch.Tensor, size: tuple[int, int], reach: int) -> torch.Tensor:
     """[B, 1, H, W] coverage -> [B, 1, h, w] at a level's size, eroded by `reach` feature pixels so that no
-    position whose filter sees the background counts."""
-    small = F.adaptive_avg_pool2d(alpha.float(), size)
-    if reach > 0:  # a square min filter, as two passes (rows, then columns)
-        small = -F.max_pool2d(-small, (2 * reach + 1, 1), stride=1, padding=(reach, 0))
-        small = -F.max_pool2d(-small, (1, 2 * reach + 1), stride=1, padding=(0, reach))
-    return (small > 0.99).float()
+    position whose filter sees the background counts (outside the image counts as covered)."""
+    small = alpha.float() if tuple(alpha.shape[-2:]) == tuple(size) else F.adaptive_avg_pool2d(alpha.float(), size)
+    inside = (small > 0.99).float()
+    if reach > 0:  # every position within `reach` inside too: a full box sum (a min filter, done in O(h w))
+        inside = (box_sum(inside, reach, outside=1.0) > (2 * reach + 1) ** 2 - 0.5).float()
+    return inside
+
+
+def box_sum(x: torch.Tensor, reach: int, outside: float = 0.0) -> torch.Tensor:
+    """[B, C, h, w] -> the sum over each position's (2 reach + 1)^2 box, positions outside the image holding
+    `outside`; from an integral image, so its cost does not grow with the box (exact for sums below 2^24)."""
+    side = 2 * reach + 1
+    padded = F.pad(x, (reach + 1, reach, reach + 1, reach), value=outside)
+    padded[..., 0, :] = 0.0  # the integral image's leading zero row and column
+    padded[..., :, 0] = 0.0
+    table = padded.cumsum(dim=-1).cumsum(dim=-2)
+    return table[..., side:, side:] - table[..., :-side, side:] - table[..., side:, :-side] + table[..., :-side, :-side]
 
 
 class GramTerm:
@@ -296,7 +307,7 @@ class GramTerm:
         return torch.stack(losses).mean()
 
 
-TERM_SAMPLES = 4096
+TERM_SAMPLES = 1024
 """Positions per view and level at which a restyle step computes the random features for its Gram and sliced
 Wasserstein terms (`RandomTextureFeatures.sample`): the full maps of a 256 px render hold 65536 at level 0."""
 
