@@ -83,6 +83,8 @@ def _ninja_on_path() -> None:
 
 def build_kernel(source: Path = SOURCE, verbose: bool = False) -> ModuleType:
     """Compiles (or loads the cached build of) `source`; raises DependencyMissingError saying why not."""
+    # Importing it on a machine without CUDA logs a warning about CUDA_HOME that concerns only CUDA builds.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import cpp_extension
 
     if not source.is_file():

@@ -25,7 +25,7 @@ def test_patches_times_the_filters_are_the_convolution_at_those_positions():
     torch.testing.assert_close(rows, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_positions_are_drawn_only_where_the_filter_sees_the_object():
+def test_positions_are_drawn_evenly_and_only_where_the_filter_sees_the_object():
     alpha = torch.zeros(2, 1, 32, 32)
     alpha[0, :, 4:12, 20:30] = 1.0  # view 1 shows nothing
     weight = coverage_at(alpha, (32, 32), 2)
@@ -33,7 +33,9 @@ def test_positions_are_drawn_only_where_the_filter_sees_the_object():
     assert has.tolist() == [True, False] and index.shape == (2, 500)
     rows, cols = index[0] // 32, index[0] % 32
     assert ((rows >= 6) & (rows < 10) & (cols >= 22) & (cols < 28)).all()
-    assert len(set(index[0].tolist())) == 4 * 6  # uniform with replacement: every allowed position is drawn
+    assert len(set(index[0].tolist())) == 4 * 6  # 500 draws over 24 positions: each is drawn
+    # Stratified: the k-th draw lies in the k-th run of 24 / 500 positions (raster order), so draws are sorted.
+    assert (index[0][1:] >= index[0][:-1]).all()
 
 
 def test_sampled_rows_match_the_full_maps_and_carry_the_colour():
