@@ -87,22 +87,25 @@ class MeshRenderer:
         if vertex_colors is None:
             vertex_colors = torch.tensor(self.config.default_color, device=self.device).expand(vertices.shape[-2], 3)
         surface = self._surface(vertices, faces, cameras, normals, vertex_colors)
-        return self._compose(surface, 6, shade, lights)
+        return self._compose(surface, 6, shade, lights, self._geometry(surface))
 
     def render_textures(self, vertices: torch.Tensor, faces: torch.Tensor, cameras: Cameras, uv: torch.Tensor,
-                        textures: list[tuple[torch.Tensor, bool]], *, normals: torch.Tensor | None = None,
+                        textures: list[tuple], *, normals: torch.Tensor | None = None,
                         lights: torch.Tensor | None = None) -> list[RenderOutput]:
-        """`render` of one mesh under several textures, each (texture, shade), from the same cameras: one
-        rasterization and one interpolation serve them all (a restyle step renders its texture lit and unlit and
-        the original texture lit)."""
+        """`render` of one mesh under several textures, each (texture, shade) or (texture, shade, antialias), from
+        the same cameras: one rasterization, one interpolation and one lookup per distinct texture serve them all
+        (a restyle step renders its texture lit and unlit and the original texture lit). antialias False skips
+        the silhouette blend (`RenderConfig.antialias` off for that image: alpha is then the hard coverage)."""
         surface = self._surface(vertices, faces, cameras, normals, uv)
         lookup = surface.values[None, :, None, 6:8].contiguous()
+        geometry = self._geometry(surface)
         outputs, looked_up = [], {}
-        for texture, shade in textures:
+        for texture, shade, *rest in textures:
             if id(texture) not in looked_up:  # a texture asked for lit and unlit is looked up once
                 tex = texture[None].to(surface.clip.dtype).contiguous()
                 looked_up[id(texture)] = self.rasterizer.texture(tex, lookup)[0, :, 0, :3]
-            outputs.append(self._compose(surface, looked_up[id(texture)], shade, lights))
+            antialias = rest[0] if rest else True
+            outputs.append(self._compose(surface, looked_up[id(texture)], shade, lights, geometry, antialias))
         return outputs
 
     def _surface(self, vertices: torch.Tensor, faces: torch.Tensor, cameras: Cameras, normals: torch.Tensor | None,
@@ -128,10 +131,19 @@ class MeshRenderer:
         view_of = torch.div(pixels, cfg.size * cfg.size, rounding_mode="floor")
         return _Surface(cameras, faces, clip, rast, pixels, values, view_of, kernel)
 
-    def _compose(self, surface: "_Surface", albedo: torch.Tensor | int, shade: bool,
-                 lights: torch.Tensor | None) -> RenderOutput:
+    def _geometry(self, surface: "_Surface") -> torch.Tensor:
+        """Unit normals and positions at every pixel, [B, H, W, 6] top-down, zero on the background (one scatter
+        and one flip)."""
+        size, batch = self.config.size, len(surface.cameras)
+        unit_normal = torch.nn.functional.normalize(surface.values[:, 3:6], dim=-1, eps=1e-12)
+        geometry = surface.clip.new_zeros(batch * size * size, 6)
+        geometry.index_copy_(0, surface.pixels, torch.cat([unit_normal, surface.values[:, 0:3]], 1))
+        return torch.flip(geometry.reshape(batch, size, size, 6), dims=[1])
+
+    def _compose(self, surface: "_Surface", albedo: torch.Tensor | int, shade: bool, lights: torch.Tensor | None,
+                 geometry: torch.Tensor, antialias: bool = True) -> RenderOutput:
         """Shades `albedo` at the surface's pixels ([P, 3], or the column of `surface.values` where it starts),
-        over the background, antialiased."""
+        over the background, antialiased unless `antialias` is False."""
         cfg = self.config
         cameras, rast, pixels, clip, kernel = surface.cameras, surface.rast, surface.pixels, surface.clip, surface.kernel
         batch = len(cameras)
@@ -156,14 +168,9 @@ class MeshRenderer:
         layers = background.repeat(batch * cfg.size * cfg.size, 1)
         layers.index_copy_(0, pixels, covered_layers)  # in place: a fresh image, not another copy of one
         layers = layers.reshape(batch, cfg.size, cfg.size, 4)
-        if cfg.antialias:
+        if cfg.antialias and antialias:
             layers = self.rasterizer.antialias(layers.contiguous(), rast, clip, surface.faces)
         layers = torch.flip(layers, dims=[1])  # OpenGL rows are bottom-up; images are top-down
-        unit_normal = torch.nn.functional.normalize(normal, dim=-1, eps=1e-12)
-        # Normals and positions as one [P, 6] scatter and one flip, [B, H, W, 3] each, zero background.
-        geometry = clip.new_zeros(batch * cfg.size * cfg.size, 6)
-        geometry.index_copy_(0, pixels, torch.cat([unit_normal, position], 1))
-        geometry = torch.flip(geometry.reshape(batch, cfg.size, cfg.size, 6), dims=[1])
 
         return RenderOutput(
             image=layers[..., 0:3],

@@ -453,8 +453,8 @@ class RestyleRun:
         # texture terms): only the texture lookup and the shading differ.
         wanted = [(texture, True), (self.base, True)]
         unlit_needed = self.palette_term or self.gram or self.swd or self.spectrum
-        if unlit_needed:
-            wanted.append((texture, False))
+        if unlit_needed:  # its terms read eroded coverage or weigh by the lit alpha: no silhouette blend needed
+            wanted.append((texture, False, False))
         outputs = self.renderer.render_textures(self.vertices, self.faces, cameras, self.uv, wanted, lights=lights)
         images, alpha = outputs[0].image.permute(0, 3, 1, 2), outputs[0].alpha.permute(0, 3, 1, 2)
         original = outputs[1].image.permute(0, 3, 1, 2)
