@@ -163,10 +163,11 @@ class RandomTextureFeatures:
 
     def sample(self, images: torch.Tensor, alpha: torch.Tensor, count: int,
                generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The features at `count` positions per view and level (at most a quarter of the level's), drawn uniformly (with replacement) among the
-        positions whose filter sees only the object (`coverage_at`): per level, (rows [B, count, C'], has [B]:
-        whether the view has such a position; its rows are then meaningless). The same maps as `__call__`, computed
-        at the drawn positions only: a 256 px level costs 4096 of its 65536 filter positions per view."""
+        """The features at `count` positions per view and level (at most a quarter of the level's), drawn
+        stratified (`draw_positions`) among the positions whose filter sees only the object (`coverage_at`): per
+        level, (rows [B, N, C'], has [B]: whether the view has such a position; its rows are then meaningless).
+        The same maps as `__call__`, computed at the drawn positions only: at a 256 px level, 1024 (`TERM_SAMPLES`)
+        of its 65,536 filter positions per view."""
         x = 2.0 * images.to(self.device, torch.float32) - 1.0
         reach = self.config.kernel // 2
         out = []
