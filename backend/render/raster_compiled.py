@@ -88,14 +88,9 @@ class _Interpolate(torch.autograd.Function):
 def antialias(kernel: ModuleType, color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
               topology: torch.Tensor | None = None) -> torch.Tensor:
     """As `raster_torch.antialias`: color [B, H, W, C], rast, pos [B, V, 4] or [V, 4], tri [F, 3] -> [B, H, W, C]."""
-    pos = raster_torch._as_batched(pos)
-    tri = tri.long().contiguous()
-    if topology is None:
-        topology = raster_torch.edge_topology(tri)
-    batch, height, width, channels = color.shape
-    if pos.shape[0] == 1 and batch > 1:
-        pos = pos.expand(batch, -1, -1)
-    sx, sy, _ = raster_torch._screen(pos, height, width)
+    tri, topology, sx, sy = raster_torch.antialias_inputs(color, pos, tri, topology)
+    tri = tri.contiguous()
+    height, width = color.shape[1:3]
     own, other, face, edge, orient = kernel.antialias_pairs(sx.detach().contiguous(), sy.detach().contiguous(), tri,
                                                             topology.long().contiguous(), rast.detach().contiguous())
     if own.numel() == 0:

@@ -408,6 +408,21 @@ def edge_topology(tri: torch.Tensor) -> torch.Tensor:
     return opposite.reshape(num_faces, 3)
 
 
+def antialias_inputs(color: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, topology: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What both antialias paths start from: tri as int64, its edge topology (computed when None), and the pixel
+    x and y [B, V] of `pos` (one view's positions serve every image of `color` [B, H, W, C])."""
+    pos = _as_batched(pos)
+    tri = tri.long()
+    if topology is None:
+        topology = edge_topology(tri)
+    batch, height, width, _ = color.shape
+    if pos.shape[0] == 1 and batch > 1:
+        pos = pos.expand(batch, -1, -1)
+    sx, sy, _ = _screen(pos, height, width)
+    return tri, topology, sx, sy
+
+
 def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
               topology: torch.Tensor | None = None) -> torch.Tensor:
     """Analytic antialiasing of silhouette edges; gives gradients w.r.t. vertex positions.
@@ -421,14 +436,8 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     one by none), the silhouette edge between them moves colour across the pair in proportion to
     where it crosses the segment joining the pixel centres.
     """
-    pos = _as_batched(pos)
-    tri = tri.long()
-    if topology is None:
-        topology = edge_topology(tri)
+    tri, topology, sx, sy = antialias_inputs(color, pos, tri, topology)
     batch, height, width, channels = color.shape
-    if pos.shape[0] == 1 and batch > 1:
-        pos = pos.expand(batch, -1, -1)
-    sx, sy, _ = _screen(pos, height, width)
     with torch.no_grad():
         num_faces = tri.shape[0]
         rows_of = (tri.reshape(1, -1) + (torch.arange(batch, device=tri.device) * sx.shape[1]).unsqueeze(1)).reshape(-1)

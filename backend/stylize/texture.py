@@ -78,18 +78,12 @@ class TextureTermConfig:
         if isinstance(self.kernel, bool) or not isinstance(self.kernel, int) or self.kernel < 3 or self.kernel > 31 or self.kernel % 2 == 0:
             raise InvalidInputError(f"texture kernel must be an odd integer in [3, 31], got {self.kernel!r}",
                                     hint="odd sides keep the maps centred; 9 is the draft preset's")
-        if isinstance(self.gram_weight, bool) or not isinstance(self.gram_weight, (int, float)) \
-                or not self.gram_weight >= 0:
-            raise InvalidInputError(f"texture gram_weight must be a number >= 0, got {self.gram_weight!r}",
-                                    hint="0 turns the Gram term off; use mode 'nnfm' for the NNFM layers alone")
-        if isinstance(self.swd_weight, bool) or not isinstance(self.swd_weight, (int, float)) \
-                or not self.swd_weight >= 0:
-            raise InvalidInputError(f"texture swd_weight must be a number >= 0, got {self.swd_weight!r}",
-                                    hint="0 turns the sliced Wasserstein term off")
-        if isinstance(self.spectrum_weight, bool) or not isinstance(self.spectrum_weight, (int, float)) \
-                or not self.spectrum_weight >= 0:
-            raise InvalidInputError(f"texture spectrum_weight must be a number >= 0, got {self.spectrum_weight!r}",
-                                    hint="0 turns the spectrum term off")
+        for name, hint in (("gram_weight", "0 turns the Gram term off; use mode 'nnfm' for the NNFM layers alone"),
+                           ("swd_weight", "0 turns the sliced Wasserstein term off"),
+                           ("spectrum_weight", "0 turns the spectrum term off")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise InvalidInputError(f"texture {name} must be a number >= 0, got {value!r}", hint=hint)
         if isinstance(self.slices, bool) or not isinstance(self.slices, int) or not 1 <= self.slices <= 1024:
             raise InvalidInputError(f"texture slices must be an integer in [1, 1024], got {self.slices!r}",
                                     hint="32 random directions a step are the draft preset's")

@@ -110,6 +110,36 @@ std::vector<T> ndc_vertices(const T* pos, int64_t rows) {
   return out;
 }
 
+// A pixel centre (cx, cy) in triangle `f` of view `b`: its corners' ndc rows, x, y, z and w, the triangle's doubled
+// screen area and the pixel's screen-space barycentrics s (raster_torch._Barycentrics' formulas, one copy for the
+// forward and the backward).
+template <typename T>
+struct PixelInTriangle {
+  int64_t row[3];
+  T nx[3], ny[3], z[3], w[3], s[3], area;
+};
+
+template <typename T>
+inline PixelInTriangle<T> pixel_in_triangle(const std::vector<T>& ndc, const int64_t* t, int64_t b, int64_t num_vertices,
+                                            int64_t f, T cx, T cy) {
+  PixelInTriangle<T> q;
+  for (int k = 0; k < 3; ++k) {
+    q.row[k] = b * num_vertices + t[3 * f + k];
+    const T* v = ndc.data() + q.row[k] * 4;
+    q.nx[k] = v[0];
+    q.ny[k] = v[1];
+    q.z[k] = v[2];
+    q.w[k] = v[3];
+  }
+  const T dx0 = q.nx[0] - cx, dx1 = q.nx[1] - cx, dx2 = q.nx[2] - cx;
+  const T dy0 = q.ny[0] - cy, dy1 = q.ny[1] - cy, dy2 = q.ny[2] - cy;
+  q.area = (q.nx[1] - q.nx[0]) * (q.ny[2] - q.ny[0]) - (q.nx[2] - q.nx[0]) * (q.ny[1] - q.ny[0]);
+  q.s[0] = (dx1 * dy2 - dx2 * dy1) / q.area;
+  q.s[1] = (dx2 * dy0 - dx0 * dy2) / q.area;
+  q.s[2] = T(1) - q.s[0] - q.s[1];
+  return q;
+}
+
 }  // namespace
 
 // pos32: [B, V, 4] float32 contiguous; tri: [F, 3] int64 -> ids [B, H, W] int64 (triangle id + 1, 0 empty).
@@ -152,26 +182,13 @@ torch::Tensor barycentrics_forward(torch::Tensor pos, torch::Tensor tri, torch::
           if (id[i] == 0) continue;
           const int64_t f = id[i] - 1;
           const T cx = (static_cast<T>(px) + T(0.5)) / static_cast<T>(width) * T(2) - T(1);
-          T nx[3], ny[3], z[3], w[3];
-          for (int k = 0; k < 3; ++k) {
-            const T* v = ndc.data() + (b * num_vertices + t[3 * f + k]) * 4;
-            nx[k] = v[0];
-            ny[k] = v[1];
-            z[k] = v[2];
-            w[k] = v[3];
-          }
-          const T dx0 = nx[0] - cx, dx1 = nx[1] - cx, dx2 = nx[2] - cx;
-          const T dy0 = ny[0] - cy, dy1 = ny[1] - cy, dy2 = ny[2] - cy;
-          const T area = (nx[1] - nx[0]) * (ny[2] - ny[0]) - (nx[2] - nx[0]) * (ny[1] - ny[0]);
-          const T s0 = (dx1 * dy2 - dx2 * dy1) / area;
-          const T s1 = (dx2 * dy0 - dx0 * dy2) / area;
-          const T s2 = T(1) - s0 - s1;
-          const T p0 = s0 / w[0], p1 = s1 / w[1], p2 = s2 / w[2];
+          const PixelInTriangle<T> q = pixel_in_triangle(ndc, t, b, num_vertices, f, cx, cy);
+          const T p0 = q.s[0] / q.w[0], p1 = q.s[1] / q.w[1], p2 = q.s[2] / q.w[2];
           const T norm = p0 + p1 + p2;
           T* o = out + i * 4;
           o[0] = p0 / norm;
           o[1] = p1 / norm;
-          o[2] = s0 * z[0] + s1 * z[1] + s2 * z[2];
+          o[2] = q.s[0] * q.z[0] + q.s[1] * q.z[1] + q.s[2] * q.z[2];
           o[3] = static_cast<T>(id[i]);
         }
       }
@@ -207,23 +224,10 @@ torch::Tensor barycentrics_backward(torch::Tensor pos, torch::Tensor tri, torch:
             if (gu == 0 && gv == 0 && gz == 0) continue;
             const int64_t f = static_cast<int64_t>(r[3]) - 1;
             const T cx = (static_cast<T>(px) + T(0.5)) / static_cast<T>(width) * T(2) - T(1);
-            T nx[3], ny[3], z[3], w[3];
-            int64_t row[3];
-            for (int k = 0; k < 3; ++k) {
-              row[k] = b * num_vertices + t[3 * f + k];
-              const T* v = ndc.data() + row[k] * 4;
-              nx[k] = v[0];
-              ny[k] = v[1];
-              z[k] = v[2];
-              w[k] = v[3];
-            }
-            const T dx0 = nx[0] - cx, dx1 = nx[1] - cx, dx2 = nx[2] - cx;
-            const T dy0 = ny[0] - cy, dy1 = ny[1] - cy, dy2 = ny[2] - cy;
-            const T area = (nx[1] - nx[0]) * (ny[2] - ny[0]) - (nx[2] - nx[0]) * (ny[1] - ny[0]);
-            T s[3];
-            s[0] = (dx1 * dy2 - dx2 * dy1) / area;
-            s[1] = (dx2 * dy0 - dx0 * dy2) / area;
-            s[2] = T(1) - s[0] - s[1];
+            const PixelInTriangle<T> q = pixel_in_triangle(ndc, t, b, num_vertices, f, cx, cy);
+            const T *nx = q.nx, *ny = q.ny, *z = q.z, *w = q.w, *s = q.s;
+            const int64_t* row = q.row;
+            const T area = q.area;
             const T norm = s[0] / w[0] + s[1] / w[1] + s[2] / w[2];
             const T u = r[0], v = r[1];
             // u = p0 / N, v = p1 / N with p_k = s_k / w_k and N = sum p_k.
