@@ -266,13 +266,18 @@ def test_batched_attributes_and_vertices_behind_the_eye_match_the_reference():
         torch.testing.assert_close(new, old, rtol=1e-9, atol=1e-9)
 
 
+def bumpy_sphere_80k(trimesh, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A UV sphere of ~80k faces with fixed sinusoidal bumps: vertices [V, 3] in `dtype`, faces [F, 3] int32."""
+    mesh = trimesh.creation.uv_sphere(radius=1.0, count=[141, 141])
+    vertices = torch.tensor(mesh.vertices, dtype=dtype)
+    vertices = vertices * (1 + 0.05 * torch.sin(7 * vertices[:, :1]) * torch.cos(5 * vertices[:, 1:2]))
+    return vertices, torch.tensor(mesh.faces, dtype=torch.int32)
+
+
 def test_an_80k_face_mesh_matches_the_reference_and_a_directional_difference():
     """A cheap check at scale: a bumpy sphere of ~80k faces at 96 px, both windings drawn."""
     trimesh = pytest.importorskip("trimesh")
-    mesh = trimesh.creation.uv_sphere(radius=1.0, count=[141, 141])
-    vertices = torch.tensor(mesh.vertices, dtype=torch.float64)
-    vertices = vertices * (1 + 0.05 * torch.sin(7 * vertices[:, :1]) * torch.cos(5 * vertices[:, 1:2]))
-    tri = torch.tensor(mesh.faces, dtype=torch.int32)
+    vertices, tri = bumpy_sphere_80k(trimesh, torch.float64)
     assert tri.shape[0] > 75_000
     cams = orbit_cameras(torch.tensor([15.0]), torch.tensor([20.0]), fit_distance(40.0), 40.0)
     clip = to_clip(vertices.float(), cams).double()
@@ -429,10 +434,7 @@ def test_compiled_kernel_on_an_80k_face_mesh_matches_the_pure_path(kernel):
     trimesh = pytest.importorskip("trimesh")
     from backend.render.renderer import MeshRenderer, RenderConfig
 
-    mesh = trimesh.creation.uv_sphere(radius=1.0, count=[141, 141])
-    vertices = torch.tensor(mesh.vertices, dtype=torch.float32)
-    vertices = vertices * (1 + 0.05 * torch.sin(7 * vertices[:, :1]) * torch.cos(5 * vertices[:, 1:2]))
-    faces = torch.tensor(mesh.faces, dtype=torch.int32)
+    vertices, faces = bumpy_sphere_80k(trimesh, torch.float32)
     assert faces.shape[0] > 75_000
     cams = orbit_cameras(torch.tensor([15.0, 200.0]), torch.tensor([20.0, -30.0]), fit_distance(40.0) * 0.8, 40.0)
     colors = torch.rand(len(vertices), 3, generator=torch.Generator().manual_seed(11))
@@ -454,10 +456,7 @@ def test_compiled_kernel_on_an_80k_face_mesh_matches_the_pure_path(kernel):
 def test_compiled_rasterize_on_an_80k_face_mesh_matches_a_directional_difference(kernel):
     """As the pure path's 80k-face check above: a bumpy sphere at 96 px in float64, both windings drawn."""
     trimesh = pytest.importorskip("trimesh")
-    mesh = trimesh.creation.uv_sphere(radius=1.0, count=[141, 141])
-    vertices = torch.tensor(mesh.vertices, dtype=torch.float64)
-    vertices = vertices * (1 + 0.05 * torch.sin(7 * vertices[:, :1]) * torch.cos(5 * vertices[:, 1:2]))
-    tri = torch.tensor(mesh.faces, dtype=torch.int32)
+    vertices, tri = bumpy_sphere_80k(trimesh, torch.float64)
     cams = orbit_cameras(torch.tensor([15.0]), torch.tensor([20.0]), fit_distance(40.0), 40.0)
     clip = to_clip(vertices.float(), cams).double()
     weights = torch.rand(1, 96, 96, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
