@@ -33,6 +33,24 @@ def require_nvdiffrast():
 
 
 
+# gsplat is imported on first use, not with this module: only Gaussian splatting on CUDA needs it
+# (backend.render.splat), and its CUDA kernels are compiled or loaded at import.
+HAS_GSPLAT = importlib.util.find_spec("gsplat") is not None
+
+
+def require_gsplat():
+    """Returns the `gsplat` module (CUDA Gaussian splatting rasterizer) or raises with the fix."""
+    try:
+        import gsplat
+    except ImportError as exc:  # optional: the PyTorch splatting path needs nothing beyond torch
+        raise DependencyMissingError(
+            "gsplat is not installed; the CUDA Gaussian splatting rasterizer needs it",
+            hint="pip install -e '.[gsplat]' on a CUDA machine (it builds CUDA kernels), "
+                 "or use implementation='torch' (or 'auto')",
+        ) from exc
+    return gsplat
+
+
 # faiss is imported on first use (about 0.2 s), not with this module: most commands never search.
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 
