@@ -130,8 +130,12 @@ def _check_inputs(means, scales, quats, opacities, colors, size, background) -> 
     return int(height), int(width)
 
 
+_DENSITY_GRID_ENTRIES = 1 << 23
+"""At most this many (cell, Gaussian) entries in `gaussian_density`'s grid: its cells grow until they fit."""
+
+
 def gaussian_density(points: torch.Tensor, means: torch.Tensor, scales: torch.Tensor, quats: torch.Tensor,
-                     opacities: torch.Tensor, chunk: int = 1 << 22) -> torch.Tensor:
+                     opacities: torch.Tensor, chunk: int = 1 << 21) -> torch.Tensor:
     """[M] density sum_i opacity_i exp(-0.5 m_i^2) at query points [M, 3], over the Gaussians whose Mahalanobis
     distance m_i to the point is at most 3 (the rest are cut off: it is a local field, for marching cubes).
 
@@ -144,17 +148,27 @@ def gaussian_density(points: torch.Tensor, means: torch.Tensor, scales: torch.Te
     out = points.new_zeros(len(points))
     if len(means) == 0 or len(points) == 0:
         return out
+    # Precision matrices R S^-2 R^T, their 6 distinct entries: m^2 = d^T P d.
     rot = splat_torch.quat_to_rotmat(quats).to(points.dtype)
-    inv_scale = 1.0 / scales.to(points.dtype)
+    scaled = rot / scales.to(points.dtype)[:, None, :]
+    precision = scaled @ scaled.transpose(1, 2)
+    upper = precision[:, [0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]] * torch.tensor([1.0, 1, 1, 2, 2, 2],
+                                                                                 dtype=points.dtype, device=points.device)
     with torch.no_grad():
         half = 3.0 * torch.sqrt(torch.diagonal(splat_torch.covariances(scales, quats), dim1=1, dim2=2))
         low, high = (means - half).min(0).values, (means + half).max(0).values
-        cell = torch.clamp(torch.median(2.0 * half.max(1).values), min=float((high - low).max()) / 128)
-        dims = torch.clamp(((high - low) / cell).ceil().long(), min=1)
-        c0 = torch.clamp(((means - half - low) / cell).floor().long(), min=0)
-        c1 = torch.minimum(((means + half - low) / cell).floor().long(), dims - 1)
-        span = c1 - c0 + 1
-        hits = span.prod(1)
+        # Cells of half a typical 3-sigma radius: a point then meets about twice the Gaussians that reach it (a
+        # coarser grid meets many more); coarser only when the grid would hold too many entries.
+        cell = torch.clamp(torch.median(half.max(1).values) / 2, min=float((high - low).max()) / 256)
+        while True:
+            c0 = torch.clamp(((means - half - low) / cell).floor().long(), min=0)
+            dims = torch.clamp(((high - low) / cell).ceil().long(), min=1)
+            c1 = torch.minimum(((means + half - low) / cell).floor().long(), dims - 1)
+            span = c1 - c0 + 1
+            hits = span.prod(1)
+            if int(hits.sum()) <= _DENSITY_GRID_ENTRIES or int(hits.max()) == 1:
+                break
+            cell = cell * 1.5
         owner = torch.repeat_interleave(torch.arange(len(means), device=means.device), hits)
         offset = torch.arange(len(owner), device=means.device) - (torch.cumsum(hits, 0) - hits)[owner]
         sx, sy = span[owner, 0], span[owner, 1]
@@ -162,10 +176,12 @@ def gaussian_density(points: torch.Tensor, means: torch.Tensor, scales: torch.Te
         iy = c0[owner, 1] + torch.div(offset, sx, rounding_mode="floor") % sy
         iz = c0[owner, 2] + torch.div(offset, sx * sy, rounding_mode="floor")
         key = (ix * dims[1] + iy) * dims[2] + iz
+        del ix, iy, iz, offset, sx, sy
         order = torch.argsort(key, stable=True)
-        key, members = key[order], owner[order]
+        members = owner[order]
         per_cell = torch.bincount(key, minlength=int(dims.prod()))
         start = torch.cumsum(per_cell, 0) - per_cell
+        del key, order, owner
         grid = ((points.detach() - low) / cell).floor().long()
         inside = ((grid >= 0) & (grid < dims)).all(1)
         query = torch.nonzero(inside).squeeze(1)
@@ -185,8 +201,9 @@ def gaussian_density(points: torch.Tensor, means: torch.Tensor, scales: torch.Te
         local = torch.arange(int(n.sum()), device=points.device) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
         pair_gauss = members[torch.repeat_interleave(start[c], n) + local]
         d = points[pair_point] - means[pair_gauss].to(points.dtype)
-        local_d = torch.einsum("pji,pj->pi", rot[pair_gauss], d) * inv_scale[pair_gauss]
-        m2 = (local_d * local_d).sum(-1)
+        p = upper[pair_gauss]
+        m2 = (p[:, 0] * d[:, 0] ** 2 + p[:, 1] * d[:, 1] ** 2 + p[:, 2] * d[:, 2] ** 2
+              + d[:, 0] * (p[:, 3] * d[:, 1] + p[:, 4] * d[:, 2]) + p[:, 5] * d[:, 1] * d[:, 2])
         value = torch.where(m2 <= 9.0, opacities[pair_gauss].to(points.dtype) * torch.exp(-0.5 * m2), 0.0)
         out = out.index_add(0, pair_point, value)
         begin = stop

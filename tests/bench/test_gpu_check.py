@@ -91,6 +91,13 @@ def test_a_failing_job_fails_the_check_and_a_missing_module_is_skipped(monkeypat
     assert "SKIPPED search: module 'faiss' is not installed" in out and "FAILED: render" in out
 
 
+def test_the_splat_row_runs_on_cuda_only(tmp_path):
+    path = tmp_path / "r.json"
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--in-process", "--jobs", "splat", "--report", str(path)]) == 0
+    (row,) = json.loads(path.read_text())["jobs"]
+    assert row["job"] == "splat" and row["status"] == "skipped" and "CUDA only" in row["why"]
+
+
 def test_unknown_jobs_are_named_with_the_choices(capsys):
     assert gpu_check.main(["--device", "cpu", "--jobs", "render,paint"]) == 2
     err = capsys.readouterr().err
@@ -117,7 +124,9 @@ def test_preparation_without_a_bundle_skips_with_the_fix(monkeypatch, tmp_path):
     by_name = {item.name: item for item in items}
     assert by_name["trimesh"].status == "skipped" and "python build.py gpu-bundle" in by_name["trimesh"].detail
     assert by_name["nvdiffrast"].status == "skipped" and "no source in" in by_name["nvdiffrast"].detail
-    assert by_name["gsplat"].status == "skipped" and "no Gaussian renderer" in by_name["gsplat"].detail
+    # backend.render.splat's gsplat path makes gsplat one of the packages to prepare.
+    assert by_name["gsplat"].status == "present" if present("gsplat") else \
+        (by_name["gsplat"].status == "skipped" and "needs gsplat" in by_name["gsplat"].detail)
     assert by_name["open-clip-torch"].status == "present"
 
 

@@ -10,6 +10,7 @@ import torch
 
 from backend import external
 from backend.errors import DependencyMissingError, InvalidInputError
+from backend.render import splat
 from backend.render.camera import orbit_cameras
 from backend.render.splat import SplatConfig, gaussian_density, render_gaussians
 
@@ -119,7 +120,10 @@ def test_front_gaussian_hides_the_back_one():
         assert abs(float(out.depth[0, 12, 12]) - (3.0 - 0.4)) < 0.1  # mostly the front one's depth
 
 
-def test_density_matches_brute_force():
+@pytest.mark.parametrize("grid_entries", [None, 20000])  # 20000: the grid's cells must grow to fit
+def test_density_matches_brute_force(grid_entries, monkeypatch):
+    if grid_entries:
+        monkeypatch.setattr(splat, "_DENSITY_GRID_ENTRIES", grid_entries)
     means, scales, quats, opacities, _ = random_scene(300, seed=4)
     scales = scales * torch.tensor([1.0, 0.3, 2.0])  # anisotropic, rotated
     points = (torch.rand(4000, 3, generator=torch.Generator().manual_seed(5)) - 0.5) * 1.6
