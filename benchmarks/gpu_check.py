@@ -9,14 +9,14 @@ On a machine with a CUDA GPU (`--device cuda`, the default):
    is used where the interpreter already has it, else installed from the wheels in `<bundle>/wheels`
    (`pip --no-index`) into `<bundle>/site`; nvdiffrast, when not installed, is built from its source in
    `<bundle>/nvdiffrast` (`pip --no-build-isolation`, for this GPU's architecture only). gsplat is prepared only
-   when a Gaussian renderer exists under backend/ (a module that imports gsplat); there is none yet. What is
+   when a Gaussian renderer exists under backend/ (a module that imports gsplat: backend/external.py). What is
    missing is SKIPPED with the reason and the fix (`python build.py gpu-bundle` where there is network, then
    carry the bundle folder). A failed install or build is a FAILURE.
 2. The tests marked `cuda` (or the older `gpu`), in the test files that carry the mark: renderer parity torch vs
    nvdiffrast (images and gradients), CLIP on CUDA against the CPU.
 3. Each job once, time-bounded (a subprocess per job, killed at its share of `--budget`; the long loops are
    cancelled before that and their full run projected from the steps done): render, stylize, restyle,
-   generate, index, search, segment.
+   generate, index, search, segment, splat (Gaussian splatting: gsplat against the PyTorch path, CUDA only).
 Then one table (job, seconds, target, met?) and one JSON (`--report`). Exit 1 when a CUDA path failed (a test,
 an install or build, a job's error); skipped items are printed with their reason and do not fail the check.
 Without a CUDA GPU: one line, exit 0.
@@ -55,7 +55,7 @@ NVDIFFRAST_GIT = "https://github.com/NVlabs/nvdiffrast"
 NVDIFFRAST_FILES = ("setup.py", "pyproject.toml", "LICENSE.txt", "README.md", "MANIFEST.in", "csrc", "nvdiffrast")
 """What of nvdiffrast's repository the build needs (its docs and samples stay behind: the bundle travels)."""
 
-JOBS = ("render", "stylize", "restyle", "generate", "index", "search", "segment")
+JOBS = ("render", "stylize", "restyle", "generate", "index", "search", "segment", "splat")
 TARGETS: dict[str, tuple[str, float]] = {
     # job -> (what the issue asks, the limit its `seconds` must stay under)
     "stylize": ("default run < 60 s", 60.0),
@@ -63,7 +63,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "restyle": ("< 5 min per asset", 300.0),
     "search": ("p50 < 2 ms at 100k shapes", 0.002),
 }
-JOB_CAP_S = {"render": 45, "stylize": 90, "restyle": 90, "generate": 60, "index": 50, "search": 75, "segment": 45}
+JOB_CAP_S = {"render": 45, "stylize": 90, "restyle": 90, "generate": 60, "index": 50, "search": 75, "segment": 45,
+             "splat": 40}
 """Each job's own time bound in seconds (its subprocess is killed there); the budget left may cut it shorter."""
 JOB_FLOOR_S = 15.0
 """A job is not started with less than this left to it: it is skipped for lack of time instead."""
@@ -106,6 +107,11 @@ class Settings:
     """The sizes the jobs run at: the issue's (full, on a GPU) or tiny (the CPU test of the plumbing)."""
 
     tiny: bool = False
+
+    @property
+    def splat(self) -> dict:
+        return {"gaussians": 200, "size": 32, "views": 2, "repeats": 1} if self.tiny else \
+            {"gaussians": 10000, "size": 128, "views": 4, "repeats": 5}
 
     @property
     def render(self) -> dict:
@@ -335,8 +341,61 @@ def job_segment(settings: Settings, device: str) -> dict:
     return {"seconds": statistics.median(seconds), "detail": {"photos": count, "no_mask": misses, "clip": "domain"}}
 
 
+SPLAT_TOLERANCE = 0.02
+"""Largest |gsplat - torch| allowed in any pixel of the splat job's images (and alphas)."""
+
+
+def job_splat(settings: Settings, device: str) -> dict:
+    """Gaussian splatting on CUDA: gsplat against the PyTorch path on the same scene (images and alphas must agree
+    within SPLAT_TOLERANCE, else the row fails), and forward + backward seconds of each; gsplat's are the row's."""
+    import torch
+
+    from backend import external
+    from backend.render.camera import orbit_cameras
+    from backend.render.splat import SplatConfig, render_gaussians
+
+    if not device.startswith("cuda"):
+        return {"skipped": "gsplat runs on CUDA only"}
+    if not external.HAS_GSPLAT:
+        return {"skipped": "gsplat is not installed (pip install -e '.[gsplat]' on the CUDA machine)"}
+    s = settings.splat
+    g = torch.Generator().manual_seed(0)
+    n = s["gaussians"]
+    direction = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
+    scene = [direction * 0.5 * torch.rand(n, 1, generator=g) ** (1 / 3),     # means in a ball of radius 0.5
+             0.03 * torch.exp(0.3 * torch.randn(n, 3, generator=g)),        # scales
+             torch.randn(n, 4, generator=g),                                 # quats
+             0.1 + 0.8 * torch.rand(n, generator=g),                         # opacities
+             torch.rand(n, 3, generator=g)]                                  # colours
+    scene = [t.to(device).requires_grad_() for t in scene]
+    cameras = orbit_cameras(torch.linspace(0, 270, s["views"]), torch.full((s["views"],), 15.0), 2.5, device=device)
+    background = torch.tensor([0.2, 0.3, 0.4], device=device)
+
+    def render(impl: str):
+        return render_gaussians(*scene, cameras, s["size"], background=background,
+                                config=SplatConfig(implementation=impl))
+
+    def step(impl: str):
+        def run():
+            out = render(impl)
+            (out.image.mean() + out.alpha.mean()).backward()
+        return run
+
+    with torch.no_grad():
+        ours, theirs = render("torch"), render("gsplat")
+    image_diff = float((ours.image - theirs.image).abs().max())
+    alpha_diff = float((ours.alpha - theirs.alpha).abs().max())
+    if max(image_diff, alpha_diff) > SPLAT_TOLERANCE:
+        raise RuntimeError(f"gsplat and the PyTorch splatting disagree: max |image diff| {image_diff:.4f}, "
+                           f"|alpha diff| {alpha_diff:.4f} (tolerance {SPLAT_TOLERANCE})")
+    times = {impl: _median_seconds(step(impl), s["repeats"], device) for impl in ("gsplat", "torch")}
+    return {"seconds": times["gsplat"],
+            "detail": {"gaussians": n, "size": s["size"], "views": s["views"], "max_image_diff": image_diff,
+                       "max_alpha_diff": alpha_diff, "forward_backward_seconds": times}}
+
+
 JOB_FUNCTIONS = {"render": job_render, "stylize": job_stylize, "restyle": job_restyle, "generate": job_generate,
-                 "index": job_index, "search": job_search, "segment": job_segment}
+                 "index": job_index, "search": job_search, "segment": job_segment, "splat": job_splat}
 BOUNDED_JOBS = ("stylize", "restyle")
 """Jobs that take a budget and project their full run when it runs out."""
 
@@ -355,6 +414,8 @@ def run_job(name: str, settings: Settings, device: str, budget_s: float) -> Row:
                    why=f"module {exc.name!r} is not installed (bundle it: python build.py gpu-bundle)")
     except Exception as exc:  # noqa: BLE001 (any error of a job is its row's failure, the others still run)
         return Row(name, "failed", target=target, limit_s=limit, why=f"{type(exc).__name__}: {exc}")
+    if "skipped" in out:  # the job does not apply here (e.g. a CUDA-only comparison on the CPU)
+        return Row(name, "skipped", target=target, limit_s=limit, why=out["skipped"])
     seconds = float(out["seconds"])
     met = None if (limit is None or settings.tiny) else seconds < limit
     return Row(name, "ok", seconds=seconds, how=out.get("how", "measured"), target=target, limit_s=limit, met=met,
