@@ -16,8 +16,10 @@ from torch.utils.checkpoint import checkpoint
 from backend.render.camera import Cameras
 
 _CHUNK_ELEMENTS = 1 << 22
-"""Tiles are composited in chunks of about this many (tile, pixel, Gaussian) entries; each chunk is recomputed
-in the backward pass (checkpointed), so memory stays bounded by one chunk, not the whole image."""
+"""Tiles are composited in chunks of about this many (tile, pixel, Gaussian) entries."""
+_CHECKPOINT_ABOVE = 1 << 24
+"""With more (tile, pixel, Gaussian) entries than this in a render, each chunk is recomputed in the backward pass
+(checkpointed) instead of keeping its intermediates (~10 floats an entry): memory stays bounded by one chunk."""
 
 
 def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
@@ -143,7 +145,7 @@ def rasterize(means2d: torch.Tensor, conics: torch.Tensor, depths: torch.Tensor,
         per_tile = torch.bincount(key, minlength=batch * n_tiles)
         start = torch.cumsum(per_tile, 0) - per_tile
         slot = torch.arange(len(key), device=device) - start[key]
-        table = torch.full((batch * n_tiles, int(per_tile.max())), -1, dtype=torch.long, device=device)
+        table = torch.full((batch * n_tiles, int(per_tile.max())), batch * count, dtype=torch.long, device=device)
         table[key, slot] = gauss
         # Pixel centres of every tile, [T, P, 2], in pixels.
         local = torch.arange(tile, device=device, dtype=dtype) + 0.5
@@ -154,25 +156,31 @@ def rasterize(means2d: torch.Tensor, conics: torch.Tensor, depths: torch.Tensor,
         busy = torch.nonzero(per_tile > 0).squeeze(1)
         busy = busy[torch.argsort(per_tile[busy])]                    # similar lengths share a chunk's padding
 
-    gauss_features = torch.cat([features[None].expand(batch, -1, -1), depths[..., None]], -1).reshape(-1, channels)
-    gauss_opacity = opacities[None].expand(batch, -1).reshape(-1)
-    flat_means, flat_conics = means2d.reshape(-1, 2), conics.reshape(-1, 3)
+    # Flat per-(camera, Gaussian) arrays with one extra all-zero row that padded table slots point at (opacity 0:
+    # alpha 0, nothing composited). Conics become the coefficients of power = dx (A dx + B dy) + C dy^2.
+    pad_row = lambda t: torch.cat([t, t.new_zeros(1, *t.shape[1:])])
+    ones = torch.ones_like(depths[..., None])
+    gauss_features = pad_row(torch.cat([features[None].expand(batch, -1, -1), depths[..., None], ones], -1)
+                             .reshape(-1, channels + 1))
+    gauss_opacity = pad_row(opacities[None].expand(batch, -1).reshape(-1))
+    flat_means = pad_row(means2d.reshape(-1, 2))
+    flat_coefs = pad_row((conics * torch.tensor([-0.5, -1.0, -0.5], dtype=dtype, device=device)).reshape(-1, 3))
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (means2d, conics, depths, opacities, features))
 
-    def composite(index, centre, mean, conic, opac, feat):
-        pad = index < 0
-        safe = index.clamp(min=0)
-        d = centre[:, :, None, :] - mean[safe][:, None]              # [t, P, K, 2]
-        q = conic[safe][:, None]
-        power = -0.5 * (q[..., 0] * d[..., 0] ** 2 + q[..., 2] * d[..., 1] ** 2) - q[..., 1] * d[..., 0] * d[..., 1]
-        alpha = torch.clamp(opac[safe][:, None] * torch.exp(power), max=max_alpha)
-        alpha = torch.where(pad[:, None] | (alpha < min_alpha) | (power > 0), torch.zeros_like(alpha), alpha)
-        transmit = torch.cumprod(1.0 - alpha, dim=-1)
-        transmit = torch.cat([torch.ones_like(transmit[..., :1]), transmit[..., :-1]], -1)
-        weight = alpha * transmit
-        return torch.cat([torch.einsum("tpk,tkc->tpc", weight, feat[safe]), weight.sum(-1, keepdim=True)], -1)
+    def composite(index, centre, mean, coef, opac, feat):
+        m, q = mean[index][:, None], coef[index][:, None]            # [t, 1, K, 2], [t, 1, K, 3]
+        dx = centre[..., 0:1] - m[..., 0]                            # [t, P, K]
+        dy = centre[..., 1:2] - m[..., 1]
+        power = dx * (q[..., 0] * dx + q[..., 1] * dy) + q[..., 2] * dy * dy   # <= 0: the conic is positive definite
+        alpha = torch.clamp(opac[index][:, None] * torch.exp(power), max=max_alpha)
+        alpha = alpha.masked_fill(alpha < min_alpha, 0.0)
+        transmit = torch.nn.functional.pad(torch.cumprod(1.0 - alpha, dim=-1)[..., :-1], (1, 0), value=1.0)
+        return torch.bmm(alpha * transmit, feat[index])             # [t, P, C + 1]: sum w f, then sum w = alpha
 
+    # Checkpointing (recomputing each chunk in the backward pass) only when keeping every chunk's intermediates
+    # would take a lot of memory: it costs a second forward pass.
+    checkpointed = needs_grad and pixels * int(per_tile.sum()) > _CHECKPOINT_ABOVE
     results, done, cursor = [], [], 0
     while cursor < len(busy):
         width_k = int(per_tile[busy[cursor]])
@@ -182,8 +190,8 @@ def rasterize(means2d: torch.Tensor, conics: torch.Tensor, depths: torch.Tensor,
             step += 1
         rows = busy[cursor:cursor + step]
         width_k = int(per_tile[rows[-1]])
-        args = (table[rows, :width_k], centres[rows], flat_means, flat_conics, gauss_opacity, gauss_features)
-        results.append(checkpoint(composite, *args, use_reentrant=False) if needs_grad else composite(*args))
+        args = (table[rows, :width_k], centres[rows], flat_means, flat_coefs, gauss_opacity, gauss_features)
+        results.append(checkpoint(composite, *args, use_reentrant=False) if checkpointed else composite(*args))
         done.append(rows)
         cursor += step
     out = out.index_copy(0, torch.cat(done), torch.cat(results))
