@@ -60,6 +60,7 @@ def render_gaussians(means: torch.Tensor, scales: torch.Tensor, quats: torch.Ten
     background: [3] colour (default black).
     """
     config = config or SplatConfig()
+    _check_config(config)
     height, width = _check_inputs(means, scales, quats, opacities, colors, size, background)
     device, dtype = means.device, means.dtype
     if background is None:
@@ -82,9 +83,6 @@ def _use_gsplat(config: SplatConfig, device: torch.device) -> bool:
         return False
     if config.implementation == "auto":
         return device.type == "cuda" and external.HAS_GSPLAT
-    if config.implementation != "gsplat":
-        raise InvalidInputError(f"unknown splatting implementation {config.implementation!r}",
-                                hint="use 'auto', 'gsplat' or 'torch'")
     external.require_gsplat()
     if device.type != "cuda":
         raise DependencyMissingError(f"gsplat needs the Gaussians on a CUDA device, they are on {device}",
@@ -103,6 +101,21 @@ def _render_gsplat(means, scales, quats, opacities, colors, cameras, height, wid
     alpha = alphas[..., 0]
     image = rendered[..., :3] + (1.0 - alpha[..., None]) * background
     return SplatOutput(image=image, alpha=alpha, depth=torch.where(alpha > 0, rendered[..., 3], 0.0))
+
+
+def _check_config(config: SplatConfig) -> None:
+    if config.implementation not in ("auto", "gsplat", "torch"):
+        raise InvalidInputError(f"unknown splatting implementation {config.implementation!r}",
+                                hint="use 'auto', 'gsplat' or 'torch'")
+    if config.tile < 1:
+        raise InvalidInputError(f"tile must be at least 1 pixel, got {config.tile}", hint="16 is the usual size")
+    if not config.near > 0:
+        raise InvalidInputError(f"near must be positive, got {config.near}", hint="e.g. 0.05 (world units)")
+    if config.blur < 0:
+        raise InvalidInputError(f"blur must be >= 0, got {config.blur}", hint="3DGS uses 0.3")
+    if not 0 < config.min_alpha < config.max_alpha < 1:
+        raise InvalidInputError(f"need 0 < min_alpha < max_alpha < 1, got {config.min_alpha} and {config.max_alpha}",
+                                hint="the defaults are 1/255 and 0.99")
 
 
 def _check_inputs(means, scales, quats, opacities, colors, size, background) -> tuple[int, int]:
@@ -159,7 +172,7 @@ def gaussian_density(points: torch.Tensor, means: torch.Tensor, scales: torch.Te
         low, high = (means - half).min(0).values, (means + half).max(0).values
         # Cells of half a typical 3-sigma radius: a point then meets about twice the Gaussians that reach it (a
         # coarser grid meets many more); coarser only when the grid would hold too many entries.
-        cell = torch.clamp(torch.median(half.max(1).values) / 2, min=float((high - low).max()) / 256)
+        cell = torch.clamp(torch.median(half.max(1).values) / 2, min=float((high - low).max()) / 128)
         while True:
             c0 = torch.clamp(((means - half - low) / cell).floor().long(), min=0)
             dims = torch.clamp(((high - low) / cell).ceil().long(), min=1)

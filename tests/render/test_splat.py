@@ -183,10 +183,27 @@ def test_bad_inputs_say_the_fix(bad, needle):
     assert needle in caught.value.message and caught.value.hint
 
 
-def test_unknown_implementation_and_empty_scene():
+@pytest.mark.parametrize("config, needle", [
+    (SplatConfig(implementation="cuda"), "unknown splatting implementation"),
+    (SplatConfig(tile=0), "tile"),
+    (SplatConfig(near=0.0), "near"),
+    (SplatConfig(blur=-1.0), "blur"),
+    (SplatConfig(min_alpha=0.5, max_alpha=0.4), "min_alpha"),
+])
+def test_bad_configs_say_the_fix(config, needle):
     cameras = orbit_cameras(torch.tensor([0.0]), torch.tensor([0.0]), 3.0)
-    with pytest.raises(InvalidInputError):
-        render_gaussians(*random_scene(1, seed=9), cameras, 8, config=SplatConfig(implementation="cuda"))
+    with pytest.raises(InvalidInputError) as caught:
+        render_gaussians(*random_scene(1, seed=9), cameras, 8, config=config)
+    assert needle in caught.value.message and caught.value.hint
+
+
+def test_density_rejects_bad_points():
+    with pytest.raises(InvalidInputError, match="points must be"):
+        gaussian_density(torch.zeros(4, 2), *random_scene(2, seed=9)[:4])
+
+
+def test_empty_scene_shows_the_background():
+    cameras = orbit_cameras(torch.tensor([0.0]), torch.tensor([0.0]), 3.0)
     empty = render_gaussians(*random_scene(0, seed=9), cameras, 8, background=torch.tensor([0.0, 1.0, 0.0]),
                              config=TORCH)
     assert torch.equal(empty.image[0, 3, 3], torch.tensor([0.0, 1.0, 0.0])) and float(empty.alpha.sum()) == 0
