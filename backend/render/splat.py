@@ -165,8 +165,8 @@ def gaussian_density(points: torch.Tensor, means: torch.Tensor, scales: torch.Te
     rot = splat_torch.quat_to_rotmat(quats).to(points.dtype)
     scaled = rot / scales.to(points.dtype)[:, None, :]
     precision = scaled @ scaled.transpose(1, 2)
-    upper = precision[:, [0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]] * torch.tensor([1.0, 1, 1, 2, 2, 2],
-                                                                                 dtype=points.dtype, device=points.device)
+    doubled = torch.tensor([1.0, 1, 1, 2, 2, 2], dtype=points.dtype, device=points.device)
+    upper = precision[:, [0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]] * doubled
     with torch.no_grad():
         half = 3.0 * torch.sqrt(torch.diagonal(splat_torch.covariances(scales, quats), dim1=1, dim2=2))
         low, high = (means - half).min(0).values, (means + half).max(0).values

@@ -102,7 +102,8 @@ def test_same_pixel_as_the_mesh_renderer():
         centroids = [torch.stack([(a * rows).sum() / a.sum(), (a * cols).sum() / a.sum()])
                      for a in (mesh_alpha[view], splat_alpha[view])]
         assert mesh_alpha[view].sum() > 40  # the sphere covers a disc of pixels, not one
-        assert torch.allclose(centroids[0], centroids[1], atol=0.15), centroids  # measured: within 0.06 px; half a pixel off fails
+        # Measured within 0.06 px; half a pixel off (another pixel-centre convention) fails.
+        assert torch.allclose(centroids[0], centroids[1], atol=0.15), centroids
         peak = divmod(int(splat_alpha[view].argmax()), size)
         assert mesh_alpha[view][peak] == 1  # the Gaussian's brightest pixel is covered by the sphere
 
