@@ -96,6 +96,14 @@ SEGMENT_MAX_POINTS = 64
 SAM_TYPES = ("vit_b", "vit_l", "vit_h")
 """The Segment Anything checkpoints the backend knows."""
 
+PHOTO_TO_3D_METHODS = ("retrieve", "reconstruct", "auto")
+"""retrieve: the library's best match restyled; reconstruct: Gaussians fitted to the photo; auto: reconstruct from
+the retrieved match."""
+RECONSTRUCT_INITS = ("sphere", "retrieve", "generate", "best")
+"""Where a reconstruction's Gaussians start (backend.reconstruct.priors.INITS)."""
+RECONSTRUCT_GUIDANCES = ("clip", "zero123")
+"""Novel-view guidance of a reconstruction (backend.reconstruct.guidance.GUIDANCES)."""
+
 GENERATE_MAX_SAMPLES = 16
 """Shapes one generate job draws."""
 

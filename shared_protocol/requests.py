@@ -214,12 +214,30 @@ class SegmentRequest(JobRequest):
 
 @dataclass(kw_only=True)
 class PhotoTo3DRequest(JobRequest):
-    """`photo_to_3d`: segment a photo's object (blob "image"), find it in a library, restyle the best match."""
+    """`photo_to_3d`: segment a photo's object (blob "image"), then retrieve the library's best match and restyle
+    it (method retrieve), or reconstruct it by Gaussians (reconstruct: from `init`; auto: from the retrieved
+    match)."""
 
     KIND = "photo_to_3d"
     BLOBS = ("image",)
     prompt: str = param(_prompt(_SEGMENT_PROMPT))
-    db: str = param(_server_path("database folder"))
+    method: str = param(Choice(choices=limits.PHOTO_TO_3D_METHODS,
+                               help="retrieve (and restyle), reconstruct (Gaussians), auto (reconstruct from the "
+                                    "retrieved match)"), "retrieve")
+    db: str = param(_server_path("database folder", required=False), "")
+    init: str = param(Choice(choices=("",) + limits.RECONSTRUCT_INITS, unset="",
+                             help="where reconstruct starts: sphere, retrieve, generate or best (default: sphere; "
+                                  "auto: retrieve)"), "")
+    generator: str = param(Text(unset="", what="the generator checkpoint path", path="file",
+                                help="the generator for init generate or best (default: the shipped one)"), "")
+    texture_steps: int = param(Int(0, limits.MAX_JOB_STEPS, unset=-1,
+                                   help="reconstruct: texture refinement steps (not given: 60)"), -1)
+    guidance: str = param(Choice(choices=limits.RECONSTRUCT_GUIDANCES,
+                                 help="reconstruct's novel-view guidance: clip, or zero123 (its weights needed)"),
+                          "clip")
+    zero123_model: str = param(_server_path("Zero123 weights folder", required=False), "")
+    allow_clip_fallback: bool = param(Bool(help="zero123 without its weights: use CLIP instead of failing"), False)
+    preview_every: int = param(_PREVIEW, 0)
     store: str = param(_STORE, "embedded")
     k: int = param(Int(1, limits.SEARCH_MAX_K, help="library matches to find"), 5)
     pick: int = param(Int(0, limits.SEARCH_MAX_K - 1, help="which match to restyle (0: the best)"), 0)
@@ -234,6 +252,14 @@ class PhotoTo3DRequest(JobRequest):
     def requires(self, blobs: Collection[str]) -> None:
         if "image" not in blobs:
             raise ParamError("the photo_to_3d job needs a photo", hint="send it as blob 'image' (PNG or JPEG)")
+        uses_library = self.method in ("retrieve", "auto") or self.init in ("retrieve", "best")
+        if uses_library and not self.db:
+            raise ParamError(f"method {self.method}{' with init ' + self.init if self.init else ''} searches a "
+                             "library, and no database was given", hint="type the library database's path, or "
+                             "reconstruct with init sphere or generate", param="db")
+        if self.method == "retrieve" and self.init:
+            raise ParamError(f"init {self.init} is for reconstruction, not retrieval",
+                             hint="choose method reconstruct, or leave init empty", param="init")
         if self.pick >= self.k:
             raise ParamError(f"pick {self.pick} is not among the {self.k} matches", hint="pick a number below k")
 

@@ -1,4 +1,5 @@
-"""`atelier segment` (text-guided segmentation) and `atelier photo-to-3d` (segment, retrieve, restyle)."""
+"""`atelier segment` (text-guided segmentation) and `atelier photo-to-3d` (segment, then retrieve and restyle, or
+reconstruct by Gaussians)."""
 
 from __future__ import annotations
 
@@ -97,19 +98,41 @@ def _segment(args, report: Report) -> None:
 
 
 # ------------------------------------------------------------------------------------ photo-to-3d
-@command("photo-to-3d", "segment the object a prompt names in a photo, find it in a shape library and restyle the "
-                        "best match's texture after the photo")
+@command("photo-to-3d", "segment the object a prompt names in a photo, then find it in a shape library and restyle "
+                        "the best match after the photo (--method retrieve) or reconstruct it by 3D Gaussians "
+                        "(--method reconstruct, or auto: from the retrieved match)")
 def _photo_to_3d_args(parser: argparse.ArgumentParser) -> None:
+    from shared_protocol import limits
+
     parser.add_argument("image", help="the photo (PNG, JPEG, ...; any mode, 16-bit, EXIF rotation honoured)")
     parser.add_argument("--prompt", required=True, help="what to look for in the photo, e.g. 'the red chair'")
-    parser.add_argument("--db", required=True, help="a library database made by `atelier index` (its CLIP is used)")
-    parser.add_argument("--out", required=True, help="output .glb (its _style.png, the style texture alone, beside it)")
+    parser.add_argument("--method", choices=limits.PHOTO_TO_3D_METHODS, default="retrieve",
+                        help="retrieve (default): the library's best match, restyled; reconstruct: 3D Gaussians "
+                             "fitted to the photo, then a textured mesh; auto: reconstruct from the retrieved match")
+    parser.add_argument("--db", default=None, help="a library database made by `atelier index` (its CLIP is used); "
+                                                   "needed by retrieve, auto and --init retrieve/best")
+    parser.add_argument("--out", required=True, help="output .glb (retrieve: its _style.png, the style texture alone, "
+                                                     "beside it)")
     parser.add_argument("-k", type=int, default=5, help="shapes retrieved (listed in the report; default 5)")
     parser.add_argument("--pick", type=int, default=0, help="which of the k to restyle (0: the best match)")
     parser.add_argument("--category", default=None, help="only retrieve shapes of this category")
     parser.add_argument("--quality", choices=("draft", "standard", "high"), default="draft",
                         help="the restyle preset (default draft)")
-    parser.add_argument("--steps", type=int, default=None, help="restyle steps (default: the preset's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="restyle steps (default: the preset's), or reconstruct's Gaussian steps (default 300)")
+    parser.add_argument("--init", choices=limits.RECONSTRUCT_INITS, default=None,
+                        help="where reconstruct's Gaussians start (default sphere; auto: retrieve)")
+    parser.add_argument("--texture-steps", type=int, default=None, help="reconstruct's texture refinement steps "
+                                                                        "(default 60)")
+    parser.add_argument("--guidance", choices=limits.RECONSTRUCT_GUIDANCES, default="clip",
+                        help="reconstruct's novel-view guidance: clip (default) or zero123 (its weights needed)")
+    parser.add_argument("--zero123-model", default=None, metavar="DIR", help="a local diffusers Zero123 folder")
+    parser.add_argument("--allow-clip-fallback", action="store_true",
+                        help="with --guidance zero123: use CLIP when its weights are missing instead of failing")
+    parser.add_argument("--generator", default=None, help="the generator for --init generate/best (default: the "
+                                                          "shipped one)")
+    parser.add_argument("--previews", default=None, metavar="DIR",
+                        help="reconstruct: write a preview PNG of the reference view every 25 steps into DIR")
     parser.add_argument("--cutout", default=None, help="also write the segmented object as an RGBA PNG")
     parser.add_argument("--sam-checkpoint", default=None, metavar="PTH",
                         help="a SAM checkpoint (default: a cached one; without any, superpixels stand in)")
@@ -119,42 +142,100 @@ def _photo_to_3d_args(parser: argparse.ArgumentParser) -> None:
 
 @_photo_to_3d_args.run
 def _photo_to_3d(args, report: Report) -> None:
+    from backend.errors import InvalidInputError
     from backend.images import load_image
     from backend.retrieve.service import load_encoder, open_cached
-    from backend.segment.photo_to_3d import PhotoTo3DConfig, photo_to_3d
     from backend.segment.sam import SamConfig
     from backend.segment.segment import SegmentConfig, check_prompt, encode_rgba_png, segment
-    from backend.stylize.output import export_restyled, style_path
-    from backend.stylize.restyle import preset
 
     prompt = check_prompt(args.prompt)
     seg_config = SegmentConfig(proposer=args.proposer,
                                sam=SamConfig(checkpoint=args.sam_checkpoint, sam_type=args.sam_type))
     seg_config.check()
-    restyle_config = preset(args.quality, steps=args.steps, seed=args.seed)
-    restyle_config.check()
-    config = PhotoTo3DConfig(k=args.k, pick=args.pick, category=args.category, restyle=restyle_config)
+    if args.method == "retrieve":
+        from backend.segment.photo_to_3d import PhotoTo3DConfig
+        from backend.stylize.restyle import preset
+
+        if args.init:
+            raise InvalidInputError(f"--init {args.init} is for reconstruction", hint="add --method reconstruct")
+        restyle_config = preset(args.quality, steps=args.steps, seed=args.seed)
+        restyle_config.check()
+        config = PhotoTo3DConfig(k=args.k, pick=args.pick, category=args.category, restyle=restyle_config)
+    else:
+        from backend.reconstruct.service import needs_library, reconstruct_config
+
+        config = reconstruct_config(args.method, args.init, args.steps, args.texture_steps, args.guidance,
+                                    args.zero123_model, args.allow_clip_fallback, category=args.category,
+                                    seed=args.seed)
+    if (args.method == "retrieve" or needs_library(config)) and not args.db:
+        raise InvalidInputError(f"--method {args.method} searches a library: --db is missing",
+                                hint="pass --db DB (made by `atelier index`), or --method reconstruct --init sphere")
     image = load_image(args.image, what="photo", keep_alpha=True)
     device = resolve(args, report)
-    db = open_cached(args.db)
+    db = open_cached(args.db) if args.db else None
     encoder = load_encoder(clip=args.clip, db=db, device=device, allow_download=args.allow_download)
     seg = segment(image, prompt, encoder.clip, seg_config, device=device)
     if seg.note:
         print(seg.note, file=sys.stderr)
-    progress, bar = progress_bar(restyle_config.steps, "restyle")
+    report.update(method=args.method, segmentation=seg.method, proposals=seg.proposals, iou_merge=seg.iou_merge,
+                  rule=seg.rule, clip=encoder.spec, out=str(args.out))
+    if args.cutout:
+        Path(args.cutout).write_bytes(encode_rgba_png(seg.cutout))
+    if args.method == "retrieve":
+        _retrieve(args, report, image, seg, db, encoder, config, device)
+    else:
+        _reconstruct(args, report, image, seg, db, encoder, config, device)
+
+
+def _retrieve(args, report: Report, image, seg, db, encoder, config, device) -> None:
+    from backend.segment.photo_to_3d import photo_to_3d
+    from backend.stylize.output import export_restyled, style_path
+
+    progress, bar = progress_bar(config.restyle.steps, "restyle")
     try:
         result = photo_to_3d(image, seg.mask, db, encoder, encoder.clip, config, device=device, progress=progress)
     finally:
         bar.close()
     export_restyled(result.restyled, args.out, name=result.chosen.name)
-    if args.cutout:
-        Path(args.cutout).write_bytes(encode_rgba_png(seg.cutout))
     restyled = result.restyled
-    report.update(method=seg.method, proposals=seg.proposals, iou_merge=seg.iou_merge, rule=seg.rule,
-                  hits=[h.as_dict() for h in result.hits], chosen=result.chosen.as_dict(),
-                  category=result.chosen.category, clip=encoder.spec, loss_first=restyled.losses[0],
-                  loss_last=restyled.losses[-1], steps=restyled.steps, out=str(args.out),
-                  style_texture=str(style_path(args.out)))
+    report.update(hits=[h.as_dict() for h in result.hits], chosen=result.chosen.as_dict(),
+                  category=result.chosen.category, loss_first=restyled.losses[0], loss_last=restyled.losses[-1],
+                  steps=restyled.steps, style_texture=str(style_path(args.out)))
     print(f"wrote {args.out}: {result.chosen.name} ({result.chosen.category or 'no category'}, score "
           f"{result.chosen.score:.3f}) restyled after the photo (loss {restyled.losses[0]:.4g} -> "
           f"{restyled.losses[-1]:.4g}); segmented with {seg.method}")
+
+
+def _reconstruct(args, report: Report, image, seg, db, encoder, config, device) -> None:
+    from backend.geometry.png import encode_png
+    from backend.reconstruct.reconstruct import reconstruct
+    from backend.reconstruct.service import needs_generator, result_fields, result_glb
+
+    generator = None
+    if needs_generator(config):
+        from backend.generate.generator import load_generator
+        from backend.generate.shipped import resolve_generator
+
+        generator = load_generator(resolve_generator(args.generator), device)
+    preview = None
+    if args.previews:
+        folder = Path(args.previews)
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def preview(step: int, image_now) -> None:
+            (folder / f"preview_{step:05d}.png").write_bytes(encode_png((image_now.numpy() * 255 + 0.5)
+                                                                       .astype("uint8")))
+    progress, bar = progress_bar(config.fit.steps, "reconstruct")
+    try:
+        result = reconstruct(image, seg.mask, encoder.clip, config, db=db, encoder=encoder, generator=generator,
+                             device=device, progress=progress, preview=preview)
+    finally:
+        bar.close()
+    Path(args.out).write_bytes(result_glb(result))
+    fields = result_fields(result)
+    report.update(**fields)
+    for note in result.notes:
+        print(note, file=sys.stderr)
+    print(f"wrote {args.out}: reconstructed from {fields['init']}"
+          f"{' (' + fields['prior'] + ')' if fields['prior'] else ''} by {fields['gaussians']} Gaussians, "
+          f"{fields['faces']} faces; segmented with {seg.method}; {fields['seconds']['total']:.1f} s")

@@ -174,7 +174,8 @@ def test_photo_to_3d_segments_retrieves_and_restyles(client, indexed):
     fields = result.fields
     assert len(fields["hits"]) == 2 and fields["chosen"] == {k: v for k, v in fields["hits"][0].items()
                                                               if k != "thumbnail"}
-    assert fields["steps"] == 2 and fields["clip"] == "tiny" and "superpixels" in fields["method"]
+    assert fields["steps"] == 2 and fields["clip"] == "tiny" and "superpixels" in fields["segmentation"]
+    assert fields["method"] == "retrieve"
     document, _ = read_glb(result.blobs["mesh"])
     assert "baseColorTexture" in document["materials"][0]["pbrMetallicRoughness"]
     for name in ("style_texture", "mask", "cutout", "thumb_000", "thumb_001"):
@@ -210,10 +211,14 @@ def test_photo_to_3d_segments_retrieves_and_restyles(client, indexed):
     ("index", {"library": "{empty}", "db": "{missing}", "clip": "tiny"}, {}, "holds no mesh files"),
     ("index", {"library": "{missing}", "db": "{missing}", "clip": "tiny"}, {}, "does not exist"),
     ("index", {"db": "{missing}"}, {}, "param 'library' is missing"),
-    ("photo_to_3d", {"db": "{db}", "prompt": "a box"}, {}, "takes one blob 'image'"),
+    ("photo_to_3d", {"db": "{db}", "prompt": "a box"}, {}, "needs a photo"),
     ("photo_to_3d", {"db": "{db}", "prompt": " "}, {"image": photo()}, "prompt"),
     ("photo_to_3d", {"db": "{missing}", "prompt": "a box"}, {"image": photo()}, "does not exist"),
-    ("photo_to_3d", {"db": "{db}", "prompt": "a box", "k": 2, "pick": 2}, {"image": photo()}, "pick must be in"),
+    ("photo_to_3d", {"db": "{db}", "prompt": "a box", "k": 2, "pick": 2}, {"image": photo()}, "pick 2 is not among"),
+    ("photo_to_3d", {"prompt": "a box"}, {"image": photo()}, "no database was given"),
+    ("photo_to_3d", {"prompt": "a box", "method": "auto"}, {"image": photo()}, "no database was given"),
+    ("photo_to_3d", {"db": "{db}", "prompt": "a box", "init": "sphere"}, {"image": photo()}, "is for reconstruction"),
+    ("photo_to_3d", {"prompt": "a box", "method": "dream"}, {"image": photo()}, "param 'method'"),
     ("photo_to_3d", {"db": "{db}", "prompt": "a box"}, {"image": b"not an image"}, "photo"),
 ])
 def test_bad_input_is_answered_and_the_server_keeps_serving(client, indexed, tmp_path, kind, params, blobs, words):

@@ -1,74 +1,94 @@
-"""The `photo_to_3d` job: segment the object a prompt names in a photo, find it in a shape library and restyle
-the best match's texture after the photo (`backend.segment.photo_to_3d`).
+"""The `photo_to_3d` job: segment the object a prompt names in a photo, then either find it in a shape library and
+restyle the best match's texture after the photo (method retrieve, `backend.segment.photo_to_3d`), or reconstruct
+it by 3D Gaussians and a textured mesh (method reconstruct, or auto: reconstruct from the retrieved match;
+`backend.reconstruct`).
 
 blobs:  "image": the encoded photo (PNG, JPEG, ...; any mode, 16-bit, EXIF rotation honoured).
-params: prompt: str (required); db: str (required): a library database folder on the server (its CLIP supplies
-        the relevance map, the search and the restyle's features); store: "embedded" (default) | "milvus" (db is
-        then a Milvus Lite file or server URL); k: int in [1, 100] (default 5); pick: int (default
-        0: restyle the best match; the user may pick another of the k); category: str; quality: "draft" |
-        "standard" | "high" (default "draft"); steps: int (default: the preset's); seed: int; proposer: "auto" |
-        "sam" | "superpixels"; sam_checkpoint: a SAM checkpoint path on the server; sam_type: "vit_b" | "vit_l" |
-        "vit_h".
-progress: stage "segment", then "restyle" (loss, eta_s).
-result: blobs {"mesh": GLB of the chosen shape with the restyled base colour texture, "style_texture": PNG of the
-        style texture alone (128 = no change), "mask": the object's mask PNG, "cutout": RGBA PNG, "thumb_000",
-        ...: the hits' thumbnails}; fields: hits [{"shape_id", "path", "name", "category", "score", "thumbnail"}],
-        chosen, category, method, proposals, iou_merge, rule, note, clip, steps, loss_first, loss_last, seconds.
+params: `shared_protocol.requests.PhotoTo3DRequest`: prompt (required); method: retrieve | reconstruct | auto;
+        db: a library database folder on the server (needed by retrieve, auto and init retrieve/best; its CLIP
+        supplies the relevance map, the search and the guidance); store; k; pick; category; quality, steps (the
+        restyle's, or reconstruct's Gaussian steps); seed; proposer; sam_checkpoint; sam_type; init (sphere,
+        retrieve, generate, best); generator; texture_steps; guidance (clip | zero123); zero123_model;
+        allow_clip_fallback; preview_every.
+progress: stage "segment", then "restyle" (loss, eta_s) for retrieve; "prior", "gaussians" (loss, gaussians, eta_s,
+        a PNG preview of the reference view every preview_every steps), "mesh", "texture" (loss) to reconstruct.
+result: blobs {"mesh": GLB (the restyled match, or the reconstruction with its baked texture), "mask": the object's
+        mask PNG, "cutout": RGBA PNG; retrieve also "style_texture" and "thumb_000", ...: the hits' thumbnails};
+        fields: method, segmentation (method, proposals, iou_merge, rule, note), clip, seconds and, for retrieve,
+        hits, chosen, category, steps, loss_first, loss_last; for reconstruct the reconstruction's report
+        (`backend.reconstruct.service.result_fields`).
 """
 
 from __future__ import annotations
 
-from backend.errors import InvalidInputError
 from backend.server.context import JobContext, JobOutput
-from backend.server.params import check_known, int_param, str_param
-from shared_protocol import limits
-
-PARAMS = ("prompt", "db", "k", "pick", "category", "quality", "steps", "seed", "proposer", "sam_checkpoint",
-          "sam_type", "store")
+from backend.server.params import read_request
+from shared_protocol.requests import PhotoTo3DRequest
 
 
 def run(ctx: JobContext) -> JobOutput:
     from backend.images import load_image
-    from backend.retrieve.service import load_encoder, open_cached
-    from backend.segment.photo_to_3d import PhotoTo3DConfig, photo_to_3d
-    from backend.segment.sam import SAM_TYPES, SamConfig
-    from backend.segment.segment import PROPOSERS, SegmentConfig, check_prompt, encode_mask_png, encode_rgba_png, \
-        segment
-    from backend.stylize.output import export_restyled
-    from backend.stylize.restyle import MAX_STEPS, QUALITY_PRESETS, preset
+    from backend.segment.sam import SamConfig
+    from backend.segment.segment import SegmentConfig, encode_mask_png, encode_rgba_png, segment
 
-    check_known(ctx.params, PARAMS, "photo_to_3d")
-    if set(ctx.blobs) != {"image"}:
-        raise InvalidInputError(f"the photo_to_3d job takes one blob 'image', got {sorted(ctx.blobs)}",
-                                hint="send the photo as blob 'image' (PNG or JPEG)")
-    prompt = check_prompt(ctx.params.get("prompt"))
-    db_dir = str_param(ctx.params, "db", None)
-    sam_checkpoint = ctx.params.get("sam_checkpoint") and str_param(ctx.params, "sam_checkpoint", None)
-    sam_type = ctx.params.get("sam_type") and str_param(ctx.params, "sam_type", None, SAM_TYPES)
-    seg_config = SegmentConfig(proposer=str_param(ctx.params, "proposer", "auto", PROPOSERS),
-                               sam=SamConfig(checkpoint=sam_checkpoint or None, sam_type=sam_type or None))
+    request = read_request(PhotoTo3DRequest, ctx)
+    seg_config = SegmentConfig(proposer=request.proposer,
+                               sam=SamConfig(checkpoint=request.sam_checkpoint or None,
+                                             sam_type=request.sam_type or None))
     seg_config.check()
-    restyle_config = preset(str_param(ctx.params, "quality", "draft", tuple(QUALITY_PRESETS)),
-                            steps=int_param(ctx.params, "steps", 1, MAX_STEPS, default=0) or None,
-                            seed=int_param(ctx.params, "seed", 0, 2**31 - 1, default=0))
-    restyle_config.check()
-    category = ctx.params.get("category") and str_param(ctx.params, "category", None)
-    config = PhotoTo3DConfig(k=int_param(ctx.params, "k", 1, 100, default=5),
-                             pick=int_param(ctx.params, "pick", 0, 99, default=0), category=category or None,
-                             restyle=restyle_config)
+    if request.method == "retrieve":
+        retrieve = _retrieve_config(request)
+    else:
+        from backend.reconstruct.service import reconstruct_config
+
+        recon = reconstruct_config(request.method, request.init or None, request.steps or None,
+                                   None if request.texture_steps < 0 else request.texture_steps, request.guidance,
+                                   request.zero123_model or None, request.allow_clip_fallback,
+                                   request.preview_every or None, request.category or None, request.seed)
     image = load_image(ctx.blobs["image"], what="photo", keep_alpha=True)
-    db = open_cached(db_dir, str_param(ctx.params, "store", "embedded", limits.STORES))
     ctx.progress(0, 1, stage="load")
-    encoder = load_encoder(db=db, device=ctx.device)
+    db, encoder = _library(request, ctx)
 
     def seg_progress(step: int, total: int, **metrics: float) -> None:
         ctx.progress(step, total, stage="segment", **metrics)
 
+    seg = segment(image, request.prompt, encoder.clip, seg_config, progress=seg_progress, cancel=ctx.cancel,
+                  device=ctx.device)
+    fields = {"method": request.method, "segmentation": seg.method, "proposals": seg.proposals,
+              "iou_merge": seg.iou_merge, "rule": seg.rule, "note": seg.note, "clip": encoder.spec}
+    blobs = {"mask": encode_mask_png(seg.mask), "cutout": encode_rgba_png(seg.cutout)}
+    if request.method == "retrieve":
+        out_fields, out_blobs = _run_retrieve(ctx, image, seg.mask, db, encoder, retrieve)
+    else:
+        out_fields, out_blobs = _run_reconstruct(ctx, request, image, seg.mask, db, encoder, recon)
+    return JobOutput(fields={**fields, **out_fields}, blobs={**blobs, **out_blobs})
+
+
+def _retrieve_config(request: PhotoTo3DRequest):
+    from backend.segment.photo_to_3d import PhotoTo3DConfig
+    from backend.stylize.restyle import preset
+
+    restyle_config = preset(request.quality, steps=request.steps or None, seed=request.seed)
+    restyle_config.check()
+    return PhotoTo3DConfig(k=request.k, pick=request.pick, category=request.category or None, restyle=restyle_config)
+
+
+def _library(request: PhotoTo3DRequest, ctx: JobContext):
+    """(db or None, encoder): the library's CLIP when a database is given, else the default CLIP."""
+    from backend.retrieve.service import load_encoder, open_cached
+
+    db = open_cached(request.db, request.store) if request.db else None
+    return db, load_encoder(db=db, device=ctx.device)
+
+
+def _run_retrieve(ctx: JobContext, image, mask, db, encoder, config) -> tuple[dict, dict]:
+    from backend.segment.photo_to_3d import photo_to_3d
+    from backend.stylize.output import export_restyled
+
     def restyle_progress(step: int, total: int, **metrics: float) -> None:
         ctx.progress(step, total, stage="restyle", **metrics)
 
-    seg = segment(image, prompt, encoder.clip, seg_config, progress=seg_progress, cancel=ctx.cancel, device=ctx.device)
-    result = photo_to_3d(image, seg.mask, db, encoder, encoder.clip, config, device=ctx.device,
+    result = photo_to_3d(image, mask, db, encoder, encoder.clip, config, device=ctx.device,
                          progress=restyle_progress, cancel=ctx.cancel)
     ctx.cancel.check()
     glb, style_png = export_restyled(result.restyled, name=result.chosen.name)
@@ -76,10 +96,32 @@ def run(ctx: JobContext) -> JobOutput:
     restyled = result.restyled
     fields = {
         "hits": [{**hit.as_dict(), "thumbnail": name} for hit, name in zip(result.hits, thumbs)],
-        "chosen": result.chosen.as_dict(), "category": result.chosen.category, "method": seg.method,
-        "proposals": seg.proposals, "iou_merge": seg.iou_merge, "rule": seg.rule, "note": seg.note,
-        "clip": encoder.spec, "steps": restyled.steps, "loss_first": restyled.losses[0],
-        "loss_last": restyled.losses[-1], "seconds": round(restyled.seconds, 3),
+        "chosen": result.chosen.as_dict(), "category": result.chosen.category, "steps": restyled.steps,
+        "loss_first": restyled.losses[0], "loss_last": restyled.losses[-1], "seconds": round(restyled.seconds, 3),
     }
-    return JobOutput(fields=fields, blobs={"mesh": glb, "style_texture": style_png, "mask": encode_mask_png(seg.mask),
-                                           "cutout": encode_rgba_png(seg.cutout), **thumbs})
+    return fields, {"mesh": glb, "style_texture": style_png, **thumbs}
+
+
+def _run_reconstruct(ctx: JobContext, request: PhotoTo3DRequest, image, mask, db, encoder, config) -> tuple[dict, dict]:
+    from backend.geometry.png import encode_png
+    from backend.reconstruct.reconstruct import reconstruct
+    from backend.reconstruct.service import needs_generator, result_fields, result_glb
+
+    generator = None
+    if needs_generator(config):
+        from backend.generate.generator import load_generator
+        from backend.generate.shipped import resolve_generator
+
+        generator = load_generator(resolve_generator(request.generator or None), ctx.device)
+    pending: dict[str, bytes] = {}
+
+    def preview(step: int, image_now) -> None:
+        pending["png"] = encode_png((image_now.numpy() * 255 + 0.5).astype("uint8"), compress_level=1)
+
+    def progress(step: int, total: int, stage: str = "", **metrics: float) -> None:
+        ctx.progress(step, total, stage=stage, preview_png=pending.pop("png", None), **metrics)
+
+    result = reconstruct(image, mask, encoder.clip, config, db=db, encoder=encoder, generator=generator,
+                         device=ctx.device, progress=progress, preview=preview, cancel=ctx.cancel)
+    ctx.cancel.check()
+    return result_fields(result), {"mesh": result_glb(result)}
