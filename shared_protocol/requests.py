@@ -225,6 +225,7 @@ class PhotoTo3DRequest(JobRequest):
                                help="retrieve (and restyle), reconstruct (Gaussians), auto (reconstruct from the "
                                     "retrieved match)"), "retrieve")
     db: str = param(_server_path("database folder", required=False), "")
+    clip: str = param(_CLIP, "")
     init: str = param(Choice(choices=("",) + limits.RECONSTRUCT_INITS, unset="",
                              help="where reconstruct starts: sphere, retrieve, generate or best (default: sphere; "
                                   "auto: retrieve)"), "")

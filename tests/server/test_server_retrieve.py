@@ -5,6 +5,7 @@ answered with a message and a hint while the server keeps serving."""
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from backend.geometry.glb import read_accessor, read_glb
 from backend.geometry.png import encode_png
 from backend.server.client import Client
 from backend.world.dataset import write_dataset
-from shared_protocol import Error, Progress, Result, Submit
+from shared_protocol import Cancel, Error, Progress, Result, Submit
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -230,3 +231,76 @@ def test_bad_input_is_answered_and_the_server_keeps_serving(client, indexed, tmp
     assert isinstance(error, Error) and error.code == "invalid_input", error
     assert words in error.message and error.hint, error
     assert status(client).running is None
+
+
+def _glb_is_textured(glb: bytes) -> None:
+    document, _ = read_glb(glb)
+    assert "baseColorTexture" in document["materials"][0]["pbrMetallicRoughness"]
+    assert "TEXCOORD_0" in document["meshes"][0]["primitives"][0]["attributes"]
+
+
+def test_photo_to_3d_reconstructs_from_a_sphere_with_previews(client):
+    """No library: the Gaussians start from a sphere; every stage reports, previews stream, the GLB is textured."""
+    msgs = run_job(client, Submit(job="rec", kind="photo_to_3d", blobs={"image": photo()},
+                                  params={"prompt": "a red box", "method": "reconstruct", "clip": "tiny", "steps": 4,
+                                          "texture_steps": 1, "preview_every": 2}))
+    result = msgs[-1]
+    assert isinstance(result, Result), result
+    progress = [m for m in msgs if isinstance(m, Progress)]
+    assert {"segment", "prior", "gaussians", "mesh", "texture"} <= {m.stage for m in progress}
+    previews = [m.preview for m in progress if m.stage == "gaussians" and m.preview]
+    assert len(previews) == 2 and all(p.startswith(b"\x89PNG") for p in previews)
+    fields = result.fields
+    assert fields["method"] == "reconstruct" and fields["init"] == "sphere" and fields["prior"] is None
+    assert fields["steps"] == 4 and fields["gaussians"] > 0 and fields["faces"] > 0 and fields["guidance"] == "clip"
+    _glb_is_textured(result.blobs["mesh"])
+    assert set(result.blobs) == {"mesh", "mask", "cutout"}
+
+
+def test_photo_to_3d_auto_starts_from_the_retrieved_shape(client, indexed):
+    db, _ = indexed
+    msgs = run_job(client, Submit(job="auto", kind="photo_to_3d", blobs={"image": photo()},
+                                  params={"db": str(db), "prompt": "a red box", "method": "auto", "steps": 2,
+                                          "texture_steps": 1}))
+    result = msgs[-1]
+    assert isinstance(result, Result), result
+    fields = result.fields
+    assert fields["init"] == "retrieve" and fields["prior"] and len(fields["hits"]) == 5
+    assert 0.0 <= fields["silhouette_iou"] and fields["clip"] == "tiny"
+    _glb_is_textured(result.blobs["mesh"])
+
+
+def test_cancel_a_running_reconstruction_within_a_step(client):
+    client.send(Submit(job="long", kind="photo_to_3d", blobs={"image": photo()},
+                       params={"prompt": "a red box", "method": "reconstruct", "clip": "tiny", "steps": 5000}))
+    first = next(m for m in client.job_messages("long", timeout=60)
+                 if isinstance(m, Progress) and m.stage == "gaussians")
+    started = time.monotonic()
+    client.send(Cancel(job="long"))
+    tail = list(client.job_messages("long", timeout=30))
+    assert isinstance(tail[-1], Error) and tail[-1].code == "cancelled"
+    assert max([m.step for m in tail if isinstance(m, Progress)], default=first.step) < 5000
+    assert time.monotonic() - started < 10.0
+
+
+@pytest.mark.parametrize("params, code, words", [
+    ({"steps": 6000}, "invalid_input", "Gaussian steps must be in [1, 5000]"),
+    ({"guidance": "zero123"}, "missing", "Zero123"),
+    ({"guidance": "zero123", "zero123_model": "{missing}"}, "missing", "Zero123"),
+    ({"init": "generate", "generator": "{missing}"}, "invalid_input", "no generator checkpoint"),
+])
+def test_bad_reconstruction_options_are_answered_with_the_fix(client, tmp_path, params, code, words):
+    params = {k: str(tmp_path / "missing") if v == "{missing}" else v for k, v in params.items()}
+    error = run_job(client, Submit(job="bad", kind="photo_to_3d", blobs={"image": photo()},
+                                   params={"prompt": "a red box", "method": "reconstruct", "clip": "tiny", **params}))[-1]
+    assert isinstance(error, Error) and code in error.code, error
+    assert words in error.message and error.hint, error
+
+
+def test_missing_zero123_weights_fall_back_to_clip_only_when_allowed(client, tmp_path):
+    msgs = run_job(client, Submit(job="fallback", kind="photo_to_3d", blobs={"image": photo()},
+                                  params={"prompt": "a red box", "method": "reconstruct", "clip": "tiny", "steps": 1,
+                                          "texture_steps": 0, "guidance": "zero123", "allow_clip_fallback": True,
+                                          "zero123_model": str(tmp_path / "missing")}))
+    fields = msgs[-1].fields
+    assert fields["guidance"] == "clip" and any("CLIP guidance used instead" in n for n in fields["notes"]), fields

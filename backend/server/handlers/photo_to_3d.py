@@ -6,7 +6,8 @@ it by 3D Gaussians and a textured mesh (method reconstruct, or auto: reconstruct
 blobs:  "image": the encoded photo (PNG, JPEG, ...; any mode, 16-bit, EXIF rotation honoured).
 params: `shared_protocol.requests.PhotoTo3DRequest`: prompt (required); method: retrieve | reconstruct | auto;
         db: a library database folder on the server (needed by retrieve, auto and init retrieve/best; its CLIP
-        supplies the relevance map, the search and the guidance); store; k; pick; category; quality, steps (the
+        supplies the relevance map, the search and the guidance); clip (without a db: the CLIP of the relevance
+        map and the guidance; default: the backend's default CLIP); store; k; pick; category; quality, steps (the
         restyle's, or reconstruct's Gaussian steps); seed; proposer; sam_checkpoint; sam_type; init (sphere,
         retrieve, generate, best); generator; texture_steps; guidance (clip | zero123); zero123_model;
         allow_clip_fallback; preview_every.
@@ -74,11 +75,11 @@ def _retrieve_config(request: PhotoTo3DRequest):
 
 
 def _library(request: PhotoTo3DRequest, ctx: JobContext):
-    """(db or None, encoder): the library's CLIP when a database is given, else the default CLIP."""
+    """(db or None, encoder): the CLIP asked for, else the library's, else the default CLIP."""
     from backend.retrieve.service import load_encoder, open_cached
 
     db = open_cached(request.db, request.store) if request.db else None
-    return db, load_encoder(db=db, device=ctx.device)
+    return db, load_encoder(clip=request.clip or None, db=db, device=ctx.device)
 
 
 def _run_retrieve(ctx: JobContext, image, mask, db, encoder, config) -> tuple[dict, dict]:
