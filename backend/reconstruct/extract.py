@@ -34,8 +34,10 @@ class MeshExtractConfig:
 
     resolution: int = 64
     """Density grid cells per axis over [-1, 1]^3."""
-    level: float = 0.5
-    """The density of the surface (sum of opacity-weighted Gaussians; DreamGaussian uses 1 with its own scale)."""
+    level: float = 0.8
+    """The surface's density as a fraction of the median density at the Gaussians' centres (the solid's inside).
+    0.8: a generator's shape turned into Gaussians and back kept voxel IoU 0.40 of its 0.44 to the truth (0.30 at
+    0.5, 0.40 at 1.2; one chair)."""
     smooth_iterations: int = 5
     texture_size: int = 256
     refine_steps: int = 60
@@ -66,10 +68,13 @@ def density_mesh(params: dict[str, torch.Tensor], config: MeshExtractConfig, nam
     config.check()
     r = config.resolution
     points = torch.from_numpy(grid_centres(r).reshape(-1, 3))
-    density = gaussian_density(points, params["means"], params["scales"], params["quats"], params["opacities"])
-    grid = torch.log(density.clamp(min=1e-8) / config.level).reshape(r, r, r).cpu().numpy()
+    gaussians = params["means"], params["scales"], params["quats"], params["opacities"]
+    density = gaussian_density(points, *gaussians)
+    inside = float(gaussian_density(params["means"], *gaussians).median())
+    level = config.level * inside
+    grid = torch.log(density.clamp(min=1e-8) / max(level, 1e-8)).reshape(r, r, r).cpu().numpy()
     if not (grid > 0).any():
-        raise InvalidInputError(f"no Gaussian density reaches the surface level {config.level:g} "
+        raise InvalidInputError(f"no Gaussian density inside the unit cube reaches the surface level {level:.3g} "
                                 f"(highest {float(density.max()):.3g})",
                                 hint="lower the mesh level, or fit the Gaussians longer")
     decode = DecodeConfig(resolution=r, threshold=0.5, smooth_iterations=config.smooth_iterations,

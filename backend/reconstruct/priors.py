@@ -61,6 +61,22 @@ def surface_samples(mesh: Mesh, count: int, rng: np.random.Generator,
     return points, np.clip(np.asarray(colors, dtype=np.float32), 0.0, 1.0)
 
 
+def volume_samples(mesh: Mesh, count: int, rng: np.random.Generator, resolution: int = 32) -> np.ndarray:
+    """[count, 3] float32 points filling the mesh's solid (a mesh in the unit sphere): its occupied voxels (inside
+    or on the surface, so parts thinner than a cell are kept) drawn uniformly, jittered within the cell. Gaussians
+    that fill a volume have their density's half level on its surface; a shell of them would put it a Gaussian's
+    size outside."""
+    from backend.geometry.voxelize import grid_centres, voxelize
+
+    occupied = voxelize(mesh, resolution)
+    if not occupied.any():
+        raise InvalidInputError("the prior shape has no volume to fill", hint="use --init sphere")
+    centres = grid_centres(resolution)[occupied]
+    picked = centres[rng.integers(0, len(centres), size=count)]
+    cell = 2.0 / resolution
+    return (picked + rng.uniform(-cell / 2, cell / 2, size=picked.shape)).astype(np.float32)
+
+
 def unit_prior(mesh: Mesh, source: str, label: str) -> Prior:
     """The mesh moved into the unit sphere, as a prior."""
     normalised, _ = normalize_to_unit_sphere(mesh)

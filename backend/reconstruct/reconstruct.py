@@ -15,7 +15,7 @@ from backend.reconstruct.extract import MeshExtractConfig, density_mesh, texture
 from backend.reconstruct.fit_gaussians import GaussianFit, GaussianFitConfig, PreviewFn, fit_gaussians
 from backend.reconstruct.gaussian_model import GaussianModel
 from backend.reconstruct.guidance import GuidanceConfig, make_guidance
-from backend.reconstruct.priors import INITS, Prior, generator_prior, retrieval_prior, surface_samples
+from backend.reconstruct.priors import INITS, Prior, generator_prior, retrieval_prior, volume_samples
 from backend.reconstruct.reference_view import ReferenceView, ViewFitConfig, assumed_view, fitted_view, photo_colors
 
 
@@ -107,7 +107,7 @@ def reconstruct(image: np.ndarray, mask: np.ndarray, clip, config: ReconstructCo
         if len(fitted) > 1:
             notes.append("prior chosen by silhouette IoU: " + ", ".join(
                 f"{p.source} {v.silhouette_iou:.3f}" for v, p in fitted))
-        points, _ = surface_samples(prior.mesh, config.gaussians, rng)
+        points = volume_samples(prior.mesh, config.gaussians, rng)
         model = GaussianModel.from_points(points, photo_colors(points, reference))
     else:
         reference = assumed_view(image, mask, config.view)

@@ -162,3 +162,14 @@ def test_a_retrieval_prior_needs_a_library():
     mask[20:40, 20:40] = True
     with pytest.raises(InvalidInputError, match="needs a library database"):
         reconstruct(image, mask, load_clip("tiny"), ReconstructConfig(init="retrieve"))
+
+
+def test_shape_scores_find_the_yaw_and_tell_shapes_apart():
+    from backend.reconstruct.shape_metrics import _yaw, aligned_shape_scores
+
+    chair, mug = make_shape(3, "chair").mesh, make_shape(3, "mug").mesh
+    turned = chair.copy(vertices=_yaw(chair.vertices, 90.0).astype(np.float32))
+    same = aligned_shape_scores(turned, chair)
+    assert same["voxel_iou"] > 0.97 and same["chamfer"] < 0.03 and same["yaw"] == 270.0
+    other = aligned_shape_scores(mug, chair)
+    assert other["voxel_iou"] < 0.5 and other["chamfer"] > 0.1
