@@ -394,20 +394,91 @@ def segment_params(prompt: str, clip: str = "", sam_checkpoint: str = "", sam_ty
     return params
 
 
+PHOTO_TO_3D_METHODS = limits.PHOTO_TO_3D_METHODS
+"""retrieve: the library's closest shape restyled after the photo; reconstruct: 3D Gaussians fitted to the photo,
+then a textured mesh; auto: reconstruct starting from the retrieved shape."""
+RECONSTRUCT_INITS = limits.RECONSTRUCT_INITS
+"""Where a reconstruction starts: sphere, retrieve (the library's match), generate (the generator's shape), best."""
+RECONSTRUCT_GUIDANCES = limits.RECONSTRUCT_GUIDANCES
+"""A reconstruction's novel-view guidance: clip, or zero123 (its weights on the backend's machine)."""
+
+
+def photo_to_3d_needs_db(method: str, init: str = "") -> str:
+    """Why the Photo to 3D job needs a library database ("" when it does not): retrieve and auto search the library,
+    and so does reconstruct from init retrieve or best."""
+    if method == "retrieve":
+        return "Photo to 3D by Retrieve searches the library for the closest shape"
+    if method == "auto":
+        return "Photo to 3D by Auto starts from the library's closest shape"
+    if init in ("retrieve", "best"):
+        return f"Reconstruct from init {init} searches the library for a starting shape"
+    return ""
+
+
 def photo_to_3d_params(prompt: str, db: str, k: int = 5, category: str = "", quality: str = "draft",
-                       steps: int = 0, seed: int = 0, proposer: str = "auto", store: str = "") -> dict:
-    """The `photo_to_3d` job's params (the photo travels as blob "image"): segment the prompt's object, search the
-    database for it, restyle the best of the k hits after the photo. steps 0 means the quality preset's."""
+                       steps: int = 0, seed: int = 0, proposer: str = "auto", store: str = "",
+                       method: str = "retrieve", init: str = "sphere", texture_steps: int = -1,
+                       guidance: str = "clip", zero123_model: str = "", allow_clip_fallback: bool = False,
+                       preview_every: int = 0) -> dict:
+    """The `photo_to_3d` job's params (the photo travels as blob "image"); AddonError, before anything is sent, for
+    a bad prompt or value, or no database where the method needs one (`photo_to_3d_needs_db`).
+
+    method "retrieve": segment the prompt's object, search the database for it, restyle the best of the k hits after
+    the photo (quality, steps: the restyle's; steps 0 means the quality preset's); no `method` key is sent, so an
+    older backend takes it. "reconstruct" (from `init`) or "auto" (from the retrieved match; `init` is not sent):
+    fit 3D Gaussians to the photo for `steps` (0: the backend's 300), then a mesh whose baked texture is refined for
+    `texture_steps` (-1: the backend's 60); the database, when given, also supplies the CLIP. guidance "zero123"
+    sends `zero123_model` (a folder on the backend's machine; "": its cache) and `allow_clip_fallback`.
+    preview_every 0: the backend's preview interval."""
+    if method not in PHOTO_TO_3D_METHODS:
+        raise AddonError(f"the Photo to 3D method must be one of {', '.join(PHOTO_TO_3D_METHODS)}, got {method!r}")
     params = segment_params(prompt, proposer=proposer)
-    params["db"] = _server_path(db, "database")
-    _store(params, store)
-    _check_k(k)
-    _check_quality(quality)
+    db = (db or "").strip()
+    why = photo_to_3d_needs_db(method, init if method == "reconstruct" else "")
+    if why and not db:
+        raise AddonError(f"the database folder is empty: {why}", "set the Search Library panel's Database "
+                         "folder (or pick an asset library to search), or choose Method Reconstruct with Init Sphere "
+                         "or Generate", code="no_database")
     _check_steps(steps)
     _check_seed(seed)
-    params.update(k=int(k), quality=quality, seed=int(seed))
+    if db:
+        params["db"] = _server_path(db, "database")
+        _store(params, store)
+        _check_k(k)
+        params["k"] = int(k)
+    if method == "retrieve":
+        _check_quality(quality)
+        params.update(quality=quality, seed=int(seed))
+        if steps:
+            params["steps"] = int(steps)
+        if category.strip():
+            params["category"] = category.strip()
+        return params
+    if init not in RECONSTRUCT_INITS:
+        raise AddonError(f"the reconstruction's init must be one of {', '.join(RECONSTRUCT_INITS)}, got {init!r}")
+    if guidance not in RECONSTRUCT_GUIDANCES:
+        raise AddonError(f"the guidance must be one of {', '.join(RECONSTRUCT_GUIDANCES)}, got {guidance!r}")
+    if not -1 <= int(texture_steps) <= MAX_STEPS:
+        raise AddonError(f"texture steps must be in [0, {MAX_STEPS}] (-1: the backend's 60), got {texture_steps}")
+    if not 0 <= int(preview_every) <= 10_000:
+        raise AddonError(f"preview every must be in [1, 10000] steps (0: the backend's), got {preview_every}")
+    params["method"] = method
+    if method == "reconstruct":
+        params["init"] = init
+    params["seed"] = int(seed)
     if steps:
         params["steps"] = int(steps)
+    if int(texture_steps) >= 0:
+        params["texture_steps"] = int(texture_steps)
+    if guidance == "zero123":
+        params["guidance"] = guidance
+        zero123_model = (zero123_model or "").strip()
+        if zero123_model:
+            params["zero123_model"] = _server_path(zero123_model, "Zero123 weights")
+        if allow_clip_fallback:
+            params["allow_clip_fallback"] = True
+    if preview_every:
+        params["preview_every"] = int(preview_every)
     if category.strip():
         params["category"] = category.strip()
     return params

@@ -391,9 +391,18 @@ def import_segment(record: JobRecord, context) -> list[str]:
     return created
 
 
+def photo_to_3d_method(record: JobRecord) -> str:
+    """How a `photo_to_3d` job made its shape: the result's `method`, else the one asked for (retrieve when none)."""
+    return str(record.result.fields.get("method") or record.params.get("method") or "retrieve")
+
+
 def import_photo_to_3d(record: JobRecord, context) -> list[str]:
-    """`photo_to_3d`: the chosen library shape, restyled after the photo, at the 3D cursor (as `fetch_shape`), with
-    the style texture alone in an unconnected Image Texture node (as `restyle`)."""
+    """`photo_to_3d`. Method retrieve: the chosen library shape, restyled after the photo, at the 3D cursor (as
+    `fetch_shape`), with the style texture alone in an unconnected Image Texture node (as `restyle`). Method
+    reconstruct or auto: the reconstruction's GLB (UVs, the baked base-colour texture wired by Blender's glTF
+    importer, packed) as one object "<prompt> reconstruction" at the 3D cursor in the Atelier collection."""
+    if photo_to_3d_method(record) in ("reconstruct", "auto"):
+        return [import_reconstruction(record, context).name]
     style_png = record.result.blobs.get("style_texture")
     if style_png is None or not style_png.startswith(b"\x89PNG"):
         raise AddonError("the photo_to_3d result has no style texture PNG", "this is a backend bug: see its log")
@@ -407,6 +416,33 @@ def import_photo_to_3d(record: JobRecord, context) -> list[str]:
         add_style_texture_node(material, image)
     pack_images_of(obj)
     return [obj.name, image.name]
+
+
+def import_reconstruction(record: JobRecord, context) -> bpy.types.Object:
+    """A reconstruct/auto `photo_to_3d` result as a new object "<prompt> reconstruction" at the 3D cursor."""
+    obj = import_single_mesh(record, context, "the reconstruction")
+    if obj.data.uv_layers.active is None or not any(
+            node.type == "TEX_IMAGE" and node.image is not None
+            for slot in obj.material_slots if slot.material is not None and slot.material.node_tree is not None
+            for node in slot.material.node_tree.nodes):
+        mesh = obj.data
+        bpy.data.objects.remove(obj)
+        if mesh.users == 0:
+            bpy.data.meshes.remove(mesh)
+        raise AddonError("the reconstruction came without its UVs or baked texture", "this is a backend bug: see its "
+                         "log")
+    prompt = str(record.params.get("prompt") or "Photo").strip()
+    prompt = prompt if len(prompt) <= 40 else prompt[:37] + "..."
+    obj.location = context.scene.cursor.location.copy()
+    obj.name = obj.data.name = f"{prompt} reconstruction"
+    for slot in obj.material_slots:
+        if slot.material is not None:
+            slot.material.name = f"{prompt} reconstruction"
+    move_to_collection(obj, atelier_collection(context.scene))
+    pack_images_of(obj)
+    store_job(obj, record)
+    make_active(obj, context)
+    return obj
 
 
 GENERATE_SPACING = 2.5

@@ -120,8 +120,9 @@ class ATELIER_OT_segment_photo(PhotoJobOperator, bpy.types.Operator):
 
 
 class ATELIER_OT_photo_to_3d(PhotoJobOperator, bpy.types.Operator):
-    """Cut the prompt's object out of the photo, find the closest shape in the Search Library's database and
-    restyle its texture after the photo; the result lands at the 3D cursor"""
+    """Cut the prompt's object out of the photo and turn it into a 3D object at the 3D cursor: the Search Library's
+    closest shape restyled after the photo (Retrieve), or 3D Gaussians fitted to the photo and meshed with a baked
+    texture (Reconstruct; Auto starts them from the closest shape)"""
     bl_idname = "atelier.photo_to_3d"
     bl_label = "Photo to 3D"
     bl_options = {"REGISTER"}
@@ -129,11 +130,26 @@ class ATELIER_OT_photo_to_3d(PhotoJobOperator, bpy.types.Operator):
 
     def params(self, context) -> dict:
         s = context.scene.atelier
+        method = s.photo3d_method
         db, store = search_store(context)
-        params = photo_to_3d_params(s.segment_prompt, db, s.search_k, s.search_category,
-                                    s.photo3d_quality, s.photo3d_steps, proposer=s.segment_proposer, store=store)
+        if method == "retrieve":
+            params = photo_to_3d_params(s.segment_prompt, db, s.search_k, s.search_category,
+                                        s.photo3d_quality, s.photo3d_steps, proposer=s.segment_proposer, store=store)
+        else:
+            params = photo_to_3d_params(
+                s.segment_prompt, db, s.search_k, s.search_category, steps=s.photo3d_recon_steps,
+                proposer=s.segment_proposer, store=store, method=method, init=s.photo3d_init,
+                texture_steps=s.photo3d_texture_steps, guidance=s.photo3d_guidance,
+                zero123_model=local_path(s.photo3d_zero123), allow_clip_fallback=s.photo3d_clip_fallback)
         self._photo = photo_input(s, need_size=False)[0]
         return params
+
+    def label(self, source: str) -> str:
+        s = bpy.context.scene.atelier
+        prompt = s.segment_prompt.strip()
+        verb = {"retrieve": "Photo to 3D", "reconstruct": "Reconstruct", "auto": "Reconstruct (auto)"}
+        text = verb.get(s.photo3d_method, "Photo to 3D")
+        return f"{text}: {prompt[:40]}" if prompt else text
 
 
 class ATELIER_OT_search_cutout(JobOperator, bpy.types.Operator):

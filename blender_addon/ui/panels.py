@@ -7,7 +7,7 @@ import time
 
 import bpy
 
-from ..core.kinds import JOB_KINDS, MAX_STYLES
+from ..core.kinds import JOB_KINDS, MAX_STYLES, photo_to_3d_needs_db
 from ..engine import session
 from ..engine.settings import get_prefs
 from ..operators.importers import job_of
@@ -423,12 +423,43 @@ class ATELIER_PT_segment(AtelierPanel, bpy.types.Panel):
         col.operator("atelier.search_cutout", icon="VIEWZOOM")
         col.operator("atelier.cutout_to_style", icon="TEXTURE")
 
-        box = layout.box()
-        box.label(text="Photo to 3D (the Search Library's database)", icon="MESH_DATA")
+        draw_photo_to_3d(layout.box(), s, latest)
+
+
+def draw_photo_to_3d(box, s, latest) -> None:
+    """The Segment Photo panel's Photo to 3D box: the method, its options, the button and the last result. Retrieve
+    restyles the Search Library's closest shape; Reconstruct fits Gaussians (from its Init); Auto reconstructs from
+    the closest shape. The database field is needed only where the method (or init) searches the library."""
+    box.label(text="Photo to 3D (the Search Library's database)", icon="MESH_DATA")
+    box.row(align=True).prop(s, "photo3d_method", expand=True)
+    if s.photo3d_method == "retrieve":
         row = box.row(align=True)
         row.prop(s, "photo3d_quality", text="")
         row.prop(s, "photo3d_steps")
-        box.operator("atelier.photo_to_3d", icon="IMPORT")
+    else:
+        if s.photo3d_method == "reconstruct":
+            box.prop(s, "photo3d_init", text="Init")
+        row = box.row(align=True)
+        row.prop(s, "photo3d_recon_steps", text="Steps")
+        row.prop(s, "photo3d_texture_steps", text="Texture steps")
+        box.row(align=True).prop(s, "photo3d_guidance", expand=True)
+        if s.photo3d_guidance == "zero123":
+            box.prop(s, "photo3d_zero123", text="Zero123 folder")
+            box.prop(s, "photo3d_clip_fallback", text="Allow CLIP fallback")
+    why = photo_to_3d_needs_db(s.photo3d_method, s.photo3d_init if s.photo3d_method == "reconstruct" else "")
+    if why and not (s.library_db.strip() or s.search_library):
+        _wrapped(box, f"{why}: set the Search Library's database first", "INFO")
+    box.operator("atelier.photo_to_3d", icon="IMPORT")
+    if latest is not None and latest.kind == "photo_to_3d" and latest.state == "done" \
+            and latest.fields.get("method") in ("reconstruct", "auto"):
+        f = latest.fields
+        iou = f.get("silhouette_iou")
+        box.label(text=f"{f.get('gaussians', 0)} Gaussians, {f.get('faces', 0)} faces"
+                       + (f", silhouette IoU {float(iou):.2f}" if iou is not None else ""), icon="CHECKMARK")
+        if f.get("prior"):
+            box.label(text=f"Started from {f['prior']}")
+        for note in f.get("notes") or []:
+            _wrapped(box, str(note), "INFO")
 
 
 class ATELIER_PT_jobs(AtelierPanel, bpy.types.Panel):

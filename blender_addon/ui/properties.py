@@ -193,8 +193,36 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
     segment_cutout: bpy.props.PointerProperty(
         type=bpy.types.Image, name="Cut-out",
         description="The cut-out (RGBA) to search the library with or to use as a style image")
+    photo3d_method: bpy.props.EnumProperty(
+        name="Method", default="retrieve",
+        items=[("retrieve", "Retrieve", "The Search Library's closest shape, restyled after the photo"),
+               ("reconstruct", "Reconstruct", "3D Gaussians fitted to the photo, then a mesh with a baked texture"),
+               ("auto", "Auto", "Reconstruct, starting from the Search Library's closest shape")])
     photo3d_quality: _quality_field("A quick restyle", "", "", default="draft")
     photo3d_steps: _steps_field("Restyle steps (0: the quality preset's)")
+    photo3d_init: bpy.props.EnumProperty(
+        name="Init", default="sphere",
+        items=[("sphere", "Sphere", "Start from a ball of Gaussians: no library needed"),
+               ("retrieve", "Retrieve", "Start from the Search Library's closest shape (needs its database)"),
+               ("generate", "Generate", "Start from the backend's generator's shape for the prompt"),
+               ("best", "Best", "Whichever of the library's match and the generated shape fits the photo best "
+                                "(needs the database)")])
+    photo3d_recon_steps: bpy.props.IntProperty(
+        name="Steps", default=0, min=0, max=MAX_STEPS,
+        description="Gaussian fitting steps (0: the backend's 300)")
+    photo3d_texture_steps: bpy.props.IntProperty(
+        name="Texture steps", default=-1, min=-1, max=MAX_STEPS,
+        description="Steps refining the mesh's baked texture (-1: the backend's 60; 0: bake only)")
+    photo3d_guidance: bpy.props.EnumProperty(
+        name="Guidance", default="clip",
+        items=[("clip", "CLIP", "Unseen sides guided by CLIP and the prompt"),
+               ("zero123", "Zero123", "Unseen sides guided by Zero123 (its weights on the backend's machine)")])
+    photo3d_zero123: bpy.props.StringProperty(
+        name="Zero123 folder", subtype="DIR_PATH", default="",
+        description="The Zero123 weights folder on the backend's machine (empty: the backend's cache)")
+    photo3d_clip_fallback: bpy.props.BoolProperty(
+        name="Allow CLIP fallback", default=False,
+        description="Without Zero123's weights, guide by CLIP instead of failing")
     # -- Generate (text or picture to shape: CLIP-Forge, ISS refinement, Text2Mesh style) --
     generate_from: bpy.props.EnumProperty(
         name="From", default="TEXT",

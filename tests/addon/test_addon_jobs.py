@@ -356,7 +356,7 @@ def test_photo_to_3d_imports_the_chosen_shape_restyled_at_the_cursor(scene, resu
     assert sorted(h["name"] for h in fields["hits"]) == ["box", "tetra"]
     assert [h["thumbnail"] for h in fields["hits"]] == ["thumb_000", "thumb_001"]
     assert fields["chosen"]["name"] == fields["hits"][0]["name"] and fields["category"] == fields["chosen"]["category"]
-    assert fields["method"].startswith("superpixels") and fields["steps"] == 2
+    assert fields["method"] == "retrieve" and fields["segmentation"].startswith("superpixels") and fields["steps"] == 2
     assert np.isfinite(fields["loss_first"]) and np.isfinite(fields["loss_last"])
     assert {"mesh", "style_texture", "mask", "cutout", "thumb_000", "thumb_001"} <= set(result.blobs)
 
@@ -404,7 +404,8 @@ def test_photo_to_3d_without_a_library_fails_with_the_backends_reason_and_import
                                            blobs={"image": _red_box_photo()})
     pump_until(lambda: not unnamed.active, 60, "the job to fail")
     assert unnamed.state == "failed" and unnamed.code == "invalid_input", unnamed.error_text()
-    assert unnamed.message == "param 'db' is missing" and unnamed.outputs == []
+    assert unnamed.message == "method retrieve searches a library, and no database was given" and unnamed.hint
+    assert unnamed.outputs == []
     assert set(bpy.data.images) == images
     assert COLLECTION not in bpy.data.collections or not bpy.data.collections[COLLECTION].objects
     assert session.get_runtime().ready

@@ -12,6 +12,7 @@ import pytest
 
 from addon_helpers import clear_scene, decode_png, finish, index_two_shapes, newest_job, panel_texts, running_backend
 from blender_addon.core.meshpack import encode_png
+from blender_addon.engine import session
 from blender_addon.operators.meshio import image_bytes
 from blender_addon.ui.panels import ATELIER_PT_library, ATELIER_PT_segment
 
@@ -37,6 +38,8 @@ def settings(addon, tmp_path):
     s.segment_use_box, s.segment_box = False, (0, 0, 1, 1)
     s.restyle_styles.clear()
     s.photo3d_quality, s.photo3d_steps, s.search_k, s.search_category = "draft", 2, 2, ""
+    s.photo3d_method, s.photo3d_init, s.photo3d_recon_steps, s.photo3d_texture_steps = "retrieve", "sphere", 0, -1
+    s.photo3d_guidance, s.photo3d_zero123, s.photo3d_clip_fallback = "clip", "", False
     return s
 
 
@@ -61,6 +64,19 @@ def test_the_panel_draws_its_fields_and_buttons(settings):
     settings.segment_use_box = True
     shown = panel_texts(ATELIER_PT_segment)
     assert "Points (1)" in shown and "on at (0.250, 0.000)" in shown and "Box (0.000, 0.000) to (1.000, 1.000)" in shown
+    assert "Init" not in shown and "Texture steps" not in shown, "retrieve shows the restyle's fields"
+    settings.library_db = ""
+    settings.photo3d_method = "reconstruct"
+    shown = panel_texts(ATELIER_PT_segment)
+    assert "Init" in shown and "Texture steps" in shown and "Zero123 folder" not in shown
+    assert "set the Search Library's database first" not in shown, "init sphere needs no database"
+    settings.photo3d_init, settings.photo3d_guidance = "best", "zero123"
+    shown = panel_texts(ATELIER_PT_segment)
+    assert "Zero123 folder" in shown and "Allow CLIP fallback" in shown
+    assert "set the Search Library's database first" in shown.replace("\n", " ")
+    settings.photo3d_method = "auto"
+    shown = panel_texts(ATELIER_PT_segment)
+    assert "Init" not in shown and "Auto starts from the library's closest shape" in shown.replace("\n", " ")
 
 
 def test_points_and_box_corners_come_from_the_image_editors_cursor(settings, image_editor):
@@ -126,6 +142,19 @@ def test_bad_input_is_refused_before_anything_is_sent(settings):
     refused(bpy.ops.atelier.photo_to_3d, "the database folder is empty")
     refused(bpy.ops.atelier.search_cutout, "there is no cut-out yet")
     refused(bpy.ops.atelier.cutout_to_style, "there is no cut-out yet")
+    # Photo to 3D: the database is needed only where the method (or its init) searches the library.
+    for method, init, words in [("auto", "sphere", "Auto starts from the library's closest shape"),
+                                ("reconstruct", "best", "Reconstruct from init best searches the library"),
+                                ("reconstruct", "retrieve", "Reconstruct from init retrieve searches the library")]:
+        settings.photo3d_method, settings.photo3d_init = method, init
+        message = refused(bpy.ops.atelier.photo_to_3d, "the database folder is empty")
+        assert words in message and "Reconstruct with Init Sphere" in message
+        record = newest_job()
+        assert record.state == "failed" and record.code == "no_database" and record.kind == "photo_to_3d"
+        assert words in panel_texts(ATELIER_PT_segment).replace("\n", " ")
+    settings.photo3d_method, settings.photo3d_init = "reconstruct", "sphere"
+    refused(bpy.ops.atelier.photo_to_3d, "the photo (/no/such/photo.png) does not exist")  # past the db check
+    settings.photo3d_method = "retrieve"
     settings.segment_cutout = bpy.data.images.new("Clear", 8, 8, alpha=True)  # all transparent
     settings.segment_cutout.pixels.foreach_set(np.zeros(8 * 8 * 4, np.float32))
     refused(bpy.ops.atelier.cutout_to_style, "the cut-out is empty (fully transparent)")
@@ -196,3 +225,47 @@ def test_photo_to_3d_from_the_panel(library, settings):
                              "steps": 2, "proposer": "superpixels"}
     obj = bpy.data.objects[record.outputs[0]]
     assert obj.name.endswith(" from photo") and tuple(obj.location) == pytest.approx((0.0, 0.0, 1.0))
+
+
+def test_reconstruct_from_the_panel_imports_a_textured_mesh(library, settings):
+    """Method Reconstruct from a sphere, a tiny fit (3 Gaussian steps, 1 texture step): the GLB lands at the 3D
+    cursor as "<prompt> reconstruction" with UVs and its baked texture wired; the job's preview came while it ran."""
+    settings.library_db = library  # not needed by init sphere; when given it supplies the CLIP (the tiny one)
+    settings.photo3d_method, settings.photo3d_init = "reconstruct", "sphere"
+    settings.photo3d_recon_steps, settings.photo3d_texture_steps = 3, 1
+    bpy.context.scene.cursor.location = (1.0, 2.0, 0.5)
+    assert bpy.ops.atelier.photo_to_3d() == {"FINISHED"}
+    record = newest_job()
+    assert record.label == "Reconstruct: a red box"
+    finish(record, 300)
+    assert record.params == {"prompt": "a red box", "proposer": "superpixels", "db": library, "k": 2,
+                             "method": "reconstruct", "init": "sphere", "seed": 0, "steps": 3, "texture_steps": 1}
+    fields = record.fields
+    assert fields["method"] == "reconstruct" and fields["init"] == "sphere" and fields["steps"] == 3
+    assert fields["gaussians"] > 0 and fields["faces"] > 0
+    assert record.preview is not None and record.preview.startswith(b"\x89PNG"), "the Gaussians' preview"
+    assert isinstance(session.preview_icon(record), int)
+    assert record.outputs == ["a red box reconstruction"]
+    obj = bpy.data.objects[record.outputs[0]]
+    assert obj.type == "MESH" and len(obj.data.polygons) == fields["faces"]
+    assert tuple(obj.location) == pytest.approx((1.0, 2.0, 0.5))
+    assert obj.data.uv_layers.active is not None and len(obj.data.uv_layers.active.data) == len(obj.data.loops)
+    material = obj.material_slots[0].material
+    images = [n.image for n in material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image is not None]
+    assert len(images) == 1 and images[0].packed_file is not None and min(images[0].size) > 1
+    assert "Atelier style texture" not in material.node_tree.nodes
+    bsdf = next(n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    assert bsdf.inputs["Base Color"].is_linked, "the baked texture is the base colour"
+    shown = panel_texts(ATELIER_PT_segment)
+    assert f"{fields['gaussians']} Gaussians, {fields['faces']} faces" in shown
+
+
+def test_auto_from_the_panel_starts_from_the_librarys_match(library, settings):
+    settings.library_db = library
+    settings.photo3d_method, settings.photo3d_recon_steps, settings.photo3d_texture_steps = "auto", 2, 0
+    assert bpy.ops.atelier.photo_to_3d() == {"FINISHED"}
+    record = finish(newest_job(), 300)
+    assert record.params["method"] == "auto" and "init" not in record.params
+    assert record.fields["init"] == "retrieve" and record.fields["prior"]
+    obj = bpy.data.objects[record.outputs[0]]
+    assert obj.name == "a red box reconstruction" and obj.data.uv_layers.active is not None

@@ -10,6 +10,7 @@ import pytest
 
 from addon_helpers import ROOT
 from blender_addon.core import kinds, photo, sketch
+from blender_addon.core.protocol import requests
 from blender_addon.core.errors import AddonError
 
 
@@ -136,6 +137,53 @@ def test_photo_to_3d_params():
                           ({"quality": "best"}, "quality"), ({"prompt": " "}, "prompt is empty")]:
         with pytest.raises(AddonError, match=words):
             kinds.photo_to_3d_params(**{"prompt": "x", "db": "/db", **kwargs})
+
+
+def test_photo_to_3d_params_reconstruct():
+    # Reconstruct from a sphere: no database needed, none sent; init sent, quality (the restyle's) not.
+    assert kinds.photo_to_3d_params("a red box", "", method="reconstruct", init="sphere", steps=3,
+                                    texture_steps=1, proposer="superpixels", preview_every=1) == {
+        "prompt": "a red box", "proposer": "superpixels", "method": "reconstruct", "init": "sphere", "seed": 0,
+        "steps": 3, "texture_steps": 1, "preview_every": 1}
+    # A database, when given, goes along (it supplies the CLIP); texture steps 0 (bake only) is sent.
+    assert kinds.photo_to_3d_params("x", "/db", k=2, method="reconstruct", init="generate", texture_steps=0,
+                                    store="milvus") == {
+        "prompt": "x", "db": "/db", "store": "milvus", "k": 2, "method": "reconstruct", "init": "generate",
+        "seed": 0, "texture_steps": 0}
+    # Auto starts from retrieval: no init is sent. Zero123 guidance sends its folder and the fallback switch.
+    assert kinds.photo_to_3d_params("x", "/db", method="auto", init="generate", guidance="zero123",
+                                    zero123_model=" /w/zero123 ", allow_clip_fallback=True, category="box") == {
+        "prompt": "x", "db": "/db", "k": 5, "method": "auto", "seed": 0, "guidance": "zero123",
+        "zero123_model": "/w/zero123", "allow_clip_fallback": True, "category": "box"}
+    # CLIP guidance: the Zero123 fields are not sent.
+    assert "zero123_model" not in kinds.photo_to_3d_params("x", "", method="reconstruct", zero123_model="/w")
+    # Every params set the builder makes, the protocol's own request takes (requires() included).
+    for params in (kinds.photo_to_3d_params("x", "", method="reconstruct", init="generate", steps=3),
+                   kinds.photo_to_3d_params("x", "/db", method="auto", guidance="zero123"),
+                   kinds.photo_to_3d_params("x", "/db", k=2, steps=2)):
+        requests.PhotoTo3DRequest(**params).requires({"image"})
+
+
+@pytest.mark.parametrize("method, init", [("retrieve", "sphere"), ("auto", "sphere"), ("reconstruct", "retrieve"),
+                                          ("reconstruct", "best")])
+def test_photo_to_3d_without_a_database_is_refused_where_the_library_is_searched(method, init):
+    with pytest.raises(AddonError, match="the database folder is empty") as info:
+        kinds.photo_to_3d_params("x", " ", method=method, init=init)
+    assert info.value.code == "no_database" and "Reconstruct with Init Sphere" in info.value.hint
+    assert kinds.photo_to_3d_needs_db(method, init)
+    assert not kinds.photo_to_3d_needs_db("reconstruct", "sphere")
+    assert not kinds.photo_to_3d_needs_db("reconstruct", "generate")
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"method": "dream"}, "method must be one of"), ({"init": "cube"}, "init must be one of"),
+    ({"guidance": "dreams"}, "guidance must be one of"), ({"texture_steps": -2}, "texture steps"),
+    ({"steps": -1}, "steps must be"), ({"preview_every": -1}, "preview every"),
+    ({"guidance": "zero123", "zero123_model": "x" * 5000}, "Zero123 weights path is over"),
+    ({"prompt": ""}, "prompt is empty")])
+def test_photo_to_3d_reconstruct_bad_values(kwargs, words):
+    with pytest.raises(AddonError, match=words):
+        kinds.photo_to_3d_params(**{"prompt": "x", "db": "", "method": "reconstruct", **kwargs})
 
 
 def test_read_photo_refuses_what_cannot_be_sent(tmp_path):
