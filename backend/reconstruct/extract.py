@@ -1,7 +1,7 @@
 """Stage 2: a textured mesh from the Gaussians (DreamGaussian's second stage).
 
 1. Mesh: the Gaussians' density on a grid over the unit cube (`backend.render.splat.gaussian_density`, a local
-   query), marching cubes at `level`, then the generator's clean-up (bridging, only the largest piece, Taubin
+   query), marching cubes at the level whose silhouette best matches the reference mask, then the generator's clean-up (bridging, only the largest piece, Taubin
    smoothing; `backend.generate.decode.logits_to_mesh`).
 2. UVs by xatlas (`backend.geometry.unwrap.ensure_uv`), vertex colours from the nearby Gaussians baked into the
    texture.
@@ -37,7 +37,11 @@ class MeshExtractConfig:
     level: float = 0.8
     """The surface's density as a fraction of the median density at the Gaussians' centres (the solid's inside).
     0.8: a generator's shape turned into Gaussians and back kept voxel IoU 0.40 of its 0.44 to the truth (0.30 at
-    0.5, 0.40 at 1.2; one chair)."""
+    0.5, 0.40 at 1.2; one chair). Used without a reference view."""
+    levels: tuple[float, ...] = (0.2, 0.35, 0.5, 0.65, 0.8, 1.0)
+    """With a reference view: the levels tried (the same fractions); the one whose mesh's silhouette best matches
+    the reference mask is kept (a sphere-started fit after few steps wants a low level, a prior-started one about
+    0.8)."""
     smooth_iterations: int = 5
     texture_size: int = 256
     refine_steps: int = 60
@@ -51,33 +55,60 @@ class MeshExtractConfig:
     def check(self) -> None:
         if not 16 <= self.resolution <= 256:
             raise InvalidInputError(f"mesh resolution must be in [16, 256], got {self.resolution}", hint="64")
-        if not self.level > 0:
-            raise InvalidInputError(f"the density level must be > 0, got {self.level}", hint="0.5")
+        if not self.level > 0 or not self.levels or min(self.levels) <= 0:
+            raise InvalidInputError(f"density levels must be > 0, got {self.level} and {self.levels}",
+                                    hint="fractions of the density inside, e.g. 0.8")
         if not 32 <= self.texture_size <= 4096:
             raise InvalidInputError(f"texture size must be in [32, 4096], got {self.texture_size}", hint="256")
         if not 0 <= self.refine_steps <= 2000:
             raise InvalidInputError(f"texture steps must be in [0, 2000], got {self.refine_steps}", hint="60")
 
 
-def density_mesh(params: dict[str, torch.Tensor], config: MeshExtractConfig, name: str = "reconstructed") -> Mesh:
-    """Marching cubes of the Gaussians' density (step 1 of the module docstring); InvalidInputError when no
-    density reaches `config.level` (the Gaussians vanished)."""
-    from backend.generate.decode import DecodeConfig, logits_to_mesh
+def density_mesh(params: dict[str, torch.Tensor], config: MeshExtractConfig, name: str = "reconstructed",
+                 reference: ReferenceView | None = None) -> Mesh:
+    """Marching cubes of the Gaussians' density (step 1 of the module docstring). With a `reference` view, each of
+    `config.levels` is tried and the mesh whose silhouette best matches the reference mask wins (metadata
+    "level", "level_iou"); without one, `config.level`. InvalidInputError when no density reaches a level (the
+    Gaussians vanished)."""
     from backend.geometry.voxelize import grid_centres
 
     config.check()
     r = config.resolution
     points = torch.from_numpy(grid_centres(r).reshape(-1, 3))
     gaussians = params["means"], params["scales"], params["quats"], params["opacities"]
-    density = gaussian_density(points, *gaussians)
+    density = gaussian_density(points, *gaussians).reshape(r, r, r)
     inside = float(gaussian_density(params["means"], *gaussians).median())
-    level = config.level * inside
-    grid = torch.log(density.clamp(min=1e-8) / max(level, 1e-8)).reshape(r, r, r).cpu().numpy()
+    if reference is None:
+        return _level_mesh(density, config.level * inside, config, name)
+    renderer = MeshRenderer(RenderConfig(size=reference.mask.shape[0], antialias=False))
+    target = reference.mask > 0.5
+    best = None
+    for fraction in config.levels:
+        try:
+            mesh = _level_mesh(density, fraction * inside, config, name)
+        except InvalidInputError:
+            continue
+        alpha = renderer.render(torch.as_tensor(mesh.vertices), torch.as_tensor(mesh.faces).int(),
+                                reference.camera).alpha[0, ..., 0] > 0.5
+        iou = float((alpha & target).sum()) / max(float((alpha | target).sum()), 1.0)
+        if best is None or iou > best[0]:
+            best = (iou, fraction, mesh)
+    if best is None:
+        return _level_mesh(density, min(config.levels) * inside, config, name)  # raises with the highest density
+    iou, fraction, mesh = best
+    mesh.metadata.update(level=fraction, level_iou=iou)
+    return mesh
+
+
+def _level_mesh(density: torch.Tensor, level: float, config: MeshExtractConfig, name: str) -> Mesh:
+    from backend.generate.decode import DecodeConfig, logits_to_mesh
+
+    grid = torch.log(density.clamp(min=1e-8) / max(level, 1e-8)).cpu().numpy()
     if not (grid > 0).any():
         raise InvalidInputError(f"no Gaussian density inside the unit cube reaches the surface level {level:.3g} "
                                 f"(highest {float(density.max()):.3g})",
                                 hint="lower the mesh level, or fit the Gaussians longer")
-    decode = DecodeConfig(resolution=r, threshold=0.5, smooth_iterations=config.smooth_iterations,
+    decode = DecodeConfig(resolution=config.resolution, threshold=0.5, smooth_iterations=config.smooth_iterations,
                           coarse_resolution=0)
     return logits_to_mesh(grid, decode, name)
 

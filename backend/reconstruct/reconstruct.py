@@ -123,7 +123,7 @@ def reconstruct(image: np.ndarray, mask: np.ndarray, clip, config: ReconstructCo
     stage = time.perf_counter()
     progress(0, 1, stage="mesh")
     params = fit.model.detached()
-    surface = density_mesh(params, config.mesh)
+    surface = density_mesh(params, config.mesh, reference=reference)
     seconds["mesh"] = time.perf_counter() - stage
     stage = time.perf_counter()
     mesh, texture_losses = textured_mesh(surface, params, reference, config.view, config.mesh, config.fit.splat,

@@ -419,7 +419,7 @@ def photo_to_3d_params(prompt: str, db: str, k: int = 5, category: str = "", qua
                        steps: int = 0, seed: int = 0, proposer: str = "auto", store: str = "",
                        method: str = "retrieve", init: str = "sphere", texture_steps: int = -1,
                        guidance: str = "clip", zero123_model: str = "", allow_clip_fallback: bool = False,
-                       preview_every: int = 0) -> dict:
+                       preview_every: int = 0, clip: str = "") -> dict:
     """The `photo_to_3d` job's params (the photo travels as blob "image"); AddonError, before anything is sent, for
     a bad prompt or value, or no database where the method needs one (`photo_to_3d_needs_db`).
 
@@ -429,10 +429,11 @@ def photo_to_3d_params(prompt: str, db: str, k: int = 5, category: str = "", qua
     fit 3D Gaussians to the photo for `steps` (0: the backend's 300), then a mesh whose baked texture is refined for
     `texture_steps` (-1: the backend's 60); the database, when given, also supplies the CLIP. guidance "zero123"
     sends `zero123_model` (a folder on the backend's machine; "": its cache) and `allow_clip_fallback`.
-    preview_every 0: the backend's preview interval."""
+    preview_every 0: the backend's preview interval. clip: the CLIP without a database ("": the backend's default;
+    with a database, the database's CLIP is used and a different one is refused)."""
     if method not in PHOTO_TO_3D_METHODS:
         raise AddonError(f"the Photo to 3D method must be one of {', '.join(PHOTO_TO_3D_METHODS)}, got {method!r}")
-    params = segment_params(prompt, proposer=proposer)
+    params = segment_params(prompt, clip="" if (db or "").strip() else clip, proposer=proposer)
     db = (db or "").strip()
     why = photo_to_3d_needs_db(method, init if method == "reconstruct" else "")
     if why and not db:

@@ -140,7 +140,8 @@ class ATELIER_OT_photo_to_3d(PhotoJobOperator, bpy.types.Operator):
                 s.segment_prompt, db, s.search_k, s.search_category, steps=s.photo3d_recon_steps,
                 proposer=s.segment_proposer, store=store, method=method, init=s.photo3d_init,
                 texture_steps=s.photo3d_texture_steps, guidance=s.photo3d_guidance,
-                zero123_model=local_path(s.photo3d_zero123), allow_clip_fallback=s.photo3d_clip_fallback)
+                zero123_model=local_path(s.photo3d_zero123), allow_clip_fallback=s.photo3d_clip_fallback,
+                clip=pref_text(context, "clip"))
         self._photo = photo_input(s, need_size=False)[0]
         return params
 

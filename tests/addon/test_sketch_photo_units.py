@@ -206,3 +206,11 @@ def test_crop_to_alpha_keeps_the_object_and_a_margin():
         photo.crop_to_alpha(np.zeros((4, 4, 4), np.uint8))
     with pytest.raises(AddonError, match="RGBA"):
         photo.crop_to_alpha(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_a_reconstruction_without_a_database_sends_the_preferred_clip():
+    params = kinds.photo_to_3d_params("a chair", "", method="reconstruct", init="sphere", clip="domain")
+    assert params["clip"] == "domain" and "db" not in params
+    requests.PhotoTo3DRequest.from_params(params, ["image"])  # the backend's own request accepts it
+    with_db = kinds.photo_to_3d_params("a chair", "/db", method="reconstruct", init="sphere", clip="domain")
+    assert "clip" not in with_db and with_db["db"] == "/db"  # the database's CLIP decides

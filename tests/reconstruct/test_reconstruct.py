@@ -148,7 +148,8 @@ def test_a_mask_with_nothing_to_reconstruct_is_refused(mask_kind, words):
     ({"gaussians": 4}, "initial Gaussians"),
     ({"fit": GaussianFitConfig(steps=0)}, "Gaussian steps"),
     ({"view": ViewFitConfig(size=8)}, "view size"),
-    ({"mesh": MeshExtractConfig(level=0.0)}, "density level"),
+    ({"mesh": MeshExtractConfig(level=0.0)}, "density levels"),
+    ({"mesh": MeshExtractConfig(levels=())}, "density levels"),
 ])
 def test_bad_reconstruction_configs_name_the_fix(changes, words):
     with pytest.raises(InvalidInputError, match=words) as info:
