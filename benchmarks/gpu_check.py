@@ -55,16 +55,17 @@ NVDIFFRAST_GIT = "https://github.com/NVlabs/nvdiffrast"
 NVDIFFRAST_FILES = ("setup.py", "pyproject.toml", "LICENSE.txt", "README.md", "MANIFEST.in", "csrc", "nvdiffrast")
 """What of nvdiffrast's repository the build needs (its docs and samples stay behind: the bundle travels)."""
 
-JOBS = ("render", "stylize", "restyle", "generate", "index", "search", "segment", "splat")
+JOBS = ("render", "stylize", "restyle", "generate", "index", "search", "segment", "splat", "reconstruct")
 TARGETS: dict[str, tuple[str, float]] = {
     # job -> (what the issue asks, the limit its `seconds` must stay under)
     "stylize": ("default run < 60 s", 60.0),
     "generate": ("< 2 s per shape at 128^3", 2.0),
     "restyle": ("< 5 min per asset", 300.0),
     "search": ("p50 < 2 ms at 100k shapes", 0.002),
+    "reconstruct": ("DreamGaussian: about 2 min per photo", 120.0),
 }
 JOB_CAP_S = {"render": 45, "stylize": 90, "restyle": 90, "generate": 60, "index": 50, "search": 75, "segment": 45,
-             "splat": 40}
+             "splat": 40, "reconstruct": 150}
 """Each job's own time bound in seconds (its subprocess is killed there); the budget left may cut it shorter."""
 JOB_FLOOR_S = 15.0
 """A job is not started with less than this left to it: it is skipped for lack of time instead."""
@@ -112,6 +113,11 @@ class Settings:
     def splat(self) -> dict:
         return {"gaussians": 200, "size": 32, "views": 2, "repeats": 1} if self.tiny else \
             {"gaussians": 10000, "size": 128, "views": 4, "repeats": 5}
+
+    @property
+    def reconstruct(self) -> dict:
+        return {"steps": 5, "size": 48, "gaussians": 200, "resolution": 32, "texture_steps": 2} if self.tiny else \
+            {"steps": 300, "size": 96, "gaussians": 2000, "resolution": 64, "texture_steps": 60}  # the job's defaults
 
     @property
     def render(self) -> dict:
@@ -341,6 +347,32 @@ def job_segment(settings: Settings, device: str) -> dict:
     return {"seconds": statistics.median(seconds), "detail": {"photos": count, "no_mask": misses, "clip": "domain"}}
 
 
+def job_reconstruct(settings: Settings, device: str) -> dict:
+    """One whole photo-to-3D reconstruction (init sphere, CLIP guidance with the domain CLIP; gsplat when installed):
+    its seconds, stage by stage in the detail."""
+    import torch
+
+    from backend.models.clip import load_clip
+    from backend.reconstruct.extract import MeshExtractConfig
+    from backend.reconstruct.fit_gaussians import GaussianFitConfig
+    from backend.reconstruct.reconstruct import ReconstructConfig, reconstruct
+    from backend.reconstruct.reference_view import ViewFitConfig
+    from backend.world.shape import make_shape
+    from backend.world.views import render_photo
+
+    s = settings.reconstruct
+    photo = render_photo(make_shape(3, "chair"), 128, torch.Generator().manual_seed(0))
+    config = ReconstructConfig(init="sphere", gaussians=s["gaussians"], view=ViewFitConfig(size=s["size"]),
+                               fit=GaussianFitConfig(steps=s["steps"], preview_every=0),
+                               mesh=MeshExtractConfig(resolution=s["resolution"], refine_steps=s["texture_steps"]))
+    started = time.perf_counter()
+    result = reconstruct(photo.image.numpy(), photo.mask.numpy(), load_clip("domain", device), config, device=device)
+    _sync(device)
+    return {"seconds": time.perf_counter() - started,
+            "detail": {**s, "stages": {k: round(v, 2) for k, v in result.seconds.items()},
+                       "gaussians_final": len(result.fit.model), "faces": result.mesh.num_faces}}
+
+
 SPLAT_TOLERANCE = 0.02
 """Largest |gsplat - torch| allowed in any pixel of the splat job's images (and alphas)."""
 
@@ -395,7 +427,8 @@ def job_splat(settings: Settings, device: str) -> dict:
 
 
 JOB_FUNCTIONS = {"render": job_render, "stylize": job_stylize, "restyle": job_restyle, "generate": job_generate,
-                 "index": job_index, "search": job_search, "segment": job_segment, "splat": job_splat}
+                 "index": job_index, "search": job_search, "segment": job_segment, "splat": job_splat,
+        "reconstruct": job_reconstruct}
 BOUNDED_JOBS = ("stylize", "restyle")
 """Jobs that take a budget and project their full run when it runs out."""
 

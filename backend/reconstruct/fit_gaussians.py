@@ -41,7 +41,7 @@ class GaussianFitConfig:
     rgb_weight: float = 1.0
     mask_weight: float = 1.0
     guidance_weight: float = 0.2
-    prior_weight: float = 0.3
+    prior_weight: float = 1.0
     """The prior's silhouette at novel views (0: ignore the prior after initialising from it)."""
     lr_means: float = 1e-3
     lr_scales: float = 5e-3

@@ -146,3 +146,13 @@ def test_a_failing_cuda_test_fails_the_check(monkeypatch, tmp_path):
     assert (tests["status"], tests["failed"], tests["passed"]) == ("failed", 1, 0)
     report = gpu_check.build_report([], [], tests, {"device": "cuda"}, gpu_check.Settings(), 1.0)
     assert report["ok"] is False and report["failures"] == ["cuda tests"]
+
+
+def test_the_reconstruct_row_times_a_whole_reconstruction(tmp_path):
+    path = tmp_path / "r.json"
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--in-process", "--jobs", "reconstruct",
+                           "--report", str(path)]) == 0
+    (row,) = json.loads(path.read_text())["jobs"]
+    assert row["job"] == "reconstruct" and row["status"] == "ok" and row["seconds"] > 0
+    assert set(row["detail"]["stages"]) >= {"prior", "gaussians", "mesh", "texture", "total"}
+    assert row["detail"]["faces"] > 0
