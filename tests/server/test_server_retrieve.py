@@ -297,6 +297,18 @@ def test_bad_reconstruction_options_are_answered_with_the_fix(client, tmp_path, 
     assert words in error.message and error.hint, error
 
 
+@pytest.mark.parametrize("image, words", [
+    (encode_png(np.full((64, 64, 3), 90, np.uint8)), "the photo is blank"),  # no object to find
+    (encode_png(np.full((8, 20_000, 3), 90, np.uint8)), "20000"),  # refused from its header, before decoding
+])
+def test_a_photo_with_nothing_to_reconstruct_is_answered_with_the_fix(client, image, words):
+    error = run_job(client, Submit(job="bad", kind="photo_to_3d", blobs={"image": image},
+                                   params={"prompt": "a red box", "method": "reconstruct", "clip": "tiny"}))[-1]
+    assert isinstance(error, Error) and error.code == "invalid_input", error
+    assert words in error.message and error.hint, error
+    assert status(client).running is None
+
+
 def test_missing_zero123_weights_fall_back_to_clip_only_when_allowed(client, tmp_path):
     msgs = run_job(client, Submit(job="fallback", kind="photo_to_3d", blobs={"image": photo()},
                                   params={"prompt": "a red box", "method": "reconstruct", "clip": "tiny", "steps": 1,

@@ -29,6 +29,7 @@ from shared_protocol.requests import PhotoTo3DRequest
 
 def run(ctx: JobContext) -> JobOutput:
     from backend.images import load_image
+    from backend.segment.photo_query import load_photo
     from backend.segment.sam import SamConfig
     from backend.segment.segment import SegmentConfig, encode_mask_png, encode_rgba_png, segment
 
@@ -47,6 +48,7 @@ def run(ctx: JobContext) -> JobOutput:
                                    request.zero123_model or None, request.allow_clip_fallback,
                                    request.preview_every or None, request.category or None, request.seed)
     image = load_image(ctx.blobs["image"], what="photo", keep_alpha=True)
+    load_photo(image)  # a blank photo (one colour) has no object: refused here, before any model loads
     ctx.progress(0, 1, stage="load")
     db, encoder = _library(request, ctx)
 
