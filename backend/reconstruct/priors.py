@@ -31,36 +31,6 @@ class Prior:
     """What it is: the library shape's name and category, or the generator's."""
 
 
-def surface_samples(mesh: Mesh, count: int, rng: np.random.Generator,
-                    default_color: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Area-weighted samples on the surface and their colours: (points [count, 3] float32, colours [count, 3] in
-    [0, 1]) from the texture (nearest texel at the interpolated UV), else the vertex colours, else
-    `default_color` (grey)."""
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    faces = np.asarray(mesh.faces, dtype=np.int64)
-    corners = vertices[faces]
-    areas = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
-    if not areas.sum() > 0:
-        raise InvalidInputError("the prior shape has no surface area to sample", hint="use --init sphere")
-    picked = rng.choice(len(faces), size=count, p=areas / areas.sum())
-    root, v = np.sqrt(rng.random((count, 1))), rng.random((count, 1))
-    weights = np.concatenate([1 - root, root * (1 - v), root * v], axis=1)  # [count, 3] barycentric
-    points = np.einsum("nc,ncd->nd", weights, corners[picked]).astype(np.float32)
-    corner_ids = faces[picked]
-    if mesh.texture is not None and mesh.uv is not None:
-        uv = np.einsum("nc,ncd->nd", weights, np.asarray(mesh.uv, dtype=np.float64)[corner_ids]) % 1.0
-        texture = np.asarray(mesh.texture)
-        h, w = texture.shape[:2]
-        texels = texture[np.minimum((uv[:, 1] * h).astype(int), h - 1), np.minimum((uv[:, 0] * w).astype(int), w - 1)]
-        colors = texels[:, :3].astype(np.float32) / (255.0 if texture.dtype == np.uint8 else 1.0)
-    elif mesh.vertex_colors is not None:
-        colors = np.einsum("nc,ncd->nd", weights, np.asarray(mesh.vertex_colors, dtype=np.float64)[corner_ids, :3])
-    else:
-        colors = np.broadcast_to(np.asarray(default_color if default_color is not None else (0.6, 0.6, 0.6)),
-                                 (count, 3))
-    return points, np.clip(np.asarray(colors, dtype=np.float32), 0.0, 1.0)
-
-
 def volume_samples(mesh: Mesh, count: int, rng: np.random.Generator, resolution: int = 32) -> np.ndarray:
     """[count, 3] float32 points filling the mesh's solid (a mesh in the unit sphere): its occupied voxels (inside
     or on the surface, so parts thinner than a cell are kept) drawn uniformly, jittered within the cell. Gaussians

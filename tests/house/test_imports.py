@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("geometry", ("backend.geometry",)),
     ("render", ("backend.render",)),
     ("models", ("backend.models",)),
-    ("jobs", ("backend.stylize", "backend.retrieve", "backend.segment", "backend.generate")),
+    ("jobs", ("backend.stylize", "backend.retrieve", "backend.segment", "backend.generate", "backend.reconstruct")),
     ("server", ("backend.server",)),
     ("cli", ("backend.cli",)),
 )

@@ -14,7 +14,7 @@ from backend.models.clip import load_clip
 from backend.reconstruct.extract import MeshExtractConfig, density_mesh, gaussian_colors
 from backend.reconstruct.fit_gaussians import GaussianFitConfig
 from backend.reconstruct.gaussian_model import DensifyConfig, GaussianModel
-from backend.reconstruct.priors import surface_samples, unit_prior
+from backend.reconstruct.priors import unit_prior, volume_samples
 from backend.reconstruct.reconstruct import ReconstructConfig, reconstruct
 from backend.reconstruct.reference_view import ViewFitConfig, assumed_view, fitted_view, photo_colors
 from backend.render.camera import orbit_cameras
@@ -69,7 +69,7 @@ def test_gaussians_take_the_photo_colour_they_project_onto():
     image = image.copy()
     image[mask] = (0.1, 0.7, 0.2)
     view = fitted_view(image, mask, mesh, ViewFitConfig(appearance_weight=0.0))
-    points, _ = surface_samples(mesh, 500, np.random.default_rng(0))
+    points = volume_samples(mesh, 500, np.random.default_rng(0))
     colors = photo_colors(points, view)
     assert np.abs(colors - np.array([0.1, 0.7, 0.2])).max(axis=1).mean() < 0.1
 
