@@ -67,6 +67,19 @@ def require_faiss():
     return faiss
 
 
+def require_diffusers(fallback: str = ""):
+    """Returns the `diffusers` module (Zero123 score distillation, backend.reconstruct.zero123) or raises with the
+    fix; `fallback` names the way round it (appended to the hint)."""
+    try:
+        import diffusers
+        import transformers  # noqa: F401  (Zero123's image encoder)
+    except ImportError as exc:  # the optional extra `zero123`
+        raise DependencyMissingError(f"Zero123 guidance needs the {exc.name or 'diffusers'} package, which is not "
+                                     "installed", hint="pip install -e '.[zero123]'" + (f", {fallback}" if fallback
+                                                                                       else "")) from exc
+    return diffusers
+
+
 # transformers is imported on first use (seconds), not with this module; only CLIPSeg relevance maps need it
 # (backend.segment.relevance), and it is never a required dependency.
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None

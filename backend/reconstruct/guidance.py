@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from backend.errors import DependencyMissingError, InvalidInputError, WeightsMissingError
+from backend.external import require_diffusers
 
 GUIDANCES = ("clip", "zero123")
 ZERO123_PARTS = ("vae", "unet", "image_encoder", "clip_camera_projection", "scheduler")
@@ -59,11 +60,7 @@ def zero123_model_check(path: str | None) -> Path:
     """The Zero123 folder; DependencyMissingError without diffusers, WeightsMissingError without the weights, each
     naming the fix."""
     fallback = "or run with --guidance clip (or --allow-clip-fallback) to use the CLIP guidance instead"
-    try:
-        import diffusers  # noqa: F401
-    except ImportError as exc:
-        raise DependencyMissingError("Zero123 guidance needs the diffusers package, which is not installed",
-                                     hint=f"pip install -e '.[zero123]', {fallback}") from exc
+    require_diffusers(fallback)
     if not path:
         raise WeightsMissingError("Zero123 guidance needs its weights: no --zero123-model folder was given",
                                      hint="download a diffusers Zero123 checkpoint (ashawkey/zero123-xl-diffusers) "
