@@ -67,6 +67,10 @@ class GaussianModel:
     def __len__(self) -> int:
         return int(self.means.shape[0])
 
+    def to(self, device: torch.device | str) -> "GaussianModel":
+        """The same Gaussians as leaves on `device` (their gradient statistics start afresh)."""
+        return GaussianModel(*[t.detach().to(device) for t in self.parameters()])
+
     @classmethod
     def from_points(cls, points: np.ndarray | torch.Tensor, colors: np.ndarray | torch.Tensor,
                     opacity: float = 0.8, scale: float | None = None) -> "GaussianModel":
@@ -126,6 +130,7 @@ class GaussianModel:
                           densify: bool = True) -> dict[str, int]:
         """Clones small and splits large Gaussians with a large mean gradient, prunes transparent and huge ones.
         Replaces the leaf tensors (rebuild the optimiser after). Returns the counts of each."""
+        device = self.means.device
         with torch.no_grad():
             grad = self.grad_sum / self.grad_count.clamp(min=1)
             scales = torch.exp(self.log_scales).max(dim=1).values
@@ -135,6 +140,7 @@ class GaussianModel:
                 keep = torch.argsort(grad, descending=True)[:room]
                 hot = torch.zeros_like(hot)
                 hot[keep] = True
+            hot = hot.to(device)
             clone = hot & (scales <= config.split_scale)
             split = hot & (scales > config.split_scale)
             tensors = [self.means, self.log_scales, self.quats, self.opacity_logits, self.color_logits]
@@ -145,13 +151,13 @@ class GaussianModel:
                 means, log_scales, quats, opacity, color = (t.detach()[split] for t in tensors)
                 # Two children drawn from the parent's Gaussian, each 1.6x smaller (3DGS).
                 rotation = quat_to_rotmat(quats)
-                offsets = torch.randn(2, *means.shape, generator=generator) * torch.exp(log_scales)
+                offsets = torch.randn(2, *means.shape, generator=generator).to(device) * torch.exp(log_scales)
                 children = means + torch.einsum("nij,knj->kni", rotation, offsets)
                 parts.append([children.reshape(-1, 3), (log_scales - math.log(1.6)).repeat(2, 1), quats.repeat(2, 1),
                               opacity.repeat(2), color.repeat(2, 1)])
                 keep_parent = ~split
             else:
-                keep_parent = torch.ones(len(self), dtype=torch.bool)
+                keep_parent = torch.ones(len(self), dtype=torch.bool, device=device)
             parts[0] = [t[keep_parent] for t in parts[0]]
             merged = [torch.cat([p[i] for p in parts]) for i in range(5)]
             alive = (torch.sigmoid(merged[3]) >= config.min_opacity) & \

@@ -106,10 +106,10 @@ def reconstruct(image: np.ndarray, mask: np.ndarray, clip, config: ReconstructCo
     prior = None
     if priors:
         fitted = [(fitted_view(image, mask, p.mesh, config.view, device, clip), p) for p in priors]
-        reference, prior = max(fitted, key=lambda pair: pair[0].silhouette_iou)
+        reference, prior = max(fitted, key=lambda pair: pair[0].pose_score)
         if len(fitted) > 1:
-            notes.append("prior chosen by silhouette IoU: " + ", ".join(
-                f"{p.source} {v.silhouette_iou:.3f}" for v, p in fitted))
+            notes.append("prior chosen by its fit to the photo (silhouette IoU + appearance): " + ", ".join(
+                f"{p.source} {v.pose_score:.3f}" for v, p in fitted))
         points = volume_samples(prior.mesh, config.gaussians, rng)
         model = GaussianModel.from_points(points, photo_colors(points, reference))
     else:
@@ -122,13 +122,13 @@ def reconstruct(image: np.ndarray, mask: np.ndarray, clip, config: ReconstructCo
     fit_config = config.fit
     if prior is not None and not config.densify_prior:
         fit_config = replace(fit_config, densify=replace(fit_config.densify, until=0.0))
-    fit = fit_gaussians(model, reference, guidance, config.view, fit_config, prior.mesh if prior else None,
+    fit = fit_gaussians(model.to(device), reference, guidance, config.view, fit_config, prior.mesh if prior else None,
                         device=device, progress=progress, preview=preview, cancel=cancel)
     seconds["gaussians"] = fit.seconds
 
     stage = time.perf_counter()
     progress(0, 1, stage="mesh")
-    params = fit.model.detached()
+    params = {name: value.cpu() for name, value in fit.model.detached().items()}  # the mesh is made on the CPU
     surface = density_mesh(params, config.mesh, reference=reference)
     seconds["mesh"] = time.perf_counter() - stage
     stage = time.perf_counter()

@@ -10,6 +10,7 @@ lives in the prior's frame, upright.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +75,9 @@ class ReferenceView:
     azimuth: float
     elevation: float
     silhouette_iou: float | None = None
-    """The prior's silhouette against the mask at this pose (None: no prior, the pose was assumed)."""
+    """The prior's (soft) silhouette IoU with the mask at this pose (None: no prior, the pose was assumed)."""
+    pose_score: float | None = None
+    """What the pose search maximised: the silhouette IoU plus the weighted appearance cosine."""
 
 
 def photo_colors(points: np.ndarray, view: ReferenceView) -> np.ndarray:
@@ -190,21 +193,20 @@ def fitted_view(image: np.ndarray, mask: np.ndarray, prior: Mesh, config: ViewFi
         views = torch.cat([clip.encode_image(grey(shaded[i:i + 64])) for i in range(0, len(shaded), 64)])
         crop, _ = reframe(patch, config.size, (config.size / 2, config.size / 2), config.fill * config.size)
         looks = (views @ clip.encode_image(grey(crop[None]))[0]).cpu()
-    best = (-1.0, 0, None)
+    best = (-math.inf, 0, None, 0.0)
     for index, silhouette in enumerate(silhouettes):
         if not silhouette.any():
             continue
         cy, cx, longer = mask_box(silhouette.numpy())
         _, framed = reframe(patch, config.size, (cy, cx), longer)
         iou = soft_iou(framed, silhouette.float(), config.blur_px)
-        if looks is not None:
-            iou = iou + config.appearance_weight * float(looks[index])
-        if iou > best[0]:
-            best = (iou, index, (cy, cx, longer))
+        score = iou + (config.appearance_weight * float(looks[index]) if looks is not None else 0.0)
+        if score > best[0]:
+            best = (score, index, (cy, cx, longer), iou)
     if best[2] is None:
         raise InvalidInputError("the prior shape is not visible from any candidate camera",
                                 hint="use --init sphere, or check the prior mesh")
-    iou, index, (cy, cx, longer) = best
+    score, index, (cy, cx, longer), iou = best
     frame_image, frame_mask = reframe(patch, config.size, (cy, cx), longer)
     return ReferenceView(frame_image, frame_mask, cameras[index].to("cpu"), float(grid_az.flatten()[index]),
-                         float(grid_el.flatten()[index]), iou)
+                         float(grid_el.flatten()[index]), iou, score)
