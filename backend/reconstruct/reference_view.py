@@ -46,7 +46,9 @@ class ViewFitConfig:
     part one pixel off still counts (0: hard IoU)."""
     appearance_weight: float = 1.0
     """With a prior and a CLIP: the CLIP cosine of the prior's grey shaded render and the grey photo crop is added
-    to the silhouette IoU (mirror-image poses have the same silhouette; shading tells them apart)."""
+    to the silhouette IoU (mirror-image poses have the same silhouette; shading tells them apart). On 24 world
+    photos with the photographed shape as the prior: azimuth within 30 degrees 71% of the time at 1.0, 58% at 0;
+    with another shape of the category, 58% either way."""
 
     def check(self) -> None:
         if not 32 <= self.size <= 512:
