@@ -109,7 +109,7 @@ def test_cli_photo_to_3d_segments_retrieves_and_restyles(library, tmp_path):
     assert code == 0
     data = json.loads(report.read_text())
     assert data["steps"] == 2 and len(data["hits"]) == 3 and data["chosen"] == data["hits"][0]
-    assert "superpixels" in data["method"] and data["proposals"] > 0
+    assert data["method"] == "retrieve" and "superpixels" in data["segmentation"] and data["proposals"] > 0
     assert out.exists() and (tmp_path / "out_style.png").exists() and (tmp_path / "cut.png").exists()
     print(f"photo-to-3d '{prompt}': chosen {data['chosen']['name']} ({data['category']}), method {data['method']}")
 

@@ -51,6 +51,7 @@ def test_status_and_cancel_see_only_the_callers_jobs(make_client):
     alice, bob = make_client(), make_client()
     alice.send(Submit(job="mine", kind="sleep", params={"steps": 1000, "seconds": 0.01}))
     assert alice.recv(5) == Accepted(job="mine", position=0)
+    assert isinstance(alice.recv(10), Progress)  # the worker has taken it (on a loaded machine, not at once)
     bob_view = status(bob)
     assert bob_view.running is None and bob_view.busy and bob_view.queue == []
     bob.send(Cancel(job="mine"))  # bob cannot cancel alice's job

@@ -10,7 +10,7 @@ import pytest
 from server_helpers import ROOT, start_server
 
 from backend.server.client import Client
-from shared_protocol import Accepted, Error, Shutdown, Submit
+from shared_protocol import Accepted, Error, Progress, Shutdown, Submit
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,6 +21,8 @@ def test_shutdown_cancels_running_and_queued_jobs_and_exits_cleanly(tmp_path):
         c.send(Submit(job="running", kind="sleep", params={"steps": 10_000, "seconds": 0.01}))
         c.send(Submit(job="queued", kind="echo"))
         assert [c.recv(5), c.recv(5)] == [Accepted(job="running", position=0), Accepted(job="queued", position=1)]
+        first = c.recv(10)  # wait until the worker runs it: on a loaded machine it may still be queued
+        assert isinstance(first, Progress) and first.job == "running", first
         c.send(Shutdown())
         endings = {}
         while not {"ack", "running", "queued"} <= set(endings):
