@@ -55,9 +55,10 @@ def load_cached(path: str | os.PathLike, fmt: str, key: str, rows: tuple[int, ..
 
 def save_model_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, model_config: Any,
                           train_config: Any, optimizer: torch.optim.Optimizer | None, step: int,
-                          losses: list[float]) -> Path:
+                          losses: list[float], extra: dict | None = None) -> Path:
     """The plain-dict training checkpoint of a model whose config is a dataclass (loadable with weights_only=True):
-    {"kind", "model_config", "train_config", "step", "model", "optimizer", "losses"}, written atomically."""
+    {"kind", "model_config", "train_config", "step", "model", "optimizer", "losses"}, written atomically. `extra`:
+    more plain entries (e.g. the CLIP it was trained for); they may not replace those."""
     from dataclasses import asdict
 
     state = {
@@ -69,6 +70,10 @@ def save_model_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Mo
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
         "losses": [float(x) for x in losses],
     }
+    clash = set(extra or {}) & set(state)
+    if clash:
+        raise ValueError(f"extra checkpoint entries may not replace {sorted(clash)}")
+    state.update(extra or {})
     return save_atomic(state, path)
 
 

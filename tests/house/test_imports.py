@@ -48,6 +48,7 @@ TRAINING_ON_WORLD = {
     "backend.retrieve.train": "TASK-former training draws world captions for the shapes of a world dataset",
     "backend.retrieve.sketch_domain": "TASK-former training draws more sketches of a world dataset's shapes",
     "backend.retrieve.photo_crops": "the photo term draws more world photos of a world dataset's shapes",
+    "backend.retrieve.train_points": "the point encoder's trainer draws world shapes and captions (issue 23)",
     "backend.retrieve.composition": "the sketch + text composition protocol's gallery of world shapes (retrieval_bench)",
     "backend.cli.world": "the `atelier world` command, a tool entry that writes a world dataset (imported lazily)",
 }
