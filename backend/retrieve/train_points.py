@@ -219,7 +219,7 @@ def train_point_encoder(data: PointTeacherSet, config: PointTrainConfig,
         image = contrastive(embedded, data.image[shapes].to(device), scale, config)
         text = contrastive(embedded, data.text[shapes, caption].to(device), scale, config)
         loss = config.image_weight * image + config.text_weight * text
-        return loss, {"image": image.detach(), "text": text.detach(), "temperature": 1.0 / float(scale)}
+        return loss, {"image": image.detach(), "text": text.detach(), "temperature": 1.0 / float(scale.detach())}
 
     def lr_at(step: int, group: dict) -> float:
         warm = min(1.0, (step + 1) / max(config.warmup, 1))
