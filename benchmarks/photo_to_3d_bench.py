@@ -1,7 +1,7 @@
 """Photo to 3D on world photos whose true shapes are known: retrieval, generation and Gaussian reconstruction.
 
     python benchmarks/photo_to_3d_bench.py [--photos 8] [--held-out sofa,lamp] [--per-category 5] [--steps 100]
-        [--texture-steps 30] [--size 64] [--gaussians 1500] [--methods retrieve,generate,sphere,prior]
+        [--texture-steps 30] [--size 64] [--gaussians 1500] [--methods retrieve,generate,sphere,prior,auto]
         [--masks true,segmented] [--seed 0] [--threads 2] [--report benchmarks/results/photo_to_3d_bench.json]
 
 The library: `--per-category` world shapes of every category except the `--held-out` ones (none of their
@@ -13,7 +13,8 @@ superpixels). Methods:
 - retrieve: the library's top-1 shape (`atelier photo-to-3d --method retrieve`, whose restyle changes no geometry);
 - generate: the shipped generator's sample (its flow's mode) for the object's CLIP image embedding;
 - sphere: Gaussians from a sphere (DreamGaussian's start), CLIP guidance, then the mesh (`--init sphere`);
-- prior: Gaussians from the better of the retrieval and generator priors by silhouette IoU (`--init best`).
+- prior: Gaussians from the better-fitting of the retrieval and generator priors (`--init best`);
+- auto: Gaussians from the retrieved shape (`--method auto`, `--init retrieve`).
 
 Scores against the true shape (`backend.reconstruct.shape_metrics`): voxel IoU (32^3) and Chamfer distance at the
 best rotation about +Y, both in the unit sphere; the reference-view mask IoU of the result (its silhouette at the
@@ -51,7 +52,7 @@ from backend.world.shape import make_shape
 from backend.world.views import render_photo
 
 RESULTS = Path(__file__).parent / "results" / "photo_to_3d_bench.json"
-METHODS = ("retrieve", "generate", "sphere", "prior")
+METHODS = ("retrieve", "generate", "sphere", "prior", "auto")
 LIBRARY_SEED = 700_000
 SEED_PAPER = {"dreamgaussian_seconds": 120, "note": "DreamGaussian: about 2 minutes per image on an A100 (stage 1 "
               "and 2, Zero123 SDS); its paper reports CLIP similarity, not 3D IoU"}
@@ -106,7 +107,7 @@ def run_method(method: str, image, mask, clip, db, encoder, generator, config: R
         view = fitted_view(image, mask, prior.mesh, config.view, clip=clip)
         mesh, facts = prior.mesh, {"prior": prior.label}
     else:
-        init = "sphere" if method == "sphere" else "best"
+        init = {"sphere": "sphere", "prior": "best", "auto": "retrieve"}[method]
         result = reconstruct(image, mask, clip, replace(config, init=init), db=db, encoder=encoder,
                              generator=generator)
         mesh, view = result.mesh, result.reference
