@@ -207,24 +207,17 @@ def _retrieve(args, report: Report, image, seg, db, encoder, config, device) -> 
 
 
 def _reconstruct(args, report: Report, image, seg, db, encoder, config, device) -> None:
-    from backend.geometry.png import encode_png
     from backend.reconstruct.reconstruct import reconstruct
-    from backend.reconstruct.service import needs_generator, result_fields, result_glb
+    from backend.reconstruct.service import preview_png, prior_generator, result_fields, result_glb
 
-    generator = None
-    if needs_generator(config):
-        from backend.generate.generator import load_generator
-        from backend.generate.shipped import resolve_generator
-
-        generator = load_generator(resolve_generator(args.generator), device)
+    generator = prior_generator(config, args.generator, device)
     preview = None
     if args.previews:
         folder = Path(args.previews)
         folder.mkdir(parents=True, exist_ok=True)
 
         def preview(step: int, image_now) -> None:
-            (folder / f"preview_{step:05d}.png").write_bytes(encode_png((image_now.numpy() * 255 + 0.5)
-                                                                       .astype("uint8")))
+            (folder / f"preview_{step:05d}.png").write_bytes(preview_png(image_now))
     progress, bar = progress_bar(config.fit.steps, "reconstruct")
     try:
         result = reconstruct(image, seg.mask, encoder.clip, config, db=db, encoder=encoder, generator=generator,

@@ -22,7 +22,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from backend.errors import InvalidInputError
 from backend.geometry.mesh import Mesh
+from backend.geometry.point_samples import sample_faces
 
 
 def surface_points(mesh: Mesh, count: int = 2048, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -38,18 +40,11 @@ def surface_points(mesh: Mesh, count: int = 2048, rng: np.random.Generator | Non
     if faces.ndim != 2 or faces.shape[1] != 3 or faces.shape[0] == 0:
         raise ValueError(f"mesh faces must be a non-empty [F, 3] array, got shape {faces.shape}")
     rng = np.random.default_rng(0) if rng is None else rng
-    corners = vertices[faces]  # [F, 3, 3]
-    areas = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
-    total = areas.sum()
-    if not np.isfinite(total) or total <= 0.0:
-        raise ValueError("mesh has zero surface area: nothing to sample (check it has non-degenerate faces)")
-    picked = rng.choice(len(faces), size=count, p=areas / total)
-    # sqrt(u) folds the unit square onto the triangle uniformly (Osada et al. 2002).
-    u, v = rng.random((2, count, 1))
-    root = np.sqrt(u)
-    tri = corners[picked]
-    points = (1.0 - root) * tri[:, 0] + root * (1.0 - v) * tri[:, 1] + root * v * tri[:, 2]
-    return points.astype(np.float32)
+    try:
+        picked, weights = sample_faces(vertices, faces, count, rng)
+    except InvalidInputError as exc:
+        raise ValueError("mesh has zero surface area: nothing to sample (check it has non-degenerate faces)") from exc
+    return np.einsum("pk,pkd->pd", weights, vertices[faces[picked]]).astype(np.float32)
 
 
 def normalize_points(points: np.ndarray) -> np.ndarray:

@@ -18,9 +18,10 @@ DEFAULT_GREY = (0.7, 0.7, 0.7)
 """The colour of a mesh with neither texture nor vertex colours (the renderer's `default_color`)."""
 
 
-def _sample_faces(vertices: np.ndarray, faces: np.ndarray, count: int,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Area-weighted faces [count] int64 and barycentric weights [count, 3] float64 (uniform on each triangle)."""
+def sample_faces(vertices: np.ndarray, faces: np.ndarray, count: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted faces [count] int64 and barycentric weights [count, 3] float64 (uniform on each triangle).
+    InvalidInputError when the faces have no area."""
     corners = vertices[faces]  # [F, 3, 3]
     areas = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
     total = areas.sum()
@@ -28,7 +29,7 @@ def _sample_faces(vertices: np.ndarray, faces: np.ndarray, count: int,
         raise InvalidInputError("the mesh has zero surface area: there is nothing to sample",
                                 hint="check that it has non-degenerate faces")
     picked = rng.choice(len(faces), size=count, p=areas / total)
-    # sqrt(u) folds the unit square onto the triangle uniformly (Osada et al. 2002), as generate.metrics does.
+    # sqrt(u) folds the unit square onto the triangle uniformly (Osada et al. 2002).
     u, v = rng.random((2, count))
     root = np.sqrt(u)
     weights = np.stack([1.0 - root, root * (1.0 - v), root * v], axis=1)
@@ -92,7 +93,7 @@ def coloured_points(mesh: Mesh, count: int, rng: np.random.Generator | None = No
     if faces.max() >= len(vertices) or faces.min() < 0:
         raise InvalidInputError(f"the mesh's faces index vertices outside 0..{len(vertices) - 1}",
                                 hint="check the faces array (indices are 0-based)")
-    picked, weights = _sample_faces(vertices, faces, int(count), rng)
+    picked, weights = sample_faces(vertices, faces, int(count), rng)
     xyz = np.einsum("pk,pkd->pd", weights, vertices[faces[picked]])
     if mesh.texture is not None and mesh.uv is not None:
         uv = np.einsum("pk,pkd->pd", weights, _corner_values(mesh.uv, faces, len(vertices), picked, "uv"))

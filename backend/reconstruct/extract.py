@@ -21,6 +21,7 @@ from backend.geometry.mesh import Mesh
 from backend.geometry.unwrap import ensure_uv
 from backend.progress import CancelToken, ProgressFn, no_progress
 from backend.reconstruct.reference_view import ReferenceView, ViewFitConfig
+from backend.reconstruct.shape_metrics import mask_iou
 from backend.render.camera import orbit_cameras
 from backend.render.renderer import MeshRenderer, RenderConfig
 from backend.render.splat import SplatConfig, gaussian_density, render_gaussians
@@ -90,7 +91,7 @@ def density_mesh(params: dict[str, torch.Tensor], config: MeshExtractConfig, nam
             continue
         alpha = renderer.render(torch.as_tensor(mesh.vertices), torch.as_tensor(mesh.faces).int(),
                                 reference.camera).alpha[0, ..., 0] > 0.5
-        iou = float((alpha & target).sum()) / max(float((alpha | target).sum()), 1.0)
+        iou = mask_iou(alpha, target)
         if best is None or iou > best[0]:
             best = (iou, fraction, mesh)
     if best is None:

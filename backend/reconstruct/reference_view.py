@@ -109,9 +109,9 @@ def mask_box(mask: np.ndarray) -> tuple[float, float, float]:
     return (top + bottom) / 2, (left + right) / 2, float(max(bottom - top, right - left))
 
 
-def object_patch(image: np.ndarray, mask: np.ndarray, side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The object's box as a square of `side` pixels, the box filling half of it (room to reframe): ([4, side,
-    side] RGB + mask, centred on the box), resampled with antialiasing; the photo can be any size."""
+def object_patch(image: np.ndarray, mask: np.ndarray, side: int) -> torch.Tensor:
+    """The object's box as a square of `side` pixels, the box filling half of it (room to reframe): [4, side, side]
+    RGB + mask, centred on the box, resampled with antialiasing; the photo can be any size."""
     mask = np.asarray(mask, dtype=bool)
     if image.shape[:2] != mask.shape:
         raise InvalidInputError(f"the mask {mask.shape} does not match the photo {image.shape[:2]}",
@@ -127,7 +127,7 @@ def object_patch(image: np.ndarray, mask: np.ndarray, side: int) -> tuple[torch.
     patch[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0, 3] = mask[sy0:sy1, sx0:sx1]
     tensor = torch.from_numpy(patch).permute(2, 0, 1)[None]
     return F.interpolate(tensor, size=(side, side), mode="bilinear", align_corners=False,
-                         antialias=side < patch.shape[0])[0], torch.tensor(0.0)
+                         antialias=side < patch.shape[0])[0]
 
 
 def reframe(patch: torch.Tensor, size: int, centre: tuple[float, float], longer: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +150,7 @@ def reframe(patch: torch.Tensor, size: int, centre: tuple[float, float], longer:
 def assumed_view(image: np.ndarray, mask: np.ndarray, config: ViewFitConfig) -> ReferenceView:
     """DreamGaussian's framing: the object recentred to fill `config.fill`, seen from the assumed camera."""
     config.check()
-    patch, _ = object_patch(image, mask, 2 * config.size)
+    patch = object_patch(image, mask, 2 * config.size)
     frame_image, frame_mask = reframe(patch, config.size, (config.size / 2, config.size / 2), config.fill * config.size)
     camera = orbit_cameras([0.0], [config.elevation_deg], config.distance, config.fov_deg)
     return ReferenceView(frame_image, frame_mask, camera, 0.0, config.elevation_deg)
@@ -176,21 +176,22 @@ def fitted_view(image: np.ndarray, mask: np.ndarray, prior: Mesh, config: ViewFi
     """The pose at which the prior's silhouette best matches the photo's mask (module docstring). prior: a mesh
     in the unit sphere (library frame, +Y up)."""
     config.check()
-    patch, _ = object_patch(image, mask, 2 * config.size)
+    patch = object_patch(image, mask, 2 * config.size)
     azimuths = torch.arange(config.azimuths, dtype=torch.float32) * (360.0 / config.azimuths)
     grid_az, grid_el = torch.meshgrid(azimuths, torch.tensor(config.elevations, dtype=torch.float32), indexing="ij")
     cameras = orbit_cameras(grid_az.flatten(), grid_el.flatten(), config.distance, config.fov_deg, device=device)
     renderer = MeshRenderer(RenderConfig(size=config.size, antialias=False), device)
     vertices = torch.as_tensor(np.asarray(prior.vertices), dtype=torch.float32, device=device)
     faces = torch.as_tensor(np.asarray(prior.faces), dtype=torch.int32, device=device)
+    by_looks = clip is not None and config.appearance_weight > 0
     silhouettes, shaded = [], []
     for start in range(0, len(cameras), 36):
-        out = renderer.render(vertices, faces, cameras[start:start + 36])
+        out = renderer.render(vertices, faces, cameras[start:start + 36], shade=by_looks)
         silhouettes.append(out.alpha[..., 0].cpu() > 0.5)
         shaded.append(out.image.cpu())
     silhouettes, shaded = torch.cat(silhouettes), torch.cat(shaded)
     looks = None
-    if clip is not None and config.appearance_weight > 0:
+    if by_looks:
         grey = lambda images: images.mean(-1, keepdim=True).expand(*images.shape).permute(0, 3, 1, 2)  # noqa: E731
         views = torch.cat([clip.encode_image(grey(shaded[i:i + 64])) for i in range(0, len(shaded), 64)])
         crop, _ = reframe(patch, config.size, (config.size / 2, config.size / 2), config.fill * config.size)

@@ -42,8 +42,21 @@ def needs_library(config: ReconstructConfig) -> bool:
     return config.init in ("retrieve", "best")
 
 
-def needs_generator(config: ReconstructConfig) -> bool:
-    return config.init in ("generate", "best")
+def prior_generator(config: ReconstructConfig, checkpoint: str | None, device):
+    """The generator the init needs (`checkpoint`, else the shipped one), or None when it needs none."""
+    if config.init not in ("generate", "best"):
+        return None
+    from backend.generate.generator import load_generator
+    from backend.generate.shipped import resolve_generator
+
+    return load_generator(resolve_generator(checkpoint), device)
+
+
+def preview_png(image) -> bytes:
+    """A preview ([S, S, 3] float tensor in [0, 1]) as PNG bytes, quickly compressed."""
+    from backend.geometry.png import encode_png
+
+    return encode_png((image.numpy() * 255 + 0.5).astype("uint8"), compress_level=1)
 
 
 def result_fields(result: ReconstructResult) -> dict:

@@ -106,20 +106,14 @@ def _run_retrieve(ctx: JobContext, image, mask, db, encoder, config) -> tuple[di
 
 
 def _run_reconstruct(ctx: JobContext, request: PhotoTo3DRequest, image, mask, db, encoder, config) -> tuple[dict, dict]:
-    from backend.geometry.png import encode_png
     from backend.reconstruct.reconstruct import reconstruct
-    from backend.reconstruct.service import needs_generator, result_fields, result_glb
+    from backend.reconstruct.service import preview_png, prior_generator, result_fields, result_glb
 
-    generator = None
-    if needs_generator(config):
-        from backend.generate.generator import load_generator
-        from backend.generate.shipped import resolve_generator
-
-        generator = load_generator(resolve_generator(request.generator or None), ctx.device)
+    generator = prior_generator(config, request.generator or None, ctx.device)
     pending: dict[str, bytes] = {}
 
     def preview(step: int, image_now) -> None:
-        pending["png"] = encode_png((image_now.numpy() * 255 + 0.5).astype("uint8"), compress_level=1)
+        pending["png"] = preview_png(image_now)
 
     def progress(step: int, total: int, stage: str = "", **metrics: float) -> None:
         ctx.progress(step, total, stage=stage, preview_png=pending.pop("png", None), **metrics)
