@@ -63,6 +63,9 @@ MAX_BLENDER_WORKERS = 64
 """Most Blender worker processes one index job may start."""
 STORES = ("embedded", "milvus")
 """Where a shape library lives: embedded (SQLite + FAISS in a folder) or milvus (Milvus Lite file or server)."""
+DESCRIPTORS = ("views", "points", "both")
+"""What describes each shape in a library index (`atelier index --descriptor`): rendered views, one point-cloud
+vector, or both."""
 MILVUS_SCHEMES = ("http", "https", "tcp")
 """URL schemes of a Milvus server's address (anything else in a store's `db` is a local path)."""
 """Most results one `search` job returns (each result carries a thumbnail blob, so it fits MAX_FRAMES)."""

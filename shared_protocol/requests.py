@@ -129,6 +129,9 @@ class IndexRequest(JobRequest):
     blend_objects: str = param(_BLEND_OBJECTS, "assets")
     workers: int = param(Int(0, limits.MAX_BLENDER_WORKERS, help="Blender worker processes (0: one per core)"), 0)
     store: str = param(_STORE, "embedded")
+    descriptor: str = param(Choice(choices=("", *limits.DESCRIPTORS), unset="",
+                                   help="views, points or both (default: the database's, else views)"), "")
+    points_encoder: str = param(_server_path("point encoder checkpoint", required=False), "")
 
 
 @dataclass(kw_only=True)

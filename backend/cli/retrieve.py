@@ -163,6 +163,13 @@ def _index_args(parser: argparse.ArgumentParser) -> None:
                         help="shaded views and line drawings per shape (default 6; an existing database keeps its own)")
     parser.add_argument("--checkpoint", default=None,
                         help="a TASK-former checkpoint whose encoders embed the views (default: the CLIP's towers)")
+    parser.add_argument("--descriptor", choices=limits.DESCRIPTORS, default=None,
+                        help="what describes each shape: views (rendered views and line drawings, 12 vectors a "
+                             "shape), points (one point-cloud vector a shape, nothing rendered but the thumbnail) or "
+                             "both (scores fused); default views, an existing database keeps its own")
+    parser.add_argument("--points-encoder", default=None, metavar="PATH",
+                        help="the point encoder checkpoint for --descriptor points/both (default: the one shipped "
+                             "for the CLIP, or the one the database was indexed with)")
     parser.add_argument("--rehash", action="store_true",
                         help="hash every file, also those whose size and modification time are unchanged")
     parser.add_argument("--blender", default=None, metavar="PATH",
@@ -182,30 +189,19 @@ def _index_args(parser: argparse.ArgumentParser) -> None:
 
 @_index_args.run
 def _index(args, report: Report) -> None:
-    import dataclasses
-
     from backend.retrieve.indexer import IndexConfig, index_library
-    from backend.retrieve.stores import open_store, store_exists
-    from backend.retrieve.service import load_encoder
-    from backend.retrieve.views import IndexViewConfig
+    from backend.retrieve.service import index_settings, load_encoder
 
-    views = IndexViewConfig()
-    existing = None
-    if store_exists(args.db, args.store):
-        with open_store(args.db, args.store) as db:
-            recorded = IndexViewConfig.from_json(db.views_json)
-            existing = db.clip_spec
-        views = recorded if args.views is None else dataclasses.replace(recorded, views=args.views)
-    elif args.views is not None:
-        views = IndexViewConfig(views=args.views)
-    views.check()
+    settings = index_settings(args.db, args.store, args.views, args.descriptor, args.points_encoder)
+    views = settings.views
     if args.workers < 0 or args.file_timeout <= 0:
         from backend.errors import InvalidInputError
 
         raise InvalidInputError("--workers must be >= 0 and --file-timeout > 0",
                                 hint="--workers 0 uses one Blender worker per CPU core")
     device = resolve(args, report)
-    encoder = load_encoder(args.clip or existing, args.checkpoint, device, args.allow_download)
+    encoder = load_encoder(args.clip or settings.clip, args.checkpoint, device, args.allow_download,
+                           descriptor=settings.descriptor, points_encoder=settings.points_encoder)
     progress, bar = progress_bar(1, "index", unit="file", delay=0.5)
     try:
         config = IndexConfig(views=views, rehash=args.rehash, blender=args.blender, workers=args.workers,
@@ -215,7 +211,8 @@ def _index(args, report: Report) -> None:
     finally:
         bar.close()
     figures = result.as_dict()
-    report.update(figures, clip=encoder.spec, encoder=encoder.encoder_id, db=str(args.db), views=views.views)
+    report.update(figures, clip=encoder.spec, encoder=encoder.encoder_id, db=str(args.db), views=views.views,
+                  descriptor=encoder.descriptor, points_encoder=encoder.points_encoder_id)
     for path, reason in result.failed:
         print(f"failed: {path}: {reason}", file=sys.stderr)
     for warning in result.warnings:

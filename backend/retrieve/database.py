@@ -4,6 +4,7 @@ Layout of the folder:
     library.sqlite          the database (WAL journal: library.sqlite-wal / -shm beside it while open)
     index_shaded.npz        FAISS index of the shaded-view vectors   } caches, brought up to date from SQLite
     index_lines.npz         FAISS index of the line-drawing vectors  } whenever their recorded generation is stale
+    index_points.npz        FAISS index of the point-cloud vectors   } (the kinds of the library's descriptor)
 
 Tables: see `backend.retrieve.db_schema` (meta, files, shapes, vectors, and the keyword index shape_text).
 A library file gives one shape (a loose mesh, an FBX, USD, ...) or one per asset (a .blend); everything a
@@ -34,8 +35,7 @@ from backend.retrieve import db_schema
 from backend.retrieve.filters import ShapeFilter
 from backend.retrieve.db_schema import SHAPE_COLUMNS, SHAPE_WIDTH, FileState, ShapeRecord, shape_from_row
 from backend.retrieve.keywords import fts_query, index_text
-from backend.retrieve.query import KINDS
-from backend.retrieve.store_meta import StoreMeta
+from backend.retrieve.store_meta import StoreMeta, check_vector_kinds
 from backend.retrieve.vector_cache import VectorCaches
 from backend.retrieve.vector_index import RowFilter, VectorIndex, VectorIndexConfig
 
@@ -133,11 +133,13 @@ class LibraryDB(StoreMeta, VectorCaches):
 
     @classmethod
     def create(cls, directory: str | Path, *, clip: str, encoder: str, embed_dim: int, views_json: str,
-               vector_config: VectorIndexConfig | None = None) -> "LibraryDB":
+               vector_config: VectorIndexConfig | None = None, descriptor: str = "views", points_encoder: str = "",
+               points_path: str = "") -> "LibraryDB":
         """Opens the database in `directory` for indexing, creating folder and tables when missing.
 
-        An existing database must have been built with the same CLIP, encoder and view settings, else
-        InvalidInputError naming both.
+        An existing database must have been built with the same CLIP, encoder, view settings, descriptor and
+        point encoder, else InvalidInputError naming both. points_path: the point encoder's checkpoint (recorded,
+        the next run's default).
         """
         directory = Path(directory)
         try:
@@ -161,14 +163,19 @@ class LibraryDB(StoreMeta, VectorCaches):
             leftover.unlink(missing_ok=True)
         self = cls(directory, db, vector_config or VectorIndexConfig())
         wanted = {"format": FORMAT, "version": str(VERSION), "clip": clip, "encoder": encoder,
-                  "embed_dim": str(int(embed_dim)), "views": views_json}
+                  "embed_dim": str(int(embed_dim)), "views": views_json, "descriptor": descriptor,
+                  "points_encoder": points_encoder, "points_path": points_path}
         with self._write():
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
                 db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
                                [*wanted.items(), ("generation", "0"), ("catalog", "0"), ("library", "")])
                 return self
-        self.check_compatible(clip=clip, encoder=encoder, views_json=views_json)
+        self.check_compatible(clip=clip, encoder=encoder, views_json=views_json, descriptor=descriptor,
+                              points_encoder=points_encoder)
+        if points_path and points_path != meta.get("points_path"):
+            with self._write():
+                db.execute("UPDATE meta SET value = ? WHERE key = 'points_path'", (points_path,))
         return self
 
     def close(self) -> None:
@@ -240,12 +247,7 @@ class LibraryDB(StoreMeta, VectorCaches):
         return contextlib.nullcontext(self._db) if self._in_batch else self._write()
 
     def _check_vectors(self, vectors: dict[str, np.ndarray]) -> None:
-        dim = self.embed_dim
-        for kind in KINDS:
-            array = vectors.get(kind)
-            if array is None or array.ndim != 2 or array.shape[1] != dim:
-                raise ValueError(f"vectors[{kind!r}] must be [K, {dim}], got "
-                                 f"{None if array is None else array.shape}")
+        check_vector_kinds(vectors, self.kinds, self.embed_dim)
 
     def _insert(self, db: sqlite3.Connection, record: ShapeRecord, vectors: dict[str, np.ndarray]) -> int:
         db.execute("DELETE FROM shapes WHERE relpath = ?", (record.relpath,))
@@ -260,7 +262,7 @@ class LibraryDB(StoreMeta, VectorCaches):
         shape_id = int(cursor.lastrowid)
         db.executemany("INSERT INTO vectors (shape_id, kind, view, vector) VALUES (?, ?, ?, ?)",
                        [(shape_id, kind, view, np.ascontiguousarray(row, dtype="<f4").tobytes())
-                        for kind in KINDS for view, row in enumerate(vectors[kind])])
+                        for kind, rows in vectors.items() for view, row in enumerate(rows)])
         db.execute("INSERT INTO shape_text (rowid, name, tags, catalog, description) VALUES (?, ?, ?, ?, ?)",
                    (shape_id, *index_text(record.name, record.tags, record.catalog, record.description)))
         record.id = shape_id

@@ -1,13 +1,16 @@
 """The tables and rows of a shape library database (`LibraryDB`), and the upgrade of a version-1 database.
 
-    meta(key, value)   format, version, clip, encoder, embed_dim, views, library, generation, catalog
+    meta(key, value)   format, version, clip, encoder, embed_dim, views, library, generation, catalog, and
+                       descriptor, points_encoder, points_path (`backend.retrieve.descriptors`; absent: views)
     files              one row per library file indexed (loose meshes, .blend, FBX, USD, ...): what decides
                        whether it must be read again (sha256, size, mtime_ns, options), how many shapes it
                        gave (0 for a .blend without assets: remembered, so it is not re-read every run) and,
                        for a file whose content cannot be indexed, why (it is re-read once it changes)
     shapes             one row per library entry (a loose mesh file, or one asset of a .blend): its file, its
                        asset key (`Object/Name`, `Collection/Name`; NULL for a whole file), metadata, thumbnail
-    vectors            shape_id, kind ('shaded' | 'lines'), view, vector (float32 little-endian [D]); indexed by
+    vectors            shape_id, kind ('shaded' | 'lines' | 'points'), view, vector (float32 little-endian [D]);
+                       the kinds are the library's descriptor's (a version-2 table made before 'points' existed
+                       is only ever a views library); indexed by
                        shape_id too, for the ON DELETE CASCADE: without it every removed shape scanned all
                        vector rows (0.12 s per shape at 600,000 rows, benchmarks/index_update.py)
     shape_text         FTS5 index of each shape's words (name, tags, catalog, description) for keyword search;
@@ -67,7 +70,7 @@ CREATE INDEX IF NOT EXISTS shapes_file ON shapes (file);
 CREATE INDEX IF NOT EXISTS shapes_catalog ON shapes (catalog);
 CREATE TABLE IF NOT EXISTS vectors (
     shape_id INTEGER NOT NULL REFERENCES shapes (id) ON DELETE CASCADE,
-    kind TEXT NOT NULL CHECK (kind IN ('shaded', 'lines')),
+    kind TEXT NOT NULL CHECK (kind IN ('shaded', 'lines', 'points')),
     view INTEGER NOT NULL,
     vector BLOB NOT NULL,
     PRIMARY KEY (kind, shape_id, view)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from backend.errors import AtelierError
 from backend.retrieve.query import QueryEncoder
-from backend.retrieve.views import IndexViewConfig, render_index_views
+from backend.retrieve.views import IndexViewConfig, render_index_views, render_thumbnail
 
 
 def reason(exc: BaseException) -> str:
@@ -17,10 +17,17 @@ def reason(exc: BaseException) -> str:
 
 
 def embed_mesh(mesh, encoder: QueryEncoder, views: IndexViewConfig, device) -> tuple[dict, bytes, dict]:
-    """(vectors {"shaded", "lines"}, thumbnail PNG, geometry fields of a ShapeRecord) of a validated mesh."""
-    pictured = render_index_views(mesh, views, device)
-    vectors = encoder.encode_views(pictured.shaded, pictured.lines)
+    """(vectors of the encoder's descriptor's kinds: "shaded" and "lines" [K, D], "points" [1, D]; thumbnail
+    PNG; geometry fields of a ShapeRecord) of a validated mesh. The points descriptor renders only the
+    thumbnail."""
+    if encoder.descriptor == "points":
+        vectors, thumbnail = {}, render_thumbnail(mesh, views, device)
+    else:
+        pictured = render_index_views(mesh, views, device)
+        vectors, thumbnail = encoder.encode_views(pictured.shaded, pictured.lines), pictured.thumbnail
+    if encoder.descriptor != "views":
+        vectors["points"] = encoder.points.embed(mesh)
     low, high = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
     geometry = {"faces": mesh.num_faces, "vertices": mesh.num_vertices,
                 "bbox": [[float(v) for v in low], [float(v) for v in high]]}
-    return vectors, pictured.thumbnail, geometry
+    return vectors, thumbnail, geometry

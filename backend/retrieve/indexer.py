@@ -130,7 +130,7 @@ class IndexReport:
 def index_shape(path: Path, relpath: str, sha256: str, size: int, mtime_ns: int, category: str | None,
                 encoder: QueryEncoder, views: IndexViewConfig, max_faces: int,
                 device: torch.device | str) -> tuple[ShapeRecord, dict]:
-    """One mesh file -> (its record with thumbnail, its vectors {"shaded", "lines"}). Raises on a bad file."""
+    """One mesh file -> (its record with thumbnail, its vectors by kind). Raises on a bad file."""
     mesh = validate_mesh(load_mesh(path), max_faces=max_faces)
     vectors, thumbnail, geometry = embed_mesh(mesh, encoder, views, device)
     record = ShapeRecord(relpath=relpath, sha256=sha256, size=size, mtime_ns=mtime_ns, name=path.stem,
@@ -143,8 +143,9 @@ def index_library(library_dir: str | os.PathLike, db_dir: str | os.PathLike, enc
                   cancel: CancelToken | None = None, device: torch.device | str = "cpu") -> IndexReport:
     """Indexes (or updates) the library database in `db_dir` from the files under `library_dir`.
 
-    encoder: embeds the views (its CLIP spec and encoder id are recorded; an existing database built with
-    another is an InvalidInputError naming both). progress(done, total, shapes_per_s=...) after each file
+    encoder: embeds the views and, for the points and both descriptors, the point clouds (`encoder.descriptor`,
+    `encoder.points`; its CLIP spec, encoder id, descriptor and point encoder id are recorded: an existing
+    database built with another is an InvalidInputError naming both). progress(done, total, shapes_per_s=...) after each file
     that needed work; `cancel` is checked before each (JobCancelled leaves every committed file in place).
     Raises InvalidInputError for a missing library folder, one with no indexable file, or a bad option.
     """
@@ -172,8 +173,11 @@ def index_library(library_dir: str | os.PathLike, db_dir: str | os.PathLike, enc
                                 "(subfolders are searched too)")
     views = config.views.resolved(encoder.image_size)
     options = {"vector_config": config.vectors} if config.store == "embedded" else {}
+    if encoder.descriptor != "views":
+        options.update(points_encoder=encoder.points_encoder_id, points_path=encoder.points.path)
     db = create_store(db_dir, config.store, clip=encoder.spec, encoder=encoder.encoder_id,
-                      embed_dim=encoder.embed_dim, views_json=views.to_json(), **options)
+                      embed_dim=encoder.embed_dim, views_json=views.to_json(), descriptor=encoder.descriptor,
+                      **options)
     threads = torch_threads(config.cpu_threads) if torch.device(device).type == "cpu" else contextlib.nullcontext()
     try:
         with threads:

@@ -112,8 +112,9 @@ def both(*exprs: str) -> str:
     return " and ".join(f"({e})" for e in exprs if e)
 
 
-def make_schemas(client, data_type, embed_dim: int) -> dict[str, object]:
-    """name -> collection schema (see the module docstring)."""
+def make_schemas(client, data_type, embed_dim: int, kinds: tuple[str, ...] = ("shaded", "lines")) -> dict[str, object]:
+    """name -> collection schema (see the module docstring); one vectors collection per kind of the library's
+    descriptor."""
 
     def schema():
         return client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -156,7 +157,7 @@ def make_schemas(client, data_type, embed_dim: int) -> dict[str, object]:
     shapes.add_field("_v", data_type.FLOAT_VECTOR, dim=2)
 
     out = {"meta": meta, "files": files, "shapes": shapes}
-    for kind in ("shaded", "lines"):
+    for kind in kinds:
         vectors = schema()
         vectors.add_field("pk", data_type.INT64, is_primary=True)
         for name in ("shape_id", "view", "txn"):

@@ -42,8 +42,9 @@ from backend.retrieve import milvus_schema as ms
 from backend.retrieve.db_schema import FileState, ShapeRecord
 from backend.retrieve.filters import ShapeFilter
 from backend.retrieve.keywords import keyword_score
+from backend.retrieve.descriptors import descriptor_kinds
 from backend.retrieve.query import KINDS
-from backend.retrieve.store_meta import StoreMeta
+from backend.retrieve.store_meta import StoreMeta, check_vector_kinds
 
 INDEX_HINT = "index a library first: `atelier index LIBRARY_DIR --store milvus --db URI`"
 
@@ -96,8 +97,10 @@ class MilvusStore(StoreMeta):
         return cls(uri, client, config, directory)
 
     def _load(self) -> None:
-        """Loads every collection (Milvus searches loaded ones only; a reopened Milvus Lite file starts released)."""
-        for full in self._names.values():
+        """Loads every collection (Milvus searches loaded ones only; a reopened Milvus Lite file starts released);
+        a library has the vectors collections of its descriptor's kinds only."""
+        existing = set(self._call(self._client.list_collections))
+        for full in (full for full in self._names.values() if full in existing):
             state = self._call(self._client.get_load_state, full)
             if "Loaded" not in str(state.get("state", "")):
                 self._call(self._client.load_collection, full)
@@ -126,18 +129,19 @@ class MilvusStore(StoreMeta):
 
     @classmethod
     def create(cls, uri: str, *, clip: str, encoder: str, embed_dim: int, views_json: str,
-               config: ms.MilvusConfig | None = None, token: str | None = None, **_ignored) -> "MilvusStore":
+               config: ms.MilvusConfig | None = None, token: str | None = None, descriptor: str = "views",
+               points_encoder: str = "", points_path: str = "", **_ignored) -> "MilvusStore":
         """Opens the library for indexing, creating its collections when missing, and finishes or undoes the
         writes a killed writer left (module docstring). An existing library must have been built with the same
-        CLIP, encoder, embedding size and views, else InvalidInputError naming both: vectors are never mixed.
-        `_ignored` takes LibraryDB.create's `vector_config`."""
+        CLIP, encoder, embedding size, views, descriptor and point encoder, else InvalidInputError naming both:
+        vectors are never mixed. `_ignored` takes LibraryDB.create's `vector_config`."""
         config = config or ms.MilvusConfig()
         self = cls._connect(uri, config, token)
         try:
             client, data_type = self._client, require_pymilvus().DataType
             existing = set(self._call(client.list_collections))
             if self._names["meta"] not in existing:
-                schemas = ms.make_schemas(client, data_type, embed_dim)
+                schemas = ms.make_schemas(client, data_type, embed_dim, descriptor_kinds(descriptor))
                 for name, schema in schemas.items():
                     full = self._names[name]
                     if full in existing:
@@ -155,7 +159,8 @@ class MilvusStore(StoreMeta):
                 self._upsert("meta", [self._meta_row(k, v) for k, v in {
                     "format": ms.FORMAT, "version": str(ms.VERSION), "clip": clip, "encoder": encoder,
                     "embed_dim": str(int(embed_dim)), "views": views_json, "library": "", "catalog": "0",
-                    "next_id": "1"}.items()])
+                    "next_id": "1", "descriptor": descriptor, "points_encoder": points_encoder,
+                    "points_path": points_path}.items()])
                 return self
             self._load()
             meta = self.meta()
@@ -164,7 +169,10 @@ class MilvusStore(StoreMeta):
                     f"the {self.where} holds {meta.get('embed_dim')}-d vectors (CLIP {meta.get('clip')!r}), not "
                     f"{int(embed_dim)}-d ones", "index with the CLIP that built it, or under another collection "
                     "prefix / Milvus file: vectors of two models are never mixed")
-            self.check_compatible(clip=clip, encoder=encoder, views_json=views_json)
+            self.check_compatible(clip=clip, encoder=encoder, views_json=views_json, descriptor=descriptor,
+                                  points_encoder=points_encoder)
+            if points_path and points_path != meta.get("points_path"):
+                self._upsert("meta", [self._meta_row("points_path", points_path)])
             self._recover()
         except BaseException:
             self.close()
@@ -276,13 +284,6 @@ class MilvusStore(StoreMeta):
         with self._lock:
             yield self
 
-    def _check_vectors(self, vectors: dict[str, np.ndarray], dim: int) -> None:
-        for kind in KINDS:
-            array = vectors.get(kind)
-            if array is None or array.ndim != 2 or array.shape[1] != dim:
-                raise ValueError(f"vectors[{kind!r}] must be [K, {dim}], got {None if array is None else array.shape}")
-            if array.shape[0] >= 2048:
-                raise ValueError(f"at most 2047 views per shape, got {array.shape[0]}")
 
     def _begin(self, file: str, old_ids: list[int], state: FileState | None, new: int, committed: bool) -> dict:
         """Step 1: allocates a txn and `new` shape ids and records the op, in one upsert."""
@@ -303,7 +304,7 @@ class MilvusStore(StoreMeta):
         if op["old_ids"]:
             for start in range(0, len(op["old_ids"]), 1000):
                 chunk = ms.id_list(op["old_ids"][start:start + 1000])
-                for kind in KINDS:
+                for kind in self.kinds:
                     self._delete(f"vectors_{kind}", f"shape_id in {chunk}")
                 self._delete("shapes", f"id in {chunk}")
         self._delete("meta", f"key == {ms.lit('op:' + str(op['txn']))}")
@@ -318,16 +319,16 @@ class MilvusStore(StoreMeta):
                 if op["committed"]:
                     self._finish(op)
                 else:
-                    for kind in KINDS:
+                    for kind in self.kinds:
                         self._delete(f"vectors_{kind}", f"txn == {int(op['txn'])}")
                     self._delete("shapes", f"txn == {int(op['txn'])}")
                     self._delete("meta", f"key == {ms.lit(key)}")
 
     def _write_op(self, file: str, old_ids: list[int], state: FileState | None,
                   shapes: list[tuple[ShapeRecord, dict[str, np.ndarray]]]) -> list[int]:
-        dim = self.embed_dim
+        dim, kinds = self.embed_dim, self.kinds
         for _, vectors in shapes:
-            self._check_vectors(vectors, dim)
+            check_vector_kinds(vectors, kinds, dim, max_rows=2047)
         rows = []
         with self._lock:
             op = self._begin(file, old_ids, state, len(shapes), committed=not shapes)
@@ -335,7 +336,7 @@ class MilvusStore(StoreMeta):
             ids = [txn + 1 + n for n in range(len(shapes))]
             for shape_id, (record, _) in zip(ids, shapes):
                 rows.append(ms.shape_row(record, shape_id, txn))  # ValueError (too large) before any row goes in
-            for kind in KINDS:
+            for kind in kinds:
                 self._insert(f"vectors_{kind}", [
                     {"pk": shape_id * 2048 + view, "shape_id": shape_id, "view": view, "txn": txn,
                      "vector": np.asarray(row, dtype=np.float32).tolist()}
@@ -516,8 +517,8 @@ class MilvusStore(StoreMeta):
         """The k best shapes for a [D] unit query against `kind` vectors: [(shape id, best view's cosine)], best
         first; only shapes `shape_filter` lets through. k x candidate_factor views are fetched and aggregated
         to shapes, growing x4 until k shapes are found (as `VectorIndex.search`)."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if kind not in self.kinds:
+            raise ValueError(f"kind must be one of {self.kinds}, got {kind!r}")
         expr = self._visible("shape_id")
         if shape_filter is not None and not shape_filter.empty:
             allowed = self.shape_ids(shape_filter)

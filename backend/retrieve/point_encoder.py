@@ -31,6 +31,8 @@ CHECKPOINT_KIND = "point_encoder"
 """The `kind` of a point encoder checkpoint (backend.checkpoints.save_model_checkpoint)."""
 CHANNELS = 6
 """Per-point channels: x, y, z in the unit sphere frame, r, g, b in [0, 1]."""
+DEFAULT_CLOUD_POINTS = 1024
+"""Surface samples per cloud when a checkpoint does not record its training count (PointTrainConfig.points)."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,9 @@ class PointEncoder(nn.Module):
         """log(1 / temperature) of the training losses (CLIP's init); kept here so a checkpoint carries it."""
         self.clip_spec = ""
         """The CLIP whose space the embeddings are in (set by the trainer and by `load_point_encoder`)."""
+        self.cloud_points = DEFAULT_CLOUD_POINTS
+        """Surface samples per cloud it was trained on (`load_point_encoder` reads it from the checkpoint): index
+        shapes are sampled with the same count, since the kNN groups' extent depends on the density."""
 
     @property
     def device(self) -> torch.device:
@@ -225,5 +230,6 @@ def load_point_encoder(path: str | os.PathLike, clip_spec: str | None = None,
     model = PointEncoder(PointEncoderConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
     model.clip_spec = recorded
+    model.cloud_points = int(state.get("train_config", {}).get("points", DEFAULT_CLOUD_POINTS))
     return model.to(device).eval()
 

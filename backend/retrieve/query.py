@@ -37,8 +37,9 @@ from shared_protocol.limits import MAX_PROMPT_CHARS
 
 MODES = ("text", "sketch", "photo", "sketch+text")
 """Query modes, named by what the query holds."""
-KINDS = ("shaded", "lines")
-"""Index vector kinds: CLIP embeddings of the shaded views and of the line drawings."""
+KINDS = ("shaded", "lines", "points")
+"""Index vector kinds: CLIP embeddings of the shaded views and of the line drawings, and the point encoder's
+embedding of the shape's surface samples (`backend.retrieve.descriptors`)."""
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -91,6 +92,33 @@ class QueryEncoder:
         """What a database records as the encoder that built it."""
         self.checkpoint_path: str | None = None
         """The TASK-former checkpoint file it was loaded from (`from_checkpoint`): what Ray workers rebuild it from."""
+        self.descriptor = "views"
+        """What indexing stores per shape (`backend.retrieve.descriptors`): "views", "points" or "both"."""
+        self.points = None
+        """The `PointDescriptor` that embeds shapes for the points and both descriptors (None for views)."""
+
+    def with_points(self, descriptor: str, points) -> "QueryEncoder":
+        """This encoder indexing with `descriptor` and the `PointDescriptor` `points` (None for "views"), in the
+        same CLIP's space. InvalidInputError for a TASK-former's encoder (its towers left the CLIP's space the
+        point encoder was aligned to) or a missing point encoder."""
+        from backend.retrieve.descriptors import check_descriptor
+
+        check_descriptor(descriptor)
+        if descriptor != "views":
+            if self.taskformer is not None:
+                raise InvalidInputError(f"the {descriptor} descriptor cannot be used with a TASK-former checkpoint: "
+                                        "the point encoder is aligned to the plain CLIP, not the fine-tuned towers",
+                                        hint="index with --descriptor views, or leave the checkpoint out")
+            if points is None:
+                raise InvalidInputError(f"the {descriptor} descriptor needs a point encoder",
+                                        hint="pass --points-encoder PATH")
+        self.descriptor, self.points = descriptor, (points if descriptor != "views" else None)
+        return self
+
+    @property
+    def points_encoder_id(self) -> str:
+        """The point encoder's id ("" for the views descriptor)."""
+        return self.points.encoder_id if self.points is not None else ""
 
     @property
     def spec(self) -> str:

@@ -64,6 +64,12 @@ class EncoderRecipe:
     """A TASK-former checkpoint path (read on the worker), or None for the plain CLIP."""
     encoder_id: str = ""
     """The driver's `encoder_id`: a worker whose encoder differs refuses to embed (never mixed vectors)."""
+    descriptor: str = "views"
+    """What each shape is described by (`backend.retrieve.descriptors`)."""
+    points: str | None = None
+    """The point encoder's checkpoint path (read on the worker) for the points and both descriptors."""
+    points_id: str = ""
+    """The driver's point encoder id: a worker whose checkpoint differs refuses to embed."""
 
     @classmethod
     def of(cls, encoder: QueryEncoder) -> EncoderRecipe:
@@ -75,7 +81,8 @@ class EncoderRecipe:
                                         "workers cannot rebuild it",
                                         hint="load it with QueryEncoder.from_checkpoint(path)")
         return cls(clip=encoder.spec, checkpoint=None if checkpoint is None else str(checkpoint),
-                   encoder_id=encoder.encoder_id)
+                   encoder_id=encoder.encoder_id, descriptor=encoder.descriptor,
+                   points=None if encoder.points is None else encoder.points.path, points_id=encoder.points_encoder_id)
 
 
 @dataclass
@@ -213,10 +220,12 @@ def _worker_encoder(recipe: EncoderRecipe, device: str):
     if key not in _encoders:
         from backend.retrieve.service import load_encoder
 
-        encoder = load_encoder(recipe.clip, recipe.checkpoint, device)
-        if recipe.encoder_id and encoder.encoder_id != recipe.encoder_id:
-            raise InvalidInputError(f"this Ray node's encoder is {encoder.encoder_id}, the run's is "
-                                    f"{recipe.encoder_id}", hint="give every node the same weights and checkpoint")
+        encoder = load_encoder(recipe.clip, recipe.checkpoint, device, descriptor=recipe.descriptor,
+                               points_encoder=recipe.points)
+        for mine, run in ((encoder.encoder_id, recipe.encoder_id), (encoder.points_encoder_id, recipe.points_id)):
+            if run and mine != run:
+                raise InvalidInputError(f"this Ray node's encoder is {mine}, the run's is {run}",
+                                        hint="give every node the same weights and checkpoints")
         _encoders[key] = encoder
     return _encoders[key]
 

@@ -1,8 +1,11 @@
 """Search a library database by text, sketch, photo, or sketch + text: the top k shapes with thumbnails.
 
 `search` checks the query, embeds it (`QueryEncoder`), picks the index vectors its mode is compared with
-(`QueryEncoder.target_kind`) and ranks shapes by their best view (`VectorIndex.search`); `search_vector` is
-the part after the encoder (what the latency benchmark times).
+(`QueryEncoder.target_kind`; a points library's single vectors, `backend.retrieve.descriptors.query_kinds`) and
+ranks shapes by their best view (`VectorIndex.search`); `search_vector` is the part after the encoder (what the
+latency benchmark times). A library with both descriptors scores each shape by both and fuses them:
+    clip_score = (1 - POINTS_WEIGHT) x best view's cosine + POINTS_WEIGHT x the points' cosine
+over the union of each kind's candidates (the other kind's score looked up exactly).
 
 Hybrid text search: a query with words is also matched against each shape's name, tags, catalog and
 description (`keywords`: SQLite FTS5 finds the candidates). A hit's score is
@@ -28,9 +31,10 @@ import numpy as np
 
 from backend.errors import InvalidInputError
 from backend.retrieve.database import LibraryDB, ShapeRecord
+from backend.retrieve.descriptors import POINTS_WEIGHT, query_kinds
 from backend.retrieve.filters import ShapeFilter, check_filter
 from backend.retrieve.keywords import keyword_score, query_terms
-from backend.retrieve.query import KINDS, MODES, QueryEncoder, query_mode
+from backend.retrieve.query import MODES, QueryEncoder, query_mode
 from backend.retrieve.views import IndexViewConfig
 from shared_protocol.limits import SEARCH_MAX_K
 
@@ -62,7 +66,8 @@ class Hit:
     thumbnail: bytes
     """PNG bytes of the shape's thumbnail (a .blend asset's own preview when it has one)."""
     clip_score: float = 0.0
-    """Cosine similarity of the query with the shape's best-matching view, in [-1, 1]."""
+    """Cosine similarity of the query with the shape's best-matching view (a points library: with its one vector;
+    both: the two fused, module docstring), in [-1, 1]."""
     keyword_score: float = 0.0
     """How much of the query's words the name, tags, catalog and description cover, in [0, 1]."""
     record: ShapeRecord | None = None
@@ -132,11 +137,12 @@ def search(db: LibraryDB, encoder: QueryEncoder, text: str | None = None, sketch
     shape_filter = check_filter(db, category=category, catalog=catalog, tag=tag, format=format)
     fill = IndexViewConfig.from_json(db.views_json).line_fill  # frame sketches as the index's drawings are
     mode, vector = encoder.encode_query(text=text, sketch=sketch, photo=photo, fill=fill)
-    if kind is not None and kind not in KINDS:
-        raise InvalidInputError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind is not None and kind not in db.kinds:
+        raise InvalidInputError(f"kind must be one of {db.kinds} (this library's {db.descriptor} descriptor), got "
+                                f"{kind!r}")
     terms = query_terms(text) if text else []
-    return search_vector(db, vector, kind or encoder.target_kind(mode), k, shape_filter=shape_filter, terms=terms,
-                         keyword_weight=keyword_weight)
+    kinds = (kind,) if kind else query_kinds(db.descriptor, encoder.target_kind(mode))
+    return search_vector(db, vector, kinds, k, shape_filter=shape_filter, terms=terms, keyword_weight=keyword_weight)
 
 
 def search_photo(db: LibraryDB, encoder: QueryEncoder, photo: Any, prompt: str | None = None, raw: bool = False,
@@ -153,22 +159,41 @@ def search_photo(db: LibraryDB, encoder: QueryEncoder, photo: Any, prompt: str |
     return search(db, encoder, photo=cut.image, k=k, **options), cut
 
 
-def search_vector(db: LibraryDB, vector: np.ndarray, kind: str, k: int, category: str | None = None, *,
-                  shape_filter: ShapeFilter | None = None, terms: list[str] | None = None,
-                  keyword_weight: float = KEYWORD_WEIGHT) -> list[Hit]:
-    """The k best shapes for an embedded query ([D] float32 unit vector) against `kind` vectors, fused with
-    the keyword matches of `terms` (see the module docstring)."""
+def vector_scores(db: LibraryDB, vector: np.ndarray, kinds: tuple[str, ...], n: int,
+                  shape_filter: ShapeFilter) -> dict[int, float]:
+    """{shape id: clip score} of the n best shapes of one kind, or of the union of two kinds' n best with their
+    scores fused (module docstring)."""
+    if len(kinds) == 1:
+        return dict(db.search_vectors(kinds[0], vector, n, shape_filter))
+    candidates = {i for kind in kinds for i, _ in db.search_vectors(kind, vector, n, shape_filter)}
+    return exact_scores(db, vector, kinds, sorted(candidates))
+
+
+def exact_scores(db: LibraryDB, vector: np.ndarray, kinds: tuple[str, ...], shape_ids: list[int]) -> dict[int, float]:
+    """{shape id: clip score} of the listed shapes, each kind's score exact (fused for two kinds)."""
+    if len(kinds) == 1:
+        return db.scores_of(kinds[0], vector, shape_ids)
+    views, points = (db.scores_of(kind, vector, shape_ids) for kind in kinds)
+    return {i: (1.0 - POINTS_WEIGHT) * views[i] + POINTS_WEIGHT * points[i] for i in views if i in points}
+
+
+def search_vector(db: LibraryDB, vector: np.ndarray, kind: str | tuple[str, ...], k: int,
+                  category: str | None = None, *, shape_filter: ShapeFilter | None = None,
+                  terms: list[str] | None = None, keyword_weight: float = KEYWORD_WEIGHT) -> list[Hit]:
+    """The k best shapes for an embedded query ([D] float32 unit vector) against `kind` vectors (or a view kind
+    and "points", fused), fused with the keyword matches of `terms` (see the module docstring)."""
     k = check_k(k)
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     shape_filter = shape_filter or ShapeFilter(category=category)
     fuse = bool(terms) and keyword_weight > 0
-    clip = dict(db.search_vectors(kind, vector, max(k, CLIP_CANDIDATES) if fuse else k, shape_filter))
+    clip = vector_scores(db, vector, kinds, max(k, CLIP_CANDIDATES) if fuse or len(kinds) > 1 else k, shape_filter)
     keyword: dict[int, float] = {}
     if fuse:
         permitted = None if shape_filter.empty else set(db.shape_ids(shape_filter).tolist())
         for shape_id, columns in db.keyword_rows(terms, KEYWORD_CANDIDATES):
             if permitted is None or shape_id in permitted:
                 keyword[shape_id] = keyword_score(terms, columns)
-        clip.update(db.scores_of(kind, vector, [i for i in keyword if i not in clip]))
+        clip.update(exact_scores(db, vector, kinds, [i for i in keyword if i not in clip]))
     fused = {shape_id: score + keyword_weight * keyword.get(shape_id, 0.0) for shape_id, score in clip.items()}
     ranked = sorted(fused, key=lambda shape_id: (-fused[shape_id], shape_id))[:k]
     records = {r.id: r for r in db.shapes(ranked, thumbnails=True)}

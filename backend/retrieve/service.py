@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,12 +20,15 @@ DEFAULT_CLIP = "ViT-B-32:openai"
 
 def load_encoder(clip: str | None = None, checkpoint: str | os.PathLike | None = None,
                  device: torch.device | str = "cpu", allow_download: bool = False,
-                 db: LibraryDB | None = None) -> QueryEncoder:
+                 db: LibraryDB | None = None, descriptor: str = "views",
+                 points_encoder: str | os.PathLike | None = None) -> QueryEncoder:
     """The encoder for indexing or searching.
 
     checkpoint: a TASK-former checkpoint (its own base CLIP; `clip`, when given, must name the same spec).
     Otherwise the CLIP `clip`, else the one `db` records, else DEFAULT_CLIP. Whether it matches the
-    database is checked by `search` and `LibraryDB.create` (an error naming both specs).
+    database is checked by `search` and `LibraryDB.create` (an error naming both specs). descriptor: what
+    indexing stores (`backend.retrieve.descriptors`); "points" and "both" load the point encoder
+    `points_encoder` (default: the one shipped for the CLIP). Searching needs none: queries go through the CLIP.
     """
     from backend.models.clip import load_clip
 
@@ -33,9 +37,53 @@ def load_encoder(clip: str | None = None, checkpoint: str | os.PathLike | None =
 
         encoder = QueryEncoder.from_checkpoint(checkpoint, device=device)
         check_clip_spec(encoder.spec, clip, f"the TASK-former checkpoint {checkpoint}")
-        return encoder
-    spec = clip or (db.clip_spec if db is not None else None) or DEFAULT_CLIP
-    return QueryEncoder(load_clip(spec, device, allow_download=allow_download))
+    else:
+        spec = clip or (db.clip_spec if db is not None else None) or DEFAULT_CLIP
+        encoder = QueryEncoder(load_clip(spec, device, allow_download=allow_download))
+    from backend.retrieve.descriptors import check_descriptor, load_point_descriptor
+
+    points = None
+    if check_descriptor(descriptor) != "views" and encoder.taskformer is None:  # with_points refuses a TASK-former
+        points = load_point_descriptor(points_encoder, encoder.spec, device)
+    return encoder.with_points(descriptor, points)
+
+
+@dataclass
+class IndexSettings:
+    """What an indexing run of a library uses: an existing library's recorded settings, overridden where asked."""
+
+    views: "IndexViewConfig"
+    """The view settings (an existing library's, with the views count given)."""
+    clip: str | None
+    """The recorded CLIP spec (None for a new library)."""
+    descriptor: str
+    """The descriptor given, else the recorded one, else "views"."""
+    points_encoder: str | None
+    """The point encoder checkpoint given, else the recorded one (None: the one shipped for the CLIP)."""
+
+
+def index_settings(db, store: str, views: int | None = None, descriptor: str | None = None,
+                   points_encoder: str | None = None) -> IndexSettings:
+    """The settings of an indexing run into `db` (`atelier index`, the index job): a library that exists keeps
+    its views, CLIP, descriptor and point encoder unless told otherwise (and refuses another when opened for
+    indexing); a new one gets the defaults."""
+    import dataclasses
+
+    from backend.retrieve.descriptors import check_descriptor
+    from backend.retrieve.stores import open_store, store_exists
+    from backend.retrieve.views import IndexViewConfig
+
+    settings = IndexSettings(IndexViewConfig(), None, descriptor or "views", points_encoder)
+    if store_exists(db, store):
+        with open_store(db, store) as library:
+            recorded = IndexViewConfig.from_json(library.views_json)
+            settings = IndexSettings(recorded, library.clip_spec, descriptor or library.descriptor,
+                                     points_encoder or library.points_path or None)
+    if views is not None:
+        settings.views = dataclasses.replace(settings.views, views=views)
+    settings.views.check()
+    check_descriptor(settings.descriptor)
+    return settings
 
 
 _open: dict[str, tuple[int, LibraryDB]] = {}

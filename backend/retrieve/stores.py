@@ -122,7 +122,8 @@ def open_store(db, store: str = DEFAULT_STORE, **options):
 def create_store(db, store: str = DEFAULT_STORE, *, clip: str, encoder: str, embed_dim: int, views_json: str,
                  **options):
     """A library opened for indexing, created when missing; an existing one must match clip, encoder, embedding
-    size and views (InvalidInputError naming both)."""
+    size, views, descriptor and point encoder (InvalidInputError naming both). options: `descriptor`,
+    `points_encoder`, `points_path` (`backend.retrieve.descriptors`), and the store's own."""
     where = parse_store_uri(db, store)
     if where.store == "embedded":
         from backend.retrieve.database import LibraryDB

@@ -202,6 +202,6 @@ class VectorCaches:
     def refresh_indexes(self) -> None:
         """Brings both FAISS caches up to date, rebuilds included (the indexer calls this at the end of a run:
         the cache files it leaves need no rebuild by the next search)."""
-        for kind in KINDS:
+        for kind in self.kinds:
             self.vector_index(kind)
         self.wait_for_rebuilds()

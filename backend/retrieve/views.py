@@ -151,10 +151,17 @@ def render_index_views(mesh: Mesh, config: IndexViewConfig, device: torch.device
     lines = line_drawings(mesh, cameras, config.size, torch.Generator().manual_seed(0), device, config.lines)
     if config.line_fill > 0:
         lines = torch.stack([_reframed(drawing, config) for drawing in lines])
+    return IndexViews(shaded=shaded, lines=lines, thumbnail=render_thumbnail(mesh, config, device))
+
+
+@torch.no_grad()
+def render_thumbnail(mesh: Mesh, config: IndexViewConfig, device: torch.device | str = "cpu") -> bytes:
+    """PNG bytes of the mesh's three-quarter thumbnail (`config.thumbnail_*`), lit as the index views are."""
     thumb_az = torch.tensor([config.thumbnail_azimuth])
     thumb_camera = orbit_cameras(thumb_az, torch.tensor([config.thumbnail_elevation]),
                                  config.distance_scale * fit_distance(config.fov_deg), config.fov_deg, device=device)
     thumb = shaded_images(mesh, thumb_camera, _lights(thumb_az, config).to(device), config.thumbnail_size, device,
                           config.ambient)
     pixels = (thumb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-    return IndexViews(shaded=shaded, lines=lines, thumbnail=encode_png(np.ascontiguousarray(pixels)))
+    return encode_png(np.ascontiguousarray(pixels))
+

@@ -382,3 +382,76 @@ def test_a_milvus_write_cut_at_any_step_shows_old_or_new_entries_never_both(tmp_
                                 output_fields=["count(*)"])[0]["count(*)"] for k in ("shaded", "lines"))
         assert total == 2 * VIEWS * 4  # no orphan vector rows
         assert isinstance(again, MilvusStore) and again.count() == 4
+
+
+def _with_points(entry, rng):
+    record, vectors = entry
+    return record, {**vectors, "points": _unit(rng, 1)}
+
+
+def test_a_both_library_fuses_view_and_point_scores_alike_in_both_stores(tmp_path):
+    """Descriptor "both": three vector kinds a shape; the fused score is the weighted mean of the best view's and
+    the points' cosines (exact), the same in both stores; wrong kinds are refused."""
+    from backend.retrieve.descriptors import POINTS_WEIGHT
+
+    rng = np.random.default_rng(11)
+    entries = [_with_points(_entry(f"f{n}.obj", f"s{n}", rng, asset=None), rng) for n in range(40)]
+    query = _unit(np.random.default_rng(12), 1)[0]
+    found = {}
+    for store in STORES:
+        (tmp_path / store).mkdir()
+        with _create(tmp_path / store, store, descriptor="both", points_encoder="points:abc:test-clip") as db:
+            assert db.descriptor == "both" and db.kinds == ("shaded", "lines", "points")
+            for n, entry in enumerate(entries):
+                db.put_file(_state(f"f{n}.obj", fmt="obj"), [entry])
+            with pytest.raises(ValueError, match="stores shaded, lines, points vectors"):
+                db.put_file(_state("x.obj", fmt="obj"), [_entry("x.obj", "x", rng, asset=None)])
+            hits = search_vector(db, query, ("shaded", "points"), 5, keyword_weight=0.0)
+            by_name = {name: vectors for (record, vectors) in entries for name in [record.name]}
+            for hit in hits:
+                vectors = by_name[hit.name]
+                expected = ((1 - POINTS_WEIGHT) * float((vectors["shaded"] @ query).max())
+                            + POINTS_WEIGHT * float(vectors["points"][0] @ query))
+                assert hit.clip_score == pytest.approx(expected, abs=1e-5)
+            found[store] = [(h.name, round(h.clip_score, 5)) for h in hits]
+            everything = {name: (1 - POINTS_WEIGHT) * float((v["shaded"] @ query).max())
+                          + POINTS_WEIGHT * float(v["points"][0] @ query) for name, v in by_name.items()}
+            assert [h.name for h in hits] == sorted(everything, key=lambda n: -everything[n])[:5]
+    assert found["embedded"] == found["milvus"]
+
+
+def test_a_points_library_holds_one_vector_a_shape_and_refuses_mixing(tmp_path, store):
+    rng = np.random.default_rng(13)
+    db = _create(tmp_path, store, descriptor="points", points_encoder="points:abc:test-clip", points_path="/p.pt")
+    record, _ = _entry("a.obj", "a", rng, asset=None)
+    db.put_file(_state("a.obj", fmt="obj"), [(record, {"points": _unit(rng, 1)})])
+    with pytest.raises(ValueError, match="stores points vectors"):
+        db.put_file(_state("b.obj", fmt="obj"), [_entry("b.obj", "b", rng, asset=None)])
+    assert [i for i, _ in db.search_vectors("points", _unit(rng, 1)[0], 3)] == [record.id]
+    db.close()
+    with pytest.raises(InvalidInputError, match="points descriptor, not views") as caught:
+        _create(tmp_path, store)
+    assert "--descriptor points" in caught.value.hint
+    with pytest.raises(InvalidInputError, match="point encoder points:abc:test-clip, not points:def") as caught:
+        _create(tmp_path, store, descriptor="points", points_encoder="points:def:test-clip")
+    assert "/p.pt" in caught.value.hint
+    with _create(tmp_path, store, descriptor="points", points_encoder="points:abc:test-clip", points_path="/q.pt") as db:
+        assert db.points_path == "/q.pt" and db.count() == 1  # the checkpoint moved: the same content is accepted
+    with open_store(_location(tmp_path, store), store) as db:
+        assert db.descriptor == "points" and db.points_encoder_id == "points:abc:test-clip"
+
+
+def test_a_views_library_made_before_descriptors_reads_as_views(tmp_path):
+    """A database without descriptor meta rows (written by an earlier version) is a views library."""
+    import sqlite3
+
+    with _create(tmp_path, "embedded") as db:
+        pass
+    connection = sqlite3.connect(tmp_path / "lib" / "library.sqlite")
+    connection.execute("DELETE FROM meta WHERE key IN ('descriptor', 'points_encoder', 'points_path')")
+    connection.commit()
+    connection.close()
+    with open_store(_location(tmp_path, "embedded"), "embedded") as db:
+        assert db.descriptor == "views" and db.kinds == ("shaded", "lines") and db.points_encoder_id == ""
+    with pytest.raises(InvalidInputError, match="views descriptor, not both"):
+        _create(tmp_path, "embedded", descriptor="both", points_encoder="points:abc:test-clip")
