@@ -10,6 +10,8 @@
     python build.py domain-clip   setup, then train the domain CLIP into backend/models/weights/domain_clip.pt
     python build.py generator     setup, then train the shipped shape generator into
                                   backend/models/weights/generator_domain.pt (12 to 20 CPU minutes on 2 cores)
+    python build.py points        setup, then train the shipped point-cloud encoder (aligned to the domain CLIP) into
+                                  backend/models/weights/points_domain.pt (about 45 CPU minutes, one thread)
     python build.py extension the Blender extension zips into dist/ (see tools/build_extension.py)
     python build.py gpu-check on a CUDA GPU: prepare nvdiffrast (from .gpu/), run the tests marked cuda, time every
                               job; one table and benchmarks/results/gpu_check.json, exit 1 when a CUDA path failed;
@@ -205,6 +207,15 @@ def cmd_generator(args) -> None:
     run([python, "-m", "backend.generate.world_train", *args.extra], cwd=ROOT)
 
 
+def cmd_points(args) -> None:
+    python = setup_backend()
+    # Seeded CPU training of the shipped point encoder against the domain CLIP on world shapes
+    # (backend/retrieve/train_points.py); figures and the time it took go beside the weights (points_domain.pt.json).
+    out = ["--out", str(ROOT / "backend" / "models" / "weights" / "points_domain.pt")]
+    run([python, "-m", "backend.retrieve.train_points", "--threads", "1",
+         *([] if "--out" in args.extra else out), *args.extra], cwd=ROOT)
+
+
 def gpu_python() -> str:
     """The interpreter that has torch: this one (a GPU machine's own), else .venv's, else this one (which says so)."""
     import importlib.util
@@ -239,6 +250,9 @@ def main() -> None:
     sub.add_parser("generator", add_help=False,
                    help="train the shipped shape generator (arguments go to backend.generate.world_train.main, e.g. "
                    "--threads 2)").set_defaults(fn=cmd_generator)
+    sub.add_parser("points", add_help=False,
+                   help="train the shipped point-cloud encoder (arguments go to backend.retrieve.train_points.main, "
+                   "e.g. --steps 500)").set_defaults(fn=cmd_points)
     sub.add_parser("gpu-check", add_help=False,
                    help="on a CUDA GPU: prepare, run the cuda tests, time every job (arguments, --help included, go "
                    "to benchmarks/gpu_check.py, e.g. --report FILE)").set_defaults(fn=cmd_gpu_check)
@@ -249,7 +263,7 @@ def main() -> None:
     extension_arguments(sub.add_parser("extension", help="build the Blender extension zips into dist/")).set_defaults(
         fn=cmd_extension)
     args, extra = parser.parse_known_args()
-    if extra and args.command not in ("test", "domain-clip", "generator", "gpu-check", "gpu-bundle"):
+    if extra and args.command not in ("test", "domain-clip", "generator", "points", "gpu-check", "gpu-bundle"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
     args.extra = extra

@@ -38,6 +38,11 @@
 8. `--latency`: query latency p50/p99 over 100,000 shapes stored as the indexer stores them, the approximate
    index's recall@10 against exact search, and indexing throughput (shapes/s) with the domain CLIP: the
    functions of `benchmarks/retrieval_latency.py` (which also runs alone), added to this report.
+9. `--points [CHECKPOINT]` (issue 23): the point-cloud descriptor's rows on the same test shapes, in the same run:
+   the pre-aligned encoder zero-shot and fine-tuned on the train split with InfoNCE and HCL (from its weights and
+   from scratch, `--points-steps` each), text and photo R@1/5/10, and the test meshes indexed for real with each
+   descriptor (views, points, both): shapes/s, vector and database bytes per shape, R@K through `search`
+   (`benchmarks/retrieval_points.py`).
 Prints the table (mode x R@1/5/10: chance, zero-shot, trained mean +- std over seeds) and the answer as
 measured; writes JSON.
 """
@@ -307,6 +312,9 @@ def main() -> None:
     parser.add_argument("--photo-size", type=int, default=0,
                         help="also cut new photos of the test shapes rendered at this size (diagnostic: resolution)")
     parser.add_argument("--no-train", action="store_true", help="only the zero-shot and photo rows (no training)")
+    parser.add_argument("--points", nargs="?", const="shipped", default=None, metavar="CHECKPOINT",
+                        help="also the point-cloud descriptor's rows (default encoder: the shipped one)")
+    parser.add_argument("--points-steps", type=int, default=300, help="fine-tuning steps of each point variant")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: the cache)")
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "results" / "retrieval_bench.json"))
     args = parser.parse_args()
@@ -347,6 +355,16 @@ def main() -> None:
         photo["rendered"] = bigger
         print_photo_rows(bigger, zero.chance, f"diagnostic: {bigger['queries']} new photos of the test shapes at "
                                               f"{args.photo_size} px (same gallery) in {bigger['seconds_all']:.1f} s")
+
+    points = None
+    if args.points:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import retrieval_points
+
+        points = retrieval_points.run(clip, train_split, test_split, dataset_photos(test_split), gallery,
+                                      None if args.points == "shipped" else Path(args.points), args.points_steps)
 
     base = TrainConfig(threads=args.threads)
     if args.steps is not None:
@@ -493,6 +511,8 @@ def main() -> None:
         "photo_cuts": {**photo, "clip": clip.spec, "prompt_template": "a {colour} {category}",
                        "protocol": "module docstring, 5."},
     }
+    if points is not None:
+        report["points"] = points
     if args.latency:
         import sys
 

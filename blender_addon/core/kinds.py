@@ -221,11 +221,11 @@ INDEX_MAX_WORKERS = limits.MAX_BLENDER_WORKERS
 
 
 def index_params(library: str, db: str, clip: str = "", views: int = 0, blend_objects: str = "assets",
-                 workers: int = 0) -> dict:
+                 workers: int = 0, descriptor: str = "views") -> dict:
     """The `index` job's params: folders on the backend's machine; views 0 means the default (6). `blend_objects`
-    ("assets": what is marked as an asset, "all": every mesh object) and `workers` (Blender worker processes, 0: the
-    backend's choice) are sent only when not the default, so a backend older than .blend indexing still takes the
-    job."""
+    ("assets": what is marked as an asset, "all": every mesh object), `workers` (Blender worker processes, 0: the
+    backend's choice) and `descriptor` ("views", "points" or "both") are sent only when not the default, so an older
+    backend still takes the job (an existing index keeps its own descriptor when none is sent)."""
     params = {"library": _server_path(library, "library"), "db": _server_path(db, "database")}
     if clip.strip():
         params["clip"] = clip.strip()
@@ -241,6 +241,10 @@ def index_params(library: str, db: str, clip: str = "", views: int = 0, blend_ob
         if not 1 <= int(workers) <= INDEX_MAX_WORKERS:
             raise AddonError(f"workers must be in [1, {INDEX_MAX_WORKERS}], got {workers}")
         params["workers"] = int(workers)
+    if descriptor not in limits.DESCRIPTORS:
+        raise AddonError(f"descriptor must be one of {', '.join(limits.DESCRIPTORS)}, got {descriptor!r}")
+    if descriptor != "views":
+        params["descriptor"] = descriptor
     return params
 
 

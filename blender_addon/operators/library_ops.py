@@ -120,7 +120,8 @@ class ATELIER_OT_index_asset_libraries(bpy.types.Operator):
             clip = pref_text(context, "clip")
             jobs = [(f"{label} {name}", path,
                      index_params(path, library_db(root, path), clip=clip, views=s.library_views,
-                                  blend_objects=s.asset_blend_objects, workers=s.asset_workers))
+                                  blend_objects=s.asset_blend_objects, workers=s.asset_workers,
+                                  descriptor=s.library_descriptor))
                     for name, path in libraries]
         except AddonError as exc:
             return _refused(self, runtime, "index", label, exc, {})
@@ -149,7 +150,8 @@ class ATELIER_OT_index_library(JobOperator, bpy.types.Operator):
     def params(self, context) -> dict:
         s = context.scene.atelier
         return index_params(local_path(s.library_folder), local_path(s.library_db),
-                            clip=pref_text(context, "clip"), views=s.library_views)
+                            clip=pref_text(context, "clip"), views=s.library_views,
+                            descriptor=s.library_descriptor)
 
 
 def search_photo_image(context) -> bytes:

@@ -46,6 +46,7 @@ def draw_asset_libraries(layout, context, jobs) -> None:
         row = box.row(align=True)
         row.prop(s, "asset_blend_objects", text="")
         row.prop(s, "asset_workers")
+        row.prop(s, "library_descriptor", text="")
         col = box.column()
         col.enabled = bool(chosen & {path for _, path in libraries})
         col.operator("atelier.index_asset_libraries", icon="FILE_REFRESH")

@@ -290,6 +290,7 @@ class ATELIER_PT_library(AtelierPanel, bpy.types.Panel):
         box.prop(s, "library_folder")
         row = box.row(align=True)
         row.prop(s, "library_views")
+        row.prop(s, "library_descriptor", text="")
         row.operator("atelier.index_library", icon="FILE_REFRESH")
         layout.prop(s, "search_mode", expand=True)
         layout.prop(s, "search_text", text="", icon="VIEWZOOM")

@@ -108,6 +108,12 @@ class AtelierSceneSettings(bpy.types.PropertyGroup):
     library_views: bpy.props.IntProperty(
         name="Views", default=0, min=0, max=24,
         description="Rendered views per shape when indexing (0: the backend's default, 6)")
+    library_descriptor: bpy.props.EnumProperty(
+        name="Describe by", default="views",
+        items=[("views", "Views", "Rendered views and line drawings, 12 vectors a shape: every query kind at its best"),
+               ("points", "Points", "One point-cloud vector a shape: faster indexing, 1/12 of the memory"),
+               ("both", "Both", "Views and points, their scores fused")],
+        description="What describes each shape in a new index (an existing index keeps its own)")
     search_text: _text_field("What to look for, e.g. 'a wooden chair' (with a sketch: optional; with a photo: leave "
                              "empty)", name="Search")
     search_mode: bpy.props.EnumProperty(

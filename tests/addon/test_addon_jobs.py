@@ -275,6 +275,24 @@ def test_restyle_with_a_file_that_is_not_an_image_fails_with_the_backends_reason
     assert session.get_runtime().ready
 
 
+def test_a_library_is_indexed_by_points_from_the_panel_and_searched(scene, tmp_path):
+    """Descriptor "points" (issue 23): the panel's choice reaches the backend, which stores one point-encoder vector
+    a shape (the shipped encoder of the domain CLIP); a search of that index needs nothing more."""
+    from blender_addon.core import kinds
+
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "box.obj").write_text(CUBE_OBJ)
+    (tmp_path / "lib" / "tetra.obj").write_text(TETRA_OBJ)
+    db = str(tmp_path / "db")
+    bpy.context.scene.atelier.library_descriptor = "points"
+    params = kinds.index_params(str(tmp_path / "lib"), db, "domain", descriptor=bpy.context.scene.atelier.library_descriptor)
+    index = finish(session.get_runtime().submit("index", params, label="Index library"), 90)
+    assert index.fields["descriptor"] == "points" and index.fields["points_encoder"].startswith("points:")
+    assert index.fields["shapes"] == 2 and index.fields["failed"] == []
+    search = finish(session.get_runtime().submit("search", kinds.search_params(db, "a box", k=2), label="Search"))
+    assert sorted(h["name"] for h in search.fields["hits"]) == ["box", "tetra"]
+
+
 def test_a_library_is_indexed_searched_and_a_shape_imported_at_the_cursor(scene, tmp_path):
     from blender_addon.core import kinds
 

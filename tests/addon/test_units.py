@@ -189,12 +189,14 @@ def test_read_style_images_names_blobs_in_order_and_refuses_bad_files(tmp_path):
 def test_shape_library_params():
     assert kinds.index_params(" /srv/lib ", "/srv/db", " tiny ", 2) == \
         {"library": "/srv/lib", "db": "/srv/db", "clip": "tiny", "views": 2}
+    assert kinds.index_params("/srv/lib", "/srv/db", descriptor="points")["descriptor"] == "points"
     assert kinds.search_params("/srv/db", " a red chair ", 5, " chair ") == \
         {"db": "/srv/db", "k": 5, "text": "a red chair", "category": "chair"}
     assert kinds.search_params("/srv/db", strokes=[[(0, 0.5), (1, 0.5)]])["strokes"] == [[[0.0, 0.5], [1.0, 0.5]]]
     assert kinds.fetch_shape_params("/srv/db", 3) == {"db": "/srv/db", "shape_id": 3}
     for call, words in ((lambda: kinds.index_params("", "/db"), "library folder is empty"),
                         (lambda: kinds.index_params("/lib", "/db", views=30), "views"),
+                        (lambda: kinds.index_params("/lib", "/db", descriptor="cloud"), "descriptor must be one of"),
                         (lambda: kinds.search_params("/db", "x", k=0), "number of results"),
                         (lambda: kinds.search_params("/db", "x", k=kinds.SEARCH_MAX_K + 1), "number of results"),
                         (lambda: kinds.search_params("/db", "x" * 501), "over the 500 limit"),
