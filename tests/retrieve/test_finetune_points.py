@@ -20,6 +20,7 @@ from backend.retrieve.db_schema import ShapeRecord
 from backend.retrieve.finetune_points import finetune_config, finetune_points, name_words, resolve_init, shape_captions
 from backend.retrieve.point_encoder import PointEncoder, PointEncoderConfig, load_point_encoder, save_point_encoder
 from backend.retrieve.train_points import PointTrainConfig, train_point_encoder, world_teacher
+from backend.retrieve.train_points import main as train_points_main
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -102,6 +103,10 @@ def test_training_starts_from_the_init_weights_and_a_fresh_temperature_when_the_
     torch.testing.assert_close(model.encode(data.clouds[:, 0]), init.encode(data.clouds[:, 0]), atol=1e-5, rtol=0)
     with pytest.raises(InvalidInputError, match="encoder_config .* differ"):
         train_point_encoder(data, config, replace(TINY, width=64), init=init)
+    narrow = PointEncoder(replace(TINY, embed_dim=16))
+    narrow.clip_spec = init.clip_spec
+    with pytest.raises(InvalidInputError, match=f"embeds in 16 dimensions, the teacher CLIP in {clip.embed_dim}"):
+        train_point_encoder(data, config, init=narrow)
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -150,6 +155,9 @@ def test_an_init_for_another_clip_or_a_missing_one_is_refused(init_file, tmp_pat
         finetune_points(db, FAST, init=tmp_path / "missing.pt")
     with pytest.raises(InvalidInputError, match="built from the CLIP 'domain', not 'tiny'"):
         finetune_points(db, FAST, init=init_file, clip="tiny")
+    with pytest.raises(InvalidInputError, match="trained for the CLIP 'tiny', not 'domain'"):  # before any training
+        train_points_main(["--out", str(tmp_path / "x.pt"), "--clip", "domain", "--init", str(path)])
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_the_default_init_is_the_shipped_encoder_for_the_domain_clip_only(monkeypatch, tmp_path):
