@@ -211,3 +211,17 @@ def test_the_command_names_bad_input(init_file, tmp_path, capsys):
     assert main(["finetune-points", "--db", str(tmp_path / "nodb"), "--out", str(tmp_path / "x.pt")]) == 2
     assert "no shape library database" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_milvus_library_is_read_the_same_way(init_file, tmp_path):
+    """The store is chosen as `atelier index --store milvus` chose it (Milvus Lite: a .db file)."""
+    from backend.retrieve.indexer import IndexConfig, index_library
+    from backend.retrieve.query import QueryEncoder
+
+    library, _ = write_world_library(tmp_path / "world", shapes=3, seed=9)
+    uri = str(tmp_path / "lib.db")
+    with one_thread():
+        report = index_library(library, uri, QueryEncoder(load_clip("domain")), IndexConfig(store="milvus"))
+        assert report.indexed == 3
+        result = finetune_points(uri, replace(FAST, steps=2, batch=3), store="milvus", init=init_file)
+    assert result.shapes == 3 and not result.skipped and result.clip_spec == load_clip("domain").spec
