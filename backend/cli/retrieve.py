@@ -348,7 +348,11 @@ def _finetune_points(args, report: Report) -> None:
     config = finetune_config(steps=args.steps, batch=args.batch, lr=args.lr, loss=args.loss, beta=args.beta,
                              tau_plus=args.tau_plus, seed=args.seed)
     device = resolve(args, report)
-    progress, close = staged_progress_bars()
+    bars, close = staged_progress_bars()
+
+    def progress(step: int, total: int, stage: str = "train", **metrics) -> None:  # meshes, teacher, train
+        bars(step, total, stage=stage, **metrics)
+
     try:
         result = finetune_points(args.db, config, store=args.store, init=args.init, out=args.out, device=device,
                                  progress=progress, clip=args.clip)
