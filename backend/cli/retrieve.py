@@ -314,3 +314,57 @@ def _search(args, report: Report) -> None:
         if cut.note:
             print(f"note: {cut.note}", file=sys.stderr)
     print(json.dumps(printed, indent=1))
+
+
+# ------------------------------------------------------------------------------------------ finetune-points
+@command("finetune-points", "fine-tune a CLIP-aligned point-cloud encoder on an indexed library (its metadata as "
+                            "captions, InfoNCE or the hard contrastive loss)")
+def _finetune_points_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", required=True, help="database folder made by `atelier index` (with --store milvus: the "
+                                                    "Milvus Lite file or server URL)")
+    parser.add_argument("--store", choices=limits.STORES, default="embedded",
+                        help="where the library lives (as given to `atelier index`)")
+    parser.add_argument("--init", default=None, metavar="PATH",
+                        help="the point encoder to start from, trained for the library's CLIP (default: the shipped "
+                             "backend/models/weights/points_domain.pt for a library indexed with the domain CLIP)")
+    parser.add_argument("--loss", choices=("info_nce", "hcl"), default="info_nce",
+                        help="info_nce, or hcl: the hard contrastive loss of the seed paper (Robinson et al. 2021)")
+    parser.add_argument("--beta", type=float, default=None, help="hcl: concentration on hard negatives (default 1.0)")
+    parser.add_argument("--tau-plus", type=float, default=None, help="hcl: class prior in [0, 1) (default 0.1)")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 300)")
+    parser.add_argument("--batch", type=int, default=None, help="distinct shapes per step (default 32)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-4)")
+    parser.add_argument("--out", required=True, help="the fine-tuned point encoder to write (.pt)")
+
+
+@_finetune_points_args.run
+def _finetune_points(args, report: Report) -> None:
+    from backend.cli.common import staged_progress_bars
+    from backend.retrieve.finetune_points import finetune_config, finetune_points
+
+    config = finetune_config(steps=args.steps, batch=args.batch, lr=args.lr, loss=args.loss, beta=args.beta,
+                             tau_plus=args.tau_plus, seed=args.seed)
+    device = resolve(args, report)
+    bars, close = staged_progress_bars()
+
+    def progress(step: int, total: int, stage: str = "train", **metrics) -> None:  # meshes, teacher, train
+        bars(step, total, stage=stage, **metrics)
+
+    try:
+        result = finetune_points(args.db, config, store=args.store, init=args.init, out=args.out, device=device,
+                                 progress=progress, clip=args.clip)
+    finally:
+        close()
+    first, last = result.records[0]["loss"], result.records[-1]["loss"]
+    report.update(clip=result.clip_spec, db=str(args.db), out=str(args.out), init=result.init, shapes=result.shapes,
+                  skipped=[{"path": path, "reason": why} for path, why in result.skipped], steps=config.steps,
+                  loss=config.loss, beta=config.beta, tau_plus=config.tau_plus, loss_first=first, loss_last=last,
+                  seconds_teacher=round(result.teacher_seconds, 3), seconds_total=round(result.seconds, 3),
+                  train_recall_at_1={"image": result.recall_after["image"], "text": result.recall_after["text"]},
+                  train_recall_at_1_init=dict(result.recall_before))
+    for path, why in result.skipped:
+        print(f"skipped: {path}: {why}", file=sys.stderr)
+    print(f"wrote {args.out}: {result.shapes} shapes, {config.loss} loss {first:.4g} -> {last:.4g} over "
+          f"{config.steps} steps; train recall@1 image {result.recall_before['image']:.3f} -> "
+          f"{result.recall_after['image']:.3f}, text {result.recall_before['text']:.3f} -> "
+          f"{result.recall_after['text']:.3f}")

@@ -10,11 +10,15 @@ the space the CLIP's image and text queries already live in.
 
 World shapes (`backend.world`) are the training set, so this module is a trainer on the world (see
 tests/house/test_imports.py::TRAINING_ON_WORLD); `teacher_targets` itself takes any meshes and captions.
+`train_point_encoder(..., init=encoder)` fine-tunes instead: it starts from a copy of a pre-aligned encoder
+(its architecture, weights and, unless `temperature_from_init` is False, its temperature);
+`backend.retrieve.finetune_points` does so on an indexed library.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from collections.abc import Sequence
@@ -31,7 +35,7 @@ from backend.geometry.mesh import Mesh
 from backend.geometry.point_samples import coloured_points
 from backend.progress import CancelToken, ProgressFn, no_progress
 from backend.retrieve.losses import hard_negative_loss, info_nce
-from backend.retrieve.point_encoder import PointEncoder, PointEncoderConfig, save_point_encoder
+from backend.retrieve.point_encoder import PointEncoder, PointEncoderConfig, load_point_encoder, save_point_encoder
 from backend.train_loop import TrainLoop, run_training_loop
 
 MAX_LOGIT_SCALE = 100.0
@@ -80,6 +84,9 @@ class PointTrainConfig:
     """Initial temperature of the losses (logit scale 1 / temperature, clamped at 100)."""
     learn_temperature: bool = True
     """Learn the temperature (CLIP's way) or keep it fixed."""
+    temperature_from_init: bool = True
+    """When fine-tuning from an init encoder: start from its learned temperature (True) or from `temperature`
+    (False). No effect on a fresh encoder, which always starts from `temperature`."""
     checkpoint_every: int = 0
     """Write the checkpoint every this many steps (0: only at the end)."""
 
@@ -179,23 +186,63 @@ def contrastive(points: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor
     return info_nce(points, targets, scale)
 
 
+def check_init(init: PointEncoder, data: PointTeacherSet, encoder_config: PointEncoderConfig | None = None) -> None:
+    """InvalidInputError unless `init` can be fine-tuned on `data`: the same CLIP, the teacher's embed_dim, and
+    (when given) the same encoder config."""
+    from backend.retrieve.taskformer import canonical_clip_spec
+
+    embed_dim = int(data.image.shape[1])
+    if not isinstance(init, PointEncoder):
+        raise InvalidInputError(f"init must be a PointEncoder, got {type(init).__name__}",
+                                hint="load one with backend.retrieve.point_encoder.load_point_encoder(PATH)")
+    if not init.clip_spec or canonical_clip_spec(init.clip_spec) != canonical_clip_spec(data.clip_spec):
+        raise InvalidInputError(
+            f"the init point encoder was trained for the CLIP {init.clip_spec or '(none recorded)'!r}, but the "
+            f"teacher targets are from {data.clip_spec!r}: its embeddings are in another space",
+            hint=f"start from a point encoder trained for {data.clip_spec} (python -m backend.retrieve.train_points "
+                 f"--clip {data.clip_spec} --out PATH), or build the targets with the init's CLIP")
+    if init.config.embed_dim != embed_dim:
+        raise InvalidInputError(f"the init point encoder embeds in {init.config.embed_dim} dimensions, the teacher "
+                                f"CLIP in {embed_dim}", hint="start from a point encoder trained for this CLIP")
+    if encoder_config is not None and encoder_config != init.config:
+        raise InvalidInputError("an encoder_config was given with an init encoder, and they differ",
+                                hint="drop encoder_config: fine-tuning keeps the init's architecture")
+
+
 def train_point_encoder(data: PointTeacherSet, config: PointTrainConfig,
                         encoder_config: PointEncoderConfig | None = None, out: str | Path | None = None,
                         device: torch.device | str = "cpu", progress: ProgressFn = no_progress,
-                        cancel: CancelToken | None = None) -> tuple[PointEncoder, list[dict[str, float]]]:
-    """Trains a fresh encoder (embed_dim set to the teacher's) on `data`; writes the checkpoint to `out` (periodic
-    and final) when given. Returns (the encoder in eval mode, each step's record: loss, image, text, temperature)."""
+                        cancel: CancelToken | None = None,
+                        init: PointEncoder | None = None) -> tuple[PointEncoder, list[dict[str, float]]]:
+    """Trains an encoder on `data`; writes the checkpoint to `out` (periodic and final) when given. Returns (the
+    encoder in eval mode, each step's record: loss, image, text, temperature).
+
+    Without `init`, a fresh encoder of `encoder_config` (embed_dim set to the teacher's), seeded by config.seed.
+    With `init` (fine-tuning), a copy of it (`init` itself is left untouched): its config and weights, and its
+    logit scale unless `config.temperature_from_init` is False (then `config.temperature`). Its embed_dim must be
+    the teacher's and its clip_spec data.clip_spec (InvalidInputError naming both otherwise); `encoder_config`,
+    when also given, must equal the init's."""
     embed_dim = int(data.image.shape[1])
-    encoder_config = PointEncoderConfig(**{**asdict(encoder_config or PointEncoderConfig()), "embed_dim": embed_dim})
+    if init is not None:
+        check_init(init, data, encoder_config)
+        encoder_config = init.config
+    else:
+        encoder_config = PointEncoderConfig(**{**asdict(encoder_config or PointEncoderConfig()),
+                                               "embed_dim": embed_dim})
     if data.clouds.shape[2] < encoder_config.min_points:
         raise InvalidInputError(f"training clouds of {data.clouds.shape[2]} points are too small for the encoder "
                                 f"(it needs {encoder_config.min_points})", hint="raise PointTrainConfig.points")
     torch.manual_seed(config.seed)
     device = torch.device(device)
-    model = PointEncoder(encoder_config).to(device)
+    if init is not None:
+        model = copy.deepcopy(init).to(device)
+        model.requires_grad_(True)
+    else:
+        model = PointEncoder(encoder_config).to(device)
     model.clip_spec = data.clip_spec
-    with torch.no_grad():
-        model.logit_scale.fill_(float(np.log(1.0 / config.temperature)))
+    if init is None or not config.temperature_from_init:
+        with torch.no_grad():
+            model.logit_scale.fill_(float(np.log(1.0 / config.temperature)))
     model.logit_scale.requires_grad_(config.learn_temperature)
     decay = [p for name, p in model.named_parameters() if p.ndim >= 2]
     rest = [p for name, p in model.named_parameters() if p.ndim < 2 and p.requires_grad]
@@ -257,6 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=PointTrainConfig.steps)
     parser.add_argument("--batch", type=int, default=PointTrainConfig.batch)
     parser.add_argument("--loss", choices=("info_nce", "hcl"), default="info_nce")
+    parser.add_argument("--beta", type=float, default=PointTrainConfig.beta, help="HCL concentration (default 1.0)")
+    parser.add_argument("--tau-plus", type=float, default=PointTrainConfig.tau_plus,
+                        help="HCL class prior (default 0.1)")
+    parser.add_argument("--init", default=None, metavar="PATH",
+                        help="start from this point encoder (trained for --clip) instead of random weights")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args(argv)
@@ -266,7 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from backend.models.clip import load_clip
 
     device = resolve_device(args.device)
-    config = PointTrainConfig(shapes=args.shapes, steps=args.steps, batch=args.batch, loss=args.loss)
+    config = PointTrainConfig(shapes=args.shapes, steps=args.steps, batch=args.batch, loss=args.loss,
+                              beta=args.beta, tau_plus=args.tau_plus)
     started = time.perf_counter()
     last = {"t": 0.0}
 
@@ -278,11 +331,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             last["t"] = now
 
     clip = load_clip(args.clip, device)
+    init = load_point_encoder(args.init, clip.spec, device) if args.init else None
     data = world_teacher(clip, config, device, progress)
     teacher_seconds = time.perf_counter() - started
-    model, records = train_point_encoder(data, config, out=args.out, device=device, progress=progress)
+    model, records = train_point_encoder(data, config, out=args.out, device=device, progress=progress, init=init)
     seconds = time.perf_counter() - started
-    figures = {"seconds": round(seconds, 1), "teacher_seconds": round(teacher_seconds, 1),
+    figures = {"seconds": round(seconds, 1), "teacher_seconds": round(teacher_seconds, 1), "init": args.init,
                "threads": torch.get_num_threads(), "clip": clip.spec, "config": asdict(config),
                "loss_first": records[0]["loss"], "loss_last": records[-1]["loss"],
                "train_recall_at_1_image": recall_at_1(model, data.clouds[:, 0], data.image)}
