@@ -33,6 +33,7 @@ import torch
 from backend.geometry.load import load_mesh
 from backend.retrieve.descriptors import SHIPPED, load_point_descriptor
 from backend.retrieve.evaluate import KS, ranks, recall_at
+from backend.retrieve.finetune_points import FINETUNE_DEFAULTS
 from backend.retrieve.train_points import PointTrainConfig, teacher_targets, train_point_encoder
 
 SPEED_BAR, MEMORY_BAR, TEXT_MARGIN = 5.0, 1 / 12, 0.05
@@ -80,16 +81,41 @@ def finetuned(clip, train_meshes, train_captions, shipped, steps: int, seed: int
     for name, loss, init in (("fine-tuned InfoNCE", "info_nce", shipped.model),
                              ("fine-tuned HCL", "hcl", shipped.model),
                              ("scratch InfoNCE", "info_nce", None), ("scratch HCL", "hcl", None)):
-        config = replace(base, loss=loss)
+        # From the shipped weights with `atelier finetune-points`' rate and warm-up; from scratch with training's.
+        config = replace(base, loss=loss, **({"lr": FINETUNE_DEFAULTS["lr"], "warmup": FINETUNE_DEFAULTS["warmup"]}
+                                             if init is not None else {}))
         t0 = time.perf_counter()
         model, records = train_point_encoder(data, config, encoder_config=None if init is None else init.config,
                                              init=init)
         model.cloud_points = shipped.points
         out[name] = (replace(shipped, model=model), {"seconds": round(time.perf_counter() - t0, 1), "steps": steps,
                                                       "loss_first": records[0]["loss"],
-                                                      "loss_last": records[-1]["loss"], "loss": loss,
+                                                      "loss_last": records[-1]["loss"], "loss": loss, "lr": config.lr,
                                                       "from": "shipped" if init is not None else "scratch"})
     return {"teacher_seconds": round(teacher_seconds, 1), "variants": out}
+
+
+def part_seconds(meshes, encoder, points) -> dict:
+    """Mean milliseconds a shape of what indexing does besides reading and committing: the thumbnail (every
+    descriptor renders it), the views descriptor (K shaded views and K line drawings rendered and embedded, the
+    thumbnail excluded) and the points descriptor (samples and the encoder)."""
+    from backend.retrieve.views import IndexViewConfig, render_index_views, render_thumbnail
+
+    views = IndexViewConfig().resolved(encoder.image_size)
+    totals = dict.fromkeys(("thumbnail", "views descriptor", "points descriptor"), 0.0)
+    for mesh in meshes:
+        t0 = time.perf_counter()
+        render_thumbnail(mesh, views)
+        t1 = time.perf_counter()
+        pictured = render_index_views(mesh, views)
+        encoder.encode_views(pictured.shaded, pictured.lines)
+        t2 = time.perf_counter()
+        points.embed(mesh)
+        t3 = time.perf_counter()
+        totals["thumbnail"] += t1 - t0
+        totals["views descriptor"] += (t2 - t1) - (t1 - t0)
+        totals["points descriptor"] += t3 - t2
+    return {name: round(1000 * total / len(meshes), 2) for name, total in totals.items()}
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -173,6 +199,9 @@ def run(clip, train_split, test_split, photos, multi_view_gallery: torch.Tensor,
         protocol[f"points {name}"] = recall_rows(query_sets, point_gallery(descriptor, test_meshes))
     index = index_rows(test_split, query_sets, points_path)
     measured = answer(index)
+    from backend.retrieve.service import load_encoder
+
+    parts = part_seconds(test_meshes, load_encoder("domain"), shipped)
 
     ks = [f"r{k}" for k in KS]
     print(f"\npoint-cloud descriptor (issue 23): {len(test_split)} test shapes; encoder {shipped.path} "
@@ -191,9 +220,11 @@ def run(clip, train_split, test_split, photos, multi_view_gallery: torch.Tensor,
           f"(bar 1/12: {'met' if measured['memory_met'] else 'missed'}), text R@1 "
           f"{measured['text_r1_below_views']:+.3f} below views (bar {TEXT_MARGIN}: "
           f"{'met' if measured['text_met'] else 'missed'})", flush=True)
+    print("ms a shape by part: " + ", ".join(f"{name} {ms:.1f}" for name, ms in parts.items())
+          + f" (the descriptors alone: points {parts['views descriptor'] / parts['points descriptor']:.1f}x faster)")
     return {"encoder": shipped.path, "encoder_id": shipped.encoder_id, "points": shipped.points,
             "protocol": protocol, "finetune": {"teacher_seconds": tuned["teacher_seconds"], "train_shapes":
                                                 len(train_split), **{n: f for n, (_, f) in tuned["variants"].items()}},
-            "index": index, "answer": measured, "query_seconds": round(query_seconds, 1),
+            "index": index, "answer": measured, "ms_per_shape_by_part": parts, "query_seconds": round(query_seconds, 1),
             "queries": {row: int(len(truth)) for row, (_, _, truth) in query_sets.items()},
             "shipped_default": points_path is None and str(SHIPPED.get("domain"))}

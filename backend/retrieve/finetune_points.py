@@ -26,13 +26,10 @@ from backend.errors import InvalidInputError
 from backend.geometry.mesh import Mesh
 from backend.progress import CancelToken, ProgressFn, no_progress
 from backend.retrieve.db_schema import ShapeRecord
+from backend.retrieve.descriptors import SHIPPED
 from backend.retrieve.point_encoder import PointEncoder, load_point_encoder
 from backend.retrieve.train_points import PointTrainConfig, recall_at_1, teacher_targets, train_point_encoder
 
-SHIPPED_POINT_ENCODER = Path(__file__).resolve().parents[1] / "models" / "weights" / "points_domain.pt"
-"""The shipped point encoder, aligned to the domain CLIP: the default init for a library indexed with "domain"."""
-SHIPPED_CLIP = "domain"
-"""The CLIP the shipped point encoder was trained for."""
 TRAIN_HINT = "python -m backend.retrieve.train_points --clip {clip} --out PATH"
 FINETUNE_DEFAULTS = {"steps": 300, "batch": 32, "lr": 1e-4, "warmup": 20}
 """Where fine-tuning differs from `PointTrainConfig`'s training from scratch: fewer steps at a lower peak rate."""
@@ -154,16 +151,16 @@ def resolve_init(init: PointEncoder | str | os.PathLike | None, clip_spec: str,
                                          f"{TRAIN_HINT.format(clip=clip_spec)}")
         return init, "(given encoder)"
     if init is None:
-        if canonical_clip_spec(clip_spec) != canonical_clip_spec(SHIPPED_CLIP):
+        shipped = SHIPPED.get(canonical_clip_spec(clip_spec))
+        if shipped is None:
             raise InvalidInputError(f"no point encoder ships for the CLIP {clip_spec!r} the library was indexed with "
-                                    f"(the shipped one is for {SHIPPED_CLIP!r})",
+                                    f"(the shipped ones are for {', '.join(map(repr, SHIPPED))})",
                                     hint=f"pass --init PATH, a point encoder trained for it: "
                                          f"{TRAIN_HINT.format(clip=clip_spec)}")
-        if not SHIPPED_POINT_ENCODER.is_file():
-            raise InvalidInputError(f"the shipped point encoder {SHIPPED_POINT_ENCODER} is not present",
-                                    hint=f"pass --init PATH, or train one: {TRAIN_HINT.format(clip=SHIPPED_CLIP)} "
-                                         f"--out {SHIPPED_POINT_ENCODER}")
-        init = SHIPPED_POINT_ENCODER
+        if not shipped.is_file():
+            raise InvalidInputError(f"the shipped point encoder {shipped} is not present",
+                                    hint=f"pass --init PATH, or train one: python build.py points")
+        init = shipped
     return load_point_encoder(init, clip_spec, device), str(init)
 
 

@@ -161,10 +161,10 @@ def test_an_init_for_another_clip_or_a_missing_one_is_refused(init_file, tmp_pat
 
 
 def test_the_default_init_is_the_shipped_encoder_for_the_domain_clip_only(monkeypatch, tmp_path):
-    monkeypatch.setattr(fp, "SHIPPED_POINT_ENCODER", tmp_path / "points_domain.pt")
+    monkeypatch.setitem(fp.SHIPPED, "domain", tmp_path / "points_domain.pt")
     with pytest.raises(InvalidInputError, match="shipped point encoder .* is not present") as info:
         resolve_init(None, "domain")
-    assert "--init PATH" in info.value.hint and "train_points --clip domain" in info.value.hint
+    assert "--init PATH" in info.value.hint and "build.py points" in info.value.hint
     with pytest.raises(InvalidInputError, match="no point encoder ships for the CLIP 'tiny'") as info:
         resolve_init(None, "tiny")
     assert "--init PATH" in info.value.hint
