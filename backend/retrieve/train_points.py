@@ -46,8 +46,9 @@ MAX_LOGIT_SCALE = 100.0
 class PointTrainConfig:
     """How a point encoder is trained against a frozen CLIP."""
 
-    shapes: int = 512
-    """World shapes to train on (categories round-robin, `backend.world.dataset.dataset_seeds`)."""
+    shapes: int = 4096
+    """World shapes to train on (categories round-robin, `backend.world.dataset.dataset_seeds`). The defaults are the
+    shipped encoder's recipe (`python build.py points`)."""
     seed: int = 0
     """Seeds the shapes, the samples, the batches and the initial weights."""
     points: int = 1024
@@ -60,7 +61,7 @@ class PointTrainConfig:
     """Teacher views per shape (the index cameras); the image target is their mean embedding."""
     captions_per_shape: int = 4
     """Captions per shape (its own and re-drawn phrasings); each step takes one at random."""
-    steps: int = 2000
+    steps: int = 2500
     """Optimiser steps."""
     batch: int = 32
     """Distinct shapes per step (capped at the number of shapes)."""
