@@ -336,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = world_teacher(clip, config, device, progress)
     teacher_seconds = time.perf_counter() - started
     model, records = train_point_encoder(data, config, out=args.out, device=device, progress=progress, init=init)
+    # The file kept is the model alone (a third of the size): this command does not resume, the optimizer's
+    # state is only for periodic checkpoints.
+    save_point_encoder(args.out, model, config, None, config.steps, [r["loss"] for r in records])
     seconds = time.perf_counter() - started
     figures = {"seconds": round(seconds, 1), "teacher_seconds": round(teacher_seconds, 1), "init": args.init,
                "threads": torch.get_num_threads(), "clip": clip.spec, "config": asdict(config),
