@@ -164,4 +164,4 @@ def test_the_shipped_point_encoder_finds_shapes_by_their_captions(tmp_path):
         by_path = {r.relpath: r.id for r in db.shapes()}
         firsts = [search(db, encoder, text=s["caption"], k=1, keyword_weight=0.0)[0].shape_id
                   == by_path[s["file"].removeprefix("library/")] for s in manifest["shapes"]]
-    assert np.mean(firsts) >= 0.5, firsts
+    assert np.mean(firsts) >= 0.8, firsts  # measured 1.0 (views: 1.0); a random encoder: about 1 / 16
