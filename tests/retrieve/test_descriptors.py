@@ -165,3 +165,21 @@ def test_the_shipped_point_encoder_finds_shapes_by_their_captions(tmp_path):
         firsts = [search(db, encoder, text=s["caption"], k=1, keyword_weight=0.0)[0].shape_id
                   == by_path[s["file"].removeprefix("library/")] for s in manifest["shapes"]]
     assert np.mean(firsts) >= 0.8, firsts  # measured 1.0 (views: 1.0); a random encoder: about 1 / 16
+
+
+def test_ray_workers_rebuild_the_same_point_encoder_and_refuse_another(points_path, tmp_path):
+    """The recipe a Ray worker builds its encoder from carries the descriptor and the point encoder's checkpoint;
+    a node whose checkpoint differs refuses to embed (never mixed vectors)."""
+    from dataclasses import replace
+
+    from backend.retrieve import ray_indexing
+
+    encoder = load_encoder("domain", descriptor="both", points_encoder=points_path)
+    recipe = ray_indexing.EncoderRecipe.of(encoder)
+    assert recipe.descriptor == "both" and recipe.points == str(points_path.resolve())
+    rebuilt = ray_indexing._worker_encoder(recipe, "cpu")
+    assert rebuilt.descriptor == "both" and rebuilt.points_encoder_id == encoder.points_encoder_id
+    other = tmp_path / "other.pt"
+    other.write_bytes(points_path.read_bytes() + b"\0")
+    with pytest.raises(InvalidInputError, match="this Ray node's encoder is points:"):
+        ray_indexing._worker_encoder(replace(recipe, points=str(other)), "cpu")
