@@ -315,6 +315,8 @@ def main() -> None:
     parser.add_argument("--points", nargs="?", const="shipped", default=None, metavar="CHECKPOINT",
                         help="also the point-cloud descriptor's rows (default encoder: the shipped one)")
     parser.add_argument("--points-steps", type=int, default=300, help="fine-tuning steps of each point variant")
+    parser.add_argument("--points-sheet", type=Path, default=None, metavar="PNG",
+                        help="with --points: a contact sheet of text searches in the views and points indexes")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: the cache)")
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "results" / "retrieval_bench.json"))
     args = parser.parse_args()
@@ -364,7 +366,8 @@ def main() -> None:
         import retrieval_points
 
         points = retrieval_points.run(clip, train_split, test_split, dataset_photos(test_split), gallery,
-                                      None if args.points == "shipped" else Path(args.points), args.points_steps)
+                                      None if args.points == "shipped" else Path(args.points), args.points_steps,
+                                      args.points_sheet)
 
     base = TrainConfig(threads=args.threads)
     if args.steps is not None:

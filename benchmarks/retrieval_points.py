@@ -39,6 +39,8 @@ from backend.retrieve.train_points import PointTrainConfig, teacher_targets, tra
 SPEED_BAR, MEMORY_BAR, TEXT_MARGIN = 5.0, 1 / 12, 0.05
 """Issue 23: points index >= 5x faster, in <= 1/12 of the vector memory, text R@1 within 0.05 of views."""
 QUERY_ROWS = ("text", "photo (saliency cut)", "photo (true mask)")
+SHEET_QUERIES = ("a red chair", "a blue lamp", "a striped table", "a green mug with a handle", "a tall shelf")
+"""The text queries of the contact sheet (`--points-sheet`): the top 5 thumbnails of each, views and points."""
 
 
 def queries(clip, data, photos) -> dict[str, tuple[list, torch.Tensor, torch.Tensor]]:
@@ -122,8 +124,25 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def index_rows(data, query_sets: dict, points_path: Path | None) -> dict:
-    """descriptor -> {shapes_per_s, vector/database bytes per shape, recall through `search`} (module docstring, 2.)."""
+def contact_sheet(rows: list[tuple[str, list[bytes]]], path: Path, side: int = 128) -> None:
+    """A PNG of labelled rows of thumbnails (what an artist sees of each search)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    sheet = Image.new("RGB", (200 + 5 * side, len(rows) * side), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (label, thumbnails) in enumerate(rows):
+        draw.text((6, r * side + side // 2 - 6), label, fill="black")
+        for c, png in enumerate(thumbnails):
+            sheet.paste(Image.open(io.BytesIO(png)).convert("RGB").resize((side, side)), (200 + c * side, r * side))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def index_rows(data, query_sets: dict, points_path: Path | None, sheet: Path | None = None) -> dict:
+    """descriptor -> {shapes_per_s, vector/database bytes per shape, recall through `search`} (module docstring, 2.);
+    `sheet`: also the contact sheet of SHEET_QUERIES in the views and points indexes."""
     import sqlite3
 
     from backend.retrieve.indexer import index_library
@@ -139,7 +158,7 @@ def index_rows(data, query_sets: dict, points_path: Path | None) -> dict:
         for file in data.files:  # the test shapes only: the gallery of every other row
             shutil.copy2(data.root / file, library / Path(file).name)
             names.append(Path(file).name)
-        out = {}
+        out, sheet_rows = {}, []
         for descriptor in ("views", "points", "both"):
             encoder = load_encoder("domain", descriptor=descriptor, points_encoder=points_path)
             tick = time.perf_counter()
@@ -160,12 +179,17 @@ def index_rows(data, query_sets: dict, points_path: Path | None) -> dict:
                         hits = [h.shape_id for h in search(db, searcher, k=max(KS), keyword_weight=0.0, **query)]
                         rank.append(hits.index(truth_ids[shape]) if truth_ids[shape] in hits else max(KS))
                     recall[row] = recall_at(torch.tensor(rank), KS)
+                if sheet is not None and descriptor != "both":
+                    sheet_rows += [(f"{descriptor}: {text}", [h.thumbnail for h in search(
+                        db, searcher, text=text, k=5, keyword_weight=0.0)]) for text in SHEET_QUERIES]
             out[descriptor] = {"shapes": report.shapes, "indexed": report.indexed, "failed": len(report.failed),
                                "seconds": round(wall, 2), "shapes_per_s": round(report.shapes_per_s, 2),
                                "wall_shapes_per_s": round(report.shapes / wall, 2),
                                "vector_bytes_per_shape": vector_bytes / report.shapes,
                                "database_bytes_per_shape": _folder_bytes(root / descriptor) / report.shapes,
                                "recall": recall, "points_encoder": encoder.points_encoder_id}
+        if sheet is not None:
+            contact_sheet(sheet_rows, sheet)
         return out
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -184,7 +208,7 @@ def answer(index: dict) -> dict:
 
 
 def run(clip, train_split, test_split, photos, multi_view_gallery: torch.Tensor, points_path: Path | None,
-        finetune_steps: int) -> dict:
+        finetune_steps: int, sheet: Path | None = None) -> dict:
     """Every point row (module docstring); prints the tables; returns the report's "points" block."""
     shipped = load_point_descriptor(points_path, clip.spec)
     t0 = time.perf_counter()
@@ -197,7 +221,7 @@ def run(clip, train_split, test_split, photos, multi_view_gallery: torch.Tensor,
     tuned = finetuned(clip, train_meshes, train_split.captions, shipped, finetune_steps)
     for name, (descriptor, _) in tuned["variants"].items():
         protocol[f"points {name}"] = recall_rows(query_sets, point_gallery(descriptor, test_meshes))
-    index = index_rows(test_split, query_sets, points_path)
+    index = index_rows(test_split, query_sets, points_path, sheet)
     measured = answer(index)
     from backend.retrieve.service import load_encoder
 

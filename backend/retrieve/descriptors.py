@@ -7,7 +7,9 @@
                 score = (1 - POINTS_WEIGHT) x best view's cosine + POINTS_WEIGHT x the points' cosine
 
 Queries are embedded by the CLIP either way (the point encoder lives in its space), so searching needs no point
-encoder; indexing does. A store records its descriptor and the point encoder's id (`point_encoder_id`: the
+encoder; indexing does. A points library answers every query mode with its one vector: text and photos are what
+the encoder was aligned to (the CLIP's captions and shaded views); a sketch is compared with it too, but the
+encoder never saw line drawings, so sketch search belongs to the views and both descriptors. A store records its descriptor and the point encoder's id (`point_encoder_id`: the
 checkpoint's content hash and the CLIP) and refuses to mix vectors of another descriptor or encoder.
 """
 
