@@ -44,6 +44,7 @@ def finetune_config(**overrides) -> PointTrainConfig:
         values["warmup"] = max(1, min(values["warmup"], steps // 10))
     return PointTrainConfig(**values)
 
+
 _HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _LETTERS = re.compile(r"[^\W\d_]+")
 
