@@ -284,8 +284,12 @@ def test_a_library_is_indexed_by_points_from_the_panel_and_searched(scene, tmp_p
     (tmp_path / "lib" / "box.obj").write_text(CUBE_OBJ)
     (tmp_path / "lib" / "tetra.obj").write_text(TETRA_OBJ)
     db = str(tmp_path / "db")
-    bpy.context.scene.atelier.library_descriptor = "points"
-    params = kinds.index_params(str(tmp_path / "lib"), db, "domain", descriptor=bpy.context.scene.atelier.library_descriptor)
+    settings = bpy.context.scene.atelier
+    settings.library_descriptor = "points"
+    try:
+        params = kinds.index_params(str(tmp_path / "lib"), db, "domain", descriptor=settings.library_descriptor)
+    finally:
+        settings.library_descriptor = "views"  # the scene is shared with the module's other tests
     index = finish(session.get_runtime().submit("index", params, label="Index library"), 90)
     assert index.fields["descriptor"] == "points" and index.fields["points_encoder"].startswith("points:")
     assert index.fields["shapes"] == 2 and index.fields["failed"] == []
