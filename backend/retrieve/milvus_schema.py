@@ -112,7 +112,7 @@ def both(*exprs: str) -> str:
     return " and ".join(f"({e})" for e in exprs if e)
 
 
-def make_schemas(client, data_type, embed_dim: int, kinds: tuple[str, ...] = ("shaded", "lines")) -> dict[str, object]:
+def make_schemas(client, data_type, embed_dim: int, kinds: tuple[str, ...]) -> dict[str, object]:
     """name -> collection schema (see the module docstring); one vectors collection per kind of the library's
     descriptor."""
 

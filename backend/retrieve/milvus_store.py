@@ -284,7 +284,6 @@ class MilvusStore(StoreMeta):
         with self._lock:
             yield self
 
-
     def _begin(self, file: str, old_ids: list[int], state: FileState | None, new: int, committed: bool) -> dict:
         """Step 1: allocates a txn and `new` shape ids and records the op, in one upsert."""
         next_id = int(self._meta_rows()["next_id"])

@@ -32,12 +32,13 @@ import torch.nn.functional as F
 
 from backend.errors import InvalidInputError
 from backend.models.clip import ClipModel
+from backend.retrieve.descriptors import POINTS_KIND, VIEW_KINDS, check_descriptor
 from backend.retrieve.sketch import SketchInputConfig, sketch_from_image, sketch_from_strokes
 from shared_protocol.limits import MAX_PROMPT_CHARS
 
 MODES = ("text", "sketch", "photo", "sketch+text")
 """Query modes, named by what the query holds."""
-KINDS = ("shaded", "lines", "points")
+KINDS = (*VIEW_KINDS, POINTS_KIND)
 """Index vector kinds: CLIP embeddings of the shaded views and of the line drawings, and the point encoder's
 embedding of the shape's surface samples (`backend.retrieve.descriptors`)."""
 
@@ -101,8 +102,6 @@ class QueryEncoder:
         """This encoder indexing with `descriptor` and the `PointDescriptor` `points` (None for "views"), in the
         same CLIP's space. InvalidInputError for a TASK-former's encoder (its towers left the CLIP's space the
         point encoder was aligned to) or a missing point encoder."""
-        from backend.retrieve.descriptors import check_descriptor
-
         check_descriptor(descriptor)
         if descriptor != "views":
             if self.taskformer is not None:

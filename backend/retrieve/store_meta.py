@@ -1,10 +1,13 @@
 """What both library stores (`LibraryDB`, `MilvusStore`) read off their meta rows: the CLIP, encoder, embedding
 size, views, descriptor, point encoder and library folder a library was built with, and the check that a search or
 an indexing run uses the same (a library never mixes vectors of two models or descriptors). A library written
-before descriptors existed has no descriptor row: it is a views library. A store provides `meta()` (key -> value), `library_label` (how messages name the library) and `elsewhere`
-(where a library with other settings goes instead)."""
+before descriptors existed has no descriptor row: it is a views library. A store provides `meta()` (key ->
+value), `library_label` (how messages name the library) and `elsewhere` (where a library with other settings goes
+instead)."""
 
 from __future__ import annotations
+
+import functools
 
 from backend.errors import InvalidInputError
 from backend.retrieve.descriptors import descriptor_kinds
@@ -45,9 +48,10 @@ class StoreMeta:
     def views_json(self) -> str:
         return self.meta()["views"]
 
-    @property
+    @functools.cached_property
     def descriptor(self) -> str:
-        """What describes each shape: "views", "points" or "both" (`backend.retrieve.descriptors`)."""
+        """What describes each shape: "views", "points" or "both" (`backend.retrieve.descriptors`). Read once: a
+        library keeps its descriptor for life (searches and Milvus writes ask for it on every call)."""
         return self.meta().get("descriptor", "views")
 
     @property
